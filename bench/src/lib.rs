@@ -1,0 +1,1 @@
+//! bookd benchmarks (see benches/).

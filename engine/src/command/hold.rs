@@ -1,0 +1,329 @@
+//! `hold`: take `quantity` units of each item, all or nothing, for `ttl_ms`.
+//! The hold id is the idempotency key: a repeat with the same items and quantities returns the
+//! existing hold (`existing: true`), anything else is `hold_id_conflict`. A refused hold records
+//! nothing, so its id may be used again.
+
+use crate::error::Refusal;
+use crate::limits::{HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES, HOLD_TTL_MS_DEFAULT, QUANTITY_MAX};
+use crate::name::{check_name, name_problem};
+use crate::state::{Engine, HoldItem, Partition};
+
+use super::{validate_ttl, Outcome};
+
+/// `quantity` units of `resource`.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Item {
+    pub resource: String,
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Hold {
+    pub partition: String,
+    pub hold: String,
+    pub items: Vec<Item>,
+    /// Time to live; `None` means the contract's default of 10 minutes.
+    pub ttl_ms: Option<u64>,
+    pub reference: Option<String>,
+}
+
+impl Hold {
+    pub(crate) fn validate(&self) -> Result<(), Refusal> {
+        check_name("partition", &self.partition)?;
+        check_name("id", &self.hold)?;
+        if self.items.is_empty() || self.items.len() > HOLD_ITEMS_MAX {
+            return Err(Refusal::invalid("items", "must hold 1 to 64 items"));
+        }
+        for (index, item) in self.items.iter().enumerate() {
+            if let Some(reason) = name_problem(&item.resource) {
+                return Err(Refusal::invalid(format!("items[{index}].resource"), reason));
+            }
+            if item.quantity == 0 || item.quantity > QUANTITY_MAX {
+                return Err(Refusal::invalid(
+                    format!("items[{index}].quantity"),
+                    "must be between 1 and 2^32-1",
+                ));
+            }
+            if self.items[..index].iter().any(|earlier| earlier.resource == item.resource) {
+                return Err(Refusal::invalid(
+                    format!("items[{index}].resource"),
+                    "duplicate resource in one hold",
+                ));
+            }
+        }
+        if let Some(ttl_ms) = self.ttl_ms {
+            validate_ttl(ttl_ms)?;
+        }
+        if self.reference.as_ref().is_some_and(|r| r.len() > HOLD_REF_SIZE_MAX_BYTES) {
+            return Err(Refusal::invalid("ref", "longer than 256 bytes"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Outcome, Refusal> {
+        let Some(partition) = engine.find_partition(&self.partition) else {
+            return Err(self.resource_not_found(0));
+        };
+        let part = &engine.partitions[partition as usize];
+        if let Some(&slot) = part.holds.get(self.hold.as_str()) {
+            if !self.same_items(part, &engine.holds[slot as usize].items) {
+                return Err(Refusal::HoldIdConflict);
+            }
+            return Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: true });
+        }
+        let items = self.plan(part)?;
+        if engine.holds.len() >= engine.limits.holds_max as usize {
+            return Err(Refusal::Overloaded { table: "hold", max: engine.limits.holds_max });
+        }
+        let ttl_ms = self.ttl_ms.unwrap_or(HOLD_TTL_MS_DEFAULT);
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let slot = engine.insert_hold(
+            partition,
+            &self.hold,
+            items,
+            expires_at_ms,
+            self.reference.as_deref(),
+        );
+        Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: false })
+    }
+
+    /// Resolves every item to a resource with enough units available, or refuses naming the
+    /// first item (in request order) that does not exist or does not fit.
+    fn plan(&self, part: &Partition) -> Result<Box<[HoldItem]>, Refusal> {
+        let mut items = Vec::with_capacity(self.items.len());
+        for (index, item) in self.items.iter().enumerate() {
+            let Some(&resource) = part.resource_index.get(item.resource.as_str()) else {
+                return Err(self.resource_not_found(index));
+            };
+            let record = &part.resources[resource as usize];
+            let available = record.available();
+            if item.quantity > available {
+                return Err(Refusal::InsufficientCapacity {
+                    resource: record.id.clone(),
+                    requested: item.quantity,
+                    available,
+                });
+            }
+            // Validated: 1 <= quantity <= u32::MAX.
+            items.push(HoldItem { resource, quantity: item.quantity as u32 });
+        }
+        Ok(items.into_boxed_slice())
+    }
+
+    /// Whether this request names the same items and quantities (in any order) as `held`.
+    fn same_items(&self, part: &Partition, held: &[HoldItem]) -> bool {
+        held.len() == self.items.len()
+            && self.items.iter().all(|item| {
+                part.resource_index.get(item.resource.as_str()).is_some_and(|&resource| {
+                    held.iter()
+                        .any(|h| h.resource == resource && u64::from(h.quantity) == item.quantity)
+                })
+            })
+    }
+
+    fn resource_not_found(&self, index: usize) -> Refusal {
+        Refusal::ResourceNotFound { resource: self.items[index].resource.as_str().into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::test_support::*;
+    use crate::command::{Command, Hold as HoldCommand, Item};
+    use crate::{Engine, EngineLimits, HoldStatus, Outcome, Refusal};
+
+    fn new_hold(outcome: Result<Outcome, Refusal>) -> (crate::HoldView, bool) {
+        match outcome.unwrap() {
+            Outcome::Hold { hold, existing } => (hold, existing),
+            Outcome::Resource { .. } => panic!("expected a hold"),
+        }
+    }
+
+    #[test]
+    fn takes_units_and_sets_expiry() {
+        let mut engine = engine_with(10);
+        let (hold, existing) =
+            new_hold(engine.apply(T0, &hold("p", "h", &[("r", 4)], Some(5_000))));
+        assert!(!existing);
+        assert_eq!(hold.status, HoldStatus::Held);
+        assert_eq!(hold.expires_at_ms, T0 + 5_000);
+        assert_eq!(&*hold.items[0].resource, "r");
+        assert_eq!(hold.items[0].quantity, 4);
+        assert_eq!(counts(&engine, "p", "r"), (10, 4, 0));
+    }
+
+    #[test]
+    fn default_ttl_is_ten_minutes_and_ref_is_kept() {
+        let mut engine = engine_with(1);
+        let command = Command::Hold(HoldCommand {
+            partition: "p".into(),
+            hold: "h".into(),
+            items: vec![Item { resource: "r".into(), quantity: 1 }],
+            ttl_ms: None,
+            reference: Some("order-77".into()),
+        });
+        let (hold, _) = new_hold(engine.apply(T0, &command));
+        assert_eq!(hold.expires_at_ms, T0 + 600_000);
+        assert_eq!(hold.reference.as_deref(), Some("order-77"));
+    }
+
+    #[test]
+    fn all_or_nothing_across_items() {
+        let mut engine = engine_with(10);
+        engine.apply(T0, &put("p", "s", 1)).unwrap();
+        let refusal = engine.apply(T0, &hold("p", "h", &[("r", 2), ("s", 2)], None)).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::InsufficientCapacity { resource: "s".into(), requested: 2, available: 1 }
+        );
+        assert_eq!(counts(&engine, "p", "r"), (10, 0, 0));
+        assert_eq!(counts(&engine, "p", "s"), (1, 0, 0));
+        assert_refused_unchanged(
+            &mut engine,
+            T0,
+            &hold("p", "h", &[("r", 2), ("s", 2)], None),
+            "insufficient_capacity",
+        );
+    }
+
+    #[test]
+    fn refused_hold_leaves_no_trace_and_its_id_can_be_reused() {
+        let mut engine = engine_with(2);
+        assert_refused_unchanged(
+            &mut engine,
+            T0,
+            &hold("p", "h", &[("r", 3)], None),
+            "insufficient_capacity",
+        );
+        assert_eq!(engine.hold("p", "h").unwrap_err(), Refusal::HoldNotFound);
+        let (hold, existing) = new_hold(engine.apply(T0, &hold("p", "h", &[("r", 2)], None)));
+        assert!(!existing);
+        assert_eq!(hold.status, HoldStatus::Held);
+    }
+
+    #[test]
+    fn unknown_resource_or_partition_is_resource_not_found() {
+        let mut engine = engine_with(2);
+        let refusal = engine.apply(T0, &hold("p", "h", &[("r", 1), ("x", 1)], None)).unwrap_err();
+        assert_eq!(refusal, Refusal::ResourceNotFound { resource: "x".into() });
+        let refusal = engine.apply(T0, &hold("nope", "h", &[("r", 1)], None)).unwrap_err();
+        assert_eq!(refusal, Refusal::ResourceNotFound { resource: "r".into() });
+        assert_eq!(counts(&engine, "p", "r"), (2, 0, 0));
+    }
+
+    #[test]
+    fn repeat_with_same_items_returns_existing_in_any_state() {
+        let mut engine = engine_with(10);
+        engine.put_many(&["s"]);
+        let request = hold("p", "h", &[("r", 2), ("s", 1)], None);
+        engine.apply(T0, &request).unwrap();
+        // Same items in another order, another ttl: still the same hold.
+        let (again, existing) =
+            new_hold(engine.apply(T0 + 1, &hold("p", "h", &[("s", 1), ("r", 2)], Some(9))));
+        assert!(existing);
+        assert_eq!(again.expires_at_ms, T0 + 600_000);
+        assert_eq!(counts(&engine, "p", "r"), (10, 2, 0));
+        engine.apply(T0 + 2, &confirm("p", "h")).unwrap();
+        let (again, existing) = new_hold(engine.apply(T0 + 3, &request));
+        assert!(existing);
+        assert_eq!(again.status, HoldStatus::Confirmed);
+        assert_eq!(counts(&engine, "p", "r"), (10, 0, 2));
+    }
+
+    #[test]
+    fn same_id_with_other_items_is_a_conflict() {
+        let mut engine = engine_with(10);
+        engine.put_many(&["s"]);
+        engine.apply(T0, &hold("p", "h", &[("r", 2)], None)).unwrap();
+        for other in [
+            hold("p", "h", &[("r", 3)], None),
+            hold("p", "h", &[("s", 2)], None),
+            hold("p", "h", &[("r", 2), ("s", 1)], None),
+            hold("p", "h", &[("r", 2), ("missing", 1)], None),
+        ] {
+            assert_refused_unchanged(&mut engine, T0, &other, "hold_id_conflict");
+        }
+        // Hold ids are per partition: the same id elsewhere is another hold.
+        engine.apply(T0, &put("q", "r", 1)).unwrap();
+        assert!(engine.apply(T0, &hold("q", "h", &[("r", 1)], None)).is_ok());
+    }
+
+    #[test]
+    fn expired_hold_id_is_never_reused() {
+        let mut engine = engine_with(10);
+        engine.apply(T0, &hold("p", "h", &[("r", 2)], Some(10))).unwrap();
+        let (again, existing) = new_hold(engine.apply(T0 + 10, &hold("p", "h", &[("r", 2)], None)));
+        assert!(existing);
+        assert_eq!(again.status, HoldStatus::Expired);
+        assert_eq!(counts(&engine, "p", "r"), (10, 0, 0));
+        assert_refused_unchanged(
+            &mut engine,
+            T0 + 11,
+            &hold("p", "h", &[("r", 1)], None),
+            "hold_id_conflict",
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut engine = engine_with(10);
+        let cases: Vec<(Command, &str)> = vec![
+            (hold("p", "h", &[], None), "items"),
+            (hold("p", "h", &[("r", 0)], None), "items[0].quantity"),
+            (hold("p", "h", &[("r", 1 << 32)], None), "items[0].quantity"),
+            (hold("p", "h", &[("r", 1), ("r", 1)], None), "items[1].resource"),
+            (hold("p", "h", &[("r r", 1)], None), "items[0].resource"),
+            (hold("p", "h", &[("r", 1)], Some(0)), "ttl_ms"),
+            (hold("p", "h", &[("r", 1)], Some(86_400_001)), "ttl_ms"),
+            (hold("p", "h/1", &[("r", 1)], None), "id"),
+            (hold("", "h", &[("r", 1)], None), "partition"),
+        ];
+        for (command, field) in cases {
+            assert_refused_unchanged(&mut engine, T0, &command, "invalid");
+            match engine.apply(T0, &command).unwrap_err() {
+                Refusal::Invalid { field: named, .. } => assert_eq!(named, field),
+                other => panic!("{other:?}"),
+            }
+        }
+        let names: Vec<String> = (0..65).map(|i| format!("x{i}")).collect();
+        let items: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        assert_refused_unchanged(&mut engine, T0, &hold("p", "h", &items, None), "invalid");
+        let mut long_ref = hold("p", "h", &[("r", 1)], None);
+        if let Command::Hold(h) = &mut long_ref {
+            h.reference = Some("x".repeat(257));
+        }
+        assert_refused_unchanged(&mut engine, T0, &long_ref, "invalid");
+    }
+
+    #[test]
+    fn sixty_four_items_and_max_quantity_are_allowed() {
+        let mut engine = Engine::default();
+        let names: Vec<String> = (0..64).map(|i| format!("x{i}")).collect();
+        for name in &names {
+            engine.apply(T0, &put("p", name, u64::from(u32::MAX))).unwrap();
+        }
+        let items: Vec<(&str, u64)> =
+            names.iter().map(|n| (n.as_str(), u64::from(u32::MAX))).collect();
+        assert!(engine.apply(T0, &hold("p", "h", &items, Some(86_400_000))).is_ok());
+        assert_eq!(counts(&engine, "p", "x63"), (u64::from(u32::MAX), u64::from(u32::MAX), 0));
+    }
+
+    #[test]
+    fn full_hold_table_refuses_with_overloaded() {
+        let limits = EngineLimits { holds_max: 1, ..EngineLimits::default() };
+        let mut engine = Engine::new(limits);
+        engine.apply(T0, &put("p", "r", 5)).unwrap();
+        engine.apply(T0, &hold("p", "a", &[("r", 1)], None)).unwrap();
+        assert_refused_unchanged(&mut engine, T0, &hold("p", "b", &[("r", 1)], None), "overloaded");
+        // The existing hold can still be repeated.
+        assert!(engine.apply(T0, &hold("p", "a", &[("r", 1)], None)).is_ok());
+    }
+
+    impl Engine {
+        fn put_many(&mut self, names: &[&str]) {
+            for name in names {
+                self.apply(T0, &put("p", name, 10)).unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The commands that change state, one file per verb, and the one dispatch `match`.
+//!
+//! Every command runs in two phases: `validate` (stateless: names, limits, shapes; refuses with
+//! `invalid`) and `execute` (reads the state to decide, then mutates; once it starts mutating it
+//! cannot fail). A refused command changes nothing but the clock, which every command advances.
+
+mod cancel;
+mod confirm;
+mod extend;
+mod hold;
+mod put_resource;
+mod release;
+
+pub use cancel::Cancel;
+pub use confirm::Confirm;
+pub use extend::Extend;
+pub use hold::{Hold, Item};
+pub use put_resource::PutResource;
+pub use release::Release;
+
+use crate::error::Refusal;
+use crate::state::Engine;
+use crate::view::{HoldView, ResourceView};
+
+/// A state-changing command, as written to the log.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Command {
+    PutResource(PutResource),
+    Hold(Hold),
+    Confirm(Confirm),
+    Release(Release),
+    Cancel(Cancel),
+    Extend(Extend),
+}
+
+/// What a successful command returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `put_resource`: the resource, and whether it was created (201) or changed (200).
+    Resource { resource: ResourceView, created: bool },
+    /// Every hold command: the hold, and for `hold` whether the id already existed (200) or the
+    /// hold is new (201). `existing` is false for the other commands.
+    Hold { hold: HoldView, existing: bool },
+}
+
+impl Command {
+    /// The partition the command acts on; commands are routed to shards by it.
+    pub fn partition(&self) -> &str {
+        match self {
+            Command::PutResource(command) => &command.partition,
+            Command::Hold(command) => &command.partition,
+            Command::Confirm(command) => &command.partition,
+            Command::Release(command) => &command.partition,
+            Command::Cancel(command) => &command.partition,
+            Command::Extend(command) => &command.partition,
+        }
+    }
+
+    /// The contract's name of the operation (`op` in a batch).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Command::PutResource(_) => "put_resource",
+            Command::Hold(_) => "hold",
+            Command::Confirm(_) => "confirm",
+            Command::Release(_) => "release",
+            Command::Cancel(_) => "cancel",
+            Command::Extend(_) => "extend",
+        }
+    }
+
+    /// Stateless validation: names and limits. Reads nothing but the command.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        match self {
+            Command::PutResource(command) => command.validate(),
+            Command::Hold(command) => command.validate(),
+            Command::Confirm(command) => command.validate(),
+            Command::Release(command) => command.validate(),
+            Command::Cancel(command) => command.validate(),
+            Command::Extend(command) => command.validate(),
+        }
+    }
+}
+
+impl Engine {
+    /// Applies `command` at time `now_ms` (Unix ms, chosen by the caller and recorded in the
+    /// log). Time never runs backwards: an earlier `now_ms` counts as the engine's clock.
+    /// Holds due by then expire first, so a confirm at or after `expires_at_ms` finds the hold
+    /// expired. An invalid command changes nothing at all.
+    pub fn apply(&mut self, now_ms: u64, command: &Command) -> Result<Outcome, Refusal> {
+        command.validate()?;
+        let (now_ms, _) = self.advance(now_ms);
+        match command {
+            Command::PutResource(command) => command.execute(self),
+            Command::Hold(command) => command.execute(self, now_ms),
+            Command::Confirm(command) => command.execute(self),
+            Command::Release(command) => command.execute(self),
+            Command::Cancel(command) => command.execute(self),
+            Command::Extend(command) => command.execute(self, now_ms),
+        }
+    }
+}
+
+/// Validation shared by the commands that name an existing hold.
+fn validate_hold_ref(partition: &str, hold: &str) -> Result<(), Refusal> {
+    crate::name::check_name("partition", partition)?;
+    crate::name::check_name("id", hold)
+}
+
+/// Refuses a `ttl_ms` outside the contract's range.
+fn validate_ttl(ttl_ms: u64) -> Result<(), Refusal> {
+    use crate::limits::{HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN};
+    if (HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&ttl_ms) {
+        Ok(())
+    } else {
+        Err(Refusal::invalid("ttl_ms", "must be between 1 and 86400000"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Shorthands for the command tests.
+    use super::*;
+
+    pub const T0: u64 = 1_700_000_000_000;
+
+    pub fn put(partition: &str, resource: &str, capacity: u64) -> Command {
+        Command::PutResource(PutResource {
+            partition: partition.into(),
+            resource: resource.into(),
+            capacity,
+        })
+    }
+
+    pub fn hold(partition: &str, id: &str, items: &[(&str, u64)], ttl_ms: Option<u64>) -> Command {
+        Command::Hold(Hold {
+            partition: partition.into(),
+            hold: id.into(),
+            items: items
+                .iter()
+                .map(|(resource, quantity)| Item {
+                    resource: (*resource).into(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            ttl_ms,
+            reference: None,
+        })
+    }
+
+    pub fn confirm(partition: &str, id: &str) -> Command {
+        Command::Confirm(Confirm { partition: partition.into(), hold: id.into() })
+    }
+
+    pub fn release(partition: &str, id: &str) -> Command {
+        Command::Release(Release { partition: partition.into(), hold: id.into() })
+    }
+
+    pub fn cancel(partition: &str, id: &str) -> Command {
+        Command::Cancel(Cancel { partition: partition.into(), hold: id.into() })
+    }
+
+    pub fn extend(partition: &str, id: &str, ttl_ms: u64) -> Command {
+        Command::Extend(Extend { partition: partition.into(), hold: id.into(), ttl_ms })
+    }
+
+    /// An engine with `p/r` of the given capacity.
+    pub fn engine_with(capacity: u64) -> Engine {
+        let mut engine = Engine::default();
+        engine.apply(T0, &put("p", "r", capacity)).unwrap();
+        engine
+    }
+
+    pub fn counts(engine: &Engine, partition: &str, resource: &str) -> (u64, u64, u64) {
+        let view = engine.resource(partition, resource).unwrap();
+        (view.capacity, view.held, view.confirmed)
+    }
+
+    pub fn status(outcome: Result<Outcome, Refusal>) -> Result<crate::HoldStatus, Refusal> {
+        match outcome? {
+            Outcome::Hold { hold, .. } => Ok(hold.status),
+            Outcome::Resource { .. } => panic!("expected a hold"),
+        }
+    }
+
+    /// Applies `command` and asserts it was refused with `code` and changed no resource or hold.
+    pub fn assert_refused_unchanged(
+        engine: &mut Engine,
+        now_ms: u64,
+        command: &Command,
+        code: &str,
+    ) {
+        engine.tick(now_ms);
+        let before = engine.image();
+        let refusal = engine.apply(now_ms, command).unwrap_err();
+        assert_eq!(refusal.code(), code, "{refusal}");
+        assert_eq!(engine.image(), before, "a refused command changed the state");
+    }
+}

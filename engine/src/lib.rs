@@ -1,0 +1,41 @@
+//! bookd's booking engine: a deterministic state machine of resources and holds.
+//!
+//! The engine does no I/O and reads no clock: every command carries its time (Unix ms), so the
+//! same commands in the same order give the same results and the same state, byte for byte.
+//! That is what makes the write-ahead log, replay and standbys exact.
+//!
+//! # Layout
+//! - [`limits`]: every limit, units last, relations checked at compile time.
+//! - `name`: validation of partition, resource and hold ids.
+//! - `command/`: one file per state-changing verb (validate, execute, tests) and the dispatch.
+//! - `state`: the tables (partitions, resources, holds) and the only code that moves units.
+//! - `expiry`: the min-heap that expires holds by time, without scanning.
+//! - `query`: read-only lookups and ordered listing.
+//! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
+//! - `view`, `error`: what callers get back: views of resources and holds, and refusals.
+//!
+//! # Invariants
+//! `held + confirmed <= capacity` for every resource at every instant (asserted where counters
+//! change); counters equal the sums over holds ([`Engine::check_invariants`]); time never runs
+//! backwards; a refused command changes nothing but the clock.
+
+mod command;
+mod error;
+mod expiry;
+pub mod limits;
+mod name;
+mod query;
+mod snapshot;
+mod state;
+mod view;
+
+pub use command::{Cancel, Command, Confirm, Extend, Hold, Item, Outcome, PutResource, Release};
+pub use error::Refusal;
+pub use name::{check_name, is_name_byte, name_problem};
+pub use query::ListQuery;
+pub use snapshot::{
+    EngineImage, HoldImage, ItemImage, PartitionImage, ResourceImage, SnapshotError,
+    SNAPSHOT_FORMAT_VERSION,
+};
+pub use state::{Engine, EngineLimits, EngineStats};
+pub use view::{HoldStatus, HoldView, ItemView, ResourcePage, ResourceView};

@@ -1,0 +1,42 @@
+//! Every limit of the engine, in one place, with units last. Relations between limits are checked
+//! at compile time; the values come from ../shared/CONTRACT.md ("Names and limits").
+
+/// Longest partition, resource or hold id, in bytes.
+pub const NAME_SIZE_MAX_BYTES: usize = 64;
+/// Largest capacity of a resource: 2^53 − 1, so every count is exact in a JSON number.
+pub const CAPACITY_MAX: u64 = (1 << 53) - 1;
+/// Largest quantity of one item of a hold.
+pub const QUANTITY_MAX: u64 = u32::MAX as u64;
+/// Most items in one hold.
+pub const HOLD_ITEMS_MAX: usize = 64;
+/// Shortest and longest hold time to live, in milliseconds.
+pub const HOLD_TTL_MS_MIN: u64 = 1;
+pub const HOLD_TTL_MS_MAX: u64 = 86_400_000;
+/// Time to live of a hold created without `ttl_ms`.
+pub const HOLD_TTL_MS_DEFAULT: u64 = 600_000;
+/// Longest `ref` stored with a hold, in bytes.
+pub const HOLD_REF_SIZE_MAX_BYTES: usize = 256;
+/// Most resources a listing page returns, and its default.
+pub const LIST_LIMIT_MAX: usize = 1_000;
+pub const LIST_LIMIT_DEFAULT: usize = 100;
+
+/// Default bounds of one engine (one shard). Every table that input can grow is bounded; a
+/// command that would grow a full table is refused with `overloaded` and changes nothing.
+pub const ENGINE_RESOURCES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
+pub const ENGINE_HOLDS_MAX_DEFAULT: u32 = 32 * 1024 * 1024;
+pub const ENGINE_PARTITIONS_MAX_DEFAULT: u32 = 1024 * 1024;
+
+/// The expiry queue is rebuilt when stale entries (holds confirmed, released or extended since
+/// they were queued) outnumber live ones by this factor, so it stays O(live holds).
+pub const EXPIRY_QUEUE_STALE_FACTOR: usize = 2;
+/// ... but never while it is smaller than this, to avoid rebuilding tiny queues.
+pub const EXPIRY_QUEUE_COMPACT_LEN_MIN: usize = 4096;
+
+const _: () =
+    assert!(HOLD_TTL_MS_MIN <= HOLD_TTL_MS_DEFAULT && HOLD_TTL_MS_DEFAULT <= HOLD_TTL_MS_MAX);
+const _: () = assert!(LIST_LIMIT_DEFAULT <= LIST_LIMIT_MAX);
+// now + ttl never overflows for any wall-clock time this millennium and any allowed ttl.
+const _: () = assert!(HOLD_TTL_MS_MAX < u64::MAX / 2);
+// A hold's units fit the counters: 64 items × u32::MAX ≪ u64::MAX; per resource one quantity.
+const _: () = assert!(QUANTITY_MAX <= u32::MAX as u64);
+const _: () = assert!(CAPACITY_MAX < u64::MAX / 2);

@@ -1,0 +1,397 @@
+//! The engine's state: partitions, resources and holds in compact tables, and the one place where
+//! time advances and holds change state.
+//!
+//! Invariants, asserted where they change and checked whole by [`Engine::check_invariants`]:
+//! - for every resource, `held + confirmed <= capacity`;
+//! - a resource's `held` (`confirmed`) is the sum of its units in held (confirmed) holds;
+//! - the clock only moves forward, and no hold is `Held` at or after its `expires_at_ms`
+//!   once the clock has reached it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::error::Refusal;
+use crate::expiry::ExpiryQueue;
+use crate::limits::{
+    ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT, ENGINE_RESOURCES_MAX_DEFAULT,
+};
+use crate::view::{HoldStatus, HoldView, ItemView, ResourceView};
+
+/// Hash map with a fast, per-process randomly seeded hasher. Iteration order never reaches a
+/// result or a snapshot (both are ordered explicitly), so determinism does not depend on it.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Bounds on the tables of one engine. A command that would grow a full table is refused with
+/// `overloaded` and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    pub partitions_max: u32,
+    pub resources_max: u32,
+    pub holds_max: u32,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            partitions_max: ENGINE_PARTITIONS_MAX_DEFAULT,
+            resources_max: ENGINE_RESOURCES_MAX_DEFAULT,
+            holds_max: ENGINE_HOLDS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// A partition: its resources (by dense index, by id, and in id order) and its holds by id.
+#[derive(Debug, Clone)]
+pub(crate) struct Partition {
+    pub(crate) name: Arc<str>,
+    pub(crate) resources: Vec<Resource>,
+    pub(crate) resource_index: Map<Arc<str>, u32>,
+    pub(crate) resource_order: BTreeMap<Arc<str>, u32>,
+    pub(crate) holds: Map<Arc<str>, u32>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Resource {
+    pub(crate) id: Arc<str>,
+    pub(crate) capacity: u64,
+    pub(crate) held: u64,
+    pub(crate) confirmed: u64,
+}
+
+impl Resource {
+    #[inline]
+    pub(crate) fn available(&self) -> u64 {
+        self.capacity - self.held - self.confirmed
+    }
+
+    #[inline]
+    fn assert_within_capacity(&self) {
+        assert!(
+            self.held.checked_add(self.confirmed).is_some_and(|used| used <= self.capacity),
+            "invariant broken: resource {} has held {} + confirmed {} > capacity {}",
+            self.id,
+            self.held,
+            self.confirmed,
+            self.capacity
+        );
+    }
+}
+
+/// `quantity` units of the resource at dense index `resource` of the hold's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HoldItem {
+    pub(crate) resource: u32,
+    pub(crate) quantity: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Hold {
+    pub(crate) partition: u32,
+    pub(crate) id: Arc<str>,
+    pub(crate) status: HoldStatus,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) items: Box<[HoldItem]>,
+    pub(crate) reference: Option<Arc<str>>,
+}
+
+/// Counts that describe the size of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    pub partitions: u32,
+    pub resources: u32,
+    pub holds: u32,
+    pub holds_live: u32,
+    pub expiry_queue_len: usize,
+    pub clock_ms: u64,
+}
+
+/// One shard's booking state. Deterministic: the same commands with the same timestamps, in the
+/// same order, give the same results and the same state. It does no I/O and reads no clock.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    pub(crate) limits: EngineLimits,
+    pub(crate) partitions: Vec<Partition>,
+    pub(crate) partition_index: Map<Arc<str>, u32>,
+    /// Every hold ever created, by slot. Hold ids are unique for ever, so slots are never reused.
+    pub(crate) holds: Vec<Hold>,
+    pub(crate) expiry: ExpiryQueue,
+    pub(crate) clock_ms: u64,
+    pub(crate) resources_len: u32,
+    pub(crate) holds_live: u32,
+}
+
+#[inline]
+fn units_add(a: u64, b: u64, what: &str) -> u64 {
+    match a.checked_add(b) {
+        Some(sum) => sum,
+        None => panic!("invariant broken: {what} overflows"),
+    }
+}
+
+#[inline]
+fn units_sub(a: u64, b: u64, what: &str) -> u64 {
+    match a.checked_sub(b) {
+        Some(difference) => difference,
+        None => panic!("invariant broken: {what} would go below zero"),
+    }
+}
+
+impl Engine {
+    /// An empty engine with the given table bounds.
+    pub fn new(limits: EngineLimits) -> Engine {
+        Engine { limits, ..Engine::default() }
+    }
+
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// The latest time the engine has seen, in Unix ms.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            partitions: self.partitions.len() as u32,
+            resources: self.resources_len,
+            holds: self.holds.len() as u32,
+            holds_live: self.holds_live,
+            expiry_queue_len: self.expiry.len(),
+            clock_ms: self.clock_ms,
+        }
+    }
+
+    /// Moves the clock to `now_ms` (never backwards) and expires every hold due by then.
+    /// Returns how many holds expired. The shard calls this on idle so expired units come back
+    /// without waiting for the next command.
+    pub fn tick(&mut self, now_ms: u64) -> u32 {
+        let (_, expired) = self.advance(now_ms);
+        expired
+    }
+
+    /// Advances the clock (never backwards) and expires due holds; returns the effective time
+    /// and the number of holds expired.
+    pub(crate) fn advance(&mut self, now_ms: u64) -> (u64, u32) {
+        let now_ms = now_ms.max(self.clock_ms);
+        self.clock_ms = now_ms;
+        let mut expired = 0;
+        while let Some((expires_at_ms, slot)) = self.expiry.pop_due(now_ms) {
+            let hold = &self.holds[slot as usize];
+            if hold.status == HoldStatus::Held && hold.expires_at_ms == expires_at_ms {
+                self.transition(slot, HoldStatus::Expired);
+                expired += 1;
+            }
+        }
+        (now_ms, expired)
+    }
+
+    pub(crate) fn find_partition(&self, name: &str) -> Option<u32> {
+        self.partition_index.get(name).copied()
+    }
+
+    /// The slot of hold `id` in `partition`, or `hold_not_found`.
+    pub(crate) fn find_hold(&self, partition: &str, id: &str) -> Result<u32, Refusal> {
+        let partition = self.find_partition(partition).ok_or(Refusal::HoldNotFound)?;
+        self.partitions[partition as usize].holds.get(id).copied().ok_or(Refusal::HoldNotFound)
+    }
+
+    /// Creates a partition. The caller has checked it does not exist and the table has room.
+    pub(crate) fn insert_partition(&mut self, name: &str) -> u32 {
+        assert!(self.partitions.len() < self.limits.partitions_max as usize);
+        let index = self.partitions.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.partitions.push(Partition {
+            name: name.clone(),
+            resources: Vec::new(),
+            resource_index: Map::default(),
+            resource_order: BTreeMap::new(),
+            holds: Map::default(),
+        });
+        let previous = self.partition_index.insert(name, index);
+        assert!(previous.is_none(), "invariant broken: partition inserted twice");
+        index
+    }
+
+    /// Creates a resource. The caller has checked it does not exist and the table has room.
+    pub(crate) fn insert_resource(&mut self, partition: u32, id: &str, capacity: u64) -> u32 {
+        assert!(self.resources_len < self.limits.resources_max);
+        let partition = &mut self.partitions[partition as usize];
+        let index = partition.resources.len() as u32;
+        let id: Arc<str> = Arc::from(id);
+        partition.resources.push(Resource { id: id.clone(), capacity, held: 0, confirmed: 0 });
+        partition.resource_order.insert(id.clone(), index);
+        let previous = partition.resource_index.insert(id, index);
+        assert!(previous.is_none(), "invariant broken: resource inserted twice");
+        self.resources_len += 1;
+        index
+    }
+
+    /// Creates a held hold and takes its units. The caller has checked every item fits.
+    pub(crate) fn insert_hold(
+        &mut self,
+        partition: u32,
+        id: &str,
+        items: Box<[HoldItem]>,
+        expires_at_ms: u64,
+        reference: Option<&str>,
+    ) -> u32 {
+        assert!(self.holds.len() < self.limits.holds_max as usize);
+        assert!(expires_at_ms > self.clock_ms, "invariant broken: hold created already expired");
+        let slot = self.holds.len() as u32;
+        let part = &mut self.partitions[partition as usize];
+        for item in items.iter() {
+            let resource = &mut part.resources[item.resource as usize];
+            resource.held = units_add(resource.held, u64::from(item.quantity), "held");
+            resource.assert_within_capacity();
+        }
+        let id: Arc<str> = Arc::from(id);
+        let previous = part.holds.insert(id.clone(), slot);
+        assert!(previous.is_none(), "invariant broken: hold id inserted twice");
+        self.holds.push(Hold {
+            partition,
+            id,
+            status: HoldStatus::Held,
+            expires_at_ms,
+            items,
+            reference: reference.map(Arc::from),
+        });
+        self.holds_live += 1;
+        self.schedule_expiry(slot, expires_at_ms);
+        slot
+    }
+
+    /// Sets a held hold's expiry.
+    pub(crate) fn set_expiry(&mut self, slot: u32, expires_at_ms: u64) {
+        let hold = &mut self.holds[slot as usize];
+        assert_eq!(hold.status, HoldStatus::Held, "invariant broken: only held holds expire");
+        assert!(expires_at_ms > self.clock_ms, "invariant broken: extended into the past");
+        hold.expires_at_ms = expires_at_ms;
+        self.schedule_expiry(slot, expires_at_ms);
+    }
+
+    fn schedule_expiry(&mut self, slot: u32, expires_at_ms: u64) {
+        self.expiry.push(expires_at_ms, slot);
+        if self.expiry.wants_compaction(self.holds_live as usize) {
+            let holds = &self.holds;
+            self.expiry.retain(|expires_at_ms, slot| {
+                let hold = &holds[slot as usize];
+                hold.status == HoldStatus::Held && hold.expires_at_ms == expires_at_ms
+            });
+        }
+    }
+
+    /// Moves a hold to `to` and moves its units between the resource counters. Only the
+    /// transitions of the contract's state diagram are possible; anything else is a bug.
+    pub(crate) fn transition(&mut self, slot: u32, to: HoldStatus) {
+        let hold = &mut self.holds[slot as usize];
+        let from = hold.status;
+        let resources = &mut self.partitions[hold.partition as usize].resources;
+        for item in hold.items.iter() {
+            let quantity = u64::from(item.quantity);
+            let resource = &mut resources[item.resource as usize];
+            match (from, to) {
+                (HoldStatus::Held, HoldStatus::Confirmed) => {
+                    resource.held = units_sub(resource.held, quantity, "held");
+                    resource.confirmed = units_add(resource.confirmed, quantity, "confirmed");
+                }
+                (HoldStatus::Held, HoldStatus::Released | HoldStatus::Expired) => {
+                    resource.held = units_sub(resource.held, quantity, "held");
+                }
+                (HoldStatus::Confirmed, HoldStatus::Cancelled) => {
+                    resource.confirmed = units_sub(resource.confirmed, quantity, "confirmed");
+                }
+                _ => panic!("invariant broken: no transition from {from:?} to {to:?}"),
+            }
+            resource.assert_within_capacity();
+        }
+        if from == HoldStatus::Held {
+            self.holds_live -= 1;
+        }
+        hold.status = to;
+    }
+
+    pub(crate) fn resource_view(&self, partition: u32, resource: u32) -> ResourceView {
+        let part = &self.partitions[partition as usize];
+        let resource = &part.resources[resource as usize];
+        ResourceView {
+            partition: part.name.clone(),
+            id: resource.id.clone(),
+            capacity: resource.capacity,
+            held: resource.held,
+            confirmed: resource.confirmed,
+        }
+    }
+
+    pub(crate) fn hold_view(&self, slot: u32) -> HoldView {
+        let hold = &self.holds[slot as usize];
+        let part = &self.partitions[hold.partition as usize];
+        HoldView {
+            partition: part.name.clone(),
+            id: hold.id.clone(),
+            status: hold.status,
+            items: hold
+                .items
+                .iter()
+                .map(|item| ItemView {
+                    resource: part.resources[item.resource as usize].id.clone(),
+                    quantity: item.quantity,
+                })
+                .collect(),
+            expires_at_ms: hold.expires_at_ms,
+            reference: hold.reference.clone(),
+        }
+    }
+
+    /// Checks every invariant over the whole state, recomputing each resource's counters from
+    /// the holds. O(size); for tests, snapshot restore and debugging.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut expected: Vec<Vec<(u64, u64)>> =
+            self.partitions.iter().map(|p| vec![(0, 0); p.resources.len()]).collect();
+        let mut live = 0u32;
+        for (slot, hold) in self.holds.iter().enumerate() {
+            let counts = expected
+                .get_mut(hold.partition as usize)
+                .ok_or_else(|| format!("hold {slot} names a missing partition"))?;
+            if hold.status == HoldStatus::Held {
+                live += 1;
+                if hold.expires_at_ms <= self.clock_ms {
+                    return Err(format!("hold {} is held past its expiry", hold.id));
+                }
+            }
+            for item in hold.items.iter() {
+                let count = counts
+                    .get_mut(item.resource as usize)
+                    .ok_or_else(|| format!("hold {} names a missing resource", hold.id))?;
+                let quantity = u64::from(item.quantity);
+                match hold.status {
+                    HoldStatus::Held => count.0 += quantity,
+                    HoldStatus::Confirmed => count.1 += quantity,
+                    _ => {}
+                }
+            }
+        }
+        if live != self.holds_live {
+            return Err(format!("holds_live {} but {live} holds are held", self.holds_live));
+        }
+        let mut resources = 0u32;
+        for (part, counts) in self.partitions.iter().zip(&expected) {
+            for (resource, &(held, confirmed)) in part.resources.iter().zip(counts) {
+                resources += 1;
+                if (resource.held, resource.confirmed) != (held, confirmed) {
+                    return Err(format!(
+                        "resource {}/{}: counters ({}, {}) but holds say ({held}, {confirmed})",
+                        part.name, resource.id, resource.held, resource.confirmed
+                    ));
+                }
+                if held + confirmed > resource.capacity {
+                    return Err(format!("resource {}/{} is oversold", part.name, resource.id));
+                }
+            }
+        }
+        if resources != self.resources_len {
+            return Err(format!("resources_len {} but {resources} exist", self.resources_len));
+        }
+        Ok(())
+    }
+}
