@@ -1,0 +1,559 @@
+//! The log writer: append records into the active segment's mapping, make them durable with one
+//! sync per group (group commit), roll to a new segment when one is full, and write snapshots.
+//!
+//! Invariants: LSNs are contiguous and only grow; `durable_lsn <= next_lsn - 1`; every byte before
+//! `synced_offset` in the active segment, and every byte of every older segment, is durable; a
+//! failed sync poisons the writer for good (every later call fails) because after such an error the
+//! page cache may have dropped the data and durability is unknown.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::WalError;
+use crate::limits::{
+    record_header_size_bytes, record_payload_size_max_bytes, segment_header_size_bytes,
+    segment_size_bytes_default, segment_size_bytes_max, segment_size_bytes_min,
+    snapshots_retained_default,
+};
+use crate::record::{self, Lsn, RecordHeader};
+use crate::recovery::{self, Replay};
+use crate::segment::{encode_header, segment_name, SegmentHeader};
+use crate::snapshot::{self, snapshot_name, Snapshot};
+use crate::storage::{Area, MmapStorage, SegmentFile, Storage, SyncMethod, TEMP_SUFFIX};
+
+/// When appended records are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Every `commit` syncs: a record is acknowledged only once durable. The default.
+    #[default]
+    Always,
+    /// Relaxed: a sync happens at most every `interval_ms`, on `append` or `commit` once the
+    /// interval has passed; `commit` may return a durable LSN behind the last append.
+    Interval {
+        /// Milliseconds between syncs.
+        interval_ms: u64,
+    },
+}
+
+/// Settings of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Size of each new segment file (existing segments keep the size in their header).
+    pub segment_size_bytes: u64,
+    /// When appends become durable.
+    pub sync_policy: SyncPolicy,
+    /// How a mapped segment is synced (only for `open_dir`).
+    pub sync_method: SyncMethod,
+    /// How many newest snapshots retention keeps (at least 1).
+    pub snapshots_retained: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_size_bytes: segment_size_bytes_default,
+            sync_policy: SyncPolicy::Always,
+            sync_method: SyncMethod::Fdatasync,
+            snapshots_retained: snapshots_retained_default,
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), WalError> {
+        if !(segment_size_bytes_min..=segment_size_bytes_max).contains(&self.segment_size_bytes)
+            || !self.segment_size_bytes.is_multiple_of(4096)
+        {
+            return Err(WalError::Invalid(format!(
+                "segment_size_bytes {} must be a multiple of 4096 in {segment_size_bytes_min}..={segment_size_bytes_max}",
+                self.segment_size_bytes
+            )));
+        }
+        if self.snapshots_retained == 0 {
+            return Err(WalError::Invalid("snapshots_retained must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The largest payload a record may carry in segments of this size.
+    pub fn payload_size_max_bytes(&self) -> usize {
+        let room = self.segment_size_bytes
+            - segment_header_size_bytes as u64
+            - record_header_size_bytes as u64;
+        let room = room - room % crate::limits::record_alignment_bytes as u64;
+        room.min(record_payload_size_max_bytes as u64) as usize
+    }
+}
+
+/// What recovery found and did when the log was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// LSN of the snapshot recovery started from (`None`: the empty state).
+    pub snapshot_lsn: Option<Lsn>,
+    /// Records replayed after it.
+    pub records_replayed: u64,
+    /// The next LSN the writer will assign.
+    pub next_lsn: Lsn,
+    /// A torn tail that was cut off: file and offset.
+    pub torn_tail_cut: Option<(std::path::PathBuf, u64)>,
+    /// Damaged newer snapshots passed over (file, offset), newest first.
+    pub damaged_snapshots_skipped: Vec<(std::path::PathBuf, u64)>,
+}
+
+pub(crate) struct Segment<F> {
+    pub(crate) name: String,
+    pub(crate) first_lsn: Lsn,
+    /// Offset just after the last record.
+    pub(crate) end_offset: usize,
+    pub(crate) file: F,
+}
+
+/// A log: one directory, one writer thread.
+pub struct Wal<S: Storage> {
+    pub(crate) storage: S,
+    options: Options,
+    /// Segments in LSN order; the last one is active (appended to).
+    pub(crate) segments: Vec<Segment<S::Segment>>,
+    /// Everything before this offset of the active segment is durable.
+    synced_offset: usize,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) durable_lsn: Lsn,
+    poisoned: bool,
+    last_sync: Instant,
+    /// LSNs of the snapshot files, oldest first.
+    snapshot_lsns: Vec<Lsn>,
+    retain_from_lsn: Lsn,
+    /// Read position cache for `read_raw`: (lsn, segment index, offset).
+    pub(crate) read_cursor: Option<(Lsn, usize, usize)>,
+}
+
+impl<S: Storage> std::fmt::Debug for Wal<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("next_lsn", &self.next_lsn)
+            .field("durable_lsn", &self.durable_lsn)
+            .field("segments", &self.segments.len())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal<MmapStorage> {
+    /// Opens (creating if needed) the log in directory `dir`, recovering it into `replay`.
+    pub fn open_dir(
+        dir: impl AsRef<Path>,
+        options: Options,
+        replay: &mut dyn Replay,
+    ) -> Result<(Self, RecoveryReport), WalError> {
+        let storage = MmapStorage::open(dir.as_ref(), options.sync_method)?;
+        Wal::open(storage, options, replay)
+    }
+}
+
+impl<S: Storage> Wal<S> {
+    /// Recovers the log on `storage` (see `recovery.rs`): the newest usable snapshot and every
+    /// record after it go to `replay`; a torn tail is cut with a warning; corruption is refused.
+    pub fn open(
+        mut storage: S,
+        options: Options,
+        replay: &mut dyn Replay,
+    ) -> Result<(Self, RecoveryReport), WalError> {
+        options.validate()?;
+        remove_temp_files(&mut storage)?;
+        let mut plan = recovery::plan(&mut storage, true)?;
+        for d in &plan.damaged_snapshots {
+            tracing::warn!(
+                file = %d.path.display(), offset = d.offset, reason = d.reason,
+                base_lsn = plan.base_lsn(),
+                "wal: snapshot damaged; using an older snapshot (or the empty state) and replaying \
+                 the complete log after it instead"
+            );
+        }
+        let mut torn_tail_cut = None;
+        if let Some(torn) = plan.scan.torn_tail.clone() {
+            let last = plan.scan.segments.last_mut();
+            let Some(last) = last else { panic!("torn tail without a segment") };
+            let (start, end) = (torn.offset as usize, torn.end as usize);
+            assert!(start <= end && end <= last.file.bytes().len(), "torn tail out of bounds");
+            tracing::warn!(
+                file = %torn.path.display(), offset = torn.offset, bytes = end - start,
+                "wal: cutting off a torn record at the end of the log (never acknowledged)"
+            );
+            last.file.bytes_mut()[start..end].fill(0);
+            if let Err(source) = last.file.sync(start, end - start) {
+                return Err(sync_failed(&torn.path, source));
+            }
+            torn_tail_cut = Some((torn.path.clone(), torn.offset));
+        }
+        let records_replayed = recovery::replay(&plan, replay)?;
+        let report_snapshot = plan.snapshot.as_ref().map(|(_, s)| s.lsn);
+        let base = plan.base_lsn();
+        let next_lsn = plan.scan.last_lsn().max(base) + 1;
+        let damaged = plan.damaged_snapshots.iter().map(|d| (d.path.clone(), d.offset)).collect();
+        let segments = plan
+            .scan
+            .segments
+            .into_iter()
+            .map(|s| Segment {
+                name: s.name,
+                first_lsn: s.first_lsn,
+                end_offset: s.end_offset,
+                file: s.file,
+            })
+            .collect();
+        let mut wal = Wal {
+            storage,
+            options,
+            segments,
+            synced_offset: 0,
+            next_lsn,
+            durable_lsn: next_lsn - 1,
+            poisoned: false,
+            last_sync: Instant::now(),
+            snapshot_lsns: plan.snapshot_lsns,
+            retain_from_lsn: Lsn::MAX,
+            read_cursor: None,
+        };
+        if wal.segments.is_empty() {
+            wal.create_segment()?;
+        }
+        wal.synced_offset = wal.active().end_offset;
+        let report = RecoveryReport {
+            snapshot_lsn: report_snapshot,
+            records_replayed,
+            next_lsn,
+            torn_tail_cut,
+            damaged_snapshots_skipped: damaged,
+        };
+        Ok((wal, report))
+    }
+
+    /// The LSN the next appended record gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// The highest LSN known durable (0 before any record).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable_lsn
+    }
+
+    /// The first LSN still held by the log (older segments were removed by retention).
+    pub fn first_lsn(&self) -> Lsn {
+        self.segments.first().map_or(self.next_lsn, |s| s.first_lsn)
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The storage under the log.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Whether an earlier sync failed (every call now fails; the node must stop).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn active(&self) -> &Segment<S::Segment> {
+        let Some(active) = self.segments.last() else {
+            panic!("a log always has an active segment")
+        };
+        active
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<S::Segment> {
+        let Some(active) = self.segments.last_mut() else {
+            panic!("a log always has an active segment")
+        };
+        active
+    }
+
+    /// A failed sync anywhere (segment, snapshot, directory) poisons the writer.
+    fn fatal_if_sync(&mut self, error: WalError) -> WalError {
+        if error.is_fatal() {
+            self.poisoned = true;
+            tracing::error!("{error}");
+        }
+        error
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Appends a record into the active segment (not yet durable; see `commit`). Returns its LSN.
+    pub fn append(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        timestamp_ms: u64,
+        payload: &[u8],
+    ) -> Result<Lsn, WalError> {
+        self.check_usable()?;
+        let max = self.options.payload_size_max_bytes();
+        if payload.len() > max {
+            return Err(WalError::PayloadTooLarge { size_bytes: payload.len(), max_bytes: max });
+        }
+        let size = record::record_size_bytes(payload.len());
+        self.make_room(size)?;
+        let lsn = self.next_lsn;
+        let header = RecordHeader { lsn, epoch, timestamp_ms, kind };
+        let active = self.active_mut();
+        let start = active.end_offset;
+        encode_into_segment(&mut active.file, start, size, header, payload);
+        active.end_offset = start + size;
+        self.next_lsn = lsn + 1;
+        self.sync_if_interval_due()?;
+        Ok(lsn)
+    }
+
+    /// Appends whole records exactly as another log framed them (from `read_raw`), after checking
+    /// every checksum and that their LSNs continue this log. Returns the last LSN appended.
+    pub fn append_raw(&mut self, bytes: &[u8]) -> Result<Lsn, WalError> {
+        self.check_usable()?;
+        let max = self.options.payload_size_max_bytes();
+        let mut records = Vec::new();
+        let mut offset = 0;
+        let mut expected = self.next_lsn;
+        while offset < bytes.len() {
+            let refuse = |reason: String| WalError::RawRecordRefused { offset, reason };
+            let view = record::decode(&bytes[offset..]).map_err(|e| refuse(e.describe().into()))?;
+            if view.lsn() != expected {
+                return Err(refuse(format!(
+                    "lsn {} does not continue the log at {expected}",
+                    view.lsn()
+                )));
+            }
+            if view.payload.len() > max {
+                return Err(refuse(format!("payload of {} bytes above {max}", view.payload.len())));
+            }
+            records.push((offset, view.raw.len()));
+            offset += view.raw.len();
+            expected += 1;
+        }
+        for (start, size) in records {
+            self.make_room(size)?;
+            let active = self.active_mut();
+            let at = active.end_offset;
+            active.file.bytes_mut()[at..at + size].copy_from_slice(&bytes[start..start + size]);
+            active.end_offset = at + size;
+            self.next_lsn += 1;
+        }
+        self.sync_if_interval_due()?;
+        Ok(self.next_lsn - 1)
+    }
+
+    /// Group commit: under `SyncPolicy::Always`, one sync makes every record appended so far
+    /// durable; under `Interval`, syncs only if the interval has passed. Returns the durable LSN.
+    pub fn commit(&mut self) -> Result<Lsn, WalError> {
+        self.check_usable()?;
+        match self.options.sync_policy {
+            SyncPolicy::Always => self.sync(),
+            SyncPolicy::Interval { .. } => {
+                self.sync_if_interval_due()?;
+                Ok(self.durable_lsn)
+            }
+        }
+    }
+
+    /// Makes every appended record durable now, whatever the policy (e.g. on clean shutdown).
+    pub fn sync(&mut self) -> Result<Lsn, WalError> {
+        self.check_usable()?;
+        let end = self.active().end_offset;
+        if self.durable_lsn + 1 == self.next_lsn {
+            return Ok(self.durable_lsn);
+        }
+        assert!(self.synced_offset <= end, "synced offset past the end of the active segment");
+        let start = self.synced_offset;
+        if let Err(source) = self.active_mut().file.sync(start, end - start) {
+            self.poisoned = true;
+            let path = self.storage.path(Area::Wal, &self.active().name);
+            return Err(sync_failed(&path, source));
+        }
+        self.synced_offset = end;
+        assert!(self.next_lsn > self.durable_lsn, "durable lsn went backwards");
+        self.durable_lsn = self.next_lsn - 1;
+        self.last_sync = Instant::now();
+        Ok(self.durable_lsn)
+    }
+
+    fn sync_if_interval_due(&mut self) -> Result<(), WalError> {
+        if let SyncPolicy::Interval { interval_ms } = self.options.sync_policy {
+            if self.last_sync.elapsed() >= Duration::from_millis(interval_ms) {
+                self.sync()?;
+                self.last_sync = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls to a new segment if `size` more bytes do not fit the active one. The full segment is
+    /// synced first, so only the last segment can ever hold unsynced (tearable) records.
+    fn make_room(&mut self, size: usize) -> Result<(), WalError> {
+        let active = self.active();
+        if active.end_offset + size <= active.file.bytes().len() {
+            return Ok(());
+        }
+        self.sync()?;
+        if self.active().end_offset == segment_header_size_bytes as usize {
+            // An empty segment too small for this record (its size came from older options):
+            // replace it, so two segments never share a first LSN.
+            let Some(empty) = self.segments.pop() else { panic!("no active segment") };
+            drop(empty.file);
+            self.storage.remove_file(Area::Wal, &empty.name)?;
+            self.read_cursor = None;
+        }
+        self.create_segment()?;
+        let active = self.active();
+        assert!(
+            active.end_offset + size <= active.file.bytes().len(),
+            "record does not fit a new segment"
+        );
+        Ok(())
+    }
+
+    fn create_segment(&mut self) -> Result<(), WalError> {
+        let first_lsn = self.next_lsn;
+        if let Some(last) = self.segments.last() {
+            assert!(first_lsn > last.first_lsn, "segment first lsns only grow");
+        }
+        let name = segment_name(first_lsn);
+        let header = encode_header(SegmentHeader {
+            first_lsn,
+            segment_size_bytes: self.options.segment_size_bytes,
+        });
+        let file =
+            match self.storage.create_segment(&name, self.options.segment_size_bytes, &header) {
+                Ok(file) => file,
+                Err(e) => return Err(self.fatal_if_sync(e)),
+            };
+        self.segments.push(Segment { name, first_lsn, end_offset: header.len(), file });
+        self.synced_offset = header.len();
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Snapshots and retention.
+
+    /// Writes a snapshot of the node's state including every record up to `lsn` (temp file,
+    /// checksum, fsync, rename, directory fsync), then applies retention. `lsn` must be durable
+    /// and newer than every existing snapshot.
+    pub fn write_snapshot(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
+        self.check_usable()?;
+        if lsn > self.durable_lsn {
+            return Err(WalError::Invalid(format!(
+                "snapshot lsn {lsn} is ahead of the durable log (durable lsn {})",
+                self.durable_lsn
+            )));
+        }
+        if let Some(&newest) = self.snapshot_lsns.last() {
+            if lsn <= newest {
+                return Err(WalError::Invalid(format!(
+                    "snapshot lsn {lsn} is not newer than {newest}"
+                )));
+            }
+        }
+        if bytes.len() as u64 > crate::limits::snapshot_size_bytes_max {
+            return Err(WalError::Invalid(format!(
+                "snapshot of {} bytes above the limit",
+                bytes.len()
+            )));
+        }
+        let header = snapshot::encode_header(lsn, bytes);
+        let written = self.storage.write_file_durable(
+            Area::Snapshots,
+            &snapshot_name(lsn),
+            &[&header, bytes],
+        );
+        if let Err(e) = written {
+            return Err(self.fatal_if_sync(e));
+        }
+        self.snapshot_lsns.push(lsn);
+        self.apply_retention()
+    }
+
+    /// The newest snapshot whose checksums pass, if any.
+    pub fn latest_valid_snapshot(&self) -> Result<Option<Snapshot>, WalError> {
+        for &lsn in self.snapshot_lsns.iter().rev() {
+            if let Ok(s) = recovery::read_snapshot(&self.storage, lsn, &snapshot_name(lsn))? {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// LSNs of the snapshot files, oldest first.
+    pub fn snapshot_lsns(&self) -> &[Lsn] {
+        &self.snapshot_lsns
+    }
+
+    /// Keeps every record from `lsn` on, whatever the snapshots (a standby still needs them).
+    /// Applies retention with the new floor.
+    pub fn set_retain_from_lsn(&mut self, lsn: Lsn) -> Result<(), WalError> {
+        self.check_usable()?;
+        self.retain_from_lsn = lsn;
+        self.apply_retention()
+    }
+
+    /// Removes snapshots beyond the newest `snapshots_retained`, then segments wholly before both
+    /// the oldest kept snapshot's LSN and the `retain_from_lsn` floor (oldest first, so a crash
+    /// midway never leaves a hole). The active segment is never removed.
+    fn apply_retention(&mut self) -> Result<(), WalError> {
+        while self.snapshot_lsns.len() > self.options.snapshots_retained {
+            let oldest = self.snapshot_lsns[0];
+            if let Err(e) = self.storage.remove_file(Area::Snapshots, &snapshot_name(oldest)) {
+                return Err(self.fatal_if_sync(e));
+            }
+            self.snapshot_lsns.remove(0);
+        }
+        let Some(&oldest_kept) = self.snapshot_lsns.first() else { return Ok(()) };
+        // Records from `keep_from` on must stay.
+        let keep_from = oldest_kept.saturating_add(1).min(self.retain_from_lsn);
+        while self.segments.len() >= 2 && self.segments[1].first_lsn <= keep_from {
+            let name = self.segments[0].name.clone();
+            if let Err(e) = self.storage.remove_file(Area::Wal, &name) {
+                return Err(self.fatal_if_sync(e));
+            }
+            self.segments.remove(0);
+            self.read_cursor = None;
+        }
+        Ok(())
+    }
+}
+
+fn encode_into_segment<F: SegmentFile>(
+    file: &mut F,
+    start: usize,
+    size: usize,
+    header: RecordHeader,
+    payload: &[u8],
+) {
+    let bytes = file.bytes_mut();
+    assert!(start + size <= bytes.len(), "record past the end of the segment");
+    record::encode_into(&mut bytes[start..start + size], header, payload);
+}
+
+fn sync_failed(path: &Path, source: std::io::Error) -> WalError {
+    let error = WalError::SyncFailed { path: path.to_path_buf(), source };
+    tracing::error!(file = %path.display(), "{error}");
+    error
+}
+
+fn remove_temp_files<S: Storage>(storage: &mut S) -> Result<(), WalError> {
+    for area in [Area::Wal, Area::Snapshots] {
+        for name in storage.list(area)? {
+            if name.ends_with(TEMP_SUFFIX) {
+                tracing::info!(file = %storage.path(area, &name).display(), "wal: removing a leftover temp file");
+                storage.remove_file(area, &name)?;
+            }
+        }
+    }
+    Ok(())
+}
