@@ -496,6 +496,11 @@ impl MemoryStorage {
     pub fn get(&self, area: Area, name: &str) -> Option<Vec<u8>> {
         sim_read(&self.disk, area, name).ok()
     }
+
+    /// The names of the files in an area, sorted.
+    pub fn list_names(&self, area: Area) -> Vec<String> {
+        sim_list(&self.disk, area)
+    }
 }
 
 impl Storage for MemoryStorage {
