@@ -12,6 +12,7 @@
 //! - `expiry`: the min-heap that expires holds by time, without scanning.
 //! - `query`: read-only lookups and ordered listing.
 //! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
+//! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`].
 //! - `view`, `error`: what callers get back: views of resources and holds, and refusals.
 //!
 //! # Invariants
@@ -25,6 +26,7 @@ mod expiry;
 pub mod limits;
 mod name;
 mod query;
+pub mod runtime;
 mod snapshot;
 mod state;
 mod view;

@@ -138,9 +138,8 @@ impl Engine {
         bytes: &[u8],
         limits: EngineLimits,
     ) -> Result<Engine, SnapshotError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        let image = rkyv::from_bytes::<EngineImage, rkyv::rancor::Error>(&aligned)
+        // The archive format is `unaligned` (workspace feature), so any byte slice will do.
+        let image = rkyv::from_bytes::<EngineImage, rkyv::rancor::Error>(bytes)
             .map_err(|error| SnapshotError::Decode(error.to_string()))?;
         Engine::from_image(&image, limits)
     }

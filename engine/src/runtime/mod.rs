@@ -1,0 +1,312 @@
+//! The shard runtime: one thread per shard, each the single writer of its partitions and of its
+//! own log, fed through a bounded queue. A full queue answers `Overloaded` instead of growing.
+//!
+//! Partitions map to shards by a stable hash of the partition name (FNV-1a), so the mapping is
+//! the same in every process and across restarts; the shard count is fixed for a data directory.
+
+mod log;
+mod metrics;
+mod op;
+mod shard;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
+
+pub use log::{decode_command, encode_command, LogError, MemoryLog, ShardLog, RECORD_KIND_COMMAND};
+pub use metrics::{
+    op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,
+    REFUSAL_CODES,
+};
+pub use op::{Op, OpResult};
+pub use shard::ShardConfig;
+
+use crate::state::{Engine, EngineStats};
+use shard::{Message, Shard};
+
+/// The wall clock in Unix milliseconds, injectable for tests.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Called once when a shard's log fails; the node stops.
+pub type FatalHook = Arc<dyn Fn(String) + Send + Sync>;
+
+/// The system wall clock in Unix milliseconds.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+    })
+}
+
+/// The shard that owns `partition` among `shards` shards: FNV-1a of the name, modulo.
+pub fn shard_of(partition: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in partition.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// What one shard reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub shard: usize,
+    pub last_lsn: u64,
+    pub durable_lsn: u64,
+    pub clock_ms: u64,
+    pub stats: EngineStats,
+}
+
+/// Settings of the runtime.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    pub shard: ShardConfig,
+    /// Messages (each up to a batch of ops) a shard's queue holds before `Overloaded`.
+    pub queue_messages_max: usize,
+    pub clock: Clock,
+    pub fatal: FatalHook,
+    /// The epoch stamped on new log records.
+    pub epoch: u64,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("shard", &self.shard)
+            .field("queue_messages_max", &self.queue_messages_max)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shard: ShardConfig {
+                tick_interval: std::time::Duration::from_millis(10),
+                batch_ops_max: 4096,
+                snapshot_log_bytes: 256 * 1024 * 1024,
+            },
+            queue_messages_max: 4096,
+            clock: system_clock(),
+            fatal: Arc::new(|reason| {
+                tracing::error!(%reason, "fatal error: stopping");
+                std::process::exit(70);
+            }),
+            epoch: 1,
+        }
+    }
+}
+
+/// A shard's queue is full: the caller should retry later (HTTP 429 with Retry-After).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shard queue is full")]
+pub struct Overloaded;
+
+/// The running shards.
+pub struct Runtime {
+    inboxes: Vec<Sender<Message>>,
+    threads: Vec<JoinHandle<()>>,
+    metrics: Vec<Arc<ShardMetrics>>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("shards", &self.inboxes.len()).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts one thread per (engine, log) pair. Engine `i` must hold exactly the partitions
+    /// that [`shard_of`] maps to shard `i`.
+    pub fn start(
+        config: RuntimeConfig,
+        shards: Vec<(Engine, Box<dyn ShardLog>)>,
+    ) -> std::io::Result<Runtime> {
+        assert!(!shards.is_empty(), "a runtime needs at least one shard");
+        let epoch = Arc::new(AtomicU64::new(config.epoch));
+        let mut runtime =
+            Runtime { inboxes: Vec::new(), threads: Vec::new(), metrics: Vec::new(), epoch };
+        for (index, (engine, log)) in shards.into_iter().enumerate() {
+            let (sender, inbox) = crossbeam_channel::bounded(config.queue_messages_max);
+            let metrics = Arc::new(ShardMetrics::default());
+            metrics.last_lsn.store(log.last_lsn(), Ordering::Relaxed);
+            metrics.durable_lsn.store(log.durable_lsn(), Ordering::Relaxed);
+            let shard = Shard {
+                index,
+                engine,
+                log,
+                inbox,
+                config: config.shard,
+                clock: config.clock.clone(),
+                epoch: runtime.epoch.clone(),
+                metrics: metrics.clone(),
+                fatal: config.fatal.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("bookd-shard-{index}"))
+                .spawn(move || shard.run())?;
+            runtime.inboxes.push(sender);
+            runtime.threads.push(thread);
+            runtime.metrics.push(metrics);
+        }
+        Ok(runtime)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub fn metrics(&self) -> &[Arc<ShardMetrics>] {
+        &self.metrics
+    }
+
+    /// Messages waiting in each shard's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.inboxes.iter().map(Sender::len).collect()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Sets the epoch stamped on records from now on (promotion raises it).
+    pub fn set_epoch(&self, epoch: u64) {
+        let previous = self.epoch.fetch_max(epoch, Ordering::Relaxed);
+        assert!(previous <= epoch, "invariant broken: epoch lowered from {previous} to {epoch}");
+    }
+
+    /// Sends `ops` (all for `shard`) and returns where their results will arrive.
+    pub fn submit(
+        &self,
+        shard: usize,
+        ops: Vec<Op>,
+    ) -> Result<oneshot::Receiver<Vec<OpResult>>, Overloaded> {
+        let (reply, results) = oneshot::channel();
+        match self.inboxes[shard].try_send(Message::Ops { ops, reply }) {
+            Ok(()) => Ok(results),
+            Err(TrySendError::Full(_)) => Err(Overloaded),
+            // A stopped shard: the receiver resolves to an error, which reads as Unavailable.
+            Err(TrySendError::Disconnected(_)) => Ok(results),
+        }
+    }
+
+    /// Runs independent ops on their shards and returns one result per op, in order.
+    pub async fn execute(&self, ops: Vec<Op>) -> Vec<OpResult> {
+        let shards = self.shards();
+        let first = ops.first().map(|op| shard_of(op.partition(), shards));
+        if let Some(shard) =
+            first.filter(|&s| ops.iter().all(|op| shard_of(op.partition(), shards) == s))
+        {
+            let len = ops.len();
+            return match self.submit(shard, ops) {
+                Ok(receiver) => receiver.await.unwrap_or_else(|_| vec![OpResult::Unavailable; len]),
+                Err(Overloaded) => vec![OpResult::Overloaded; len],
+            };
+        }
+        let mut positions: Vec<Vec<usize>> = vec![Vec::new(); shards];
+        let mut groups: Vec<Vec<Op>> = vec![Vec::new(); shards];
+        for (position, op) in ops.into_iter().enumerate() {
+            let shard = shard_of(op.partition(), shards);
+            positions[shard].push(position);
+            groups[shard].push(op);
+        }
+        let total = positions.iter().map(Vec::len).sum();
+        let mut pending = Vec::new();
+        for (shard, group) in groups.into_iter().enumerate() {
+            if !group.is_empty() {
+                pending.push((shard, self.submit(shard, group)));
+            }
+        }
+        let mut results = vec![OpResult::Unavailable; total];
+        for (shard, submitted) in pending {
+            let shard_results = match submitted {
+                Ok(receiver) => receiver.await.unwrap_or_default(),
+                Err(Overloaded) => vec![OpResult::Overloaded; positions[shard].len()],
+            };
+            for (&position, result) in positions[shard].iter().zip(shard_results) {
+                results[position] = result;
+            }
+        }
+        results
+    }
+
+    /// [`Runtime::execute`] for callers outside an async runtime.
+    pub fn execute_blocking(&self, ops: Vec<Op>) -> Vec<OpResult> {
+        futures_lite_block_on(self.execute(ops))
+    }
+
+    /// Snapshots every shard; returns each shard's snapshot position once all are durable.
+    pub async fn checkpoint(&self) -> Result<Vec<u64>, String> {
+        let mut receivers = Vec::new();
+        for inbox in &self.inboxes {
+            let (reply, receiver) = oneshot::channel();
+            inbox.send(Message::Checkpoint { reply }).map_err(|_| "shard stopped".to_string())?;
+            receivers.push(receiver);
+        }
+        let mut positions = Vec::new();
+        for receiver in receivers {
+            positions.push(receiver.await.map_err(|_| "shard stopped".to_string())??);
+        }
+        Ok(positions)
+    }
+
+    /// Each shard's status.
+    pub async fn status(&self) -> Vec<ShardStatus> {
+        let mut receivers = Vec::new();
+        for inbox in &self.inboxes {
+            let (reply, receiver) = oneshot::channel();
+            if inbox.send(Message::Status { reply }).is_ok() {
+                receivers.push(receiver);
+            }
+        }
+        let mut statuses = Vec::new();
+        for receiver in receivers {
+            if let Ok(status) = receiver.await {
+                statuses.push(status);
+            }
+        }
+        statuses
+    }
+
+    /// Stops every shard after it has finished (and made durable) all that was queued before,
+    /// and waits for the threads.
+    pub fn shutdown(self) {
+        for inbox in &self.inboxes {
+            // Blocks while the queue is full: a clean stop waits for queued work.
+            let _ = inbox.send(Message::Stop);
+        }
+        drop(self.inboxes);
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+/// Drives a future to completion on this thread (no async runtime needed: the futures here only
+/// wait on oneshot channels, which wake the parked thread).
+fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}

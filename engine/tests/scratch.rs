@@ -1,0 +1,3 @@
+mod common;
+#[test]
+fn timing() { common::scratch_timing(); }
