@@ -24,9 +24,16 @@ pub fn recover_from_bytes(data: &[u8]) {
     let storage = MemoryStorage::new();
     for (index, piece) in rest.chunks(piece_len).enumerate() {
         if control & 0x80 != 0 && index + 1 == pieces {
-            let lsn =
-                piece.get(16..24).map_or(1, |b| b.iter().fold(0u64, |a, &x| a << 8 | u64::from(x)));
-            storage.insert(Area::Snapshots, &snapshot_name(lsn.swap_bytes()), piece.to_vec());
+            // Named after the LSN its header claims, so a well-formed snapshot is found valid.
+            let mut lsn = [0u8; 8];
+            if let Some(b) = piece.get(16..24) {
+                lsn.copy_from_slice(b);
+            }
+            storage.insert(
+                Area::Snapshots,
+                &snapshot_name(u64::from_le_bytes(lsn)),
+                piece.to_vec(),
+            );
             continue;
         }
         let name = match decode_header(piece, piece.len() as u64) {

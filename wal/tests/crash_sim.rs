@@ -5,6 +5,8 @@
 //! the unsynced tail survived, some whole records of what was appended after it), never less than
 //! what was acknowledged, and never a record that was not appended.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@
 //! Invariant checked: recovery returns exactly the records wholly written, cuts only a torn tail
 //! (and says where), and refuses every other damage naming the file and offset.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::fs;

@@ -3,7 +3,7 @@
 //! Invariant: `payload_for(lsn)` is a pure function of the LSN and never ends in a zero byte, so a
 //! cut inside a payload always damages the record.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use bookd_wal::{Lsn, RecordHeader, RecordView, Replay, Snapshot};
 
