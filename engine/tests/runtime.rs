@@ -1,5 +1,4 @@
 //! The shard runtime over real threads with in-memory logs: results, logging of successes only,
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! replies after commit, overload push-back, fatal log failures, idle expiry, use of every shard.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
