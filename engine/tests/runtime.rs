@@ -1,6 +1,8 @@
 //! The shard runtime over real threads with in-memory logs: results, logging of successes only,
 //! replies after commit, overload push-back, fatal log failures, idle expiry, use of every shard.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
