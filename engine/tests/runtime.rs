@@ -31,6 +31,9 @@ impl ShardLog for SharedLog {
         }
         self.inner.lock().unwrap().commit()
     }
+    fn sync(&mut self) -> Result<u64, LogError> {
+        self.inner.lock().unwrap().sync()
+    }
     fn last_lsn(&self) -> u64 {
         self.inner.lock().unwrap().last_lsn()
     }

@@ -24,6 +24,8 @@ pub trait ShardLog: Send + 'static {
     fn append(&mut self, epoch: u64, timestamp_ms: u64, payload: &[u8]) -> Result<u64, LogError>;
     /// Makes every appended record durable as the sync policy says; returns the durable position.
     fn commit(&mut self) -> Result<u64, LogError>;
+    /// Makes every appended record durable now, whatever the sync policy (clean shutdown).
+    fn sync(&mut self) -> Result<u64, LogError>;
     /// Position of the last appended record (0 when empty).
     fn last_lsn(&self) -> u64;
     /// Position of the last durable record.
@@ -80,6 +82,10 @@ impl ShardLog for MemoryLog {
         self.commits += 1;
         self.durable_lsn = self.last_lsn();
         Ok(self.durable_lsn)
+    }
+
+    fn sync(&mut self) -> Result<u64, LogError> {
+        self.commit()
     }
 
     fn last_lsn(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! Partitions map to shards by a stable hash of the partition name (FNV-1a), so the mapping is
 //! the same in every process and across restarts; the shard count is fixed for a data directory.
 
+mod durable;
 mod log;
 mod metrics;
 mod op;
@@ -17,6 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
+pub use durable::{
+    apply_record, read_shard_count, recover_shard, shard_path, DataDir, DataDirError,
+    RecoveredShard, WalLog, META_FILE,
+};
 pub use log::{decode_command, encode_command, LogError, MemoryLog, ShardLog, RECORD_KIND_COMMAND};
 pub use metrics::{
     op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,

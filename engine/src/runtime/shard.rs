@@ -108,10 +108,18 @@ impl Shard {
                     next = self.inbox.try_recv().ok();
                 }
             }
-            if batch.appended {
-                if let Err(error) = self.commit() {
-                    return self.fail(error, batch);
-                }
+            // Commit what this batch appended; on an idle tick, let a relaxed (interval) sync
+            // policy catch up; before stopping, make everything durable whatever the policy.
+            let lagging = self.log.durable_lsn() < self.log.last_lsn();
+            let committed = if batch.stop {
+                self.log.sync().map(|_| ())
+            } else if batch.appended || lagging {
+                self.commit()
+            } else {
+                Ok(())
+            };
+            if let Err(error) = committed {
+                return self.fail(error, batch);
             }
             self.finish(batch.replies);
             let stop = batch.stop;
