@@ -72,7 +72,7 @@ fn read_all(runtime: &Runtime, rounds: usize) -> Vec<OpResult> {
 fn acknowledged_commands_survive_restart_and_snapshots() {
     let temp = tempfile::tempdir().unwrap();
     let before = {
-        let dir = DataDir::open(temp.path(), Some(3)).unwrap();
+        let dir = DataDir::open(temp.path(), Some(3), 1).unwrap();
         let runtime = start(&dir);
         let results = runtime.execute_blocking(workload(0));
         assert!(results.iter().all(|r| matches!(r, OpResult::Command(Ok(_)))));
@@ -81,7 +81,7 @@ fn acknowledged_commands_survive_restart_and_snapshots() {
         before
     };
     // Reopen: everything acknowledged is there, byte for byte the same answers.
-    let dir = DataDir::open(temp.path(), Some(3)).unwrap();
+    let dir = DataDir::open(temp.path(), Some(3), 1).unwrap();
     let runtime = start(&dir);
     assert_eq!(read_all(&runtime, 1), before);
     // Snapshot, more work, reopen: snapshot + the records after it.
@@ -90,7 +90,7 @@ fn acknowledged_commands_survive_restart_and_snapshots() {
     let before = read_all(&runtime, 2);
     runtime.shutdown();
     drop(dir);
-    let dir = DataDir::open(temp.path(), None).unwrap();
+    let dir = DataDir::open(temp.path(), None, 1).unwrap();
     let runtime = start(&dir);
     let after = read_all(&runtime, 2);
     assert_eq!(after, before);

@@ -7,5 +7,14 @@
 //!   (`http/json.rs`), one handler per route (`http/handlers.rs`), bearer-token check
 //!   (`http/auth.rs`), Prometheus text (`http/metrics.rs`), the OpenAPI 3.1 document
 //!   (`http/openapi.rs`, `http/openapi.json`), limits (`http/limits.rs`).
+//! - [`node`]: the node assembly: data directory, recovery before any port opens, shards,
+//!   listeners, clean stop on SIGTERM/SIGINT.
+//! - [`cli`]: the `bookd` command line (`src/bin/bookd.rs` only calls it).
+//! - [`inspect`]: `bookd wal verify` / `bookd wal dump`.
+//! - [`http_client`]: a minimal blocking HTTP client for the CLI and tests.
 
+pub mod cli;
 pub mod http;
+pub mod http_client;
+pub mod inspect;
+pub mod node;

@@ -48,8 +48,13 @@ pub struct DataDir {
 
 impl DataDir {
     /// Opens (creating if needed) the data directory at `path` for `shards` shards, taking its
-    /// lock. `shards = None` accepts whatever count the directory has (or 1 for a new one).
-    pub fn open(path: &Path, shards: Option<usize>) -> Result<DataDir, DataDirError> {
+    /// lock. `shards = None` accepts whatever count the directory has; a new directory then gets
+    /// `shards_default`.
+    pub fn open(
+        path: &Path,
+        shards: Option<usize>,
+        shards_default: usize,
+    ) -> Result<DataDir, DataDirError> {
         let io = |source| DataDirError::Io { path: path.to_path_buf(), source };
         std::fs::create_dir_all(path).map_err(io)?;
         let lock = lock(path)?;
@@ -67,7 +72,7 @@ impl DataDir {
             }
             (Some(found), _) => found,
             (None, wanted) => {
-                let shards = wanted.unwrap_or(1).max(1);
+                let shards = wanted.unwrap_or(shards_default).clamp(1, 1024);
                 write_meta(path, shards)?;
                 shards
             }
@@ -317,15 +322,15 @@ mod tests {
     #[test]
     fn shard_count_is_fixed_and_the_directory_is_locked() {
         let temp = tempfile::tempdir().unwrap();
-        let dir = DataDir::open(temp.path(), Some(3)).unwrap();
+        let dir = DataDir::open(temp.path(), Some(3), 1).unwrap();
         assert_eq!(dir.shards(), 3);
-        assert!(matches!(DataDir::open(temp.path(), Some(3)), Err(DataDirError::Locked(_))));
+        assert!(matches!(DataDir::open(temp.path(), Some(3), 1), Err(DataDirError::Locked(_))));
         drop(dir);
         assert!(matches!(
-            DataDir::open(temp.path(), Some(2)),
+            DataDir::open(temp.path(), Some(2), 1),
             Err(DataDirError::ShardCount { found: 3, wanted: 2, .. })
         ));
-        assert_eq!(DataDir::open(temp.path(), None).unwrap().shards(), 3);
+        assert_eq!(DataDir::open(temp.path(), None, 1).unwrap().shards(), 3);
         assert_eq!(read_shard_count(temp.path()).unwrap(), 3);
     }
 }

@@ -36,6 +36,9 @@ use shard::{Message, Shard};
 /// The wall clock in Unix milliseconds, injectable for tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// What one shard starts from: its recovered engine and its log.
+pub type ShardParts = (Engine, Box<dyn ShardLog>);
+
 /// Called once when a shard's log fails; the node stops.
 pub type FatalHook = Arc<dyn Fn(String) + Send + Sync>;
 

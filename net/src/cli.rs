@@ -1,0 +1,155 @@
+//! The `bookd` command line: flags (each with a `BOOKD_*` environment equivalent) and what each
+//! subcommand does. The binary only parses and calls in here; here only calls into the crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::node::{NodeConfig, Role};
+
+#[derive(Debug, Parser)]
+#[command(name = "bookd", version, about = "bookd: a durable in-memory booking engine")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a primary node.
+    Serve(ServeArgs),
+    /// Show a node's role, epoch, log positions, standbys and lag.
+    Status(ClientArgs),
+    /// Inspect a data directory's write-ahead logs and snapshots.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "BOOKD_DATA_DIR", default_value = "./bookd-data")]
+    pub data_dir: PathBuf,
+    /// HTTP/JSON listen address.
+    #[arg(long, env = "BOOKD_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Binary protocol listen address.
+    #[arg(long, env = "BOOKD_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Shards (threads that each own a share of the partitions). Default: one per core, or the
+    /// count the data directory was created with.
+    #[arg(long, env = "BOOKD_SHARDS")]
+    pub shards: Option<usize>,
+    /// Require `Authorization: Bearer TOKEN` (HTTP) or the token in the handshake (binary).
+    #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Acknowledge a command only once this many standbys have it on disk.
+    #[arg(long, env = "BOOKD_SYNC_STANDBYS", default_value_t = 0)]
+    pub sync_standbys: usize,
+    /// Allow listening on a non-loopback address without a token.
+    #[arg(long, env = "BOOKD_INSECURE")]
+    pub insecure: bool,
+    /// Relaxed durability: acknowledge before fsync and sync the log every N ms. Default: off
+    /// (durable: a command is acknowledged only once it is on disk).
+    #[arg(long, env = "BOOKD_SYNC_INTERVAL_MS")]
+    pub sync_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The node's HTTP address.
+    #[arg(long, env = "BOOKD_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// The node's token, if it has one.
+    #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Check every log record and snapshot; exit 0 if clean, else name the first bad file and offset.
+    Verify {
+        #[arg(long, env = "BOOKD_DATA_DIR", default_value = "./bookd-data")]
+        data_dir: PathBuf,
+    },
+    /// Print every record, one a line.
+    Dump {
+        #[arg(long, env = "BOOKD_DATA_DIR", default_value = "./bookd-data")]
+        data_dir: PathBuf,
+    },
+}
+
+impl ServeArgs {
+    pub fn node_config(&self, role: Role) -> NodeConfig {
+        NodeConfig {
+            data_dir: self.data_dir.clone(),
+            http_addr: self.http.clone(),
+            listen_addr: self.listen.clone(),
+            shards: self.shards,
+            token: self.token.clone().filter(|token| !token.is_empty()),
+            sync_standbys: self.sync_standbys,
+            insecure: self.insecure,
+            sync_interval_ms: self.sync_interval_ms,
+            role,
+            ..NodeConfig::default()
+        }
+    }
+}
+
+/// Runs the parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => crate::node::run_until_signal(args.node_config(Role::Primary)),
+        Command::Status(args) => status(&args),
+        Command::Wal(WalCommand::Verify { data_dir }) => crate::inspect::verify(&data_dir),
+        Command::Wal(WalCommand::Dump { data_dir }) => crate::inspect::dump(&data_dir),
+    }
+}
+
+fn status(args: &ClientArgs) -> ExitCode {
+    match crate::http_client::request(&args.http, "GET", "/v1/status", args.token.as_deref(), None)
+    {
+        Ok((200, body)) => {
+            if args.json {
+                println!("{body}");
+            } else {
+                print_status(&body);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("bookd status: {} answered {status}: {body}", args.http);
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("bookd status: cannot reach {}: {error}", args.http);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `/v1/status` for a person: one `key: value` line per top-level field, shards and
+/// standbys one per line.
+fn print_status(body: &str) {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(body)
+    else {
+        println!("{body}");
+        return;
+    };
+    for (key, value) in &fields {
+        match value {
+            serde_json::Value::Array(items) => {
+                println!("{key}:");
+                for item in items {
+                    println!("  {item}");
+                }
+            }
+            serde_json::Value::String(text) => println!("{key}: {text}"),
+            other => println!("{key}: {other}"),
+        }
+    }
+}

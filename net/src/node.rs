@@ -1,0 +1,268 @@
+//! The node: opens and locks the data directory, recovers every shard (snapshot + log replay)
+//! BEFORE opening any port, starts the shard runtime, serves HTTP until SIGTERM/SIGINT, then
+//! stops cleanly: no new connections, in-flight requests finish, every shard syncs its log.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bookd_engine::runtime::{
+    recover_shard, DataDir, DataDirError, Runtime, RuntimeConfig, ShardConfig, ShardLog, ShardParts,
+};
+use bookd_engine::EngineLimits;
+use bookd_wal::SyncPolicy;
+
+pub use crate::http::Role;
+use crate::http::{HttpApp, PrimaryNode};
+
+/// Everything `bookd serve` can be told.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: String,
+    pub listen_addr: String,
+    /// `None`: the data directory's count, or one per core for a new directory.
+    pub shards: Option<usize>,
+    pub token: Option<String>,
+    pub sync_standbys: usize,
+    pub insecure: bool,
+    /// `Some(ms)`: relaxed durability (sync every ms); `None`: durable.
+    pub sync_interval_ms: Option<u64>,
+    pub role: Role,
+    pub segment_size_bytes: u64,
+    pub snapshot_log_bytes: u64,
+    pub limits: EngineLimits,
+    pub queue_messages_max: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./bookd-data"),
+            http_addr: "127.0.0.1:8080".into(),
+            listen_addr: "127.0.0.1:7070".into(),
+            shards: None,
+            token: None,
+            sync_standbys: 0,
+            insecure: false,
+            sync_interval_ms: None,
+            role: Role::Primary,
+            segment_size_bytes: 64 * 1024 * 1024,
+            snapshot_log_bytes: 256 * 1024 * 1024,
+            limits: EngineLimits::default(),
+            queue_messages_max: 4096,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("refusing to listen on non-loopback address {0} without --token (give a token, or --insecure to accept the risk)")]
+    Insecure(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot start shard threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// A recovered node with its shards running, not yet listening.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    runtime: Arc<Runtime>,
+    _data_dir: DataDir,
+}
+
+/// The addresses a node listens on, once it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub http: SocketAddr,
+}
+
+impl Node {
+    /// Locks and recovers the data directory and starts the shards. Opens no port.
+    pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        check_listen_security(&config)?;
+        if config.sync_standbys > 0 {
+            return Err(NodeError::Config(
+                "--sync-standbys needs replication to standbys, which this build does not provide yet"
+                    .into(),
+            ));
+        }
+        let wanted = config.shards.map(|shards| shards.clamp(1, 1024));
+        let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
+        let options = bookd_wal::Options {
+            segment_size_bytes: config.segment_size_bytes,
+            sync_policy: match config.sync_interval_ms {
+                None => SyncPolicy::Always,
+                Some(interval_ms) => SyncPolicy::Interval { interval_ms },
+            },
+            ..bookd_wal::Options::default()
+        };
+        let shards = recover_all(&data_dir, options, config.limits)?;
+        let runtime_config = RuntimeConfig {
+            shard: ShardConfig {
+                snapshot_log_bytes: config.snapshot_log_bytes,
+                ..RuntimeConfig::default().shard
+            },
+            queue_messages_max: config.queue_messages_max,
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::start(runtime_config, shards).map_err(NodeError::Threads)?;
+        Ok(Node { config, runtime: Arc::new(runtime), _data_dir: data_dir })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Listens and serves until `shutdown` resolves, then stops cleanly. `ready` is called with
+    /// the bound addresses once the node accepts requests.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        ready: impl FnOnce(Bound),
+    ) -> Result<(), NodeError> {
+        let listen = |addr: &String| {
+            let addr = addr.clone();
+            move |source| NodeError::Listen { addr, source }
+        };
+        let http = tokio::net::TcpListener::bind(&self.config.http_addr)
+            .await
+            .map_err(listen(&self.config.http_addr))?;
+        let bound = Bound { http: http.local_addr().map_err(listen(&self.config.http_addr))? };
+        let app = Arc::new(HttpApp::new(
+            self.runtime.clone(),
+            self.config.token.clone(),
+            Arc::new(PrimaryNode),
+        ));
+        ready(bound);
+        let served = crate::http::serve_http(http, app, shutdown).await;
+        // Every connection is closed; only this handle remains.
+        let runtime = self.runtime;
+        tokio::task::spawn_blocking(move || match Arc::try_unwrap(runtime) {
+            Ok(runtime) => runtime.shutdown(),
+            Err(_) => {
+                tracing::error!("runtime still shared at shutdown; logs are synced per batch")
+            }
+        })
+        .await
+        .map_err(|error| NodeError::Config(format!("shutdown: {error}")))?;
+        served.map_err(|source| NodeError::Listen { addr: bound.http.to_string(), source })
+    }
+}
+
+/// One shard per core for a new data directory.
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
+}
+
+/// Recovers every shard, in parallel.
+fn recover_all(
+    dir: &DataDir,
+    options: bookd_wal::Options,
+    limits: EngineLimits,
+) -> Result<Vec<ShardParts>, NodeError> {
+    let recovered: Vec<Result<_, DataDirError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..dir.shards())
+            .map(|index| scope.spawn(move || recover_shard(dir, index, options, limits)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let mut shards = Vec::with_capacity(recovered.len());
+    for shard in recovered {
+        let shard = shard?;
+        shards.push((shard.engine, Box::new(shard.log) as Box<dyn ShardLog>));
+    }
+    Ok(shards)
+}
+
+/// Without a token, only loopback addresses are allowed, unless `--insecure`.
+fn check_listen_security(config: &NodeConfig) -> Result<(), NodeError> {
+    if config.token.is_some() || config.insecure {
+        return Ok(());
+    }
+    for addr in [&config.http_addr, &config.listen_addr] {
+        let resolved: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|source| NodeError::Listen { addr: addr.clone(), source })?
+            .collect();
+        if resolved.is_empty() || resolved.iter().any(|socket| !socket.ip().is_loopback()) {
+            return Err(NodeError::Insecure(addr.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Starts logging to stderr (`BOOKD_LOG` or `RUST_LOG` filter, default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOKD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// `bookd serve`: runs a node until SIGTERM or SIGINT; exit 0 after a clean stop.
+pub fn run_until_signal(config: NodeConfig) -> ExitCode {
+    init_logging();
+    let node = match Node::open(config) {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("bookd: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("bookd: cannot start the I/O runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = tokio.block_on(node.serve(stop_signal(), |bound| {
+        tracing::info!(http = %bound.http, "bookd ready");
+        // A machine-readable line for scripts and tests that start bookd on port 0.
+        println!("bookd ready http={}", bound.http);
+    }));
+    tokio.shutdown_timeout(Duration::from_secs(5));
+    match served {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bookd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
