@@ -74,15 +74,29 @@ pub async fn serve_http(
 }
 
 /// Serves one connection; on shutdown asks hyper to finish the request in flight (if any) and
-/// close. The permit is released when this returns.
+/// close. The permit is returned last, after every clone of `app` this connection made is
+/// dropped, so once all permits are back the caller holds the only references to the app.
 async fn serve_connection(
     stream: TcpStream,
     app: Arc<HttpApp>,
-    _permit: OwnedSemaphorePermit,
-    mut stop: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     app.metrics().connection_opened();
+    if let Err(error) = run_connection(stream, &app, stop).await {
+        tracing::debug!(%error, "HTTP connection ended with an error");
+    }
+    app.metrics().connection_closed();
+    drop(app);
+    drop(permit);
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    app: &Arc<HttpApp>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    let _ = stream.set_nodelay(true);
     let service_app = app.clone();
     let service = service_fn(move |request| {
         let app = service_app.clone();
@@ -92,20 +106,16 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(app.config().header_read_timeout)
-        .max_buf_size(HEAD_SIZE_MAX_BYTES.max(8 * 1024))
+        .max_buf_size(HEAD_SIZE_MAX_BYTES)
         .max_headers(HEADERS_MAX)
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let result = tokio::select! {
+    tokio::select! {
         result = connection.as_mut() => result,
         () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "HTTP connection ended with an error");
     }
-    app.metrics().connection_closed();
 }
