@@ -34,7 +34,9 @@ pub async fn serve_http(
     app: Arc<HttpApp>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let connections_max = app.config().connections_max.clamp(1, Semaphore::MAX_PERMITS);
+    // Shutdown takes every permit back in one `acquire_many`, which counts in u32.
+    let connections_max =
+        app.config().connections_max.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(connections_max));
     let (stop_sender, stop) = watch::channel(false);
     let address = listener.local_addr()?;
