@@ -1,7 +1,7 @@
 //! The narrow storage trait under the log, and its three backends: memory-mapped files, memory, and
 //! a crash simulator that keeps a "live" and a "durable" image of every file.
 //!
-//! Invariant: after `SegmentFile::sync(offset, len)` returns `Ok`, those bytes survive a crash; after
+//! Invariant: after `SegmentFile::sync()` returns `Ok`, every byte written before survives a crash; after
 //! `create_segment` and `write_file_durable` return `Ok`, the file exists under its final name with
 //! its full contents (temp file, sync, rename, directory sync). Nothing else is promised durable.
 
@@ -35,25 +35,46 @@ impl Area {
     }
 }
 
-/// How a durable sync is done on a memory-mapped segment.
+/// How records reach the disk and become durable on the real backend. Measured side by side in
+/// `bench/benches/wal.rs`; docs/PERFORMANCE.md has the figures behind the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMethod {
-    /// `fdatasync(2)` on the file descriptor; on Linux it also writes back pages dirtied through
-    /// the mapping. Measured fastest (docs/PERFORMANCE.md), so the default.
+    /// `pwrite(2)` of the group's bytes, then `fdatasync(2)`. The default (fastest measured).
     #[default]
-    Fdatasync,
-    /// `msync(MS_SYNC)` of the dirty range of the mapping.
-    Msync,
+    WriteFdatasync,
+    /// The group's bytes copied into a writable shared mapping, then `fdatasync(2)` (which on
+    /// Linux also writes back pages dirtied through the mapping).
+    MmapFdatasync,
+    /// The group's bytes copied into a writable shared mapping, then `msync(MS_SYNC)` of the range.
+    MmapMsync,
+    /// io_uring: a write linked to an fdatasync, one submission and one wait per group.
+    IoUring,
 }
 
-/// One open segment file: its bytes, writable in place, and a sync that makes a range durable.
+impl SyncMethod {
+    /// Every method, for benchmarks and tests.
+    pub const ALL: [SyncMethod; 4] = [
+        SyncMethod::WriteFdatasync,
+        SyncMethod::MmapFdatasync,
+        SyncMethod::MmapMsync,
+        SyncMethod::IoUring,
+    ];
+}
+
+/// One open segment file: a read view of all its bytes (a read-only mapping on the real backend),
+/// positional writes, and a sync that makes every write so far durable.
 pub trait SegmentFile {
-    /// The whole file.
+    /// The whole file as last written (writes are visible here once `write` returned).
     fn bytes(&self) -> &[u8];
-    /// The whole file, writable. Panics on a segment opened read-only.
-    fn bytes_mut(&mut self) -> &mut [u8];
-    /// Makes `bytes()[offset .. offset + len]` durable. An error is fatal for the writer.
-    fn sync(&mut self, offset: usize, len: usize) -> std::io::Result<()>;
+    /// Writes `bytes` at `offset` (not yet durable). An error is fatal for the writer.
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes every write so far durable. An error is fatal for the writer.
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// `write` then `sync`; a backend may do both in one go (io_uring links them).
+    fn write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
+        self.write(offset, bytes)?;
+        self.sync()
+    }
 }
 
 /// The file operations the log needs, and nothing else.
@@ -150,12 +171,18 @@ enum Map {
     Writable(MmapMut),
 }
 
-/// A memory-mapped segment file.
+/// A memory-mapped segment file. Reads always go through the mapping; writes go through the
+/// mapping (`Mmap*` methods) or through the file descriptor (`WriteFdatasync`, `IoUring`), which
+/// the mapping sees at once (one page cache).
 pub struct MmapSegment {
     path: PathBuf,
     file: File,
     map: Map,
     sync_method: SyncMethod,
+    writable: bool,
+    /// Range written through the mapping since the last sync (for msync).
+    dirty: Option<(usize, usize)>,
+    ring: Option<io_uring::IoUring>,
 }
 
 impl std::fmt::Debug for MmapSegment {
@@ -171,11 +198,13 @@ impl MmapSegment {
         writable: bool,
         sync_method: SyncMethod,
     ) -> Result<Self, WalError> {
-        // SAFETY: the log directory belongs to this process (one writer thread per log, and the
-        // node holds the directory); nobody truncates or rewrites a segment file while it is
-        // mapped, so the mapping stays valid and its bytes are only changed through this handle.
+        let through_map =
+            writable && matches!(sync_method, SyncMethod::MmapFdatasync | SyncMethod::MmapMsync);
+        // SAFETY: the log directory belongs to this process (one writer thread per log; the node
+        // holds the directory), and nobody truncates a segment file while it is mapped, so the
+        // mapping stays valid. Its bytes change only through this handle (mapping or pwrite).
         let map = unsafe {
-            if writable {
+            if through_map {
                 Map::Writable(
                     MmapMut::map_mut(&file).map_err(|e| WalError::io("map segment", &path, e))?,
                 )
@@ -183,7 +212,71 @@ impl MmapSegment {
                 Map::ReadOnly(Mmap::map(&file).map_err(|e| WalError::io("map segment", &path, e))?)
             }
         };
-        Ok(MmapSegment { path, file, map, sync_method })
+        let ring = if writable && sync_method == SyncMethod::IoUring {
+            Some(
+                io_uring::IoUring::new(4)
+                    .map_err(|e| WalError::io("set up io_uring for", &path, e))?,
+            )
+        } else {
+            None
+        };
+        Ok(MmapSegment { path, file, map, sync_method, writable, dirty: None, ring })
+    }
+
+    fn check_write(&self, offset: usize, len: usize) {
+        assert!(self.writable, "segment {} was opened read-only", self.path.display());
+        let end = offset.checked_add(len);
+        assert!(
+            end.is_some_and(|end| end <= self.bytes().len()),
+            "write past the end of {}",
+            self.path.display()
+        );
+    }
+
+    fn io_uring_write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
+        use io_uring::{opcode, squeue, types};
+        let Some(ring) = self.ring.as_mut() else {
+            return Err(std::io::Error::other("no io_uring"));
+        };
+        let fd = types::Fd(std::os::unix::io::AsRawFd::as_raw_fd(&self.file));
+        let len =
+            u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("write above 4 GiB"))?;
+        let write = opcode::Write::new(fd, bytes.as_ptr(), len)
+            .offset(offset as u64)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(1);
+        let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
+        // SAFETY: `bytes` and the file outlive both operations: we wait for both completions
+        // below before returning, and the ring is drained (no entry of ours is left in flight).
+        unsafe {
+            ring.submission()
+                .push(&write)
+                .map_err(|_| std::io::Error::other("io_uring queue full"))?;
+            ring.submission()
+                .push(&sync)
+                .map_err(|_| std::io::Error::other("io_uring queue full"))?;
+        }
+        ring.submit_and_wait(2)?;
+        let mut results = [0i32; 2];
+        let mut seen = 0;
+        for entry in ring.completion() {
+            if let Some(slot) = results.get_mut(seen) {
+                *slot = entry.result();
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 2, "io_uring returned {seen} completions for 2 operations");
+        if results[0] < 0 {
+            return Err(std::io::Error::from_raw_os_error(-results[0]));
+        }
+        if results[0] as usize != bytes.len() {
+            return Err(std::io::Error::other("io_uring short write"));
+        }
+        if results[1] < 0 {
+            return Err(std::io::Error::from_raw_os_error(-results[1]));
+        }
+        Ok(())
     }
 }
 
@@ -195,19 +288,42 @@ impl SegmentFile for MmapSegment {
         }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
+        self.check_write(offset, bytes.len());
         match &mut self.map {
-            Map::ReadOnly(_) => panic!("segment {} was opened read-only", self.path.display()),
-            Map::Writable(m) => m,
+            Map::Writable(m) => {
+                m[offset..offset + bytes.len()].copy_from_slice(bytes);
+                let (start, end) = self.dirty.unwrap_or((offset, offset));
+                self.dirty = Some((start.min(offset), end.max(offset + bytes.len())));
+                Ok(())
+            }
+            Map::ReadOnly(_) => self.file.write_all_at(bytes, offset as u64),
         }
     }
 
-    fn sync(&mut self, offset: usize, len: usize) -> std::io::Result<()> {
-        match (&self.map, self.sync_method) {
-            (Map::ReadOnly(_), _) => Ok(()),
-            (Map::Writable(_), SyncMethod::Fdatasync) => self.file.sync_data(),
-            (Map::Writable(m), SyncMethod::Msync) => m.flush_range(offset, len),
+    fn sync(&mut self) -> std::io::Result<()> {
+        if !self.writable {
+            return Ok(());
         }
+        match (&self.map, self.sync_method) {
+            (Map::Writable(m), SyncMethod::MmapMsync) => {
+                if let Some((start, end)) = self.dirty {
+                    m.flush_range(start, end - start)?;
+                }
+            }
+            _ => self.file.sync_data()?,
+        }
+        self.dirty = None;
+        Ok(())
+    }
+
+    fn write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
+        if self.sync_method == SyncMethod::IoUring && self.writable {
+            self.check_write(offset, bytes.len());
+            return self.io_uring_write_and_sync(offset, bytes);
+        }
+        self.write(offset, bytes)?;
+        self.sync()
     }
 }
 
@@ -343,14 +459,16 @@ fn lock(disk: &SharedDisk) -> MutexGuard<'_, SimDisk> {
     disk.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A segment of a simulated disk: writes go to a private live image, `sync` copies the range into
-/// the disk's durable image.
+/// A segment of a simulated disk: writes go to a private live image, `sync` copies what was
+/// written since the last sync into the disk's durable image.
 #[derive(Debug)]
 pub struct SimSegment {
     disk: SharedDisk,
     name: String,
     live: Vec<u8>,
     writable: bool,
+    /// Range written since the last sync.
+    dirty: Option<(usize, usize)>,
     /// Memory backend: everything written is kept when the handle is dropped.
     durable_on_drop: bool,
 }
@@ -360,16 +478,19 @@ impl SegmentFile for SimSegment {
         &self.live
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
         assert!(self.writable, "segment {} was opened read-only", self.name);
-        &mut self.live
+        let end = offset.checked_add(bytes.len()).filter(|&end| end <= self.live.len());
+        let Some(end) = end else {
+            panic!("write at {offset} past the end of segment {}", self.name)
+        };
+        self.live[offset..end].copy_from_slice(bytes);
+        let (start, stop) = self.dirty.unwrap_or((offset, end));
+        self.dirty = Some((start.min(offset), stop.max(end)));
+        Ok(())
     }
 
-    fn sync(&mut self, offset: usize, len: usize) -> std::io::Result<()> {
-        let end = offset.checked_add(len).filter(|&end| end <= self.live.len());
-        let Some(end) = end else {
-            panic!("sync range {offset}+{len} outside segment {}", self.name)
-        };
+    fn sync(&mut self) -> std::io::Result<()> {
         let mut disk = lock(&self.disk);
         if let Some(left) = disk.syncs_before_failure.as_mut() {
             if *left == 0 {
@@ -377,11 +498,12 @@ impl SegmentFile for SimSegment {
             }
             *left -= 1;
         }
+        let Some((start, end)) = self.dirty.take() else { return Ok(()) };
         let file = disk.files.entry((Area::Wal, self.name.clone())).or_default();
         if file.durable.len() < self.live.len() {
             file.durable.resize(self.live.len(), 0);
         }
-        file.durable[offset..end].copy_from_slice(&self.live[offset..end]);
+        file.durable[start..end].copy_from_slice(&self.live[start..end]);
         Ok(())
     }
 }
@@ -437,6 +559,7 @@ fn sim_create_segment(
         name: name.to_owned(),
         live: image,
         writable: true,
+        dirty: None,
         durable_on_drop,
     })
 }
@@ -452,7 +575,14 @@ fn sim_open_segment(
         guard.files.get(&(Area::Wal, name.to_owned())).ok_or_else(|| not_found(Area::Wal, name))?;
     let live = file.durable.clone();
     drop(guard);
-    Ok(SimSegment { disk: disk.clone(), name: name.to_owned(), live, writable, durable_on_drop })
+    Ok(SimSegment {
+        disk: disk.clone(),
+        name: name.to_owned(),
+        live,
+        writable,
+        dirty: None,
+        durable_on_drop,
+    })
 }
 
 fn sim_read(disk: &SharedDisk, area: Area, name: &str) -> Result<Vec<u8>, WalError> {
@@ -654,9 +784,10 @@ mod tests {
     fn crash_keeps_only_synced_bytes() {
         let mut storage = CrashStorage::new();
         let mut seg = storage.create_segment("a.seg", 64, &[1, 2, 3]).unwrap();
-        seg.bytes_mut()[8..12].copy_from_slice(&[9, 9, 9, 9]);
-        seg.sync(8, 2).unwrap();
-        seg.bytes_mut()[20] = 7;
+        seg.write(8, &[9, 9]).unwrap();
+        seg.sync().unwrap();
+        seg.write(10, &[9, 9]).unwrap();
+        seg.write(20, &[7]).unwrap();
         drop(seg);
         let after = storage.crash(CrashTail::DurableOnly);
         let bytes = after.durable(Area::Wal, "a.seg").unwrap();
@@ -665,20 +796,21 @@ mod tests {
         assert_eq!(bytes[20], 0);
         let torn = storage.crash(CrashTail::TornPrefix { cut: 2, garble: false });
         assert_eq!(&torn.durable(Area::Wal, "a.seg").unwrap()[8..12], &[9, 9, 9, 9]);
+        assert_eq!(torn.durable(Area::Wal, "a.seg").unwrap()[20], 0);
     }
 
     #[test]
     fn memory_keeps_everything_and_sync_failures_inject() {
         let mut storage = MemoryStorage::new();
         let mut seg = storage.create_segment("a.seg", 16, &[1]).unwrap();
-        seg.bytes_mut()[5] = 5;
+        seg.write(5, &[5]).unwrap();
         drop(seg);
         assert_eq!(storage.get(Area::Wal, "a.seg").unwrap()[5], 5);
 
         let mut crash = CrashStorage::new();
         let mut seg = crash.create_segment("b.seg", 16, &[1]).unwrap();
         crash.fail_syncs_after(1);
-        assert!(seg.sync(0, 1).is_ok());
-        assert!(seg.sync(0, 1).is_err());
+        assert!(seg.sync().is_ok());
+        assert!(seg.sync().is_err());
     }
 }

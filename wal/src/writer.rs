@@ -1,10 +1,14 @@
 //! The log writer: append records into the active segment's mapping, make them durable with one
 //! sync per group (group commit), roll to a new segment when one is full, and write snapshots.
 //!
-//! Invariants: LSNs are contiguous and only grow; `durable_lsn <= next_lsn - 1`; every byte before
-//! `synced_offset` in the active segment, and every byte of every older segment, is durable; a
-//! failed sync poisons the writer for good (every later call fails) because after such an error the
-//! page cache may have dropped the data and durability is unknown.
+//! Appended records are framed into a staging buffer (`pending`) and handed to the file in one
+//! write per group; the sync method (default `pwrite` + `fdatasync`) makes them durable.
+//!
+//! Invariants: LSNs are contiguous and only grow; `durable_lsn <= next_lsn - 1`; the active
+//! segment's bytes are `[written to the file | pending]` ending at `end_offset`; once `sync`
+//! returns, every record up to `durable_lsn` is durable, and every byte of every older segment is;
+//! a failed write or sync poisons the writer for good (every later call fails) because after such
+//! an error the page cache may have dropped the data and durability is unknown.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -53,7 +57,7 @@ impl Default for Options {
         Options {
             segment_size_bytes: segment_size_bytes_default,
             sync_policy: SyncPolicy::Always,
-            sync_method: SyncMethod::Fdatasync,
+            sync_method: SyncMethod::WriteFdatasync,
             snapshots_retained: snapshots_retained_default,
         }
     }
@@ -114,8 +118,8 @@ pub struct Wal<S: Storage> {
     options: Options,
     /// Segments in LSN order; the last one is active (appended to).
     pub(crate) segments: Vec<Segment<S::Segment>>,
-    /// Everything before this offset of the active segment is durable.
-    synced_offset: usize,
+    /// Framed records not yet handed to the file; they belong at `end_offset - pending.len()`.
+    pending: Vec<u8>,
     pub(crate) next_lsn: Lsn,
     pub(crate) durable_lsn: Lsn,
     poisoned: bool,
@@ -179,8 +183,7 @@ impl<S: Storage> Wal<S> {
                 file = %torn.path.display(), offset = torn.offset, bytes = end - start,
                 "wal: cutting off a torn record at the end of the log (never acknowledged)"
             );
-            last.file.bytes_mut()[start..end].fill(0);
-            if let Err(source) = last.file.sync(start, end - start) {
+            if let Err(source) = last.file.write_and_sync(start, &vec![0u8; end - start]) {
                 return Err(sync_failed(&torn.path, source));
             }
             torn_tail_cut = Some((torn.path.clone(), torn.offset));
@@ -205,7 +208,7 @@ impl<S: Storage> Wal<S> {
             storage,
             options,
             segments,
-            synced_offset: 0,
+            pending: Vec::new(),
             next_lsn,
             durable_lsn: next_lsn - 1,
             poisoned: false,
@@ -217,7 +220,6 @@ impl<S: Storage> Wal<S> {
         if wal.segments.is_empty() {
             wal.create_segment()?;
         }
-        wal.synced_offset = wal.active().end_offset;
         let report = RecoveryReport {
             snapshot_lsn: report_snapshot,
             records_replayed,
@@ -305,10 +307,10 @@ impl<S: Storage> Wal<S> {
         self.make_room(size)?;
         let lsn = self.next_lsn;
         let header = RecordHeader { lsn, epoch, timestamp_ms, kind };
-        let active = self.active_mut();
-        let start = active.end_offset;
-        encode_into_segment(&mut active.file, start, size, header, payload);
-        active.end_offset = start + size;
+        let start = self.pending.len();
+        self.pending.resize(start + size, 0);
+        record::encode_into(&mut self.pending[start..], header, payload);
+        self.active_mut().end_offset += size;
         self.next_lsn = lsn + 1;
         self.sync_if_interval_due()?;
         Ok(lsn)
@@ -340,10 +342,8 @@ impl<S: Storage> Wal<S> {
         }
         for (start, size) in records {
             self.make_room(size)?;
-            let active = self.active_mut();
-            let at = active.end_offset;
-            active.file.bytes_mut()[at..at + size].copy_from_slice(&bytes[start..start + size]);
-            active.end_offset = at + size;
+            self.pending.extend_from_slice(&bytes[start..start + size]);
+            self.active_mut().end_offset += size;
             self.next_lsn += 1;
         }
         self.sync_if_interval_due()?;
@@ -357,6 +357,8 @@ impl<S: Storage> Wal<S> {
         match self.options.sync_policy {
             SyncPolicy::Always => self.sync(),
             SyncPolicy::Interval { .. } => {
+                // Hand the group to the OS now (it survives a process crash), sync when due.
+                self.write_pending()?;
                 self.sync_if_interval_due()?;
                 Ok(self.durable_lsn)
             }
@@ -366,22 +368,58 @@ impl<S: Storage> Wal<S> {
     /// Makes every appended record durable now, whatever the policy (e.g. on clean shutdown).
     pub fn sync(&mut self) -> Result<Lsn, WalError> {
         self.check_usable()?;
-        let end = self.active().end_offset;
         if self.durable_lsn + 1 == self.next_lsn {
+            assert!(self.pending.is_empty(), "pending bytes without pending records");
             return Ok(self.durable_lsn);
         }
-        assert!(self.synced_offset <= end, "synced offset past the end of the active segment");
-        let start = self.synced_offset;
-        if let Err(source) = self.active_mut().file.sync(start, end - start) {
-            self.poisoned = true;
-            let path = self.storage.path(Area::Wal, &self.active().name);
-            return Err(sync_failed(&path, source));
+        let result = if self.pending.is_empty() {
+            self.active_mut().file.sync()
+        } else {
+            let offset = self.pending_offset();
+            let (segments, pending) = (&mut self.segments, &self.pending);
+            let Some(active) = segments.last_mut() else {
+                panic!("a log always has an active segment")
+            };
+            active.file.write_and_sync(offset, pending)
+        };
+        if let Err(source) = result {
+            return Err(self.poison(source));
         }
-        self.synced_offset = end;
+        self.pending.clear();
         assert!(self.next_lsn > self.durable_lsn, "durable lsn went backwards");
         self.durable_lsn = self.next_lsn - 1;
         self.last_sync = Instant::now();
         Ok(self.durable_lsn)
+    }
+
+    /// Hands the pending records to the file without syncing (they survive a process crash).
+    fn write_pending(&mut self) -> Result<(), WalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let offset = self.pending_offset();
+        let (segments, pending) = (&mut self.segments, &self.pending);
+        let Some(active) = segments.last_mut() else {
+            panic!("a log always has an active segment")
+        };
+        if let Err(source) = active.file.write(offset, pending) {
+            return Err(self.poison(source));
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn pending_offset(&self) -> usize {
+        let end = self.active().end_offset;
+        assert!(self.pending.len() <= end, "more pending bytes than the segment holds");
+        end - self.pending.len()
+    }
+
+    /// A failed write or sync: the writer is poisoned for good; the error says the node must stop.
+    fn poison(&mut self, source: std::io::Error) -> WalError {
+        self.poisoned = true;
+        let path = self.storage.path(Area::Wal, &self.active().name);
+        sync_failed(&path, source)
     }
 
     fn sync_if_interval_due(&mut self) -> Result<(), WalError> {
@@ -434,8 +472,8 @@ impl<S: Storage> Wal<S> {
                 Ok(file) => file,
                 Err(e) => return Err(self.fatal_if_sync(e)),
             };
+        assert!(self.pending.is_empty(), "rolling with records not yet written");
         self.segments.push(Segment { name, first_lsn, end_offset: header.len(), file });
-        self.synced_offset = header.len();
         Ok(())
     }
 
@@ -526,18 +564,6 @@ impl<S: Storage> Wal<S> {
         }
         Ok(())
     }
-}
-
-fn encode_into_segment<F: SegmentFile>(
-    file: &mut F,
-    start: usize,
-    size: usize,
-    header: RecordHeader,
-    payload: &[u8],
-) {
-    let bytes = file.bytes_mut();
-    assert!(start + size <= bytes.len(), "record past the end of the segment");
-    record::encode_into(&mut bytes[start..start + size], header, payload);
 }
 
 fn sync_failed(path: &Path, source: std::io::Error) -> WalError {

@@ -41,9 +41,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn recovered_log_is_the_durable_prefix(ops in proptest::collection::vec(op(), 1..40)) {
+    fn recovered_log_is_the_durable_prefix(ops in proptest::collection::vec(op(), 1..40), interval in any::<bool>()) {
+        // Interval: `commit` hands records to the OS but never syncs (an hour-long interval).
+        let policy = if interval { SyncPolicy::Interval { interval_ms: 3_600_000 } } else { SyncPolicy::Always };
+        let options = Options { sync_policy: policy, ..small() };
         let mut storage = CrashStorage::new();
-        let (mut wal, _) = Wal::open(storage.clone(), small(), &mut Collect::default()).unwrap();
+        let (mut wal, _) = Wal::open(storage.clone(), options, &mut Collect::default()).unwrap();
         let mut acknowledged: Lsn = 0;
         let mut appended: Lsn = 0;
         for op in ops {
@@ -60,7 +63,7 @@ proptest! {
                     let tail = if torn { CrashTail::TornPrefix { cut, garble } } else { CrashTail::DurableOnly };
                     storage = storage.crash(tail);
                     let mut collect = Collect::default();
-                    let (reopened, _) = Wal::open(storage.clone(), small(), &mut collect).unwrap();
+                    let (reopened, _) = Wal::open(storage.clone(), options, &mut collect).unwrap();
                     let recovered = reopened.next_lsn() - 1;
                     if torn {
                         prop_assert!(recovered >= durable && recovered <= appended);
