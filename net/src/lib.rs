@@ -12,9 +12,13 @@
 //! - [`cli`]: the `bookd` command line (`src/bin/bookd.rs` only calls it).
 //! - [`inspect`]: `bookd wal verify` / `bookd wal dump`.
 //! - [`http_client`]: a minimal blocking HTTP client for the CLI and tests.
+//! - [`protocol`]: the binary protocol (docs/protocol.md): frames, codec, server.
+//! - [`client`]: the async Rust client of the binary protocol (pool, batching, retries).
 
 pub mod cli;
+pub mod client;
 pub mod http;
 pub mod http_client;
 pub mod inspect;
 pub mod node;
+pub mod protocol;

@@ -1,6 +1,6 @@
 //! The node: opens and locks the data directory, recovers every shard (snapshot + log replay)
 //! BEFORE opening any port, starts the shard runtime, serves HTTP until SIGTERM/SIGINT, then
-//! stops cleanly: no new connections, in-flight requests finish, every shard syncs its log.
+//! (and the binary protocol) stops cleanly: no new connections, in-flight requests finish, every shard syncs its log.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -84,6 +84,8 @@ pub struct Node {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub http: SocketAddr,
+    /// The binary protocol's listener (docs/protocol.md).
+    pub binary: SocketAddr,
 }
 
 impl Node {
@@ -137,14 +139,41 @@ impl Node {
         let http = tokio::net::TcpListener::bind(&self.config.http_addr)
             .await
             .map_err(listen(&self.config.http_addr))?;
-        let bound = Bound { http: http.local_addr().map_err(listen(&self.config.http_addr))? };
+        let binary = tokio::net::TcpListener::bind(&self.config.listen_addr)
+            .await
+            .map_err(listen(&self.config.listen_addr))?;
+        let bound = Bound {
+            http: http.local_addr().map_err(listen(&self.config.http_addr))?,
+            binary: binary.local_addr().map_err(listen(&self.config.listen_addr))?,
+        };
+        let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(PrimaryNode);
         let app = Arc::new(HttpApp::new(
             self.runtime.clone(),
             self.config.token.clone(),
-            Arc::new(PrimaryNode),
+            node_info.clone(),
+        ));
+        let binary_app = Arc::new(crate::protocol::BinaryApp::new(
+            self.runtime.clone(),
+            self.config.token.clone(),
+            node_info,
         ));
         ready(bound);
-        let served = crate::http::serve_http(http, app, shutdown).await;
+        // One shutdown signal for both listeners; each stops accepting, finishes in-flight
+        // requests, then returns.
+        let (stop_sender, stop) = tokio::sync::watch::channel(false);
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_sender.send(true);
+        };
+        let (served, served_binary, ()) = tokio::join!(
+            crate::http::serve_http(http, app, stopped(stop.clone())),
+            crate::protocol::serve_binary(binary, binary_app, stopped(stop)),
+            signal,
+        );
+        let served = served.and(served_binary);
         // Every connection is closed; only this handle remains.
         let runtime = self.runtime;
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(runtime) {
@@ -235,9 +264,9 @@ pub fn run_until_signal(config: NodeConfig) -> ExitCode {
         }
     };
     let served = tokio.block_on(node.serve(stop_signal(), |bound| {
-        tracing::info!(http = %bound.http, "bookd ready");
+        tracing::info!(http = %bound.http, binary = %bound.binary, "bookd ready");
         // A machine-readable line for scripts and tests that start bookd on port 0.
-        println!("bookd ready http={}", bound.http);
+        println!("bookd ready http={} binary={}", bound.http, bound.binary);
     }));
     tokio.shutdown_timeout(Duration::from_secs(5));
     match served {

@@ -14,6 +14,8 @@ pub use bookd_net::http_client::request;
 pub struct Bookd {
     pub child: Child,
     pub http: String,
+    /// The binary protocol's address (docs/protocol.md).
+    pub binary: String,
 }
 
 impl Bookd {
@@ -34,15 +36,18 @@ impl Bookd {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(http) = line.strip_prefix("bookd ready http=") {
-                    let _ = sender.send(http.to_string());
+                // `bookd ready http=ADDR binary=ADDR`
+                if let Some(rest) = line.strip_prefix("bookd ready http=") {
+                    let (http, binary) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let binary = binary.strip_prefix("binary=").unwrap_or("");
+                    let _ = sender.send((http.to_string(), binary.to_string()));
                 }
             }
         });
-        let http = receiver.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+        let (http, binary) = receiver.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
             panic!("bookd did not become ready (exit: {:?})", child.try_wait())
         });
-        Bookd { child, http }
+        Bookd { child, http, binary }
     }
 
     pub fn request(

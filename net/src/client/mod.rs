@@ -1,0 +1,503 @@
+//! The Rust client of bookd's binary protocol (docs/protocol.md) for gateway services.
+//!
+//! A [`Client`] is a pool of `connections` TCP connections, each driven by one task that owns
+//! its socket, its pending requests and its buffers (no lock on the call path: a call is one
+//! channel send and one oneshot). Calls made while a connection's task is busy (writing,
+//! reading, or waiting for the server's in-flight bound) queue up and go out together as ONE
+//! REQUEST frame of up to 1 000 commands (automatic batching); frames are pipelined with
+//! request ids and results are matched back by id and position.
+//!
+//! Invariant: a caller gets exactly one answer per call: its result, or an error.
+//!
+//! # Retries
+//! When a connection is lost before a call's result arrives, the call is sent again (up to
+//! `retries` times, with exponential backoff, on any connection, within the call timeout).
+//! Every command is safe to resend: a hold is idempotent by its hold id (a resent hold that had
+//! taken effect answers `existing: true`), confirm/release/cancel are idempotent by the
+//! contract, `put_resource` sets a value, reads read; `extend` sets the expiry to now + ttl, so
+//! a resent extend only moves the expiry a little later. Results (including `overloaded` and
+//! `unavailable`) are never retried automatically: they are returned to the caller.
+
+mod connection;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bookd_engine::runtime::Op;
+use bookd_engine::{HoldView, ListQuery, ResourcePage, ResourceView};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::command::Opcode;
+use crate::protocol::wire::{put_flag, put_str16, put_str8, put_u64, put_u8, EncodeError};
+use crate::protocol::{encode_op, Detail, ErrorCode, ErrorFrame, HelloOk, Refused, Reply};
+
+pub use connection::connect_one;
+
+/// What a batch element is: an engine op (a command or a query).
+pub type Request = Op;
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Connections in the pool (at least 1).
+    pub connections: usize,
+    /// The node's token, if it has one (`--token`).
+    pub token: Option<String>,
+    /// Sent in HELLO; shows up in the node's logs.
+    pub client_name: String,
+    /// Time to connect and complete the handshake.
+    pub connect_timeout: Duration,
+    /// Time a call may take, retries included; `None`: no limit (and no timer per call).
+    pub call_timeout: Option<Duration>,
+    /// How many times a call is resent after a lost connection.
+    pub retries: u32,
+    /// First pause before a resend or a reconnect; doubles each time up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connections: 4,
+            token: None,
+            client_name: "bookd-net".into(),
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Some(Duration::from_secs(30)),
+            retries: 3,
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The node refused the command with a contract error code and its details.
+    #[error("{code}: {0}", code = .0.code)]
+    Refused(Refused),
+    /// The node is overloaded (a shard's queue or an engine table is full); retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(Refused),
+    /// The node could not complete the command (stopping, log failure) or could not be reached
+    /// within the retries; whether a command took effect is unknown, resending is safe.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The call did not complete within its timeout; whether it took effect is unknown.
+    #[error("timed out")]
+    Timeout,
+    /// The node closed the connection with an ERROR frame (e.g. `unauthorized` at handshake).
+    #[error("node refused the connection: {code}: {message}", code = .0.code, message = .0.message)]
+    Server(ErrorFrame),
+    /// The node sent bytes that are not the protocol, or a result of the wrong kind.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The client was dropped while the call waited.
+    #[error("client closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The contract's error code, for errors that have one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused(refused) | ClientError::Overloaded(refused) => Some(refused.code),
+            ClientError::Unavailable(_) => Some(ErrorCode::Unavailable),
+            ClientError::Server(frame) => Some(frame.code),
+            _ => None,
+        }
+    }
+
+    fn invalid(error: EncodeError) -> ClientError {
+        ClientError::Refused(Refused {
+            code: ErrorCode::Invalid,
+            detail: Detail::Invalid { field: error.field, reason: "too long".into() },
+        })
+    }
+}
+
+/// A resource and whether `put_resource` created it (HTTP 201) or changed it (200).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceReply {
+    pub resource: ResourceView,
+    pub created: bool,
+}
+
+/// A hold and whether its id already existed (HTTP 200 `"existing": true`) or it is new (201).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldReply {
+    pub hold: HoldView,
+    pub existing: bool,
+}
+
+/// How a connection answers one call.
+pub(crate) enum ReplyTo {
+    One(oneshot::Sender<Result<Reply, Failure>>),
+    Many(oneshot::Sender<Result<Vec<Reply>, Failure>>),
+}
+
+/// Why a connection could not answer a call.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The connection was lost (or never made) before the result: the encoded commands come
+    /// back so the caller can resend them.
+    Lost(Vec<u8>),
+    Error(ClientError),
+}
+
+/// One call queued on a connection: `count` encoded commands.
+pub(crate) struct Call {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) count: u16,
+    pub(crate) reply: ReplyTo,
+}
+
+struct Inner {
+    queues: Vec<mpsc::UnboundedSender<Call>>,
+    next: AtomicUsize,
+    config: ClientConfig,
+    hello: HelloOk,
+}
+
+/// A pool of connections to one node. Cheap to clone; all clones share the pool, which closes
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("connections", &self.inner.queues.len())
+            .field("hello", &self.inner.hello)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects `config.connections` connections to `addr` (`host:port`) and completes each
+    /// handshake. Fails if the first connection cannot be made or is refused (wrong token).
+    pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        let count = config.connections.max(1);
+        let config = ClientConfig { connections: count, ..config };
+        let shared = Arc::new(config.clone());
+        let mut queues = Vec::with_capacity(count);
+        let mut hello = None;
+        for _ in 0..count {
+            let (stream, server) = connect_one(addr, &config).await?;
+            hello.get_or_insert(server);
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(connection::run(
+                addr.to_string(),
+                shared.clone(),
+                receiver,
+                stream,
+                server,
+            ));
+            queues.push(sender);
+        }
+        let hello = hello.ok_or(ClientError::Closed)?;
+        Ok(Client { inner: Arc::new(Inner { queues, next: AtomicUsize::new(0), config, hello }) })
+    }
+
+    /// What the node said in its handshake (role, epoch, limits).
+    pub fn hello(&self) -> &HelloOk {
+        &self.inner.hello
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Creates or changes a resource.
+    pub async fn put_resource(
+        &self,
+        partition: &str,
+        resource: &str,
+        capacity: u64,
+    ) -> Result<ResourceReply, ClientError> {
+        let mut bytes = Vec::with_capacity(3 + partition.len() + resource.len() + 8);
+        encode_ref(&mut bytes, Opcode::PutResource, partition, resource)?;
+        put_u64(&mut bytes, capacity);
+        match self.call_bytes(bytes).await? {
+            Reply::Resource { resource, created } => Ok(ResourceReply { resource, created }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Takes `quantity` units of each `(resource, quantity)` item, all or nothing.
+    pub async fn hold(
+        &self,
+        partition: &str,
+        hold: &str,
+        items: &[(&str, u64)],
+        ttl_ms: Option<u64>,
+        reference: Option<&str>,
+    ) -> Result<HoldReply, ClientError> {
+        let size = 24 + partition.len() + hold.len() + items.len() * 16;
+        let mut bytes = Vec::with_capacity(size + reference.map_or(0, str::len));
+        encode_ref(&mut bytes, Opcode::Hold, partition, hold)?;
+        let count = u8::try_from(items.len()).map_err(|_| {
+            ClientError::invalid(EncodeError { field: "items".into(), len: items.len() })
+        })?;
+        put_u8(&mut bytes, count);
+        for (resource, quantity) in items {
+            put_str8(&mut bytes, resource, "items.resource").map_err(ClientError::invalid)?;
+            put_u64(&mut bytes, *quantity);
+        }
+        put_flag(&mut bytes, ttl_ms.is_some());
+        if let Some(ttl_ms) = ttl_ms {
+            put_u64(&mut bytes, ttl_ms);
+        }
+        put_flag(&mut bytes, reference.is_some());
+        if let Some(reference) = reference {
+            put_str16(&mut bytes, reference, "ref").map_err(ClientError::invalid)?;
+        }
+        match self.call_bytes(bytes).await? {
+            Reply::Hold { hold, existing } => Ok(HoldReply { hold, existing }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Confirms a held hold.
+    pub async fn confirm(&self, partition: &str, hold: &str) -> Result<HoldView, ClientError> {
+        self.hold_op(Opcode::Confirm, partition, hold, None).await
+    }
+
+    /// Releases a held hold.
+    pub async fn release(&self, partition: &str, hold: &str) -> Result<HoldView, ClientError> {
+        self.hold_op(Opcode::Release, partition, hold, None).await
+    }
+
+    /// Cancels a confirmed hold.
+    pub async fn cancel(&self, partition: &str, hold: &str) -> Result<HoldView, ClientError> {
+        self.hold_op(Opcode::Cancel, partition, hold, None).await
+    }
+
+    /// Sets a held hold's expiry to now + `ttl_ms`.
+    pub async fn extend(
+        &self,
+        partition: &str,
+        hold: &str,
+        ttl_ms: u64,
+    ) -> Result<HoldView, ClientError> {
+        self.hold_op(Opcode::Extend, partition, hold, Some(ttl_ms)).await
+    }
+
+    /// The hold `hold` of `partition`.
+    pub async fn get_hold(&self, partition: &str, hold: &str) -> Result<HoldView, ClientError> {
+        self.hold_op(Opcode::GetHold, partition, hold, None).await
+    }
+
+    /// The resource `resource` of `partition`.
+    pub async fn get_resource(
+        &self,
+        partition: &str,
+        resource: &str,
+    ) -> Result<ResourceView, ClientError> {
+        let mut bytes = Vec::with_capacity(3 + partition.len() + resource.len());
+        encode_ref(&mut bytes, Opcode::GetResource, partition, resource)?;
+        match self.call_bytes(bytes).await? {
+            Reply::Resource { resource, .. } => Ok(resource),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of `partition`'s resources in id order.
+    pub async fn list_resources(
+        &self,
+        partition: &str,
+        query: &ListQuery,
+    ) -> Result<ResourcePage, ClientError> {
+        let op = Op::ListResources { partition: partition.to_string(), query: query.clone() };
+        match self.call(&op).await? {
+            Reply::Page(page) => Ok(page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs one request; a refusal is an `Err`.
+    pub async fn call(&self, request: &Request) -> Result<Reply, ClientError> {
+        let mut bytes = Vec::with_capacity(64);
+        encode_op(request, &mut bytes).map_err(ClientError::invalid)?;
+        self.call_bytes(bytes).await
+    }
+
+    /// Sends `requests` as one REQUEST frame (1–1 000 of them) and returns one result per
+    /// request, in order; the commands are independent, like `/v1/batch`. A request that cannot
+    /// be encoded (a name over 255 bytes) gets its own `invalid` and is not sent.
+    pub async fn execute(
+        &self,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        let limit = crate::protocol::limits::COMMANDS_PER_FRAME_MAX;
+        if requests.is_empty() || requests.len() > limit {
+            return Err(ClientError::Refused(Refused {
+                code: ErrorCode::Invalid,
+                detail: Detail::Invalid {
+                    field: "commands".into(),
+                    reason: "a batch holds 1 to 1000 commands".into(),
+                },
+            }));
+        }
+        let mut bytes = Vec::with_capacity(requests.len() * 48);
+        let mut local: Vec<Option<ClientError>> = Vec::with_capacity(requests.len());
+        for request in requests {
+            local.push(encode_op(request, &mut bytes).err().map(ClientError::invalid));
+        }
+        let sent = local.iter().filter(|error| error.is_none()).count();
+        let mut replies =
+            if sent == 0 { Vec::new() } else { self.call_many(bytes, sent as u16).await? }
+                .into_iter();
+        Ok(local
+            .into_iter()
+            .map(|error| match error {
+                Some(error) => Err(error),
+                None => replies
+                    .next()
+                    .map_or(Err(ClientError::Protocol("too few results".into())), into_result),
+            })
+            .collect())
+    }
+
+    async fn hold_op(
+        &self,
+        opcode: Opcode,
+        partition: &str,
+        hold: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<HoldView, ClientError> {
+        let mut bytes = Vec::with_capacity(11 + partition.len() + hold.len());
+        encode_ref(&mut bytes, opcode, partition, hold)?;
+        if let Some(ttl_ms) = ttl_ms {
+            put_u64(&mut bytes, ttl_ms);
+        }
+        match self.call_bytes(bytes).await? {
+            Reply::Hold { hold, .. } => Ok(hold),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The connection the next call goes to (round robin; `Relaxed`: only spreads load).
+    fn queue(&self) -> &mpsc::UnboundedSender<Call> {
+        let queues = &self.inner.queues;
+        &queues[self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.len()]
+    }
+
+    /// Sends one encoded command, with the timeout and the retries; a refusal is an `Err`.
+    async fn call_bytes(&self, bytes: Vec<u8>) -> Result<Reply, ClientError> {
+        match self.with_retries(bytes, 1, false).await? {
+            Answer::One(reply) => into_result(reply),
+            Answer::Many(_) => Err(ClientError::Protocol("batch answer to a single call".into())),
+        }
+    }
+
+    async fn call_many(&self, bytes: Vec<u8>, count: u16) -> Result<Vec<Reply>, ClientError> {
+        match self.with_retries(bytes, count, true).await? {
+            Answer::Many(replies) if replies.len() == usize::from(count) => Ok(replies),
+            _ => Err(ClientError::Protocol("wrong number of results".into())),
+        }
+    }
+
+    async fn with_retries(
+        &self,
+        mut bytes: Vec<u8>,
+        count: u16,
+        many: bool,
+    ) -> Result<Answer, ClientError> {
+        let config = &self.inner.config;
+        let deadline = config.call_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        let mut attempt = 0u32;
+        loop {
+            let answer = async {
+                if !many {
+                    let (sender, receiver) = oneshot::channel();
+                    let call = Call { bytes, count, reply: ReplyTo::One(sender) };
+                    self.queue().send(call).map_err(|_| Failure::Error(ClientError::Closed))?;
+                    receiver
+                        .await
+                        .map_err(|_| Failure::Error(ClientError::Closed))?
+                        .map(Answer::One)
+                } else {
+                    let (sender, receiver) = oneshot::channel();
+                    let call = Call { bytes, count, reply: ReplyTo::Many(sender) };
+                    self.queue().send(call).map_err(|_| Failure::Error(ClientError::Closed))?;
+                    receiver
+                        .await
+                        .map_err(|_| Failure::Error(ClientError::Closed))?
+                        .map(Answer::Many)
+                }
+            };
+            let answer = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, answer)
+                    .await
+                    .map_err(|_| ClientError::Timeout)?,
+                None => answer.await,
+            };
+            match answer {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Error(error)) => return Err(error),
+                Err(Failure::Lost(returned)) => {
+                    if attempt >= config.retries {
+                        return Err(ClientError::Unavailable(
+                            "connection lost; retries exhausted".into(),
+                        ));
+                    }
+                    attempt += 1;
+                    bytes = returned;
+                    let pause = backoff(config, attempt);
+                    match deadline {
+                        Some(deadline) if tokio::time::Instant::now() + pause >= deadline => {
+                            return Err(ClientError::Timeout)
+                        }
+                        _ => tokio::time::sleep(pause).await,
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Answer {
+    One(Reply),
+    Many(Vec<Reply>),
+}
+
+/// The pause before resend or reconnect number `attempt` (1-based).
+pub(crate) fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    config.backoff_initial.saturating_mul(factor).min(config.backoff_max)
+}
+
+/// A result as `Ok`, an error result as the matching [`ClientError`].
+pub fn into_result(reply: Reply) -> Result<Reply, ClientError> {
+    match reply {
+        Reply::Refused(refused) => Err(match refused.code {
+            ErrorCode::Overloaded => ClientError::Overloaded(refused),
+            ErrorCode::Unavailable => ClientError::Unavailable(refused.to_string()),
+            _ => ClientError::Refused(refused),
+        }),
+        other => Ok(other),
+    }
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    ClientError::Protocol(format!("unexpected result kind: {reply:?}"))
+}
+
+/// Opcode, partition and one more name (the resource or hold id).
+fn encode_ref(
+    bytes: &mut Vec<u8>,
+    opcode: Opcode,
+    partition: &str,
+    id: &str,
+) -> Result<(), ClientError> {
+    put_u8(bytes, opcode as u8);
+    put_str8(bytes, partition, "partition").map_err(ClientError::invalid)?;
+    put_str8(bytes, id, "id").map_err(ClientError::invalid)
+}
