@@ -199,13 +199,15 @@ fn classify(bytes: &[u8], offset: usize) -> (Slot, Option<RecordView<'_>>) {
     }
 }
 
-fn valid_record_from(bytes: &[u8], start: usize) -> bool {
+/// Whether a valid record with an LSN at or after `lsn_min` starts at any aligned offset from
+/// `start`. Cheap header checks come first, so a long damaged region costs about one pass over it
+/// rather than one checksum per offset.
+fn valid_record_from(bytes: &[u8], start: usize, lsn_min: Lsn) -> bool {
     let mut at = start.next_multiple_of(ALIGN);
     while at < bytes.len() {
-        if bytes[at..].len() >= 8
-            && bytes[at..at + 8] != [0; 8]
-            && record::decode(&bytes[at..]).is_ok()
-        {
+        let plausible = record::peek(&bytes[at..]).is_some_and(|(header, _)| header.lsn >= lsn_min)
+            && bytes[at + 33..at + 40].iter().all(|&b| b == 0);
+        if plausible && record::decode(&bytes[at..]).is_ok() {
             return true;
         }
         at += ALIGN;
@@ -301,7 +303,7 @@ fn scan_segment(
         let (slot, view) = classify(bytes, offset);
         let lsn_expected = view.is_some_and(|v| v.lsn() == expected);
         let valid_after = slot == Slot::Damaged
-            && (later_has_records || valid_record_from(bytes, offset + ALIGN));
+            && (later_has_records || valid_record_from(bytes, offset + ALIGN, 1));
         match decide(Conditions { slot, lsn_expected, valid_after, last_segment }) {
             Action::Keep => {
                 let size = view.map_or(0, |v| v.raw.len());
