@@ -120,6 +120,8 @@ pub struct Wal<S: Storage> {
     pub(crate) segments: Vec<Segment<S::Segment>>,
     /// Framed records not yet handed to the file; they belong at `end_offset - pending.len()`.
     pending: Vec<u8>,
+    /// Bytes of records after the newest snapshot (the node snapshots every N MiB of log).
+    bytes_since_snapshot: u64,
     pub(crate) next_lsn: Lsn,
     pub(crate) durable_lsn: Lsn,
     poisoned: bool,
@@ -189,6 +191,7 @@ impl<S: Storage> Wal<S> {
             torn_tail_cut = Some((torn.path.clone(), torn.offset));
         }
         let records_replayed = recovery::replay(&plan, replay)?;
+        let bytes_since_snapshot = log_bytes_after(&plan.scan, plan.base_lsn());
         let report_snapshot = plan.snapshot.as_ref().map(|(_, s)| s.lsn);
         let base = plan.base_lsn();
         let next_lsn = plan.scan.last_lsn().max(base) + 1;
@@ -209,6 +212,7 @@ impl<S: Storage> Wal<S> {
             options,
             segments,
             pending: Vec::new(),
+            bytes_since_snapshot,
             next_lsn,
             durable_lsn: next_lsn - 1,
             poisoned: false,
@@ -311,6 +315,7 @@ impl<S: Storage> Wal<S> {
         self.pending.resize(start + size, 0);
         record::encode_into(&mut self.pending[start..], header, payload);
         self.active_mut().end_offset += size;
+        self.bytes_since_snapshot += size as u64;
         self.next_lsn = lsn + 1;
         self.sync_if_interval_due()?;
         Ok(lsn)
@@ -344,6 +349,7 @@ impl<S: Storage> Wal<S> {
             self.make_room(size)?;
             self.pending.extend_from_slice(&bytes[start..start + size]);
             self.active_mut().end_offset += size;
+            self.bytes_since_snapshot += size as u64;
             self.next_lsn += 1;
         }
         self.sync_if_interval_due()?;
@@ -514,6 +520,9 @@ impl<S: Storage> Wal<S> {
             return Err(self.fatal_if_sync(e));
         }
         self.snapshot_lsns.push(lsn);
+        let pending = self.pending.len();
+        self.bytes_since_snapshot =
+            log_bytes_after_lsn(&self.segments, lsn, pending) + pending as u64;
         self.apply_retention()
     }
 
@@ -525,6 +534,11 @@ impl<S: Storage> Wal<S> {
             }
         }
         Ok(None)
+    }
+
+    /// Bytes of log records after the newest snapshot's LSN (the node takes a snapshot every N MiB).
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
     }
 
     /// LSNs of the snapshot files, oldest first.
@@ -564,6 +578,59 @@ impl<S: Storage> Wal<S> {
         }
         Ok(())
     }
+}
+
+/// Bytes of the records after `base` in a scanned log.
+fn log_bytes_after<F: SegmentFile>(scan: &recovery::Scan<F>, base: Lsn) -> u64 {
+    let header = segment_header_size_bytes as usize;
+    let mut total = 0u64;
+    for segment in scan.segments.iter().filter(|s| s.last_lsn > base) {
+        total += bytes_after_in_segment(
+            segment.file.bytes(),
+            header,
+            segment.end_offset,
+            segment.first_lsn,
+            base,
+        );
+    }
+    total
+}
+
+/// Bytes of the records after `base` written to the open segments (the active segment's last
+/// `pending` bytes are not written yet and not counted).
+fn log_bytes_after_lsn<F: SegmentFile>(segments: &[Segment<F>], base: Lsn, pending: usize) -> u64 {
+    let header = segment_header_size_bytes as usize;
+    let mut total = 0u64;
+    for (i, segment) in segments.iter().enumerate() {
+        let is_active = i + 1 == segments.len();
+        if !is_active && segments[i + 1].first_lsn <= base + 1 {
+            continue; // wholly at or before `base`
+        }
+        let end = if is_active { segment.end_offset - pending } else { segment.end_offset };
+        total += bytes_after_in_segment(segment.file.bytes(), header, end, segment.first_lsn, base);
+    }
+    total
+}
+
+fn bytes_after_in_segment(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    first_lsn: Lsn,
+    base: Lsn,
+) -> u64 {
+    if first_lsn > base {
+        return (end - start) as u64;
+    }
+    let mut offset = start;
+    while offset < end {
+        let Some((header, size)) = record::peek(&bytes[offset..end]) else { break };
+        if header.lsn > base {
+            break;
+        }
+        offset += size;
+    }
+    (end - offset) as u64
 }
 
 fn sync_failed(path: &Path, source: std::io::Error) -> WalError {

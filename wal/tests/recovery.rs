@@ -223,9 +223,16 @@ fn snapshots_retention_and_a_damaged_snapshot() {
     assert!(segments(dir.path()).len() < before, "segments before lsn 451 were removed");
     assert!(wal.first_lsn() <= 451);
     assert_eq!(wal.latest_valid_snapshot().unwrap().unwrap().bytes, b"state@800");
+    let after_800: u64 = (801..=900)
+        .map(|lsn| bookd_wal::record::record_size_bytes(payload_for(lsn).len()) as u64)
+        .sum();
+    assert_eq!(wal.log_bytes_since_snapshot(), after_800);
     drop(wal);
 
-    let (_, report, collect) = open(dir.path()).unwrap();
+    let (wal, report, collect) = open(dir.path()).unwrap();
+    assert_eq!(wal.log_bytes_since_snapshot(), after_800);
+    assert!(collect.progress_calls >= 1, "replay reports progress");
+    drop(wal);
     assert_eq!(report.snapshot_lsn, Some(800));
     assert_eq!(collect.snapshot.as_ref().unwrap().bytes, b"state@800");
     assert_records(&collect, 801, 900);
