@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::Mmap;
 
 use crate::error::WalError;
 
@@ -35,30 +35,18 @@ impl Area {
     }
 }
 
-/// How records reach the disk and become durable on the real backend. Measured side by side in
-/// `bench/benches/wal.rs`; docs/PERFORMANCE.md has the figures behind the default.
+/// How records reach the disk and become durable on the real backend.
+///
+/// One method survives the measurements in `bench/benches/wal.rs` (docs/PERFORMANCE.md):
+/// writing the group through the mapping then `fdatasync` or `msync(MS_SYNC)` was 3-4 times slower
+/// per durable group commit, and io_uring (a write linked to `fdatasync`, waited for) was no faster
+/// than the plain system calls, so neither earned a setting. The enum stays so that a measured
+/// alternative can be added without changing `Options`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMethod {
-    /// `pwrite(2)` of the group's bytes, then `fdatasync(2)`. The default (fastest measured).
+    /// One `pwrite(2)` of the group's framed records, then `fdatasync(2)`.
     #[default]
     WriteFdatasync,
-    /// The group's bytes copied into a writable shared mapping, then `fdatasync(2)` (which on
-    /// Linux also writes back pages dirtied through the mapping).
-    MmapFdatasync,
-    /// The group's bytes copied into a writable shared mapping, then `msync(MS_SYNC)` of the range.
-    MmapMsync,
-    /// io_uring: a write linked to an fdatasync, one submission and one wait per group.
-    IoUring,
-}
-
-impl SyncMethod {
-    /// Every method, for benchmarks and tests.
-    pub const ALL: [SyncMethod; 4] = [
-        SyncMethod::WriteFdatasync,
-        SyncMethod::MmapFdatasync,
-        SyncMethod::MmapMsync,
-        SyncMethod::IoUring,
-    ];
 }
 
 /// One open segment file: a read view of all its bytes (a read-only mapping on the real backend),
@@ -70,7 +58,7 @@ pub trait SegmentFile {
     fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()>;
     /// Makes every write so far durable. An error is fatal for the writer.
     fn sync(&mut self) -> std::io::Result<()>;
-    /// `write` then `sync`; a backend may do both in one go (io_uring links them).
+    /// `write` then `sync`; a backend may do both in one go.
     fn write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
         self.write(offset, bytes)?;
         self.sync()
@@ -115,13 +103,23 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 // ---------------------------------------------------------------------------------------------
 // Memory-mapped files.
 
-/// The real backend: a log directory of preallocated, memory-mapped segment files.
+/// The real backend: a log directory of preallocated segment files, read through read-only
+/// memory mappings and written with `pwrite` (the mapping sees the writes: one page cache).
+///
+/// Creating a segment means writing and syncing `segment_size_bytes` of zeroes; to keep that off
+/// the commit path, a helper thread prepares the next one (`wal/spare.seg.tmp`) ahead of time, and
+/// `create_segment` only writes the header into it, syncs and renames it.
 #[derive(Debug)]
 pub struct MmapStorage {
     root: PathBuf,
     sync_method: SyncMethod,
     read_only: bool,
+    /// The spare segment being prepared: (size, thread returning the zero-filled, synced file).
+    spare: Option<(u64, std::thread::JoinHandle<std::io::Result<File>>)>,
 }
+
+/// File name of the spare segment (a temp file: removed at open if a crash left it).
+const SPARE_NAME: &str = "spare.seg.tmp";
 
 impl MmapStorage {
     /// Opens (creating if needed) the log directory `root` with `wal/` and `snapshots/` inside.
@@ -134,7 +132,7 @@ impl MmapStorage {
                 sync_dir(&root)?;
             }
         }
-        Ok(MmapStorage { root, sync_method, read_only: false })
+        Ok(MmapStorage { root, sync_method, read_only: false, spare: None })
     }
 
     /// Opens an existing log directory without ever writing to it (for `bookd wal verify`/`dump`).
@@ -144,12 +142,17 @@ impl MmapStorage {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
             return Err(WalError::io("open log directory", &root, e));
         }
-        Ok(MmapStorage { root, sync_method: SyncMethod::default(), read_only: true })
+        Ok(MmapStorage { root, sync_method: SyncMethod::default(), read_only: true, spare: None })
     }
 
     /// The log directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The sync method segments are opened with.
+    pub fn sync_method(&self) -> SyncMethod {
+        self.sync_method
     }
 
     fn refuse_if_read_only(&self, what: &'static str, path: &Path) -> Result<(), WalError> {
@@ -159,6 +162,53 @@ impl MmapStorage {
         }
         Ok(())
     }
+
+    /// Starts preparing a spare segment of `size_bytes` unless one is already under way.
+    fn prepare_spare(&mut self, size_bytes: u64) {
+        if self.spare.is_some() || self.read_only {
+            return;
+        }
+        let path = self.path(Area::Wal, SPARE_NAME);
+        let thread = std::thread::Builder::new()
+            .name("wal-spare-segment".into())
+            .spawn(move || zero_filled_file(&path, size_bytes));
+        // Could not start a thread: the next segment is simply created on the writer's thread.
+        if let Ok(thread) = thread {
+            self.spare = Some((size_bytes, thread));
+        }
+    }
+
+    /// The spare segment file if one of `size_bytes` was prepared (waiting for it if needed).
+    fn take_spare(&mut self, size_bytes: u64) -> Option<File> {
+        let (spare_size, thread) = self.spare.take()?;
+        let file = thread.join().ok()?.ok()?;
+        (spare_size == size_bytes).then_some(file)
+    }
+}
+
+impl Drop for MmapStorage {
+    fn drop(&mut self) {
+        // Never leave the helper writing into a directory we no longer own.
+        if let Some((_, thread)) = self.spare.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Creates (truncating) `path` filled with `size_bytes` real zeroes, synced. Real zeroes, not a
+/// sparse file, so later syncs write data only, with no block allocation to commit.
+fn zero_filled_file(path: &Path, size_bytes: u64) -> std::io::Result<File> {
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    let zeroes = vec![0u8; 1 << 20];
+    let mut left = size_bytes;
+    while left > 0 {
+        let n = left.min(zeroes.len() as u64) as usize;
+        file.write_all(&zeroes[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -166,23 +216,12 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
     file.sync_all().map_err(|source| WalError::SyncFailed { path: dir.to_path_buf(), source })
 }
 
-enum Map {
-    ReadOnly(Mmap),
-    Writable(MmapMut),
-}
-
-/// A memory-mapped segment file. Reads always go through the mapping; writes go through the
-/// mapping (`Mmap*` methods) or through the file descriptor (`WriteFdatasync`, `IoUring`), which
-/// the mapping sees at once (one page cache).
+/// A segment file: a read-only mapping of all of it, and `pwrite` + `fdatasync` for writing.
 pub struct MmapSegment {
     path: PathBuf,
     file: File,
-    map: Map,
-    sync_method: SyncMethod,
+    map: Mmap,
     writable: bool,
-    /// Range written through the mapping since the last sync (for msync).
-    dirty: Option<(usize, usize)>,
-    ring: Option<io_uring::IoUring>,
 }
 
 impl std::fmt::Debug for MmapSegment {
@@ -192,138 +231,43 @@ impl std::fmt::Debug for MmapSegment {
 }
 
 impl MmapSegment {
-    fn map(
-        path: PathBuf,
-        file: File,
-        writable: bool,
-        sync_method: SyncMethod,
-    ) -> Result<Self, WalError> {
-        let through_map =
-            writable && matches!(sync_method, SyncMethod::MmapFdatasync | SyncMethod::MmapMsync);
+    fn map(path: PathBuf, file: File, writable: bool) -> Result<Self, WalError> {
         // SAFETY: the log directory belongs to this process (one writer thread per log; the node
         // holds the directory), and nobody truncates a segment file while it is mapped, so the
-        // mapping stays valid. Its bytes change only through this handle (mapping or pwrite).
-        let map = unsafe {
-            if through_map {
-                Map::Writable(
-                    MmapMut::map_mut(&file).map_err(|e| WalError::io("map segment", &path, e))?,
-                )
-            } else {
-                Map::ReadOnly(Mmap::map(&file).map_err(|e| WalError::io("map segment", &path, e))?)
-            }
-        };
-        let ring = if writable && sync_method == SyncMethod::IoUring {
-            Some(
-                io_uring::IoUring::new(4)
-                    .map_err(|e| WalError::io("set up io_uring for", &path, e))?,
-            )
-        } else {
-            None
-        };
-        Ok(MmapSegment { path, file, map, sync_method, writable, dirty: None, ring })
+        // mapping stays valid; its bytes change only through this handle's `write`.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| WalError::io("map segment", &path, e))?;
+        assert_eq!(map.len() as u64, file_len(&file), "mapping covers the whole segment");
+        Ok(MmapSegment { path, file, map, writable })
     }
+}
 
-    fn check_write(&self, offset: usize, len: usize) {
-        assert!(self.writable, "segment {} was opened read-only", self.path.display());
-        let end = offset.checked_add(len);
-        assert!(
-            end.is_some_and(|end| end <= self.bytes().len()),
-            "write past the end of {}",
-            self.path.display()
-        );
-    }
-
-    fn io_uring_write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
-        use io_uring::{opcode, squeue, types};
-        let Some(ring) = self.ring.as_mut() else {
-            return Err(std::io::Error::other("no io_uring"));
-        };
-        let fd = types::Fd(std::os::unix::io::AsRawFd::as_raw_fd(&self.file));
-        let len =
-            u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("write above 4 GiB"))?;
-        let write = opcode::Write::new(fd, bytes.as_ptr(), len)
-            .offset(offset as u64)
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(1);
-        let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
-        // SAFETY: `bytes` and the file outlive both operations: we wait for both completions
-        // below before returning, and the ring is drained (no entry of ours is left in flight).
-        unsafe {
-            ring.submission()
-                .push(&write)
-                .map_err(|_| std::io::Error::other("io_uring queue full"))?;
-            ring.submission()
-                .push(&sync)
-                .map_err(|_| std::io::Error::other("io_uring queue full"))?;
-        }
-        ring.submit_and_wait(2)?;
-        let mut results = [0i32; 2];
-        let mut seen = 0;
-        for entry in ring.completion() {
-            if let Some(slot) = results.get_mut(seen) {
-                *slot = entry.result();
-            }
-            seen += 1;
-        }
-        assert_eq!(seen, 2, "io_uring returned {seen} completions for 2 operations");
-        if results[0] < 0 {
-            return Err(std::io::Error::from_raw_os_error(-results[0]));
-        }
-        if results[0] as usize != bytes.len() {
-            return Err(std::io::Error::other("io_uring short write"));
-        }
-        if results[1] < 0 {
-            return Err(std::io::Error::from_raw_os_error(-results[1]));
-        }
-        Ok(())
-    }
+fn file_len(file: &File) -> u64 {
+    file.metadata().map_or(0, |m| m.len())
 }
 
 impl SegmentFile for MmapSegment {
     fn bytes(&self) -> &[u8] {
-        match &self.map {
-            Map::ReadOnly(m) => m,
-            Map::Writable(m) => m,
-        }
+        &self.map
     }
 
     fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
-        self.check_write(offset, bytes.len());
-        match &mut self.map {
-            Map::Writable(m) => {
-                m[offset..offset + bytes.len()].copy_from_slice(bytes);
-                let (start, end) = self.dirty.unwrap_or((offset, offset));
-                self.dirty = Some((start.min(offset), end.max(offset + bytes.len())));
-                Ok(())
-            }
-            Map::ReadOnly(_) => self.file.write_all_at(bytes, offset as u64),
-        }
+        assert!(self.writable, "segment {} was opened read-only", self.path.display());
+        let end = offset.checked_add(bytes.len());
+        assert!(
+            end.is_some_and(|end| end <= self.map.len()),
+            "write past the end of {}",
+            self.path.display()
+        );
+        self.file.write_all_at(bytes, offset as u64)
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
         if !self.writable {
             return Ok(());
         }
-        match (&self.map, self.sync_method) {
-            (Map::Writable(m), SyncMethod::MmapMsync) => {
-                if let Some((start, end)) = self.dirty {
-                    m.flush_range(start, end - start)?;
-                }
-            }
-            _ => self.file.sync_data()?,
+        match SyncMethod::WriteFdatasync {
+            SyncMethod::WriteFdatasync => self.file.sync_data(),
         }
-        self.dirty = None;
-        Ok(())
-    }
-
-    fn write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
-        if self.sync_method == SyncMethod::IoUring && self.writable {
-            self.check_write(offset, bytes.len());
-            return self.io_uring_write_and_sync(offset, bytes);
-        }
-        self.write(offset, bytes)?;
-        self.sync()
     }
 }
 
@@ -362,28 +306,22 @@ impl Storage for MmapStorage {
     ) -> Result<MmapSegment, WalError> {
         let path = self.path(Area::Wal, name);
         self.refuse_if_read_only("create segment", &path)?;
-        let temp = self.path(Area::Wal, &format!("{name}{TEMP_SUFFIX}"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|e| WalError::io("create segment", &temp, e))?;
-        // Real zeroes, not a sparse file: later syncs then write data only, no block allocation.
-        let zeroes = vec![0u8; 1 << 20];
-        let mut left = size_bytes;
-        while left > 0 {
-            let n = left.min(zeroes.len() as u64) as usize;
-            file.write_all(&zeroes[..n])
-                .map_err(|e| WalError::io("preallocate segment", &temp, e))?;
-            left -= n as u64;
-        }
+        let (temp, file) = match self.take_spare(size_bytes) {
+            Some(file) => (self.path(Area::Wal, SPARE_NAME), file),
+            None => {
+                let temp = self.path(Area::Wal, &format!("{name}{TEMP_SUFFIX}"));
+                let file = zero_filled_file(&temp, size_bytes)
+                    .map_err(|e| WalError::io("preallocate segment", &temp, e))?;
+                (temp, file)
+            }
+        };
         file.write_all_at(header, 0).map_err(|e| WalError::io("write segment header", &temp, e))?;
-        file.sync_all().map_err(|source| WalError::SyncFailed { path: temp.clone(), source })?;
+        file.sync_data().map_err(|source| WalError::SyncFailed { path: temp.clone(), source })?;
         fs::rename(&temp, &path).map_err(|e| WalError::io("rename segment", &path, e))?;
         sync_dir(&self.root.join(Area::Wal.dir_name()))?;
-        MmapSegment::map(path, file, true, self.sync_method)
+        let segment = MmapSegment::map(path, file, true)?;
+        self.prepare_spare(size_bytes);
+        Ok(segment)
     }
 
     fn open_segment(&mut self, name: &str, writable: bool) -> Result<MmapSegment, WalError> {
@@ -394,7 +332,12 @@ impl Storage for MmapStorage {
             .write(writable)
             .open(&path)
             .map_err(|e| WalError::io("open segment", &path, e))?;
-        MmapSegment::map(path, file, writable, self.sync_method)
+        let size_bytes = file_len(&file);
+        let segment = MmapSegment::map(path, file, writable)?;
+        if writable {
+            self.prepare_spare(size_bytes);
+        }
+        Ok(segment)
     }
 
     fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError> {

@@ -298,19 +298,22 @@ fn payload_limits_and_empty_reopen() {
 }
 
 #[test]
-fn every_sync_method_round_trips_on_real_files() {
-    for method in bookd_wal::SyncMethod::ALL {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = Options { sync_method: method, ..options() };
-        let (mut wal, _) = Wal::open_dir(dir.path(), opts, &mut Collect::default()).unwrap();
-        append_n(&mut wal, 250);
-        assert_eq!(wal.commit().unwrap(), 250, "{method:?}");
-        append_n(&mut wal, 10); // never committed: may or may not survive, never half
-        drop(wal);
-        let mut collect = Collect::default();
-        let (wal, _) = Wal::open_dir(dir.path(), opts, &mut collect).unwrap();
-        assert!(wal.next_lsn() > 250, "{method:?}");
-        assert_records(&collect, 1, wal.next_lsn() - 1);
-        assert!(bookd_wal::verify_dir(dir.path()).is_ok());
-    }
+fn segments_roll_through_prepared_spares_and_temp_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open_dir(dir.path(), options(), &mut Collect::default()).unwrap();
+    append_n(&mut wal, 1000); // several rolls, each taking the spare prepared in the background
+    assert_eq!(wal.commit().unwrap(), 1000);
+    append_n(&mut wal, 10); // never committed: may or may not survive, never half
+    drop(wal);
+    assert!(
+        segments(dir.path()).iter().any(|p| p.ends_with("spare.seg.tmp")),
+        "a spare was left ready"
+    );
+    fs::write(dir.path().join("snapshots").join("x.snap.tmp"), b"half a snapshot").unwrap();
+    let (wal, _, collect) = open(dir.path()).unwrap();
+    assert!(wal.next_lsn() > 1000);
+    assert_records(&collect, 1, wal.next_lsn() - 1);
+    assert!(!dir.path().join("snapshots").join("x.snap.tmp").exists());
+    drop(wal);
+    assert!(bookd_wal::verify_dir(dir.path()).is_ok());
 }
