@@ -697,23 +697,19 @@ async fn a_full_queue_answers_overloaded_with_retry_after() {
         TestServer::start(Options { shards: 1, queue_messages_max: 1, ..Options::default() }).await;
     let mut client = server.client();
     put(&mut client, "a", 10).await;
+    // Stall the shard, queue one request (the queue holds one message), then one too many.
     server.gate.close();
+    assert!(wait_until(Duration::from_secs(10), || async { server.gate.waiting() == 1 }).await);
     let addr = server.addr;
-    let first = tokio::spawn(async move {
+    let queued = tokio::spawn(async move {
         hold(&mut Client::new(addr), "h1", json!([{"resource":"a","quantity":1}])).await
     });
-    assert!(wait_until(Duration::from_secs(10), || async { server.gate.waiting() == 1 }).await);
-    let second = tokio::spawn(async move {
-        hold(&mut Client::new(addr), "h2", json!([{"resource":"a","quantity":1}])).await
-    });
     let runtime = server.runtime.clone();
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let r = runtime.clone();
-            async move { r.queue_depths()[0] == 1 }
-        })
-        .await
-    );
+    let full = wait_until(Duration::from_secs(10), || {
+        let runtime = runtime.clone();
+        async move { runtime.queue_depths()[0] == 1 }
+    });
+    assert!(full.await);
     let third = hold(&mut client, "h3", json!([{"resource":"a","quantity":1}])).await;
     assert_error(&third, 429, "overloaded");
     assert_eq!(third.header("retry-after"), Some("1"));
@@ -727,10 +723,9 @@ async fn a_full_queue_answers_overloaded_with_retry_after() {
     assert_eq!(batch.json()["results"][0]["status"], 429);
     assert_eq!(batch.header("retry-after"), Some("1"));
     server.gate.open();
-    assert_eq!(first.await.unwrap().status, 201);
-    assert_eq!(second.await.unwrap().status, 201);
+    assert_eq!(queued.await.unwrap().status, 201);
     assert_error(&client.get(&format!("{P}/holds/h3")).await, 404, "hold_not_found");
-    assert_eq!(counts(&resource(&mut client, "a").await), (10, 2, 0, 8));
+    assert_eq!(counts(&resource(&mut client, "a").await), (10, 1, 0, 9));
 }
 
 // ----- node routes -----------------------------------------------------------------------------
@@ -932,11 +927,17 @@ async fn shutdown_finishes_requests_in_flight_then_returns() {
     let mut idle = server.client();
     assert_eq!(idle.get("/health").await.status, 200);
     server.gate.close();
+    assert!(wait_until(Duration::from_secs(10), || async { server.gate.waiting() == 2 }).await);
     let addr = server.addr;
     let in_flight = tokio::spawn(async move {
         hold(&mut Client::new(addr), "h", json!([{"resource":"a","quantity":1}])).await
     });
-    assert!(wait_until(Duration::from_secs(10), || async { server.gate.waiting() >= 1 }).await);
+    let runtime = server.runtime.clone();
+    let queued = wait_until(Duration::from_secs(10), || {
+        let runtime = runtime.clone();
+        async move { runtime.queue_depths().iter().sum::<usize>() == 1 }
+    });
+    assert!(queued.await, "the request did not reach the stalled shard's queue");
     server.stop();
     // Shutdown waits for the held request.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -96,6 +96,15 @@ impl ApiError {
         ApiError::new(503, "unavailable", message)
     }
 
+    pub fn replication_timeout() -> Self {
+        ApiError::new(
+            503,
+            "replication_timeout",
+            "the command took effect here but not enough standbys acknowledged it in time; \
+             retry with the same hold id",
+        )
+    }
+
     pub fn standby_read_only() -> Self {
         ApiError::new(
             503,
@@ -232,11 +241,20 @@ struct BatchBody<'a> {
     commands: Vec<&'a RawValue>,
 }
 
+/// `/v1/batch` when every element is well-formed: parsed in one pass.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedBatchBody<'a> {
+    #[serde(borrow)]
+    commands: Vec<BatchCommand<'a>>,
+}
+
 /// One element of `/v1/batch`: `op`, `partition`, `id` and the fields of its single-command body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchCommand {
-    op: String,
+struct BatchCommand<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
     partition: String,
     id: String,
     capacity: Option<JsonU64>,
@@ -295,27 +313,44 @@ pub fn no_body(body: &[u8]) -> Result<(), ApiError> {
 
 /// `POST /v1/batch`: at most [`BATCH_COMMANDS_MAX`] commands, each parsed on its own, so an
 /// element that is not a valid command gets its own error and the others still run.
+///
+/// The common case, every element well-formed, is parsed in one pass; otherwise the body is
+/// parsed again element by element so each malformed one gets its own error.
 pub fn batch(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
+    let too_many = || ApiError::invalid("commands", "at most 1000 commands in a batch");
+    if let Ok(TypedBatchBody { commands }) = parse(body) {
+        if commands.len() > BATCH_COMMANDS_MAX {
+            return Err(too_many());
+        }
+        return Ok(commands.into_iter().map(batch_command).collect());
+    }
     let BatchBody { commands } = parse(body)?;
     if commands.len() > BATCH_COMMANDS_MAX {
-        return Err(ApiError::invalid("commands", "at most 1000 commands in a batch"));
+        return Err(too_many());
     }
-    Ok(commands.into_iter().map(|raw| batch_command(raw.get())).collect())
+    Ok(commands
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_str(raw.get())
+                .map_err(|error| ApiError::bad_request(format!("malformed command: {error}")))
+                .and_then(batch_command)
+        })
+        .collect())
 }
 
 const OPS_EXPECTED: &str = "must be one of put_resource, hold, confirm, release, cancel, extend";
 
-fn batch_command(text: &str) -> Result<Command, ApiError> {
+/// The command a well-formed batch element names, or why it names none.
+fn batch_command(element: BatchCommand<'_>) -> Result<Command, ApiError> {
     let BatchCommand { op, partition, id, capacity, items: body_items, ttl_ms, reference } =
-        serde_json::from_str(text)
-            .map_err(|error| ApiError::bad_request(format!("malformed command: {error}")))?;
+        element;
     let present = [
         ("capacity", capacity.is_some()),
         ("items", body_items.is_some()),
         ("ttl_ms", ttl_ms.is_some()),
         ("ref", reference.is_some()),
     ];
-    let allowed: &[&str] = match op.as_str() {
+    let allowed: &[&str] = match &*op {
         "put_resource" => &["capacity"],
         "hold" => &["items", "ttl_ms", "ref"],
         "confirm" | "release" | "cancel" => &[],
@@ -330,7 +365,7 @@ fn batch_command(text: &str) -> Result<Command, ApiError> {
     let missing =
         |field: &str| ApiError::bad_request(format!("missing field `{field}` for op `{op}`"));
     let hold = id;
-    Ok(match op.as_str() {
+    Ok(match &*op {
         "put_resource" => Command::PutResource(PutResource {
             partition,
             resource: hold,
@@ -398,6 +433,8 @@ impl Reply {
             | OpResult::Hold(Err(refusal))
             | OpResult::Page(Err(refusal)) => Reply::Error(ApiError::from_refusal(refusal)),
             OpResult::Overloaded => Reply::Error(ApiError::overloaded()),
+            OpResult::ReadOnly => Reply::Error(ApiError::standby_read_only()),
+            OpResult::ReplicationTimeout => Reply::Error(ApiError::replication_timeout()),
             OpResult::Unavailable => Reply::Error(ApiError::unavailable(
                 "the node could not complete the command (stopping or log failure); \
                  retrying with the same hold id is safe",

@@ -1,5 +1,5 @@
 //! Test support for net/tests/http.rs: a server on 127.0.0.1 port 0 over in-memory logs (with
-//! a fake clock and a gate that can hold commits back), and a small raw-TCP HTTP/1.1 client.
+//! a fake clock that can also stall the shards), and a small raw-TCP HTTP/1.1 client.
 //! Invariant: nothing here talks to any address but the loopback one the server bound.
 #![allow(dead_code)]
 
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::runtime::{LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
+use bookd_engine::runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use bookd_engine::Engine;
 use bookd_net::http::{serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode};
 use serde_json::Value;
@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 /// Unix ms the fake clock starts at.
 pub const T0: u64 = 1_700_000_000_000;
 
-/// Holds every shard's commit while closed; counts commits that are waiting.
+/// While closed, every shard stops at its next read of the clock (each batch and each idle
+/// tick reads it once), so requests queue up behind it; counts the shards waiting.
 #[derive(Debug, Default)]
 pub struct Gate {
     closed: AtomicBool,
@@ -37,43 +38,17 @@ impl Gate {
     pub fn waiting(&self) -> u64 {
         self.waiting.load(Ordering::SeqCst)
     }
-}
 
-/// A MemoryLog whose commit waits while the gate is closed.
-struct GatedLog {
-    inner: MemoryLog,
-    gate: Arc<Gate>,
-}
-
-impl ShardLog for GatedLog {
-    fn append(&mut self, epoch: u64, timestamp_ms: u64, payload: &[u8]) -> Result<u64, LogError> {
-        self.inner.append(epoch, timestamp_ms, payload)
-    }
-    fn commit(&mut self) -> Result<u64, LogError> {
-        if self.gate.closed.load(Ordering::SeqCst) {
-            self.gate.waiting.fetch_add(1, Ordering::SeqCst);
+    /// Blocks the calling shard thread while the gate is closed (at most 30 s).
+    fn pass(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(30);
-            while self.gate.closed.load(Ordering::SeqCst) && Instant::now() < deadline {
+            while self.closed.load(Ordering::SeqCst) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            self.gate.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        self.inner.commit()
-    }
-    fn sync(&mut self) -> Result<u64, LogError> {
-        self.inner.sync()
-    }
-    fn last_lsn(&self) -> u64 {
-        self.inner.last_lsn()
-    }
-    fn durable_lsn(&self) -> u64 {
-        self.inner.durable_lsn()
-    }
-    fn bytes_since_snapshot(&self) -> u64 {
-        self.inner.bytes_since_snapshot()
-    }
-    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
-        self.inner.write_snapshot(lsn, state)
     }
 }
 
@@ -98,7 +73,7 @@ impl Default for Options {
     }
 }
 
-/// A running server; `clock` is its fake wall clock (Unix ms), `gate` holds its commits.
+/// A running server; `clock` is its fake wall clock (Unix ms), `gate` can stall its shards.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub clock: Arc<AtomicU64>,
@@ -112,18 +87,18 @@ impl TestServer {
     pub async fn start(options: Options) -> TestServer {
         let clock = Arc::new(AtomicU64::new(T0));
         let gate = Arc::new(Gate::default());
-        let clock_now = clock.clone();
+        let (clock_now, clock_gate) = (clock.clone(), gate.clone());
         let config = RuntimeConfig {
-            clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+            clock: Arc::new(move || {
+                clock_gate.pass();
+                clock_now.load(Ordering::SeqCst)
+            }),
             fatal: Arc::new(|reason| panic!("fatal in test: {reason}")),
             queue_messages_max: options.queue_messages_max,
             ..RuntimeConfig::default()
         };
         let shards = (0..options.shards)
-            .map(|_| {
-                let log = GatedLog { inner: MemoryLog::default(), gate: gate.clone() };
-                (Engine::default(), Box::new(log) as Box<dyn ShardLog>)
-            })
+            .map(|_| (Engine::default(), Box::new(MemoryLog::default()) as Box<dyn ShardLog>))
             .collect();
         let runtime = Arc::new(Runtime::start(config, shards).unwrap());
         let app =
