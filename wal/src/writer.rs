@@ -190,6 +190,13 @@ impl<S: Storage> Wal<S> {
             }
             torn_tail_cut = Some((torn.path.clone(), torn.offset));
         }
+        // Records found in the last segment may sit in the page cache only (a process crash keeps
+        // them there): sync before they count as durable.
+        if let Some(last) = plan.scan.segments.last_mut() {
+            if let Err(source) = last.file.sync() {
+                return Err(sync_failed(&last.path, source));
+            }
+        }
         let records_replayed = recovery::replay(&plan, replay)?;
         let bytes_since_snapshot = log_bytes_after(&plan.scan, plan.base_lsn());
         let report_snapshot = plan.snapshot.as_ref().map(|(_, s)| s.lsn);
