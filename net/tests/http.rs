@@ -86,6 +86,16 @@ async fn put_creates_then_changes_and_get_shows_the_counts() {
     assert_eq!(counts(&resource(&mut client, "A-12").await), (7, 4, 0, 3));
     assert_eq!(put(&mut client, "A-12", 4).await.status, 200);
     assert_eq!(put(&mut client, "zero", 0).await.status, 201);
+
+    // Path segments are percent-decoded; the contract's alphabet also works unencoded.
+    let body = json!({"capacity": 2});
+    let encoded =
+        client.put_json("/v1/partitions/hotel%3A7/resources/deluxe%402026-12-01", &body).await;
+    assert_eq!(encoded.status, 201, "{}", encoded.text());
+    assert_eq!(encoded.json()["partition"], "hotel:7");
+    assert_eq!(encoded.json()["id"], "deluxe@2026-12-01");
+    let plain = client.get("/v1/partitions/hotel:7/resources/deluxe@2026-12-01").await;
+    assert_eq!(plain.json()["capacity"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
