@@ -140,6 +140,31 @@ impl fmt::Display for Refused {
     }
 }
 
+impl Reply {
+    /// What a client decodes for an engine op's result (the model the codec tests compare to).
+    pub fn from_op_result(result: &OpResult) -> Reply {
+        match result {
+            OpResult::Command(Ok(Outcome::Resource { resource, created })) => {
+                Reply::Resource { resource: resource.clone(), created: *created }
+            }
+            OpResult::Command(Ok(Outcome::Hold { hold, existing })) => {
+                Reply::Hold { hold: hold.clone(), existing: *existing }
+            }
+            OpResult::Resource(Ok(resource)) => {
+                Reply::Resource { resource: resource.clone(), created: false }
+            }
+            OpResult::Hold(Ok(hold)) => Reply::Hold { hold: hold.clone(), existing: false },
+            OpResult::Page(Ok(page)) => Reply::Page(page.clone()),
+            OpResult::Command(Err(refusal))
+            | OpResult::Resource(Err(refusal))
+            | OpResult::Hold(Err(refusal))
+            | OpResult::Page(Err(refusal)) => Reply::Refused(Refused::from_refusal(refusal)),
+            OpResult::Overloaded => Reply::Refused(Refused::plain(ErrorCode::Overloaded)),
+            OpResult::Unavailable => Reply::Refused(Refused::plain(ErrorCode::Unavailable)),
+        }
+    }
+}
+
 /// Appends the result of one engine op.
 pub fn encode_op_result(result: &OpResult, buf: &mut Vec<u8>) {
     match result {

@@ -533,13 +533,12 @@ impl<'a> Connection<'a> {
             return Err((bad_request(format!("unexpected {:?} frame", frame.kind)), request_id));
         }
         let standby = self.app.node.role() == Role::Standby;
-        let mut ops = Vec::new();
+        // The count is checked by the decoder; it only sizes the vector here (≤ 1 000).
+        let announced = frame.payload.first_chunk::<2>().map_or(0, |c| u16::from_le_bytes(*c));
+        let mut ops = Vec::with_capacity(usize::from(announced).min(COMMANDS_PER_FRAME_MAX));
         let mut refused = Vec::new();
         let mut count = 0;
         let decoded = decode_request(frame.payload, |command: CommandRef<'_>| {
-            if count == 0 {
-                ops.reserve(COMMANDS_PER_FRAME_MAX.min(frame.payload.len() / 4));
-            }
             count += 1;
             if standby && command.opcode().is_write() {
                 refused.resize(count, false);
