@@ -1,0 +1,75 @@
+//! Runs one workload's command mix against an in-memory engine for a fixed number of commands
+//! and prints commands/s: the engine benchmark's loop without criterion, for profilers
+//! (`perf record`, `valgrind --tool=callgrind`) and quick looks. Setup is reported separately.
+//!
+//! Run: `cargo run --release -p bookd-bench --example engine_mix -- [flash-sale|seat-map|hotel]
+//! [--commands N] [--clients C]` (defaults hotel, 10 000 000, 1 024).
+
+use std::time::Instant;
+
+use bookd_bench::{EngineRun, Workload};
+
+/// Nanoseconds this thread has spent on a CPU (/proc/thread-self/schedstat), 0 where unknown:
+/// on a loaded machine, commands per CPU second are steadier than per wall second.
+fn cpu_ns() -> u64 {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    schedstat.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// The clock of the run: 1 ms per 2 000 commands, as in the criterion benchmark.
+const COMMANDS_PER_MS: u64 = 2_000;
+
+fn main() {
+    let mut workload = Workload::Hotel;
+    let (mut commands, mut clients) = (10_000_000u64, 1_024u32);
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut number = || words.next().and_then(|v| v.replace('_', "").parse::<u64>().ok());
+        match word.as_str() {
+            "--commands" => commands = number().unwrap_or(commands),
+            "--clients" => clients = number().map_or(clients, |n| n.clamp(1, 1 << 20) as u32),
+            name => match Workload::from_name(name) {
+                Some(named) => workload = named,
+                None => {
+                    eprintln!("usage: engine_mix [flash-sale|seat-map|hotel] [--commands N] [--clients C]");
+                    std::process::exit(2)
+                }
+            },
+        }
+    }
+    let started = Instant::now();
+    let mut run = EngineRun::new(workload, 0x000B_00CD, clients, COMMANDS_PER_MS);
+    let setup_s = started.elapsed().as_secs_f64();
+    println!(
+        "{}: setup {} resources in {:.2} s ({:.0} put_resource/s)",
+        workload.name(),
+        workload.resources(),
+        setup_s,
+        workload.resources() as f64 / setup_s
+    );
+    let (started, cpu_started_ns) = (Instant::now(), cpu_ns());
+    for _ in 0..commands {
+        run.step();
+    }
+    let run_s = started.elapsed().as_secs_f64();
+    let cpu_s = cpu_ns().saturating_sub(cpu_started_ns) as f64 / 1e9;
+    let counters = run.counters();
+    let stats = run.engine().stats();
+    println!(
+        "{}: {} clients, {} commands in {:.2} s: {:.0} commands/s ({:.0} per CPU second), \
+         {:.0} {}/s; holds {} ({} live), expiry queue {}",
+        workload.name(),
+        clients,
+        commands,
+        run_s,
+        commands as f64 / run_s,
+        if cpu_s > 0.0 { commands as f64 / cpu_s } else { f64::NAN },
+        workload.successes(&counters) as f64 / run_s,
+        workload.success_name(),
+        stats.holds,
+        stats.holds_live,
+        stats.expiry_queue_len,
+    );
+    // Skip dropping millions of holds: a profile of the run should show the run alone.
+    std::process::exit(0);
+}

@@ -1,0 +1,134 @@
+//! Drives a workload's closed-loop clients straight against an in-memory `Engine`, round robin,
+//! with a clock that advances 1 ms every `commands_per_ms` commands: the engine benchmark's loop,
+//! reusable by tests and tools. Setup commands are applied at construction, outside any timing.
+
+use bookd_engine::Engine;
+
+use crate::client::{ClientLoop, Counters};
+use crate::workload::Workload;
+
+/// The run's clock starts here (Unix ms, in 2027), far from zero like a real clock.
+pub const RUN_START_MS: u64 = 1_800_000_000_000;
+
+/// `clients` interleaved clients of one workload applying commands to one engine. Interleaving
+/// many clients keeps as many holds live at once as a server with that many clients would.
+#[derive(Debug)]
+pub struct EngineRun {
+    workload: Workload,
+    seed: u64,
+    engine: Engine,
+    clients: Vec<ClientLoop>,
+    next_client: usize,
+    now_ms: u64,
+    commands_per_ms: u64,
+    /// Commands left before the clock moves 1 ms.
+    commands_until_tick: u64,
+    /// Engines built so far; each new engine gets new clients, seeded `seed + generation`.
+    generation: u64,
+    /// Counters of the clients of earlier engines.
+    retired: Counters,
+}
+
+impl EngineRun {
+    /// A fresh engine with the workload's setup applied, and `clients` clients seeded from `seed`.
+    pub fn new(workload: Workload, seed: u64, clients: u32, commands_per_ms: u64) -> EngineRun {
+        assert!(clients > 0 && commands_per_ms > 0, "a run needs clients and a clock");
+        let mut run = EngineRun {
+            workload,
+            seed,
+            engine: Engine::default(),
+            clients: Vec::new(),
+            next_client: 0,
+            now_ms: RUN_START_MS,
+            commands_per_ms,
+            commands_until_tick: commands_per_ms,
+            generation: 0,
+            retired: Counters::default(),
+        };
+        run.rebuild(clients);
+        run
+    }
+
+    /// Replaces the engine by a freshly set-up one and the clients by new ones (holds are never
+    /// freed, so a long benchmark starts over to keep its memory bounded). Not timed work.
+    pub fn rebuild(&mut self, clients: u32) {
+        for client in &self.clients {
+            self.retired.add(client.counters());
+        }
+        self.engine = Engine::default();
+        for command in self.workload.setup() {
+            if let Err(refusal) = self.engine.apply(self.now_ms, &command) {
+                panic!("setup command {command:?} refused: {refusal}");
+            }
+        }
+        let seed = self.seed.wrapping_add(self.generation);
+        self.clients = (0..clients).map(|client| self.workload.client(seed, client)).collect();
+        self.next_client = 0;
+        self.generation += 1;
+    }
+
+    /// One command of the next client, applied; the clock moves 1 ms every `commands_per_ms`.
+    #[inline]
+    pub fn step(&mut self) {
+        let client = &mut self.clients[self.next_client];
+        let result = self.engine.apply(self.now_ms, client.next_command());
+        client.on_result(&result);
+        self.next_client += 1;
+        if self.next_client == self.clients.len() {
+            self.next_client = 0;
+        }
+        self.commands_until_tick -= 1;
+        if self.commands_until_tick == 0 {
+            self.commands_until_tick = self.commands_per_ms;
+            self.now_ms += 1;
+        }
+    }
+
+    pub fn workload(&self) -> Workload {
+        self.workload
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The run's clock, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Everything every client did, over every engine of the run.
+    pub fn counters(&self) -> Counters {
+        let mut total = self.retired;
+        self.clients.iter().for_each(|client| total.add(client.counters()));
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_sale_run_books_and_keeps_time() {
+        let mut run = EngineRun::new(Workload::FlashSale, 1, 64, 100);
+        // 200 commands per client: 100 holds, each confirmed.
+        for _ in 0..64 * 200 {
+            run.step();
+        }
+        let counters = run.counters();
+        assert_eq!(counters.commands, 12_800);
+        assert_eq!(counters.confirmed, 6_400);
+        assert_eq!(run.now_ms(), RUN_START_MS + 128);
+        assert_eq!(run.engine().check_invariants(), Ok(()));
+        run.rebuild(2);
+        assert_eq!(run.engine().stats().holds, 0);
+        run.step();
+        assert_eq!(run.counters().commands, 12_801);
+        assert_eq!(run.clients(), 2);
+    }
+}
