@@ -2,13 +2,23 @@
 //! obviously-correct model of CONTRACT.md's "Model" section (plain BTreeMaps, a linear scan for
 //! expiry); every result and, after every step, every resource and hold must agree.
 
+// Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the latter).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
-use bookd_engine::{Command, Engine, HoldView, ListQuery, Outcome, Refusal, ResourceView};
-use common::{engine_step, next_time, Action, EngineResult, Step, T0};
+use bookd_engine::{
+    Command, Engine, HoldStatus, HoldView, ListQuery, Outcome, Refusal, ResourceView,
+};
+use common::{
+    engine_step, history, next_time, resolve, Action, EngineResult, Existing, Profile, Step, T0,
+};
 use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 
 // ---------------------------------------------------------------------------------------------
 // The model. Written from the contract, not from the engine.
@@ -64,6 +74,9 @@ struct Part {
 #[derive(Debug, Clone, Default)]
 struct Model {
     parts: BTreeMap<String, Part>,
+    /// (partition, hold id) of every hold a command or expiry touched since the runner last
+    /// looked, so it can compare those after every step and all holds now and then.
+    touched: Vec<(String, String)>,
 }
 
 /// A refusal as the contract describes it. `Invalid` lists every field that is wrong; the
@@ -145,10 +158,11 @@ impl Model {
     /// Expires every held hold whose expiry is at or before `now_ms`; returns how many.
     fn advance(&mut self, now_ms: u64) -> u32 {
         let mut expired = 0;
-        for part in self.parts.values_mut() {
-            for hold in part.holds.values_mut() {
+        for (name, part) in self.parts.iter_mut() {
+            for (id, hold) in part.holds.iter_mut() {
                 if hold.status == Status::Held && hold.expires_at_ms <= now_ms {
                     hold.status = Status::Expired;
+                    self.touched.push((name.clone(), id.clone()));
                     for (r, q) in &hold.items {
                         part.resources.get_mut(r).unwrap().held -= q;
                     }
@@ -177,6 +191,17 @@ impl Model {
     }
 
     fn apply(&mut self, now_ms: u64, command: &Command) -> Result<Out, Denied> {
+        let hold_ref = match command {
+            Command::PutResource(_) => None,
+            Command::Hold(c) => Some((&c.partition, &c.hold)),
+            Command::Confirm(c) => Some((&c.partition, &c.hold)),
+            Command::Release(c) => Some((&c.partition, &c.hold)),
+            Command::Cancel(c) => Some((&c.partition, &c.hold)),
+            Command::Extend(c) => Some((&c.partition, &c.hold)),
+        };
+        if let Some((p, h)) = hold_ref {
+            self.touched.push((p.clone(), h.clone()));
+        }
         match command {
             Command::PutResource(c) => {
                 let mut bad = BTreeSet::new();
@@ -358,6 +383,29 @@ impl Model {
         }
     }
 
+    /// Every hold, in (partition, id) order, for the runner to pick targets from.
+    fn existing(&self) -> Vec<Existing> {
+        let mut existing = Vec::new();
+        for (partition, part) in &self.parts {
+            for (id, hold) in &part.holds {
+                existing.push(Existing {
+                    partition: partition.clone(),
+                    id: id.clone(),
+                    items: hold.items.clone(),
+                    status: match hold.status {
+                        Status::Held => HoldStatus::Held,
+                        Status::Confirmed => HoldStatus::Confirmed,
+                        Status::Released => HoldStatus::Released,
+                        Status::Expired => HoldStatus::Expired,
+                        Status::Cancelled => HoldStatus::Cancelled,
+                    },
+                    expires_at_ms: hold.expires_at_ms,
+                });
+            }
+        }
+        existing
+    }
+
     fn live_expiries(&self) -> Vec<u64> {
         let holds = self.parts.values().flat_map(|p| p.holds.values());
         holds.filter(|h| h.status == Status::Held).map(|h| h.expires_at_ms).collect()
@@ -366,12 +414,20 @@ impl Model {
     /// The model's own invariant: counters are the sums over holds, and within capacity.
     fn check(&self) {
         for (name, part) in &self.parts {
+            let mut sums: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for hold in part.holds.values() {
+                for (r, q) in &hold.items {
+                    let sum = sums.entry(r.as_str()).or_default();
+                    match hold.status {
+                        Status::Held => sum.0 += q,
+                        Status::Confirmed => sum.1 += q,
+                        _ => {}
+                    }
+                }
+            }
             for (id, res) in &part.resources {
-                let sum = |status: Status| -> u64 {
-                    let holds = part.holds.values().filter(|h| h.status == status);
-                    holds.flat_map(|h| &h.items).filter(|(r, _)| r == id).map(|(_, q)| q).sum()
-                };
-                assert_eq!((res.held, res.confirmed), (sum(Status::Held), sum(Status::Confirmed)));
+                let sum = sums.get(id.as_str()).copied().unwrap_or_default();
+                assert_eq!((res.held, res.confirmed), sum, "model counters of {name}/{id}");
                 assert!(res.held + res.confirmed <= res.capacity, "model oversold {name}/{id}");
             }
         }
@@ -490,11 +546,19 @@ fn compare_step(
     }
 }
 
-/// Compares the whole state at `now_ms`: every partition, resource and hold.
-fn compare_state(engine: &mut Engine, model: &mut Model, now_ms: u64) -> Result<(), String> {
+/// Compares the whole state at `now_ms`: every partition and resource, and every hold when
+/// `all_holds` (otherwise only their number and how many are live).
+fn compare_state(
+    engine: &mut Engine,
+    model: &mut Model,
+    now_ms: u64,
+    all_holds: bool,
+) -> Result<(), String> {
     engine.tick(now_ms);
     model.advance(now_ms);
-    model.check();
+    if all_holds {
+        model.check();
+    }
     engine.check_invariants()?;
     let stats = engine.stats();
     let holds = model.parts.values().map(|p| p.holds.len()).sum::<usize>();
@@ -522,36 +586,203 @@ fn compare_state(engine: &mut Engine, model: &mut Model, now_ms: u64) -> Result<
                 return Err(format!("oversold: {view:?}"));
             }
         }
-        for id in part.holds.keys() {
-            let actual = engine.hold(name, id).map(|h| hold_v(&h));
-            same(actual.as_ref().map(Clone::clone), Ok(model.hold_view(name, id)))?;
+        if all_holds {
+            for id in part.holds.keys() {
+                let actual = engine.hold(name, id);
+                same(actual.as_ref().map(hold_v), Ok(model.hold_view(name, id)))?;
+            }
         }
+    }
+    // The holds this step touched, and that a refused hold left no trace.
+    for (p, h) in std::mem::take(&mut model.touched) {
+        let actual = engine.hold(&p, &h);
+        same(actual.as_ref().map(hold_v), model.get_hold(&p, &h))?;
     }
     Ok(())
 }
 
+/// How often each kind of step happened (`op:code`, `op:ok:status`, ...), to check that the
+/// generators reach every interesting case, and the expiry queue's length over time.
+#[derive(Debug, Default)]
+struct Tally {
+    kinds: BTreeMap<String, u64>,
+    queue_len_max: usize,
+    queue_len_drop_max: usize,
+}
+
+impl Tally {
+    fn add(&mut self, kind: impl Into<String>) {
+        *self.kinds.entry(kind.into()).or_default() += 1;
+    }
+
+    fn count(&self, kind: &str) -> u64 {
+        self.kinds.get(kind).copied().unwrap_or(0)
+    }
+
+    fn record(&mut self, action: &Action, got: &EngineResult, on_expiry: bool) {
+        let kind = match (action, got) {
+            (Action::Command(command), EngineResult::Command(result)) => match result {
+                Ok(Outcome::Resource { created, .. }) => {
+                    format!("put_resource:{}", if *created { "created" } else { "changed" })
+                }
+                Ok(Outcome::Hold { hold, existing }) => {
+                    let existing = if *existing { ":existing" } else { "" };
+                    format!("{}:ok{existing}:{}", command.op(), hold.status.as_str())
+                }
+                Err(refusal) => format!("{}:{}", command.op(), refusal.code()),
+            },
+            (Action::Tick, EngineResult::Tick(expired)) => {
+                format!("tick:{}", if *expired > 0 { "expired" } else { "none" })
+            }
+            (Action::List { .. }, EngineResult::Page(Ok(page))) => {
+                format!("list:ok:{}", if page.next.is_some() { "next" } else { "last" })
+            }
+            (Action::List { .. }, EngineResult::Page(Err(refusal))) => {
+                format!("list:{}", refusal.code())
+            }
+            (_, EngineResult::Resource(result)) => format!("get_resource:{}", code(result)),
+            (_, EngineResult::Hold(result)) => format!("get_hold:{}", code(result)),
+            _ => "mismatched".into(),
+        };
+        if on_expiry {
+            self.add(format!("on_expiry:{kind}"));
+        }
+        self.add(kind);
+    }
+}
+
+fn code<T>(result: &Result<T, Refusal>) -> &'static str {
+    result.as_ref().map_or_else(Refusal::code, |_| "ok")
+}
+
 /// Runs a history against a fresh engine and model; Err describes the first disagreement.
-fn run(steps: &[Step]) -> Result<(), String> {
+fn run(steps: &[Step], tally: &mut Tally) -> Result<(), String> {
     let mut engine = Engine::default();
     let mut model = Model::default();
     let mut now_ms = T0;
     for (index, step) in steps.iter().enumerate() {
-        now_ms = next_time(now_ms, &step.time, &model.live_expiries());
-        let got = engine_step(&mut engine, now_ms, &step.action);
-        let context = |e: String| format!("step {index} at {now_ms}: {:?}: {e}", step.action);
-        compare_step(&mut model, now_ms, &step.action, &got).map_err(context)?;
-        compare_state(&mut engine, &mut model, now_ms).map_err(context)?;
+        let live = model.live_expiries();
+        let needs_existing =
+            matches!(step.action, Action::OnExisting { .. } | Action::RepeatExisting { .. });
+        let existing = if needs_existing { model.existing() } else { Vec::new() };
+        now_ms = next_time(now_ms, &step.time, &live);
+        let action = resolve(&step.action, &existing, now_ms);
+        let got = engine_step(&mut engine, now_ms, &action);
+        let context = |e: String| format!("step {index} at {now_ms}: {action:?}: {e}");
+        compare_step(&mut model, now_ms, &action, &got).map_err(context)?;
+        let holds = engine.stats().holds;
+        // Every hold after every step, but only now and then once there are very many (the
+        // churn history): in between, the holds a step touched, the counts and every resource.
+        let all_holds = holds <= 200 || index % 256 == 0 || index + 1 == steps.len();
+        compare_state(&mut engine, &mut model, now_ms, all_holds).map_err(context)?;
+        tally.record(&action, &got, live.contains(&now_ms));
+        let queue_len = engine.stats().expiry_queue_len;
+        tally.queue_len_drop_max =
+            tally.queue_len_drop_max.max(tally.queue_len_max.saturating_sub(queue_len));
+        tally.queue_len_max = tally.queue_len_max.max(queue_len);
     }
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 4_096, ..ProptestConfig::default() })]
-
-    #[test]
-    fn engine_agrees_with_the_model(steps in common::history(200..500)) {
-        if std::env::var("SKIP_RUN").is_err() { if let Err(problem) = run(&steps) {
-            prop_assert!(false, "{}", problem);
-        } }
+/// Runs `cases` random histories of `len` steps; returns what they covered.
+fn check_many(cases: u32, len: std::ops::Range<usize>, profile: Profile) -> Tally {
+    let config = ProptestConfig {
+        cases,
+        max_shrink_iters: 20_000,
+        max_shrink_time: 60_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let tally = RefCell::new(Tally::default());
+    let started = Instant::now();
+    let result = runner.run(&history(len, profile), |steps| {
+        let mut tally = tally.borrow_mut();
+        run(&steps, &mut tally).map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("the engine disagrees with the model: {failure}");
     }
+    let tally = tally.into_inner();
+    let steps: u64 =
+        tally.kinds.iter().filter(|(k, _)| !k.starts_with("on_expiry:")).map(|(_, n)| n).sum();
+    eprintln!("{profile:?}: {cases} histories, {steps} steps in {:?}", started.elapsed());
+    tally
+}
+
+#[test]
+fn engine_agrees_with_the_model() {
+    let tally = check_many(256, 200..500, Profile::Mixed);
+    for (kind, count) in &tally.kinds {
+        eprintln!("{count:>8} {kind}");
+    }
+    // Every interesting case must come up, and often.
+    let must = [
+        "put_resource:created",
+        "put_resource:changed",
+        "put_resource:capacity_below_usage",
+        "put_resource:invalid",
+        "hold:ok:held",
+        "hold:ok:existing:held",
+        "hold:ok:existing:confirmed",
+        "hold:ok:existing:released",
+        "hold:ok:existing:expired",
+        "hold:ok:existing:cancelled",
+        "hold:hold_id_conflict",
+        "hold:insufficient_capacity",
+        "hold:resource_not_found",
+        "hold:invalid",
+        "confirm:ok:confirmed",
+        "confirm:hold_expired",
+        "confirm:hold_released",
+        "confirm:hold_cancelled",
+        "confirm:hold_not_found",
+        "confirm:invalid",
+        "release:ok:released",
+        "release:ok:expired",
+        "release:hold_confirmed",
+        "release:hold_cancelled",
+        "cancel:ok:cancelled",
+        "cancel:hold_not_confirmed",
+        "cancel:hold_released",
+        "cancel:hold_expired",
+        "extend:ok:held",
+        "extend:hold_confirmed",
+        "extend:hold_released",
+        "extend:hold_expired",
+        "extend:hold_cancelled",
+        "extend:invalid",
+        "tick:expired",
+        "list:ok:next",
+        "list:ok:last",
+        "list:invalid",
+        "get_resource:ok",
+        "get_resource:resource_not_found",
+        "get_hold:ok",
+        "get_hold:hold_not_found",
+        "on_expiry:confirm:hold_expired",
+        "on_expiry:extend:hold_expired",
+        "on_expiry:tick:expired",
+    ];
+    for kind in must {
+        // Exact-expiry instants are rarer; everything else comes up hundreds of times.
+        let least = if kind.starts_with("on_expiry:") { 5 } else { 20 };
+        assert!(tally.count(kind) >= least, "only {} steps of kind {kind}", tally.count(kind));
+    }
+}
+
+/// Many fresh holds, extends, confirms and releases: the expiry queue fills with stale entries
+/// and is compacted, and the engine must still agree with the model.
+#[test]
+fn engine_agrees_with_the_model_through_expiry_queue_compaction() {
+    let tally = check_many(1, 7_500..7_501, Profile::Churn);
+    eprintln!(
+        "expiry queue: max {}, largest drop {}",
+        tally.queue_len_max, tally.queue_len_drop_max
+    );
+    for (kind, count) in &tally.kinds {
+        eprintln!("{count:>8} {kind}");
+    }
+    assert!(tally.queue_len_max >= 4_000, "the expiry queue never reached compaction size");
+    assert!(tally.queue_len_drop_max >= 1_000, "the expiry queue was never compacted");
 }

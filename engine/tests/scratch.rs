@@ -1,3 +1,0 @@
-mod common;
-#[test]
-fn timing() { common::scratch_timing(); }
