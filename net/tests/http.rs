@@ -912,6 +912,36 @@ async fn slow_and_idle_clients_are_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_responses_is_disconnected() {
+    let config =
+        HttpConfig { write_stall_timeout: Duration::from_millis(300), ..HttpConfig::default() };
+    let server = TestServer::start(Options { config, ..Options::default() }).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // Far more response bytes (2 000 × the OpenAPI document) than socket buffers hold.
+    let requests = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2000);
+    let _writer = tokio::spawn(async move {
+        let _ = stream.write_all(&requests).await;
+        // Keep the connection open, never reading.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(stream);
+    });
+    let app = server.app.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let app = app.clone();
+            async move { app.metrics().connections_open() == 1 }
+        })
+        .await
+    );
+    let app = server.app.clone();
+    let closed = wait_until(Duration::from_secs(20), || {
+        let app = app.clone();
+        async move { app.metrics().connections_open() == 0 }
+    });
+    assert!(closed.await, "a client that never reads kept its connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let config = HttpConfig { connections_max: 2, ..HttpConfig::default() };
     let server = TestServer::start(Options { config, ..Options::default() }).await;

@@ -15,6 +15,9 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Default time a client has to send a request's body once its head has arrived.
 pub const BODY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Default time a response write may make no progress (a client that does not read) before
+/// the connection is closed.
+pub const WRITE_STALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers) hyper buffers, in bytes.
 pub const HEAD_SIZE_MAX_BYTES: usize = 16 * 1024;
 /// Most headers in one request.

@@ -257,6 +257,11 @@ impl HttpMetrics {
         self.connections_open.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
     }

@@ -131,6 +131,9 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Time a client has to send a request body once its head has arrived.
     pub body_read_timeout: Duration,
+    /// Time a response write may make no progress (the client does not read) before the
+    /// connection is closed.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -139,6 +142,7 @@ impl Default for HttpConfig {
             connections_max: limits::CONNECTIONS_MAX_DEFAULT,
             header_read_timeout: limits::HEADER_READ_TIMEOUT_DEFAULT,
             body_read_timeout: limits::BODY_READ_TIMEOUT_DEFAULT,
+            write_stall_timeout: limits::WRITE_STALL_TIMEOUT_DEFAULT,
         }
     }
 }

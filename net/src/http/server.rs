@@ -1,6 +1,10 @@
 //! The listener: accepts connections up to a bound, serves each with hyper's HTTP/1.1, and on
 //! shutdown stops accepting, lets in-flight requests finish, and returns.
 //!
+//! Slow clients: hyper's header read timeout bounds a request head and an idle keep-alive
+//! connection, the handlers bound a body, and [`WriteStallTimeout`] bounds a response write
+//! that makes no progress, so no client holds a connection (and its permit) for ever.
+//!
 //! Invariant: every open connection holds one permit of a semaphore of `connections_max`
 //! permits, so the bound is exact, and shutdown returns only when every permit is back, that
 //! is when every connection (and so every request in flight) has finished.
@@ -8,14 +12,18 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use super::handlers::handle;
 use super::limits::{HEADERS_MAX, HEAD_SIZE_MAX_BYTES};
@@ -111,6 +119,7 @@ async fn run_connection(
         .max_buf_size(HEAD_SIZE_MAX_BYTES)
         .max_headers(HEADERS_MAX)
         .keep_alive(true);
+    let stream = WriteStallTimeout::new(stream, app.config().write_stall_timeout);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
@@ -119,5 +128,83 @@ async fn run_connection(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once a write or flush has made no progress for
+/// `timeout` (a client that stopped reading). Reads are untouched: hyper bounds those.
+/// The timer exists only while a write is stalled.
+#[derive(Debug)]
+struct WriteStallTimeout {
+    stream: TcpStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteStallTimeout {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        WriteStallTimeout { stream, timeout, stalled: None }
+    }
+
+    /// Maps a pending write to `TimedOut` once it has been pending for `timeout`.
+    fn check<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read the response in time",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for WriteStallTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteStallTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.check(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.check(cx, poll)
     }
 }

@@ -79,6 +79,7 @@ pub struct TestServer {
     pub clock: Arc<AtomicU64>,
     pub gate: Arc<Gate>,
     pub runtime: Arc<Runtime>,
+    pub app: Arc<HttpApp>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -101,15 +102,16 @@ impl TestServer {
             .map(|_| (Engine::default(), Box::new(MemoryLog::default()) as Box<dyn ShardLog>))
             .collect();
         let runtime = Arc::new(Runtime::start(config, shards).unwrap());
-        let app =
-            HttpApp::new(runtime.clone(), options.token, options.node).with_config(options.config);
+        let app = Arc::new(
+            HttpApp::new(runtime.clone(), options.token, options.node).with_config(options.config),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_http(listener, Arc::new(app), async {
+        let task = tokio::spawn(serve_http(listener, app.clone(), async {
             let _ = stopped.await;
         }));
-        TestServer { addr, clock, gate, runtime, stop: Some(stop), task: Some(task) }
+        TestServer { addr, clock, gate, runtime, app, stop: Some(stop), task: Some(task) }
     }
 
     pub fn client(&self) -> Client {
