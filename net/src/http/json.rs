@@ -324,6 +324,12 @@ pub fn batch(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
         }
         return Ok(commands.into_iter().map(batch_command).collect());
     }
+    batch_by_element(body)
+}
+
+/// [`batch`] one element at a time: the path for bodies with a malformed element.
+fn batch_by_element(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
+    let too_many = || ApiError::invalid("commands", "at most 1000 commands in a batch");
     let BatchBody { commands } = parse(body)?;
     if commands.len() > BATCH_COMMANDS_MAX {
         return Err(too_many());
@@ -650,6 +656,25 @@ mod tests {
         let codes: Vec<&str> =
             parsed.iter().map(|r| r.as_ref().map_or_else(|e| e.code, |_| "ok")).collect();
         assert_eq!(codes, ["ok", "bad_request", "invalid", "bad_request", "bad_request", "ok"]);
+    }
+
+    #[test]
+    fn both_batch_paths_agree_on_well_formed_batches() {
+        let body = br#"{"commands":[
+            {"op":"put_resource","partition":"p","id":"r","capacity":1},
+            {"op":"hold","partition":"p","id":"h","items":[{"resource":"r","quantity":2}],"ttl_ms":null,"ref":"x"},
+            {"op":"nope","partition":"p","id":"h"},
+            {"op":"confirm","partition":"p","id":"h","capacity":1},
+            {"op":"extend","partition":"p","id":"h"},
+            {"op":"release","partition":"p","id":"h"}
+        ]}"#;
+        assert_eq!(batch(body).unwrap(), batch_by_element(body).unwrap());
+        let many = format!(
+            r#"{{"commands":[{}]}}"#,
+            vec![r#"{"op":"cancel","partition":"p","id":"h"}"#; 1001].join(",")
+        );
+        assert_eq!(batch(many.as_bytes()).unwrap_err().code, "invalid");
+        assert_eq!(batch_by_element(many.as_bytes()).unwrap_err().code, "invalid");
     }
 
     #[test]
