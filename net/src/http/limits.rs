@@ -10,8 +10,9 @@ pub const BATCH_COMMANDS_MAX: usize = 1_000;
 /// Default bound on open connections; the listener stops accepting at the bound.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 /// Default time a client has to send a request's head, counted from when the connection starts
-/// waiting for it, so it is also the keep-alive idle timeout (hyper ≥ 1.6 starts the timer as
-/// soon as a connection waits for its next request).
+/// waiting for it, so it is also the keep-alive idle timeout: hyper starts the timer whenever a
+/// connection waits for its next request (as read in hyper 1.12; the HTTP test
+/// `slow_and_idle_clients_are_disconnected` keeps that true).
 pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Default time a client has to send a request's body once its head has arrived.
 pub const BODY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
