@@ -1,7 +1,7 @@
 //! The HTTP/JSON API of ../shared/CONTRACT.md on hyper 1.x (HTTP/1.1).
 //!
-//! Invariant: HTTP only maps shapes. It turns requests into engine [`Op`](bookd_engine::runtime::Op)s and
-//! results into the contract's statuses and bodies; every name, limit and business rule is
+//! Invariant: HTTP only maps shapes. It turns requests into engine
+//! [`Op`](bookd_engine::runtime::Op)s and results into the contract's statuses and bodies; every name, limit and business rule is
 //! checked by the engine, so a refused request changes nothing and gets the same `invalid`
 //! error here as over any other protocol. Nothing on the request path takes a lock.
 //!
@@ -32,6 +32,16 @@
 //!   is closed; so is a connection after `413`.
 //! - `OpResult::Unavailable` (node stopping, log failed) is `503 unavailable`; so is a failed
 //!   checkpoint or promotion.
+//! - Integers out of `u64` (negative, ≥ 2^64) where the contract wants an integer are
+//!   `invalid` naming the field; numbers with a fraction are `bad_request`.
+//! - Slow clients: a request head (and an idle keep-alive connection) has
+//!   [`HttpConfig::header_read_timeout`], a body [`HttpConfig::body_read_timeout`], a response
+//!   write that makes no progress [`HttpConfig::write_stall_timeout`]; then the connection is
+//!   closed. At [`HttpConfig::connections_max`] open connections the listener stops accepting
+//!   (clients wait in the kernel's backlog) instead of refusing.
+//! - Requests hyper itself cannot parse (a malformed request line, a head over
+//!   [`limits::HEAD_SIZE_MAX_BYTES`] or [`limits::HEADERS_MAX`] headers) get hyper's own
+//!   plain 400/431 response and the connection is closed; they never reach a handler.
 //! - `/admin/checkpoint` answers `{"snapshots":[{"shard","lsn"}]}`; `/admin/promote` on a
 //!   standby answers `{"role":"primary","epoch":n}` after the node's promotion callback.
 
