@@ -942,6 +942,24 @@ async fn a_client_that_does_not_read_its_responses_is_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_are_refused_by_hyper() {
+    let server = server().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!("GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buffer = Vec::new();
+    assert_eq!(read_response(&mut stream, &mut buffer).await.status, 431);
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    stream.write_all(format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes()).await.unwrap();
+    let status = read_response(&mut stream, &mut buffer).await.status;
+    assert!(status == 431 || status == 400, "{status}");
+    // The server is fine.
+    assert_eq!(server.client().get("/health").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let config = HttpConfig { connections_max: 2, ..HttpConfig::default() };
     let server = TestServer::start(Options { config, ..Options::default() }).await;
