@@ -118,7 +118,9 @@ async fn run_connection(
         .header_read_timeout(app.config().header_read_timeout)
         .max_buf_size(HEAD_SIZE_MAX_BYTES)
         .max_headers(HEADERS_MAX)
-        .keep_alive(true);
+        .keep_alive(true)
+        // Pipelined requests get their responses in one write where possible.
+        .pipeline_flush(true);
     let stream = WriteStallTimeout::new(stream, app.config().write_stall_timeout);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
