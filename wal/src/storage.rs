@@ -95,6 +95,11 @@ pub trait Storage {
     ) -> Result<(), WalError>;
     /// Removes a file and syncs its directory.
     fn remove_file(&mut self, area: Area, name: &str) -> Result<(), WalError>;
+    /// A hint that a segment of `size_bytes` will be created soon (the active one is half full):
+    /// a backend may prepare it in the background. The default does nothing.
+    fn prepare_segment(&mut self, size_bytes: u64) {
+        let _ = size_bytes;
+    }
 }
 
 /// Suffix of files being written; they are removed on open.
@@ -107,8 +112,9 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// memory mappings and written with `pwrite` (the mapping sees the writes: one page cache).
 ///
 /// Creating a segment means writing and syncing `segment_size_bytes` of zeroes; to keep that off
-/// the commit path, a helper thread prepares the next one (`wal/spare.seg.tmp`) ahead of time, and
-/// `create_segment` only writes the header into it, syncs and renames it.
+/// the commit path, a helper thread prepares the next one (`wal/spare.seg.tmp`) once the writer
+/// says it will be needed (`prepare_segment`), and `create_segment` then only writes the header
+/// into it, syncs and renames it.
 #[derive(Debug)]
 pub struct MmapStorage {
     root: PathBuf,
@@ -319,9 +325,7 @@ impl Storage for MmapStorage {
         file.sync_data().map_err(|source| WalError::SyncFailed { path: temp.clone(), source })?;
         fs::rename(&temp, &path).map_err(|e| WalError::io("rename segment", &path, e))?;
         sync_dir(&self.root.join(Area::Wal.dir_name()))?;
-        let segment = MmapSegment::map(path, file, true)?;
-        self.prepare_spare(size_bytes);
-        Ok(segment)
+        MmapSegment::map(path, file, true)
     }
 
     fn open_segment(&mut self, name: &str, writable: bool) -> Result<MmapSegment, WalError> {
@@ -332,12 +336,7 @@ impl Storage for MmapStorage {
             .write(writable)
             .open(&path)
             .map_err(|e| WalError::io("open segment", &path, e))?;
-        let size_bytes = file_len(&file);
-        let segment = MmapSegment::map(path, file, writable)?;
-        if writable {
-            self.prepare_spare(size_bytes);
-        }
-        Ok(segment)
+        MmapSegment::map(path, file, writable)
     }
 
     fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError> {
@@ -374,6 +373,10 @@ impl Storage for MmapStorage {
         self.refuse_if_read_only("remove file", &path)?;
         fs::remove_file(&path).map_err(|e| WalError::io("remove file", &path, e))?;
         sync_dir(&self.root.join(area.dir_name()))
+    }
+
+    fn prepare_segment(&mut self, size_bytes: u64) {
+        self.prepare_spare(size_bytes);
     }
 }
 

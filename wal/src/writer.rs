@@ -122,6 +122,8 @@ pub struct Wal<S: Storage> {
     pending: Vec<u8>,
     /// Bytes of records after the newest snapshot (the node snapshots every N MiB of log).
     bytes_since_snapshot: u64,
+    /// The storage was told the next segment will be needed (once per active segment).
+    next_segment_requested: bool,
     pub(crate) next_lsn: Lsn,
     pub(crate) durable_lsn: Lsn,
     poisoned: bool,
@@ -220,6 +222,7 @@ impl<S: Storage> Wal<S> {
             segments,
             pending: Vec::new(),
             bytes_since_snapshot,
+            next_segment_requested: false,
             next_lsn,
             durable_lsn: next_lsn - 1,
             poisoned: false,
@@ -324,6 +327,7 @@ impl<S: Storage> Wal<S> {
         self.active_mut().end_offset += size;
         self.bytes_since_snapshot += size as u64;
         self.next_lsn = lsn + 1;
+        self.request_next_segment_when_half_full();
         self.sync_if_interval_due()?;
         Ok(lsn)
     }
@@ -358,6 +362,7 @@ impl<S: Storage> Wal<S> {
             self.active_mut().end_offset += size;
             self.bytes_since_snapshot += size as u64;
             self.next_lsn += 1;
+            self.request_next_segment_when_half_full();
         }
         self.sync_if_interval_due()?;
         Ok(self.next_lsn - 1)
@@ -470,6 +475,18 @@ impl<S: Storage> Wal<S> {
         Ok(())
     }
 
+    /// Once the active segment is half full, lets the storage prepare the next one.
+    fn request_next_segment_when_half_full(&mut self) {
+        if self.next_segment_requested {
+            return;
+        }
+        let active = self.active();
+        if active.end_offset * 2 >= active.file.bytes().len() {
+            self.next_segment_requested = true;
+            self.storage.prepare_segment(self.options.segment_size_bytes);
+        }
+    }
+
     fn create_segment(&mut self) -> Result<(), WalError> {
         let first_lsn = self.next_lsn;
         if let Some(last) = self.segments.last() {
@@ -487,6 +504,7 @@ impl<S: Storage> Wal<S> {
             };
         assert!(self.pending.is_empty(), "rolling with records not yet written");
         self.segments.push(Segment { name, first_lsn, end_offset: header.len(), file });
+        self.next_segment_requested = false;
         Ok(())
     }
 
