@@ -8,7 +8,7 @@ use bookd_engine::{Cancel, Command, Confirm, Hold, Item, Outcome, Refusal, Relea
 
 use crate::rng::SplitMix64;
 use crate::workload::{
-    write_room_night, Workload, FLASH_SALE_PARTITION, FLASH_SALE_QUANTITY_MAX, FLASH_SALE_RESOURCE,
+    Names, Workload, FLASH_SALE_PARTITION, FLASH_SALE_QUANTITY_MAX, FLASH_SALE_RESOURCE,
     HOLD_TTL_MS, HOTEL_NIGHTS, HOTEL_PARTITIONS, HOTEL_ROOM_TYPES, HOTEL_STAY_NIGHTS_MAX,
     SEAT_MAP_PARTITIONS, SEAT_MAP_SEATS, SEAT_MAP_SEATS_PER_HOLD_MAX,
 };
@@ -63,6 +63,7 @@ impl Counters {
 #[derive(Debug, Clone)]
 pub struct ClientLoop {
     workload: Workload,
+    names: &'static Names,
     rng: SplitMix64,
     phase: Phase,
     /// True between `next_command` and its result: a closed loop has one command in flight.
@@ -98,6 +99,7 @@ impl ClientLoop {
         });
         let mut client = ClientLoop {
             workload,
+            names: workload.names(),
             rng: SplitMix64::stream(seed, u64::from(client)),
             phase: Phase::Hold,
             in_flight: false,
@@ -236,12 +238,11 @@ impl ClientLoop {
                 let event = rng.below(u64::from(SEAT_MAP_PARTITIONS)) as u32;
                 let seats = rng.between(1, u64::from(SEAT_MAP_SEATS_PER_HOLD_MAX)) as usize;
                 let first = rng.between(0, u64::from(SEAT_MAP_SEATS - SEAT_MAP_SEATS_PER_HOLD_MAX));
-                self.workload.write_partition(&mut hold.partition, event);
+                hold.partition.push_str(&self.names.partitions[event as usize]);
                 set_items_len(&mut hold.items, &mut self.spare_items, seats);
-                for (seat, item) in (first..).zip(hold.items.iter_mut()) {
+                for (seat, item) in (first as usize..).zip(hold.items.iter_mut()) {
                     item.resource.clear();
-                    item.resource.push_str("s-");
-                    push_decimal(&mut item.resource, seat);
+                    item.resource.push_str(&self.names.resources[seat]);
                     item.quantity = 1;
                 }
             }
@@ -250,11 +251,13 @@ impl ClientLoop {
                 let room_type = rng.below(u64::from(HOTEL_ROOM_TYPES)) as u32;
                 let first = rng.between(0, u64::from(HOTEL_NIGHTS - HOTEL_STAY_NIGHTS_MAX)) as u32;
                 let nights = rng.between(1, u64::from(HOTEL_STAY_NIGHTS_MAX)) as usize;
-                self.workload.write_partition(&mut hold.partition, hotel);
+                hold.partition.push_str(&self.names.partitions[hotel as usize]);
                 set_items_len(&mut hold.items, &mut self.spare_items, nights);
-                for (night, item) in (first..).zip(hold.items.iter_mut()) {
+                // Resource index of `rt{room_type}@{night}`: room type major, as in the setup.
+                let first = (room_type * HOTEL_NIGHTS + first) as usize;
+                for (index, item) in (first..).zip(hold.items.iter_mut()) {
                     item.resource.clear();
-                    write_room_night(&mut item.resource, room_type, night);
+                    item.resource.push_str(&self.names.resources[index]);
                     item.quantity = 1;
                 }
             }

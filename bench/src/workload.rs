@@ -1,6 +1,9 @@
 //! The three workloads of WORKLOADS.md: their names, shapes and setup commands (one
 //! `put_resource` per resource). Setup is a plain iterator, so it costs no memory up front.
 
+use std::fmt;
+use std::sync::OnceLock;
+
 use bookd_engine::{Command, PutResource};
 
 use crate::client::{push_decimal, ClientLoop};
@@ -158,6 +161,19 @@ impl Workload {
         }
     }
 
+    /// The workload's names, built once per process and shared by every client.
+    pub(crate) fn names(self) -> &'static Names {
+        static FLASH_SALE: OnceLock<Names> = OnceLock::new();
+        static SEAT_MAP: OnceLock<Names> = OnceLock::new();
+        static HOTEL: OnceLock<Names> = OnceLock::new();
+        let names = match self {
+            Workload::FlashSale => &FLASH_SALE,
+            Workload::SeatMap => &SEAT_MAP,
+            Workload::Hotel => &HOTEL,
+        };
+        names.get_or_init(|| Names::new(self))
+    }
+
     fn capacity(self) -> u64 {
         match self {
             Workload::FlashSale => FLASH_SALE_CAPACITY,
@@ -167,9 +183,44 @@ impl Workload {
     }
 }
 
+/// Every partition name of a workload, and the resource ids of one partition (the same in every
+/// partition), by index: clients copy names instead of formatting numbers for every command.
+pub(crate) struct Names {
+    pub(crate) partitions: Box<[Box<str>]>,
+    /// Resource `index` of a partition: seat `s-{index}`; hotel `rt{index / 365}@{index % 365}`.
+    pub(crate) resources: Box<[Box<str>]>,
+}
+
+impl Names {
+    fn new(workload: Workload) -> Names {
+        let name = |write: &dyn Fn(&mut String)| {
+            let mut name = String::with_capacity(16);
+            write(&mut name);
+            name.into_boxed_str()
+        };
+        Names {
+            partitions: (0..workload.partitions())
+                .map(|index| name(&|out| workload.write_partition(out, index)))
+                .collect(),
+            resources: (0..workload.resources_per_partition())
+                .map(|index| name(&|out| workload.write_resource(out, index)))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Debug for Names {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Names")
+            .field("partitions", &self.partitions.len())
+            .field("resources", &self.resources.len())
+            .finish()
+    }
+}
+
 /// Writes the hotel resource id `rt{room_type}@{night}`.
 #[inline]
-pub(crate) fn write_room_night(out: &mut String, room_type: u32, night: u32) {
+fn write_room_night(out: &mut String, room_type: u32, night: u32) {
     out.push_str("rt");
     push_decimal(out, u64::from(room_type));
     out.push('@');
@@ -288,6 +339,19 @@ mod tests {
         assert_eq!(ids.len(), 5 * 365);
         let last = Workload::Hotel.setup().nth(1_825_000 - 1).unwrap();
         assert_eq!((&*put(&last).partition, &*put(&last).resource), ("hotel-999", "rt4@364"));
+    }
+
+    #[test]
+    fn name_tables_match_the_setup() {
+        for workload in Workload::ALL {
+            let names = workload.names();
+            assert_eq!(names.partitions.len() as u32, workload.partitions());
+            let last_partition = workload.partitions() - 1;
+            for (index, command) in workload.setup_partition(last_partition).enumerate() {
+                assert_eq!(&*names.resources[index], &*put(&command).resource);
+                assert_eq!(&*names.partitions[last_partition as usize], &*put(&command).partition);
+            }
+        }
     }
 
     #[test]
