@@ -10,13 +10,13 @@ use std::time::Instant;
 use bookd_engine::runtime::{op_index, Op, OpResult};
 use bookd_engine::{Cancel, Command, Confirm, Release};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::json::{self, ApiError, BatchJson, Reply};
-use super::limits::{BODY_SIZE_MAX_BYTES, RETRY_AFTER_S};
+use super::limits::{BODY_DRAIN_MAX_BYTES, BODY_SIZE_MAX_BYTES, RETRY_AFTER_S};
 use super::metrics::{self, OP_GET_HOLD, OP_GET_RESOURCE, OP_LIST_RESOURCES};
 use super::router::{self, decode_segment, Route, Routing};
 use super::{auth, openapi, HttpApp, PromoteError, Role};
@@ -66,7 +66,7 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
         return error_response(&ApiError::standby_read_only());
     }
     let body = if route.reads_body() {
-        match read_body(app, body).await {
+        match read_body(app, &parts.headers, body).await {
             Ok(body) => body,
             Err(error) => {
                 let mut response = error_response(&error);
@@ -142,22 +142,90 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
 
 /// Reads the whole body: `413` when `Content-Length` or the bytes actually sent exceed the
 /// limit, `400` when the client stops sending or is too slow.
-async fn read_body(app: &HttpApp, body: Incoming) -> Result<Bytes, ApiError> {
-    if body.size_hint().lower() > BODY_SIZE_MAX_BYTES as u64 {
+///
+/// Before a `413`, up to [`BODY_DRAIN_MAX_BYTES`] of the rest of the body are read and
+/// dropped (within the body timeout), so the connection closes with nothing unread and the
+/// client receives the answer instead of a reset. Larger bodies are not drained, nor are
+/// bodies announced with `Expect: 100-continue` (the client waits for the answer before it
+/// sends them).
+async fn read_body(
+    app: &HttpApp,
+    headers: &hyper::HeaderMap,
+    mut body: Incoming,
+) -> Result<Bytes, ApiError> {
+    let timeout = app.config.body_read_timeout;
+    let declared_bytes = body.size_hint().lower();
+    if declared_bytes > BODY_SIZE_MAX_BYTES as u64 {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue && declared_bytes <= BODY_DRAIN_MAX_BYTES {
+            drain(&mut body, timeout).await;
+        }
         return Err(ApiError::payload_too_large());
     }
-    let limited = Limited::new(body, BODY_SIZE_MAX_BYTES);
-    match tokio::time::timeout(app.config.body_read_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+    let collected = tokio::time::timeout(timeout, async {
+        // The usual body arrives as one frame: kept as it is, without a copy.
+        let mut first: Option<Bytes> = None;
+        let mut joined: Vec<u8> = Vec::new();
+        let mut total_bytes = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+                continue; // trailers
+            };
+            total_bytes += data.len();
+            if total_bytes > BODY_SIZE_MAX_BYTES {
+                return Err(BodyError::TooLarge);
+            }
+            match first.take() {
+                None if joined.is_empty() => first = Some(data),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        joined.reserve(BODY_SIZE_MAX_BYTES.min(2 * total_bytes));
+                        joined.extend_from_slice(&earlier);
+                    }
+                    joined.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+    })
+    .await;
+    match collected {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyError::TooLarge)) => {
+            drain(&mut body, timeout).await;
             Err(ApiError::payload_too_large())
         }
-        Ok(Err(error)) => Err(ApiError::bad_request(format!("could not read the body: {error}"))),
+        Ok(Err(BodyError::Read(error))) => {
+            Err(ApiError::bad_request(format!("could not read the body: {error}")))
+        }
         Err(_) => Err(ApiError::bad_request(format!(
             "request body not received within {} ms",
-            app.config.body_read_timeout.as_millis()
+            timeout.as_millis()
         ))),
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads and drops what is left of `body`, at most [`BODY_DRAIN_MAX_BYTES`] and `timeout`.
+async fn drain(body: &mut Incoming, timeout: std::time::Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        let mut drained_bytes = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                drained_bytes += data.len() as u64;
+                if drained_bytes > BODY_DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs one command and answers with its reply.

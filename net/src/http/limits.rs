@@ -5,6 +5,9 @@ use std::time::Duration;
 
 /// Largest request body, in bytes (contract: HTTP body ≤ 64 KiB).
 pub const BODY_SIZE_MAX_BYTES: usize = 64 * 1024;
+/// Most bytes of an over-long body read and dropped before answering `413`, so the client gets
+/// the answer rather than a connection reset; bodies announced as longer are not read at all.
+pub const BODY_DRAIN_MAX_BYTES: u64 = 1024 * 1024;
 /// Most commands in one `/v1/batch` request (contract: batch ≤ 1 000 commands).
 pub const BATCH_COMMANDS_MAX: usize = 1_000;
 /// Default bound on open connections; the listener stops accepting at the bound.
@@ -29,3 +32,4 @@ pub const RETRY_AFTER_S: u64 = 1;
 // hyper refuses read buffers smaller than 8 KiB.
 const _: () = assert!(HEAD_SIZE_MAX_BYTES >= 8 * 1024);
 const _: () = assert!(BATCH_COMMANDS_MAX <= u32::MAX as usize);
+const _: () = assert!(BODY_DRAIN_MAX_BYTES >= BODY_SIZE_MAX_BYTES as u64);
