@@ -158,13 +158,24 @@ impl Default for HttpConfig {
 }
 
 /// Everything a request needs: shared by every connection, read-only after start.
-#[derive(Debug)]
 pub struct HttpApp {
     runtime: Arc<Runtime>,
     token: Option<String>,
     node: Arc<dyn NodeInfo>,
     config: HttpConfig,
     metrics: metrics::HttpMetrics,
+}
+
+impl std::fmt::Debug for HttpApp {
+    /// Never shows the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpApp")
+            .field("runtime", &self.runtime)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("node", &self.node)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpApp {
@@ -200,5 +211,28 @@ impl HttpApp {
 
     pub fn metrics(&self) -> &metrics::HttpMetrics {
         &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let runtime = Runtime::start(
+            bookd_engine::runtime::RuntimeConfig::default(),
+            vec![(
+                bookd_engine::Engine::default(),
+                Box::new(bookd_engine::runtime::MemoryLog::default())
+                    as Box<dyn bookd_engine::runtime::ShardLog>,
+            )],
+        )
+        .unwrap();
+        let app =
+            HttpApp::new(Arc::new(runtime), Some("s3cret-token".into()), Arc::new(PrimaryNode));
+        let shown = format!("{app:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
