@@ -115,6 +115,27 @@ pub fn encode_into(out: &mut [u8], header: RecordHeader, payload: &[u8]) {
     out[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Appends a whole record to `out` (the writer's staging buffer): each byte is written once.
+pub fn encode_append(out: &mut Vec<u8>, header: RecordHeader, payload: &[u8]) {
+    assert!(payload.len() <= record_payload_size_max_bytes as usize, "payload above the limit");
+    assert!(header.lsn >= 1, "lsn 0 is never written");
+    let size = record_size_bytes(payload.len());
+    let mut head = [0u8; HEADER];
+    let payload_size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    head[4..8].copy_from_slice(&payload_size.to_le_bytes());
+    head[8..16].copy_from_slice(&header.lsn.to_le_bytes());
+    head[16..24].copy_from_slice(&header.epoch.to_le_bytes());
+    head[24..32].copy_from_slice(&header.timestamp_ms.to_le_bytes());
+    head[32] = header.kind;
+    let crc = checksum(&head[4..HEADER], payload);
+    head[0..4].copy_from_slice(&crc.to_le_bytes());
+    out.reserve(size);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(payload);
+    const ZEROES: [u8; 8] = [0; 8];
+    out.extend_from_slice(&ZEROES[..size - HEADER - payload.len()]);
+}
+
 /// Encodes a record into a new buffer.
 pub fn encode(header: RecordHeader, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0; record_size_bytes(payload.len())];
@@ -230,6 +251,17 @@ mod tests {
         assert_eq!(bytes[32], 3);
         assert_eq!(&bytes[40..43], b"abc");
         assert_eq!(bytes.len(), 48);
+    }
+
+    #[test]
+    fn encode_append_matches_encode() {
+        let mut out = vec![9u8; 3];
+        for size in [0usize, 1, 7, 8, 100] {
+            let payload: Vec<u8> = (0..size).map(|i| i as u8 ^ 0x5a).collect();
+            let start = out.len();
+            encode_append(&mut out, header(size as u64 + 1), &payload);
+            assert_eq!(&out[start..], &encode(header(size as u64 + 1), &payload)[..]);
+        }
     }
 
     #[test]

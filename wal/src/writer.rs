@@ -321,9 +321,7 @@ impl<S: Storage> Wal<S> {
         self.make_room(size)?;
         let lsn = self.next_lsn;
         let header = RecordHeader { lsn, epoch, timestamp_ms, kind };
-        let start = self.pending.len();
-        self.pending.resize(start + size, 0);
-        record::encode_into(&mut self.pending[start..], header, payload);
+        record::encode_append(&mut self.pending, header, payload);
         self.active_mut().end_offset += size;
         self.bytes_since_snapshot += size as u64;
         self.next_lsn = lsn + 1;
