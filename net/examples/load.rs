@@ -37,6 +37,9 @@ struct Args {
     setup: bool,
     threads: usize,
     token: Option<String>,
+    timeout: bool,
+    round_robin: bool,
+    frames_in_flight: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +53,9 @@ fn parse_args() -> Result<Args, String> {
         setup: true,
         threads: 2,
         token: std::env::var("BOOKD_TOKEN").ok(),
+        timeout: true,
+        round_robin: false,
+        frames_in_flight: ClientConfig::default().frames_in_flight_max,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
@@ -72,6 +78,9 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => args.threads = number(value()?)? as usize,
             "--token" => args.token = Some(value()?),
             "--no-setup" => args.setup = false,
+            "--no-timeout" => args.timeout = false,
+            "--round-robin" => args.round_robin = true,
+            "--frames-in-flight" => args.frames_in_flight = number(value()?)? as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -132,6 +141,8 @@ async fn run(args: Args) -> Result<(), String> {
         connections: args.connections,
         token: args.token.clone(),
         client_name: "bookd-load".into(),
+        frames_in_flight_max: args.frames_in_flight,
+        call_timeout: if args.timeout { ClientConfig::default().call_timeout } else { None },
         ..ClientConfig::default()
     };
     let client = Client::connect(&args.addr, config).await.map_err(|e| e.to_string())?;
@@ -140,11 +151,15 @@ async fn run(args: Args) -> Result<(), String> {
         let count = setup(&client, args.workload).await?;
         eprintln!("setup: {count} resources in {:.1} s", started.elapsed().as_secs_f64());
     }
+    let stats = client.stats();
+    let frames_before = stats.frames_sent.load(Ordering::Relaxed);
+    let commands_before = stats.commands_sent.load(Ordering::Relaxed);
+    let writes_before = stats.writes.load(Ordering::Relaxed);
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
-        let client = client.clone();
+        let client = if args.round_robin { client.clone() } else { client.pinned(index) };
         let measuring = measuring.clone();
         let stop = stop.clone();
         let workload = args.workload;
@@ -178,6 +193,14 @@ async fn run(args: Args) -> Result<(), String> {
         Workload::Hotel => "hotel",
         Workload::SeatMap => "seat-map",
     };
+    let frames = stats.frames_sent.load(Ordering::Relaxed) - frames_before;
+    let sent = stats.commands_sent.load(Ordering::Relaxed) - commands_before;
+    let writes = stats.writes.load(Ordering::Relaxed) - writes_before;
+    eprintln!(
+        "client: {frames} frames, {:.1} commands/frame, {:.1} commands/write",
+        sent as f64 / frames.max(1) as f64,
+        sent as f64 / writes.max(1) as f64
+    );
     let h = &total.latency_us;
     println!(
         "workload={name} clients={} connections={} duration_s={elapsed:.1} commands={} \

@@ -208,7 +208,9 @@ async fn every_engine_error_code_with_its_details() {
 async fn a_full_shard_queue_is_overloaded_and_a_failed_log_unavailable() {
     let server =
         TestServer::start(Options { shards: 1, queue_messages_max: 1, ..Options::default() }).await;
-    let client = client(&server, 1).await;
+    // Three frames in flight at once on one connection.
+    let config = ClientConfig { connections: 1, frames_in_flight_max: 8, ..ClientConfig::default() };
+    let client = Client::connect(&server.addr(), config).await.unwrap();
     client.put_resource("p", "r", 100).await.unwrap();
     server.gate.close();
     // The first frame blocks the shard in its commit, the second fills the queue of one.
@@ -376,6 +378,13 @@ async fn concurrent_calls_are_batched_and_each_gets_its_own_result() {
     let requests = BinaryMetrics::get(&metrics.requests_total);
     assert_eq!(commands, 1 + 64 * 50 * 2);
     assert!(requests <= commands);
+    // 64 callers over 2 connections of at most 2 frames in flight each: calls had to share frames.
+    let stats = client.stats();
+    let frames = stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = stats.commands_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, commands);
+    assert_eq!(frames, requests);
+    assert!(frames < sent, "automatic batching: {sent} commands in {frames} frames");
     let ga = client.get_resource("fs", "ga").await.unwrap();
     let expected: u64 = (0..64u64).flat_map(|t| (0..50u64).map(move |s| 1 + (t + s) % 4)).sum();
     assert_eq!(ga.confirmed, expected);

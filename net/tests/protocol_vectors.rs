@@ -205,7 +205,7 @@ fn vectors_in_document() -> Vec<(String, Vec<u8>)> {
             let data = line.split('#').next().unwrap_or("");
             hex.extend(data.chars().filter(|c| !c.is_whitespace()));
         }
-        assert!(hex.len() % 2 == 0, "vector {name}: odd number of hex digits");
+        assert!(hex.len().is_multiple_of(2), "vector {name}: odd number of hex digits");
         let bytes = (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())

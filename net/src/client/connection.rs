@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -15,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{backoff, Call, ClientConfig, ClientError, Failure, ReplyTo};
+use super::{backoff, Call, ClientConfig, ClientError, ClientStats, Failure, ReplyTo};
 use crate::protocol::command::put_request_count;
 use crate::protocol::frame::{self, Kind};
 use crate::protocol::limits::{
@@ -95,8 +96,10 @@ pub(crate) async fn run(
     mut queue: mpsc::UnboundedReceiver<Call>,
     stream: TcpStream,
     hello: HelloOk,
+    stats: Arc<ClientStats>,
 ) {
-    let mut state = State::default();
+    let frames_in_flight_max = config.frames_in_flight_max.max(1);
+    let mut state = State { stats, frames_in_flight_max, ..State::default() };
     let mut connected = Some((stream, hello));
     let mut failures = 0u32;
     loop {
@@ -136,6 +139,9 @@ pub(crate) async fn run(
 
 #[derive(Default)]
 struct State {
+    stats: Arc<ClientStats>,
+    /// The client's own bound on frames in flight ([`ClientConfig::frames_in_flight_max`]).
+    frames_in_flight_max: usize,
     next_request_id: u64,
     pending: HashMap<u64, Pending>,
     /// Emptied `Pending` vectors, reused.
@@ -157,7 +163,7 @@ impl State {
         queue: &mut mpsc::UnboundedReceiver<Call>,
     ) -> Ended {
         let (mut read, mut write) = stream.split();
-        let in_flight_max = (hello.in_flight_max as usize).max(1);
+        let in_flight_max = (hello.in_flight_max as usize).clamp(1, self.frames_in_flight_max);
         let frame_size_max = (hello.frame_size_max_bytes as usize).min(FRAME_SIZE_CAP_BYTES);
         let commands_max =
             usize::from(hello.commands_per_frame_max).clamp(1, COMMANDS_PER_FRAME_MAX);
@@ -201,10 +207,14 @@ impl State {
                     if let Err(ended) = self.read_frames() {
                         return ended;
                     }
+                    // The callers just answered run before this task looks at the queue
+                    // again, so their next calls join the next frame (batching).
+                    tokio::task::yield_now().await;
                 }
                 Event::Queued(0) => queue_open = false,
                 Event::Queued(_) => self.backlog.extend(self.received.drain(..)),
                 Event::Written(Ok(written)) => {
+                    self.stats.writes.fetch_add(1, Ordering::Relaxed);
                     self.written += written;
                     if self.written == self.wbuf.len() {
                         self.wbuf.clear();
@@ -254,6 +264,8 @@ impl State {
         self.wbuf[count_at..count_at + 2].copy_from_slice(&(count as u16).to_le_bytes());
         frame::finish(&mut self.wbuf, start);
         self.pending.insert(request_id, calls);
+        self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.stats.commands_sent.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// Answers the calls of every complete RESPONSE frame in the read buffer.

@@ -55,6 +55,11 @@ pub struct ClientConfig {
     /// First pause before a resend or a reconnect; doubles each time up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Most REQUEST frames one connection keeps in flight (also capped by the node's
+    /// `in_flight_max`). Calls made while a connection is at this bound wait and leave together
+    /// in its next frame: a small bound trades at most one round trip of added latency for much
+    /// larger frames (the node's cost is mostly per frame, not per command).
+    pub frames_in_flight_max: usize,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +73,10 @@ impl Default for ClientConfig {
             retries: 3,
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
+            frames_in_flight_max: std::env::var("BOOKD_FIF")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
         }
     }
 }
@@ -156,7 +165,20 @@ pub(crate) struct Call {
     pub(crate) reply: ReplyTo,
 }
 
+/// What the pool's connections did. Counters are `Relaxed`: statistics only, each updated by
+/// one connection task per frame or write, read on their own.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// REQUEST frames sent.
+    pub frames_sent: std::sync::atomic::AtomicU64,
+    /// Commands in those frames (so commands per frame shows how well calls were batched).
+    pub commands_sent: std::sync::atomic::AtomicU64,
+    /// `write` calls on the sockets.
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
 struct Inner {
+    stats: Arc<ClientStats>,
     queues: Vec<mpsc::UnboundedSender<Call>>,
     next: AtomicUsize,
     config: ClientConfig,
@@ -168,6 +190,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// The connection this handle sends on ([`Client::pinned`]); `None`: round robin.
+    pin: Option<usize>,
 }
 
 impl std::fmt::Debug for Client {
@@ -188,6 +212,7 @@ impl Client {
         let shared = Arc::new(config.clone());
         let mut queues = Vec::with_capacity(count);
         let mut hello = None;
+        let stats = Arc::new(ClientStats::default());
         for _ in 0..count {
             let (stream, server) = connect_one(addr, &config).await?;
             hello.get_or_insert(server);
@@ -198,16 +223,34 @@ impl Client {
                 receiver,
                 stream,
                 server,
+                stats.clone(),
             ));
             queues.push(sender);
         }
         let hello = hello.ok_or(ClientError::Closed)?;
-        Ok(Client { inner: Arc::new(Inner { queues, next: AtomicUsize::new(0), config, hello }) })
+        Ok(Client {
+            inner: Arc::new(Inner { stats, queues, next: AtomicUsize::new(0), config, hello }),
+            pin: None,
+        })
+    }
+
+    /// A handle on the same pool whose calls all go to connection `index % connections` (resends
+    /// after a lost connection too). Give each closed-loop caller its own pinned handle: the
+    /// callers of one connection then wake together when a RESPONSE frame arrives and their next
+    /// calls leave together in one frame, where round robin would scatter them into frames of
+    /// one command each.
+    pub fn pinned(&self, index: usize) -> Client {
+        Client { inner: self.inner.clone(), pin: Some(index % self.inner.queues.len()) }
     }
 
     /// What the node said in its handshake (role, epoch, limits).
     pub fn hello(&self) -> &HelloOk {
         &self.inner.hello
+    }
+
+    /// Counters of the pool (frames, commands, writes).
+    pub fn stats(&self) -> &ClientStats {
+        &self.inner.stats
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -383,10 +426,15 @@ impl Client {
         }
     }
 
-    /// The connection the next call goes to (round robin; `Relaxed`: only spreads load).
+    /// The connection the next call goes to: the pinned one, else round robin (`Relaxed`: the
+    /// counter only spreads load).
     fn queue(&self) -> &mpsc::UnboundedSender<Call> {
         let queues = &self.inner.queues;
-        &queues[self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.len()]
+        let index = match self.pin {
+            Some(index) => index,
+            None => self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.len(),
+        };
+        &queues[index]
     }
 
     /// Sends one encoded command, with the timeout and the retries; a refusal is an `Err`.

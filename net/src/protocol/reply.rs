@@ -135,7 +135,16 @@ impl fmt::Display for Refused {
                 write!(f, "{table} table is full ({max} entries)")
             }
             (ErrorCode::Overloaded, _) => f.write_str("shard queue is full; retry later"),
-            (code, _) => f.write_str(code.as_str()),
+            // The code in words: `hold_not_found` reads "hold not found".
+            (code, _) => {
+                for (index, word) in code.as_str().split('_').enumerate() {
+                    if index > 0 {
+                        f.write_str(" ")?;
+                    }
+                    f.write_str(word)?;
+                }
+                Ok(())
+            }
         }
     }
 }

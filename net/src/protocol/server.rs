@@ -398,6 +398,7 @@ impl<'a> Connection<'a> {
         let mut ticker = tokio::time::interval(TIMEOUT_CHECK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut error_at: Option<u64> = None;
+        let mut yielded = false;
         loop {
             // Start every complete frame already buffered, as far as the bounds allow.
             let mut may_read = self.closing.is_none();
@@ -456,8 +457,17 @@ impl<'a> Connection<'a> {
                 _ = ticker.tick() => Event::Tick,
             };
             match event {
-                Event::Done(done) => self.respond(done),
+                Event::Done(done) => {
+                    self.respond(done);
+                    // A shard answers a whole batch at once, one reply after the other: let the
+                    // rest of it arrive, so their responses leave in this same write.
+                    if !yielded && !in_flight.is_empty() {
+                        yielded = true;
+                        tokio::task::yield_now().await;
+                    }
+                }
                 Event::Written(written) => {
+                    yielded = false;
                     let written = written?;
                     if written == 0 {
                         return Err(io::ErrorKind::WriteZero.into());
