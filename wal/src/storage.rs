@@ -242,13 +242,8 @@ impl MmapSegment {
         // holds the directory), and nobody truncates a segment file while it is mapped, so the
         // mapping stays valid; its bytes change only through this handle's `write`.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| WalError::io("map segment", &path, e))?;
-        assert_eq!(map.len() as u64, file_len(&file), "mapping covers the whole segment");
         Ok(MmapSegment { path, file, map, writable })
     }
-}
-
-fn file_len(file: &File) -> u64 {
-    file.metadata().map_or(0, |m| m.len())
 }
 
 impl SegmentFile for MmapSegment {

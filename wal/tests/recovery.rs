@@ -317,3 +317,21 @@ fn segments_roll_through_prepared_spares_and_temp_files_are_removed() {
     drop(wal);
     assert!(bookd_wal::verify_dir(dir.path()).is_ok());
 }
+
+#[test]
+fn an_empty_or_short_segment_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 5);
+    let first = segments(dir.path())[0].clone();
+    for len in [0usize, 10, 64, 4096] {
+        let bytes = fs::read(&first).unwrap();
+        let bogus = dir.path().join("wal").join(format!("{:020}.seg", 6));
+        fs::write(&bogus, &bytes[..len.min(bytes.len())]).unwrap();
+        expect_corrupt(open(dir.path()).map(|_| ()), &bogus, 0);
+        fs::remove_file(&bogus).unwrap();
+    }
+    // A whole, valid segment under the wrong name: refused where the header names its first lsn.
+    let bogus = dir.path().join("wal").join(format!("{:020}.seg", 6));
+    fs::copy(&first, &bogus).unwrap();
+    expect_corrupt(open(dir.path()).map(|_| ()), &bogus, 16);
+}
