@@ -41,9 +41,6 @@ pub const snapshots_retained_default: usize = 2;
 /// Replay reports progress at least this often (in records), and once at the end.
 pub const replay_progress_interval_records: u64 = 1 << 20;
 
-/// Default interval of `SyncPolicy::Interval` when none is given.
-pub const sync_interval_ms_default: u64 = 10;
-
 const _: () = assert!(record_header_size_bytes.is_multiple_of(record_alignment_bytes));
 const _: () = assert!(segment_header_size_bytes.is_multiple_of(record_alignment_bytes));
 const _: () = assert!(

@@ -46,7 +46,7 @@ pub struct Options {
     pub segment_size_bytes: u64,
     /// When appends become durable.
     pub sync_policy: SyncPolicy,
-    /// How a mapped segment is synced (only for `open_dir`).
+    /// How groups are written and synced on real files (`open_dir`; see `SyncMethod`).
     pub sync_method: SyncMethod,
     /// How many newest snapshots retention keeps (at least 1).
     pub snapshots_retained: usize,
