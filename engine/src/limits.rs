@@ -20,6 +20,10 @@ pub const HOLD_REF_SIZE_MAX_BYTES: usize = 256;
 pub const LIST_LIMIT_MAX: usize = 1_000;
 pub const LIST_LIMIT_DEFAULT: usize = 100;
 
+/// The latest time the engine accepts, in Unix ms (about the year 146 million). A later stamp
+/// counts as this one, so `now + ttl` never overflows and a new expiry is always in the future.
+pub const CLOCK_MS_MAX: u64 = 1 << 62;
+
 /// Default bounds of one engine (one shard). Every table that input can grow is bounded; a
 /// command that would grow a full table is refused with `overloaded` and changes nothing.
 pub const ENGINE_RESOURCES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
@@ -40,3 +44,4 @@ const _: () = assert!(HOLD_TTL_MS_MAX < u64::MAX / 2);
 // A hold's units fit the counters: 64 items × u32::MAX ≪ u64::MAX; per resource one quantity.
 const _: () = assert!(QUANTITY_MAX <= u32::MAX as u64);
 const _: () = assert!(CAPACITY_MAX < u64::MAX / 2);
+const _: () = assert!(CLOCK_MS_MAX.checked_add(HOLD_TTL_MS_MAX).is_some());

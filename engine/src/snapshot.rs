@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::limits::{CAPACITY_MAX, HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES};
+use crate::limits::{CAPACITY_MAX, CLOCK_MS_MAX, HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES};
 use crate::name::name_problem;
 use crate::state::{Engine, EngineLimits, Hold, HoldItem, Map, Partition, Resource};
 use crate::view::HoldStatus;
@@ -152,6 +152,9 @@ impl Engine {
                 "format version {} is not {SNAPSHOT_FORMAT_VERSION}",
                 image.format_version
             ));
+        }
+        if image.clock_ms > CLOCK_MS_MAX {
+            return bad(format!("clock {} is beyond the engine's range", image.clock_ms));
         }
         if image.partitions.len() > limits.partitions_max as usize {
             return bad("more partitions than partitions_max".into());

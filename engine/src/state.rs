@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
 use crate::limits::{
-    ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT, ENGINE_RESOURCES_MAX_DEFAULT,
+    CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
+    ENGINE_RESOURCES_MAX_DEFAULT,
 };
 use crate::view::{HoldStatus, HoldView, ItemView, ResourceView};
 
@@ -173,7 +174,7 @@ impl Engine {
     /// Advances the clock (never backwards) and expires due holds; returns the effective time
     /// and the number of holds expired.
     pub(crate) fn advance(&mut self, now_ms: u64) -> (u64, u32) {
-        let now_ms = now_ms.max(self.clock_ms);
+        let now_ms = now_ms.min(CLOCK_MS_MAX).max(self.clock_ms);
         self.clock_ms = now_ms;
         let mut expired = 0;
         while let Some((expires_at_ms, slot)) = self.expiry.pop_due(now_ms) {

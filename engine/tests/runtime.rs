@@ -21,8 +21,14 @@ struct SharedLog {
 }
 
 impl ShardLog for SharedLog {
-    fn append(&mut self, epoch: u64, timestamp_ms: u64, payload: &[u8]) -> Result<u64, LogError> {
-        self.inner.lock().unwrap().append(epoch, timestamp_ms, payload)
+    fn append(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        timestamp_ms: u64,
+        payload: &[u8],
+    ) -> Result<u64, LogError> {
+        self.inner.lock().unwrap().append(kind, epoch, timestamp_ms, payload)
     }
     fn commit(&mut self) -> Result<u64, LogError> {
         if let Some(gate) = &self.gate {
@@ -126,7 +132,7 @@ fn commands_apply_in_order_and_only_successes_are_logged() {
     let decoded: Vec<Command> = log
         .records
         .iter()
-        .map(|(_, _, _, payload)| bookd_engine::runtime::decode_command(payload).unwrap())
+        .map(|record| bookd_engine::runtime::decode_command(&record.payload).unwrap())
         .collect();
     assert_eq!(decoded[0].op(), "put_resource");
     assert_eq!(decoded[2].op(), "confirm");
@@ -136,7 +142,10 @@ fn commands_apply_in_order_and_only_successes_are_logged() {
 
 #[test]
 fn replaying_the_log_rebuilds_the_same_state() {
-    let (runtime, logs) = start(1, RuntimeConfig::default());
+    // A fixed clock: the live read and the replay then see the same instant (with a real clock,
+    // the 1 ms hold could expire between the last record and the read).
+    let (_now, clock) = fake_clock(1_000_000);
+    let (runtime, logs) = start(1, RuntimeConfig { clock, ..RuntimeConfig::default() });
     let mut ops = vec![put("p", "r", 50)];
     for i in 0..40 {
         ops.push(hold("p", &format!("h{i}"), "r", 1 + i % 3, Some(1 + i * 1000)));
@@ -146,9 +155,9 @@ fn replaying_the_log_rebuilds_the_same_state() {
     runtime.shutdown();
     let log = logs[0].inner.lock().unwrap();
     let mut replayed = Engine::default();
-    for (_, _, timestamp_ms, payload) in &log.records {
-        let command = bookd_engine::runtime::decode_command(payload).unwrap();
-        replayed.apply(*timestamp_ms, &command).unwrap();
+    for record in &log.records {
+        let command = bookd_engine::runtime::decode_command(&record.payload).unwrap();
+        replayed.apply(record.timestamp_ms, &command).unwrap();
     }
     match &live[0] {
         OpResult::Resource(Ok(resource)) => {

@@ -29,7 +29,12 @@ impl Replay for Check {
     }
 
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
-        apply_record(&mut self.engine, record)
+        apply_record(
+            &mut self.engine,
+            record.header.kind,
+            record.header.timestamp_ms,
+            record.payload,
+        )
     }
 }
 

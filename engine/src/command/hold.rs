@@ -309,6 +309,19 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_time_does_not_panic() {
+        let mut engine = engine_with(10);
+        let (hold, _) =
+            new_hold(engine.apply(u64::MAX, &hold("p", "h", &[("r", 1)], Some(86_400_000))));
+        assert_eq!(engine.clock_ms(), crate::limits::CLOCK_MS_MAX);
+        assert_eq!(hold.expires_at_ms, crate::limits::CLOCK_MS_MAX + 86_400_000);
+        assert!(engine.apply(u64::MAX, &extend("p", "h", 5)).is_ok());
+        let mut image = engine.image();
+        image.clock_ms = u64::MAX;
+        assert!(Engine::from_image(&image, EngineLimits::default()).is_err());
+    }
+
+    #[test]
     fn full_hold_table_refuses_with_overloaded() {
         let limits = EngineLimits { holds_max: 1, ..EngineLimits::default() };
         let mut engine = Engine::new(limits);

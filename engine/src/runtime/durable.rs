@@ -15,13 +15,20 @@ use bookd_wal::{
     MmapStorage, RecordView, Replay, ReplayProgress, Snapshot, Storage, Wal, WalError,
 };
 
-use super::log::{decode_command, LogError, ShardLog, RECORD_KIND_COMMAND};
+use bookd_wal::segment::{segment_name, SegmentHeader};
+use bookd_wal::storage::Area;
+
+use super::log::{
+    decode_command, LogError, RawRead, RawRecord, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+};
 use crate::state::{Engine, EngineLimits};
 
 /// The file naming the data directory's format and shard count.
 pub const META_FILE: &str = "bookd.meta";
 const META_FORMAT: u32 = 1;
 const LOCK_FILE: &str = "LOCK";
+/// The file holding the node's epoch, raised by promotion.
+const EPOCH_FILE: &str = "epoch";
 
 /// Why a data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +43,8 @@ pub enum DataDirError {
     Meta(PathBuf),
     #[error("shard {shard}: {source}")]
     Wal { shard: usize, source: WalError },
+    #[error("log {path}: {source}")]
+    Log { path: PathBuf, source: WalError },
 }
 
 /// An open, locked data directory. The lock is held until this is dropped.
@@ -92,6 +101,21 @@ impl DataDir {
     pub fn shard_path(&self, index: usize) -> PathBuf {
         shard_path(&self.path, index)
     }
+
+    /// The epoch persisted by the last promotion (1 for a directory never promoted).
+    pub fn epoch(&self) -> Result<u64, DataDirError> {
+        let path = self.path.join(EPOCH_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| DataDirError::Meta(path)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(1),
+            Err(source) => Err(DataDirError::Io { path, source }),
+        }
+    }
+
+    /// Durably records a new epoch (promotion), before the node accepts writes in it.
+    pub fn set_epoch(&self, epoch: u64) -> Result<(), DataDirError> {
+        write_durable(&self.path, EPOCH_FILE, format!("{epoch}\n").as_bytes())
+    }
 }
 
 /// The log directory of shard `index` under data directory `root`.
@@ -119,18 +143,27 @@ fn parse_meta(text: &str) -> Option<usize> {
 
 /// Writes the meta file atomically: temp file, fsync, rename, fsync the directory.
 fn write_meta(root: &Path, shards: usize) -> Result<(), DataDirError> {
+    let text = format!("bookd data directory\nformat {META_FORMAT}\nshards {shards}\n");
+    write_durable(root, META_FILE, text.as_bytes())
+}
+
+/// Writes `root/name` atomically: temp file, fsync, rename, fsync the directory.
+fn write_durable(root: &Path, name: &str, bytes: &[u8]) -> Result<(), DataDirError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataDirError::Io { path, source }
     };
-    let temp = root.join(format!("{META_FILE}.tmp"));
+    let temp = root.join(format!("{name}.tmp"));
     let mut file = File::create(&temp).map_err(io(&temp))?;
-    write!(file, "bookd data directory\nformat {META_FORMAT}\nshards {shards}\n")
-        .map_err(io(&temp))?;
+    file.write_all(bytes).map_err(io(&temp))?;
     file.sync_all().map_err(io(&temp))?;
-    let meta = root.join(META_FILE);
-    std::fs::rename(&temp, &meta).map_err(io(&meta))?;
-    File::open(root).and_then(|dir| dir.sync_all()).map_err(io(root))
+    let target = root.join(name);
+    std::fs::rename(&temp, &target).map_err(io(&target))?;
+    sync_dir(root).map_err(io(root))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|dir| dir.sync_all())
 }
 
 fn lock(root: &Path) -> Result<File, DataDirError> {
@@ -151,23 +184,25 @@ fn lock(root: &Path) -> Result<File, DataDirError> {
 }
 
 /// A shard's write-ahead log as the runtime sees it.
-pub struct WalLog<S: Storage> {
-    wal: Wal<S>,
+pub struct WalLog {
+    wal: Wal<MmapStorage>,
     bytes_since_snapshot: u64,
+    /// Where the log lives and how it was opened, to replace it by a snapshot (standbys).
+    reopen: Option<(PathBuf, bookd_wal::Options)>,
 }
 
-impl<S: Storage> std::fmt::Debug for WalLog<S> {
+impl std::fmt::Debug for WalLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WalLog").field("wal", &self.wal).finish()
     }
 }
 
-impl<S: Storage> WalLog<S> {
-    pub fn new(wal: Wal<S>) -> WalLog<S> {
-        WalLog { wal, bytes_since_snapshot: 0 }
+impl WalLog {
+    pub fn new(wal: Wal<MmapStorage>) -> WalLog {
+        WalLog { wal, bytes_since_snapshot: 0, reopen: None }
     }
 
-    pub fn wal(&self) -> &Wal<S> {
+    pub fn wal(&self) -> &Wal<MmapStorage> {
         &self.wal
     }
 }
@@ -176,16 +211,15 @@ fn log_error(error: WalError) -> LogError {
     LogError::Failed(error.to_string())
 }
 
-impl<S> ShardLog for WalLog<S>
-where
-    S: Storage + Send + 'static,
-    S::Segment: Send,
-{
-    fn append(&mut self, epoch: u64, timestamp_ms: u64, payload: &[u8]) -> Result<u64, LogError> {
-        let lsn = self
-            .wal
-            .append(RECORD_KIND_COMMAND, epoch, timestamp_ms, payload)
-            .map_err(log_error)?;
+impl ShardLog for WalLog {
+    fn append(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        timestamp_ms: u64,
+        payload: &[u8],
+    ) -> Result<u64, LogError> {
+        let lsn = self.wal.append(kind, epoch, timestamp_ms, payload).map_err(log_error)?;
         self.bytes_since_snapshot += payload.len() as u64;
         Ok(lsn)
     }
@@ -215,12 +249,170 @@ where
         self.bytes_since_snapshot = 0;
         Ok(())
     }
+
+    fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {
+        self.wal.append_raw(records).map_err(|error| match error {
+            WalError::RawRecordRefused { .. } | WalError::PayloadTooLarge { .. } => {
+                LogError::Refused(error.to_string())
+            }
+            other => log_error(other),
+        })
+    }
+
+    fn decode_raw<'a>(&self, mut records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
+        let mut decoded = Vec::new();
+        while !records.is_empty() {
+            let view = bookd_wal::record::decode(records)
+                .map_err(|error| LogError::Refused(error.describe().to_string()))?;
+            decoded.push(RawRecord {
+                lsn: view.header.lsn,
+                epoch: view.header.epoch,
+                timestamp_ms: view.header.timestamp_ms,
+                kind: view.header.kind,
+                payload: view.payload,
+            });
+            records = &records[view.raw.len()..];
+        }
+        Ok(decoded)
+    }
+
+    fn read_raw(&mut self, from_lsn: u64, max_bytes: usize) -> Result<RawRead, LogError> {
+        match self.wal.read_raw(from_lsn, max_bytes) {
+            Ok(records) => Ok(RawRead::Records(records)),
+            Err(WalError::LsnUnavailable { first_lsn, .. }) => {
+                Ok(RawRead::Unavailable { first_lsn })
+            }
+            Err(error) => Err(log_error(error)),
+        }
+    }
+
+    fn latest_snapshot(&mut self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
+        let snapshot = self.wal.latest_valid_snapshot().map_err(log_error)?;
+        Ok(snapshot.map(|snapshot| (snapshot.lsn, snapshot.bytes)))
+    }
+
+    fn set_retain_from_lsn(&mut self, lsn: u64) -> Result<(), LogError> {
+        self.wal.set_retain_from_lsn(lsn).map_err(log_error)
+    }
+
+    fn install_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
+        let Some((path, options)) = self.reopen.clone() else {
+            return Err(LogError::Failed("this log cannot be replaced by a snapshot".into()));
+        };
+        let wal = install_snapshot(&path, options, lsn, state)
+            .map_err(|error| LogError::Failed(error.to_string()))?;
+        self.wal = wal;
+        self.bytes_since_snapshot = 0;
+        Ok(())
+    }
+}
+
+/// Where a log being replaced by a snapshot is built before it takes the log's place.
+fn install_path(path: &Path) -> PathBuf {
+    path.with_extension("install")
+}
+
+/// Where the replaced log waits to be deleted.
+fn retired_path(path: &Path) -> PathBuf {
+    path.with_extension("retired")
+}
+
+/// Replaces the log at `path` by one that starts after a snapshot at `lsn`:
+/// 1. build the new log in `path.install` (snapshot file, empty segment starting at `lsn + 1`),
+///    every file and directory synced;
+/// 2. rename `path` to `path.retired`, then `path.install` to `path`, sync the parent;
+/// 3. delete `path.retired`.
+///
+/// A crash anywhere leaves either the old log or the new one: [`finish_install`] completes or
+/// abandons an interrupted install before a log is opened.
+fn install_snapshot(
+    path: &Path,
+    options: bookd_wal::Options,
+    lsn: u64,
+    state: &[u8],
+) -> Result<Wal<MmapStorage>, DataDirError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataDirError::Io { path, source }
+    };
+    let wal_error = |source| DataDirError::Log { path: path.to_path_buf(), source };
+    let staging = install_path(path);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    {
+        let mut storage = MmapStorage::open(&staging, options.sync_method).map_err(wal_error)?;
+        let header = bookd_wal::snapshot::encode_header(lsn, state);
+        let name = bookd_wal::snapshot::snapshot_name(lsn);
+        storage.write_file_durable(Area::Snapshots, &name, &[&header, state]).map_err(wal_error)?;
+        let first_lsn = lsn + 1;
+        let segment_header = bookd_wal::segment::encode_header(SegmentHeader {
+            first_lsn,
+            segment_size_bytes: options.segment_size_bytes,
+        });
+        storage
+            .create_segment(&segment_name(first_lsn), options.segment_size_bytes, &segment_header)
+            .map_err(wal_error)?;
+    }
+    sync_dir(&staging).map_err(io(&staging))?;
+    let retired = retired_path(path);
+    if path.exists() {
+        std::fs::rename(path, &retired).map_err(io(path))?;
+    }
+    std::fs::rename(&staging, path).map_err(io(&staging))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent).map_err(io(parent))?;
+    }
+    if retired.exists() {
+        std::fs::remove_dir_all(&retired).map_err(io(&retired))?;
+    }
+    let (wal, _) = Wal::open_dir(path, options, &mut NoReplay).map_err(wal_error)?;
+    Ok(wal)
+}
+
+/// Completes or abandons a snapshot install interrupted by a crash (see [`install_snapshot`]).
+fn finish_install(path: &Path) -> Result<(), DataDirError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataDirError::Io { path, source }
+    };
+    let staging = install_path(path);
+    let retired = retired_path(path);
+    if !path.exists() && staging.exists() {
+        // Crashed between the two renames: the new log is complete.
+        std::fs::rename(&staging, path).map_err(io(&staging))?;
+        tracing::warn!(path = %path.display(), "completed an interrupted snapshot install");
+    }
+    if staging.exists() {
+        // Crashed while building the new log: the old one stays.
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        tracing::warn!(path = %path.display(), "abandoned an interrupted snapshot install");
+    }
+    if retired.exists() {
+        std::fs::remove_dir_all(&retired).map_err(io(&retired))?;
+    }
+    Ok(())
+}
+
+/// Recovery that keeps nothing (opening a log just built).
+struct NoReplay;
+
+impl Replay for NoReplay {
+    fn snapshot(&mut self, _: &Snapshot) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn record(&mut self, _: &RecordView<'_>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Rebuilds an engine from a shard's snapshot and records.
 struct EngineReplay {
     shard: usize,
     engine: Engine,
+    /// The highest epoch of any record replayed.
+    epoch: u64,
     limits: EngineLimits,
     last_report: Instant,
 }
@@ -234,7 +426,13 @@ impl Replay for EngineReplay {
     }
 
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
-        apply_record(&mut self.engine, record)
+        self.epoch = self.epoch.max(record.header.epoch);
+        apply_record(
+            &mut self.engine,
+            record.header.kind,
+            record.header.timestamp_ms,
+            record.payload,
+        )
     }
 
     fn progress(&mut self, progress: ReplayProgress) {
@@ -252,11 +450,21 @@ impl Replay for EngineReplay {
 }
 
 /// Applies one log record to `engine`: it must decode and the engine must accept it again.
-pub fn apply_record(engine: &mut Engine, record: &RecordView<'_>) -> Result<(), String> {
-    match record.header.kind {
+pub fn apply_record(
+    engine: &mut Engine,
+    kind: u8,
+    timestamp_ms: u64,
+    payload: &[u8],
+) -> Result<(), String> {
+    match kind {
+        // An epoch record changes no booking state; it only moves the clock.
+        RECORD_KIND_EPOCH => {
+            engine.tick(timestamp_ms);
+            Ok(())
+        }
         RECORD_KIND_COMMAND => {
-            let command = decode_command(record.payload)?;
-            engine.apply(record.header.timestamp_ms, &command).map(|_| ()).map_err(|refusal| {
+            let command = decode_command(payload)?;
+            engine.apply(timestamp_ms, &command).map(|_| ()).map_err(|refusal| {
                 format!(
                     "replayed {} refused ({refusal}): log and state machine disagree",
                     command.op()
@@ -270,7 +478,9 @@ pub fn apply_record(engine: &mut Engine, record: &RecordView<'_>) -> Result<(), 
 /// One recovered shard, ready for [`super::Runtime::start`].
 pub struct RecoveredShard {
     pub engine: Engine,
-    pub log: WalLog<MmapStorage>,
+    /// The highest epoch of the records replayed (0 if none).
+    pub epoch: u64,
+    pub log: WalLog,
     pub report: bookd_wal::RecoveryReport,
 }
 
@@ -290,11 +500,14 @@ pub fn recover_shard(
     let mut replay = EngineReplay {
         shard: index,
         engine: Engine::new(limits),
+        epoch: 0,
         limits,
         last_report: Instant::now(),
     };
     let started = Instant::now();
-    let (wal, report) = Wal::open_dir(dir.shard_path(index), options, &mut replay)
+    let path = dir.shard_path(index);
+    finish_install(&path)?;
+    let (wal, report) = Wal::open_dir(&path, options, &mut replay)
         .map_err(|source| DataDirError::Wal { shard: index, source })?;
     tracing::info!(
         shard = index,
@@ -304,7 +517,9 @@ pub fn recover_shard(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "shard recovered"
     );
-    Ok(RecoveredShard { engine: replay.engine, log: WalLog::new(wal), report })
+    let mut log = WalLog::new(wal);
+    log.reopen = Some((path, options));
+    Ok(RecoveredShard { engine: replay.engine, epoch: replay.epoch, log, report })
 }
 
 #[cfg(test)]

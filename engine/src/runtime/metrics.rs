@@ -112,6 +112,8 @@ pub struct ShardMetrics {
     pub log_bytes: AtomicU64,
     pub snapshots: AtomicU64,
     pub holds_expired: AtomicU64,
+    /// Batches whose synchronous standbys did not acknowledge in time.
+    pub replication_timeouts: AtomicU64,
     // Gauges, set after each batch.
     pub holds_live: AtomicU64,
     pub resources: AtomicU64,
@@ -133,6 +135,7 @@ impl Default for ShardMetrics {
             log_bytes: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
             holds_expired: AtomicU64::new(0),
+            replication_timeouts: AtomicU64::new(0),
             holds_live: AtomicU64::new(0),
             resources: AtomicU64::new(0),
             last_lsn: AtomicU64::new(0),

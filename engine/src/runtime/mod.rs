@@ -10,7 +10,7 @@ mod metrics;
 mod op;
 mod shard;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +22,10 @@ pub use durable::{
     apply_record, read_shard_count, recover_shard, shard_path, DataDir, DataDirError,
     RecoveredShard, WalLog, META_FILE,
 };
-pub use log::{decode_command, encode_command, LogError, MemoryLog, ShardLog, RECORD_KIND_COMMAND};
+pub use log::{
+    decode_command, encode_command, LogError, MemoryLog, MemoryRecord, RawRead, RawRecord,
+    ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+};
 pub use metrics::{
     op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,
     REFUSAL_CODES,
@@ -31,7 +34,7 @@ pub use op::{Op, OpResult};
 pub use shard::ShardConfig;
 
 use crate::state::{Engine, EngineStats};
-use shard::{Message, Shard};
+use shard::{Message, Shard, Shared};
 
 /// The wall clock in Unix milliseconds, injectable for tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -79,6 +82,8 @@ pub struct RuntimeConfig {
     pub fatal: FatalHook,
     /// The epoch stamped on new log records.
     pub epoch: u64,
+    /// False for a standby: commands are refused until promotion.
+    pub writable: bool,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -97,7 +102,9 @@ impl Default for RuntimeConfig {
             shard: ShardConfig {
                 tick_interval: std::time::Duration::from_millis(10),
                 batch_ops_max: 4096,
-                snapshot_log_bytes: 256 * 1024 * 1024,
+                snapshot_log_bytes: 1024 * 1024 * 1024,
+                sync_standbys: 0,
+                replication_timeout: std::time::Duration::from_secs(5),
             },
             queue_messages_max: 4096,
             clock: system_clock(),
@@ -106,6 +113,7 @@ impl Default for RuntimeConfig {
                 std::process::exit(70);
             }),
             epoch: 1,
+            writable: true,
         }
     }
 }
@@ -120,7 +128,10 @@ pub struct Runtime {
     inboxes: Vec<Sender<Message>>,
     threads: Vec<JoinHandle<()>>,
     metrics: Vec<Arc<ShardMetrics>>,
+    /// Per shard: the highest position enough synchronous standbys have on disk.
+    replicated_lsns: Vec<Arc<AtomicU64>>,
     epoch: Arc<AtomicU64>,
+    writable: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -132,29 +143,37 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Starts one thread per (engine, log) pair. Engine `i` must hold exactly the partitions
     /// that [`shard_of`] maps to shard `i`.
-    pub fn start(
-        config: RuntimeConfig,
-        shards: Vec<(Engine, Box<dyn ShardLog>)>,
-    ) -> std::io::Result<Runtime> {
+    pub fn start(config: RuntimeConfig, shards: Vec<ShardParts>) -> std::io::Result<Runtime> {
         assert!(!shards.is_empty(), "a runtime needs at least one shard");
-        let epoch = Arc::new(AtomicU64::new(config.epoch));
-        let mut runtime =
-            Runtime { inboxes: Vec::new(), threads: Vec::new(), metrics: Vec::new(), epoch };
+        let shared = Shared {
+            clock: config.clock.clone(),
+            epoch: Arc::new(AtomicU64::new(config.epoch)),
+            writable: Arc::new(AtomicBool::new(config.writable)),
+            fatal: config.fatal.clone(),
+        };
+        let mut runtime = Runtime {
+            inboxes: Vec::new(),
+            threads: Vec::new(),
+            metrics: Vec::new(),
+            replicated_lsns: Vec::new(),
+            epoch: shared.epoch.clone(),
+            writable: shared.writable.clone(),
+        };
         for (index, (engine, log)) in shards.into_iter().enumerate() {
             let (sender, inbox) = crossbeam_channel::bounded(config.queue_messages_max);
             let metrics = Arc::new(ShardMetrics::default());
             metrics.last_lsn.store(log.last_lsn(), Ordering::Relaxed);
             metrics.durable_lsn.store(log.durable_lsn(), Ordering::Relaxed);
+            let replicated_lsn = Arc::new(AtomicU64::new(0));
             let shard = Shard {
                 index,
                 engine,
                 log,
                 inbox,
                 config: config.shard,
-                clock: config.clock.clone(),
-                epoch: runtime.epoch.clone(),
+                shared: shared.clone(),
                 metrics: metrics.clone(),
-                fatal: config.fatal.clone(),
+                replicated_lsn: replicated_lsn.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bookd-shard-{index}"))
@@ -162,6 +181,7 @@ impl Runtime {
             runtime.inboxes.push(sender);
             runtime.threads.push(thread);
             runtime.metrics.push(metrics);
+            runtime.replicated_lsns.push(replicated_lsn);
         }
         Ok(runtime)
     }
@@ -183,10 +203,94 @@ impl Runtime {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Sets the epoch stamped on records from now on (promotion raises it).
-    pub fn set_epoch(&self, epoch: u64) {
-        let previous = self.epoch.fetch_max(epoch, Ordering::Relaxed);
-        assert!(previous <= epoch, "invariant broken: epoch lowered from {previous} to {epoch}");
+    /// Raises the epoch stamped on records from now on (recovery and replication; promotion
+    /// goes through [`Runtime::promote`]). Never lowers it.
+    pub fn raise_epoch(&self, epoch: u64) {
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Whether commands are accepted (false on a standby).
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
+    }
+
+    /// Makes the node refuse (`false`) or accept (`true`) commands.
+    pub fn set_writable(&self, writable: bool) {
+        self.writable.store(writable, Ordering::Release);
+    }
+
+    /// Promotion: raises the epoch to `epoch`, writes an epoch record in every shard's log and
+    /// makes it durable, then accepts commands. The caller persists the epoch first
+    /// ([`DataDir::set_epoch`]). Returns each shard's position of its epoch record.
+    pub async fn promote(&self, epoch: u64) -> Result<Vec<u64>, String> {
+        let current = self.epoch();
+        if epoch <= current {
+            return Err(format!("promotion needs an epoch above {current}, not {epoch}"));
+        }
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
+        let mut positions = Vec::with_capacity(self.shards());
+        for shard in 0..self.shards() {
+            positions.push(self.ask(shard, |reply| Message::Promote { epoch, reply }).await?);
+        }
+        self.set_writable(true);
+        Ok(positions)
+    }
+
+    /// Standby: appends the primary's framed records to `shard`'s log verbatim, syncs, applies
+    /// them; returns the shard's durable position.
+    pub async fn replicate(&self, shard: usize, records: Vec<u8>) -> Result<u64, String> {
+        self.ask(shard, |reply| Message::Replicate { records, reply }).await
+    }
+
+    /// Primary: durable framed records of `shard` from `from_lsn`, about `max_bytes` of them.
+    pub async fn read_raw(
+        &self,
+        shard: usize,
+        from_lsn: u64,
+        max_bytes: usize,
+    ) -> Result<RawRead, String> {
+        self.ask(shard, |reply| Message::ReadRaw { from_lsn, max_bytes, reply }).await
+    }
+
+    /// The newest snapshot of `shard`: its position and state.
+    pub async fn latest_snapshot(&self, shard: usize) -> Result<Option<(u64, Vec<u8>)>, String> {
+        self.ask(shard, |reply| Message::LatestSnapshot { reply }).await
+    }
+
+    /// Standby: replaces `shard`'s state and log by a snapshot at `lsn`.
+    pub async fn install_snapshot(
+        &self,
+        shard: usize,
+        lsn: u64,
+        state: Vec<u8>,
+    ) -> Result<(), String> {
+        self.ask(shard, |reply| Message::InstallSnapshot { lsn, state, reply }).await
+    }
+
+    /// Primary: `shard` keeps its log from `from_lsn` on (a standby still needs it).
+    pub fn retain_from(&self, shard: usize, from_lsn: u64) {
+        let _ = self.inboxes[shard].try_send(Message::Retain { from_lsn });
+    }
+
+    /// Primary with synchronous standbys: enough standbys have `shard`'s log up to `lsn` on
+    /// disk; batches up to there may be acknowledged.
+    pub fn set_replicated_lsn(&self, shard: usize, lsn: u64) {
+        let previous = self.replicated_lsns[shard].fetch_max(lsn, Ordering::AcqRel);
+        if lsn > previous {
+            // Any message wakes the shard; a full queue will wake it anyway.
+            let _ = self.inboxes[shard].try_send(Message::Wake);
+        }
+    }
+
+    /// Sends a control message built around a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        shard: usize,
+        message: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Message,
+    ) -> Result<T, String> {
+        let (reply, receiver) = oneshot::channel();
+        self.inboxes[shard].send(message(reply)).map_err(|_| "shard stopped".to_string())?;
+        receiver.await.map_err(|_| "shard stopped".to_string())?
     }
 
     /// Sends `ops` (all for `shard`) and returns where their results will arrive.
@@ -251,15 +355,9 @@ impl Runtime {
 
     /// Snapshots every shard; returns each shard's snapshot position once all are durable.
     pub async fn checkpoint(&self) -> Result<Vec<u64>, String> {
-        let mut receivers = Vec::new();
-        for inbox in &self.inboxes {
-            let (reply, receiver) = oneshot::channel();
-            inbox.send(Message::Checkpoint { reply }).map_err(|_| "shard stopped".to_string())?;
-            receivers.push(receiver);
-        }
-        let mut positions = Vec::new();
-        for receiver in receivers {
-            positions.push(receiver.await.map_err(|_| "shard stopped".to_string())??);
+        let mut positions = Vec::with_capacity(self.shards());
+        for shard in 0..self.shards() {
+            positions.push(self.ask(shard, |reply| Message::Checkpoint { reply }).await?);
         }
         Ok(positions)
     }

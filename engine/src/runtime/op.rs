@@ -46,6 +46,11 @@ pub enum OpResult {
     Page(Result<ResourcePage, Refusal>),
     /// The shard's queue was full; nothing was done. Retry later (HTTP 429).
     Overloaded,
+    /// A command sent to a standby; nothing was done (HTTP 503 `standby_read_only`).
+    ReadOnly,
+    /// The command took effect on the primary, but not enough standbys acknowledged it in time
+    /// (HTTP 503 `replication_timeout`). Retrying with the same hold id is safe.
+    ReplicationTimeout,
     /// The node could not complete the op (it is stopping, or its log failed). Whether a command
     /// took effect is unknown; retrying with the same hold id is safe.
     Unavailable,

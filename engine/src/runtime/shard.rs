@@ -3,21 +3,32 @@
 //! The loop: wait for a message (or the tick interval), drain what has queued up as one batch
 //! (bounded by `batch_ops_max`), stamp it once with the clock (never below the last stamp), apply
 //! every op, append one log record per successful command, commit once (group commit), and only
-//! then send the replies. So no reply, not even a read, ever shows state that is not yet durable.
-//! A commit error is fatal: pending replies become `Unavailable` and the shard stops.
+//! then send the replies — or, with synchronous standbys, hand them to the replication gate,
+//! which sends them once enough standbys have the batch on disk, or answers
+//! `ReplicationTimeout`. So no reply, not even a read, ever shows state that is not yet durable
+//! as configured. A commit error is fatal: pending replies become `Unavailable`, the node stops.
+//!
+//! On a standby the shard is read-only: commands are refused, and the primary's records arrive
+//! as `Replicate` messages, appended verbatim, synced, then applied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
-use super::log::{encode_command, LogError, ShardLog};
+use super::durable::apply_record;
+use super::log::{
+    encode_command, LogError, RawRead, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+};
 use super::metrics::ShardMetrics;
 use super::op::{Op, OpResult};
 use super::{Clock, FatalHook, ShardStatus};
 use crate::state::Engine;
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 /// A message to a shard.
 #[derive(Debug)]
@@ -27,11 +38,44 @@ pub(crate) enum Message {
         reply: oneshot::Sender<Vec<OpResult>>,
     },
     Checkpoint {
-        reply: oneshot::Sender<Result<u64, String>>,
+        reply: Reply<u64>,
     },
     Status {
         reply: oneshot::Sender<ShardStatus>,
     },
+    /// Standby: append the primary's framed records verbatim, sync, apply; answer the durable
+    /// position.
+    Replicate {
+        records: Vec<u8>,
+        reply: Reply<u64>,
+    },
+    /// Primary: durable records from a position, for a standby.
+    ReadRaw {
+        from_lsn: u64,
+        max_bytes: usize,
+        reply: Reply<RawRead>,
+    },
+    /// The newest snapshot (position and state).
+    LatestSnapshot {
+        reply: Reply<Option<(u64, Vec<u8>)>>,
+    },
+    /// Standby: replace state and log by a snapshot at `lsn`.
+    InstallSnapshot {
+        lsn: u64,
+        state: Vec<u8>,
+        reply: Reply<()>,
+    },
+    /// Keep the log from this position on (a standby still needs it).
+    Retain {
+        from_lsn: u64,
+    },
+    /// Promotion: write an epoch record in the new epoch and make it durable.
+    Promote {
+        epoch: u64,
+        reply: Reply<u64>,
+    },
+    /// Nothing to do but look at the replication gate again.
+    Wake,
     /// Finish everything queued before this message, commit, and stop.
     Stop,
 }
@@ -54,6 +98,20 @@ pub struct ShardConfig {
     pub batch_ops_max: usize,
     /// Take a snapshot once this many log bytes were written since the last one.
     pub snapshot_log_bytes: u64,
+    /// Acknowledge a batch only once this many standbys have it on disk (0: asynchronous).
+    pub sync_standbys: usize,
+    /// How long a batch waits for its standbys before its commands answer `ReplicationTimeout`.
+    pub replication_timeout: Duration,
+}
+
+/// What the shards of one runtime share.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
+    pub(crate) epoch: Arc<AtomicU64>,
+    /// False on a standby: commands are refused.
+    pub(crate) writable: Arc<AtomicBool>,
+    pub(crate) fatal: FatalHook,
 }
 
 pub(crate) struct Shard {
@@ -62,32 +120,49 @@ pub(crate) struct Shard {
     pub(crate) log: Box<dyn ShardLog>,
     pub(crate) inbox: Receiver<Message>,
     pub(crate) config: ShardConfig,
-    pub(crate) clock: Clock,
-    pub(crate) epoch: Arc<AtomicU64>,
+    pub(crate) shared: Shared,
     pub(crate) metrics: Arc<ShardMetrics>,
-    pub(crate) fatal: FatalHook,
+    /// Highest position that enough standbys have on disk (set by replication).
+    pub(crate) replicated_lsn: Arc<AtomicU64>,
 }
+
+type Replies = Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>;
 
 /// Replies held back until the batch is durable.
 struct Batch {
-    replies: Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>,
+    replies: Replies,
     controls: Vec<Message>,
     ops: usize,
     appended: bool,
     stop: bool,
 }
 
+/// A committed batch waiting for its standbys.
+struct Waiting {
+    lsn: u64,
+    deadline: Instant,
+    replies: Replies,
+}
+
 impl Shard {
     pub(crate) fn run(mut self) {
         let mut last_stamp_ms = self.engine.clock_ms();
         let mut payload = Vec::with_capacity(256);
+        let mut waiting: VecDeque<Waiting> = VecDeque::new();
         loop {
-            let first = match self.inbox.recv_timeout(self.config.tick_interval) {
+            let wait = match waiting.front() {
+                Some(front) => self
+                    .config
+                    .tick_interval
+                    .min(front.deadline.saturating_duration_since(Instant::now())),
+                None => self.config.tick_interval,
+            };
+            let first = match self.inbox.recv_timeout(wait) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            last_stamp_ms = last_stamp_ms.max((self.clock)());
+            last_stamp_ms = last_stamp_ms.max((self.shared.clock)());
             let now_ms = last_stamp_ms;
             let expired = self.engine.tick(now_ms);
             self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
@@ -102,7 +177,7 @@ impl Shard {
             while let Some(message) = next.take() {
                 batch.ops += message.ops_len();
                 if let Err(error) = self.handle(message, now_ms, &mut batch, &mut payload) {
-                    return self.fail(error, batch);
+                    return self.fail(error, batch, waiting);
                 }
                 if batch.ops < self.config.batch_ops_max && !batch.stop {
                     next = self.inbox.try_recv().ok();
@@ -119,12 +194,16 @@ impl Shard {
                 Ok(())
             };
             if let Err(error) = committed {
-                return self.fail(error, batch);
+                return self.fail(error, batch, waiting);
             }
-            self.finish(batch.replies);
+            let replies = std::mem::take(&mut batch.replies);
+            self.gate(replies, batch.appended, &mut waiting);
+            self.release(&mut waiting, batch.stop);
             let stop = batch.stop;
-            for control in batch.controls {
-                self.control(control);
+            for control in std::mem::take(&mut batch.controls) {
+                if let Err(error) = self.control(control, now_ms) {
+                    return self.fail(error, batch, waiting);
+                }
             }
             self.after_batch(batch.ops);
             if stop {
@@ -150,6 +229,7 @@ impl Shard {
                 batch.replies.push((reply, results));
             }
             Message::Stop => batch.stop = true,
+            Message::Wake => {}
             control => batch.controls.push(control),
         }
         Ok(())
@@ -164,14 +244,15 @@ impl Shard {
     ) -> Result<OpResult, LogError> {
         let engine = &mut self.engine;
         let result = match op {
+            Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
             Op::Command(command) => {
                 let result = engine.apply(now_ms, &command);
                 self.metrics.count_command(&command, &result);
                 if result.is_ok() {
                     payload.clear();
                     encode_command(&command, payload);
-                    let epoch = self.epoch.load(Ordering::Relaxed);
-                    self.log.append(epoch, now_ms, payload)?;
+                    let epoch = self.shared.epoch.load(Ordering::Acquire);
+                    self.log.append(RECORD_KIND_COMMAND, epoch, now_ms, payload)?;
                     self.metrics.log_records.fetch_add(1, Ordering::Relaxed);
                     self.metrics.log_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     batch.appended = true;
@@ -186,7 +267,7 @@ impl Shard {
                 OpResult::Page(engine.list_resources(&partition, &query))
             }
         };
-        if !matches!(result, OpResult::Command(_)) {
+        if !matches!(result, OpResult::Command(_) | OpResult::ReadOnly) {
             self.metrics.queries.fetch_add(1, Ordering::Relaxed);
         }
         Ok(result)
@@ -205,14 +286,50 @@ impl Shard {
         Ok(())
     }
 
-    fn finish(&self, replies: Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>) {
-        for (reply, results) in replies {
-            // A caller that gave up waiting has dropped its receiver; nothing to do.
-            let _ = reply.send(results);
+    /// Sends a committed batch's replies now, or — with synchronous standbys, when the batch
+    /// wrote records or an earlier batch still waits — queues them behind the standbys.
+    fn gate(&self, replies: Replies, appended: bool, waiting: &mut VecDeque<Waiting>) {
+        if replies.is_empty() {
+            return;
+        }
+        if self.config.sync_standbys == 0 || (!appended && waiting.is_empty()) {
+            finish(replies);
+            return;
+        }
+        let deadline = Instant::now() + self.config.replication_timeout;
+        waiting.push_back(Waiting { lsn: self.log.last_lsn(), deadline, replies });
+    }
+
+    /// Sends the waiting batches that enough standbys now have, in order; a batch past its
+    /// deadline answers `ReplicationTimeout` for its successful commands (they did take effect
+    /// on this node: a retry with the same hold id is safe). `all` releases everything the same
+    /// way (stopping).
+    fn release(&self, waiting: &mut VecDeque<Waiting>, all: bool) {
+        let replicated = self.replicated_lsn.load(Ordering::Acquire);
+        let now = Instant::now();
+        while let Some(front) = waiting.front() {
+            if front.lsn <= replicated {
+                if let Some(batch) = waiting.pop_front() {
+                    finish(batch.replies);
+                }
+            } else if front.deadline <= now || all {
+                if let Some(batch) = waiting.pop_front() {
+                    self.metrics.replication_timeouts.fetch_add(1, Ordering::Relaxed);
+                    finish(
+                        batch
+                            .replies
+                            .into_iter()
+                            .map(|(reply, results)| (reply, timed_out(results)))
+                            .collect(),
+                    );
+                }
+            } else {
+                break;
+            }
         }
     }
 
-    fn control(&mut self, message: Message) {
+    fn control(&mut self, message: Message, now_ms: u64) -> Result<(), LogError> {
         match message {
             Message::Checkpoint { reply } => {
                 let _ = reply.send(self.snapshot().map_err(|error| error.to_string()));
@@ -220,8 +337,68 @@ impl Shard {
             Message::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Message::Ops { .. } | Message::Stop => {}
+            Message::Replicate { records, reply } => self.replicate(&records, reply)?,
+            Message::ReadRaw { from_lsn, max_bytes, reply } => {
+                let _ =
+                    reply.send(self.log.read_raw(from_lsn, max_bytes).map_err(|e| e.to_string()));
+            }
+            Message::LatestSnapshot { reply } => {
+                let _ = reply.send(self.log.latest_snapshot().map_err(|e| e.to_string()));
+            }
+            Message::InstallSnapshot { lsn, state, reply } => {
+                let _ = reply.send(self.install_snapshot(lsn, &state));
+            }
+            Message::Retain { from_lsn } => self.log.set_retain_from_lsn(from_lsn)?,
+            Message::Promote { epoch, reply } => {
+                let lsn =
+                    self.log.append(RECORD_KIND_EPOCH, epoch, now_ms, &epoch.to_le_bytes())?;
+                self.commit()?;
+                tracing::info!(shard = self.index, epoch, lsn, "epoch record written");
+                let _ = reply.send(Ok(lsn));
+            }
+            Message::Ops { .. } | Message::Wake | Message::Stop => {}
         }
+        Ok(())
+    }
+
+    /// Standby: the primary's records, verbatim. They are made durable before they are applied
+    /// or acknowledged; a record the state machine refuses means the histories differ, which is
+    /// fatal (the log now holds it, and recovery would refuse it too).
+    fn replicate(&mut self, records: &[u8], reply: Reply<u64>) -> Result<(), LogError> {
+        match self.log.append_raw(records) {
+            Ok(_) => {}
+            Err(LogError::Refused(reason)) => {
+                let _ = reply.send(Err(reason));
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
+        self.commit()?;
+        for record in self.log.decode_raw(records)? {
+            apply_record(&mut self.engine, record.kind, record.timestamp_ms, record.payload)
+                .map_err(|reason| {
+                    LogError::Failed(format!(
+                        "replicated record {} does not apply: {reason}",
+                        record.lsn
+                    ))
+                })?;
+            self.shared.epoch.fetch_max(record.epoch, Ordering::AcqRel);
+        }
+        self.metrics.last_lsn.store(self.log.last_lsn(), Ordering::Relaxed);
+        let _ = reply.send(Ok(self.log.durable_lsn()));
+        Ok(())
+    }
+
+    /// Standby: replace the state and the log by the primary's snapshot at `lsn`.
+    fn install_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), String> {
+        let engine =
+            Engine::from_snapshot_bytes(state, self.engine.limits()).map_err(|e| e.to_string())?;
+        self.log.install_snapshot(lsn, state).map_err(|error| error.to_string())?;
+        self.engine = engine;
+        self.metrics.last_lsn.store(lsn, Ordering::Relaxed);
+        self.metrics.durable_lsn.store(lsn, Ordering::Relaxed);
+        tracing::info!(shard = self.index, lsn, "installed the primary's snapshot");
+        Ok(())
     }
 
     fn status(&self) -> ShardStatus {
@@ -265,13 +442,61 @@ impl Shard {
         }
     }
 
-    /// The log failed: durability of the pending batch is unknown. Nobody gets a success, the
-    /// node is told to stop, and this shard stops.
-    fn fail(self, error: LogError, batch: Batch) {
+    /// The log failed: durability of the pending batch is unknown. The node is told to stop
+    /// first, then nobody waiting gets a success. The shard does not exit: it keeps answering
+    /// every message `Unavailable` until the runtime stops it, so no caller waits for ever on a
+    /// message stranded in the queue.
+    fn fail(self, error: LogError, batch: Batch, waiting: VecDeque<Waiting>) {
         tracing::error!(shard = self.index, %error, "write-ahead log failed; stopping the node");
-        for (reply, results) in batch.replies {
-            let _ = reply.send(vec![OpResult::Unavailable; results.len()]);
+        (self.shared.fatal)(format!("shard {}: {error}", self.index));
+        let unavailable = |replies: Replies| {
+            for (reply, results) in replies {
+                let _ = reply.send(vec![OpResult::Unavailable; results.len()]);
+            }
+        };
+        unavailable(batch.replies);
+        for batch in waiting {
+            unavailable(batch.replies);
         }
-        (self.fatal)(format!("shard {}: {error}", self.index));
+        for message in self.inbox.iter() {
+            match message {
+                Message::Ops { ops, reply } => {
+                    let _ = reply.send(vec![OpResult::Unavailable; ops.len()]);
+                }
+                Message::Checkpoint { reply } => drop(reply.send(failed())),
+                Message::Replicate { reply, .. } => drop(reply.send(failed())),
+                Message::ReadRaw { reply, .. } => drop(reply.send(failed())),
+                Message::LatestSnapshot { reply } => drop(reply.send(failed())),
+                Message::InstallSnapshot { reply, .. } => drop(reply.send(failed())),
+                Message::Promote { reply, .. } => drop(reply.send(failed())),
+                Message::Status { reply } => drop(reply.send(self.status())),
+                Message::Retain { .. } | Message::Wake => {}
+                Message::Stop => break,
+            }
+        }
     }
+}
+
+/// The answer to a control message sent to a shard whose log failed.
+fn failed<T>() -> Result<T, String> {
+    Err("the shard's write-ahead log failed".to_string())
+}
+
+fn finish(replies: Replies) {
+    for (reply, results) in replies {
+        // A caller that gave up waiting has dropped its receiver; nothing to do.
+        let _ = reply.send(results);
+    }
+}
+
+/// A batch whose standbys did not answer in time: its successful commands are reported as
+/// `ReplicationTimeout`; refusals and reads keep their results.
+fn timed_out(results: Vec<OpResult>) -> Vec<OpResult> {
+    results
+        .into_iter()
+        .map(|result| match result {
+            OpResult::Command(Ok(_)) => OpResult::ReplicationTimeout,
+            other => other,
+        })
+        .collect()
 }

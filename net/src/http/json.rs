@@ -439,6 +439,8 @@ impl Reply {
             | OpResult::Hold(Err(refusal))
             | OpResult::Page(Err(refusal)) => Reply::Error(ApiError::from_refusal(refusal)),
             OpResult::Overloaded => Reply::Error(ApiError::overloaded()),
+            OpResult::ReadOnly => Reply::Error(ApiError::standby_read_only()),
+            OpResult::ReplicationTimeout => Reply::Error(ApiError::replication_timeout()),
             OpResult::Unavailable => Reply::Error(ApiError::unavailable(
                 "the node could not complete the command (stopping or log failure); \
                  retrying with the same hold id is safe",

@@ -169,6 +169,10 @@ impl Reply {
             | OpResult::Hold(Err(refusal))
             | OpResult::Page(Err(refusal)) => Reply::Refused(Refused::from_refusal(refusal)),
             OpResult::Overloaded => Reply::Refused(Refused::plain(ErrorCode::Overloaded)),
+            OpResult::ReadOnly => Reply::Refused(Refused::plain(ErrorCode::StandbyReadOnly)),
+            OpResult::ReplicationTimeout => {
+                Reply::Refused(Refused::plain(ErrorCode::ReplicationTimeout))
+            }
             OpResult::Unavailable => Reply::Refused(Refused::plain(ErrorCode::Unavailable)),
         }
     }
@@ -189,6 +193,10 @@ pub fn encode_op_result(result: &OpResult, buf: &mut Vec<u8>) {
         | OpResult::Hold(Err(refusal))
         | OpResult::Page(Err(refusal)) => put_refused(buf, &Refused::from_refusal(refusal)),
         OpResult::Overloaded => put_refused(buf, &Refused::plain(ErrorCode::Overloaded)),
+        OpResult::ReadOnly => put_refused(buf, &Refused::plain(ErrorCode::StandbyReadOnly)),
+        OpResult::ReplicationTimeout => {
+            put_refused(buf, &Refused::plain(ErrorCode::ReplicationTimeout))
+        }
         OpResult::Unavailable => put_refused(buf, &Refused::plain(ErrorCode::Unavailable)),
     }
 }

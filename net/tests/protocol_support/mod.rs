@@ -54,8 +54,14 @@ struct GatedLog {
 }
 
 impl ShardLog for GatedLog {
-    fn append(&mut self, epoch: u64, timestamp_ms: u64, payload: &[u8]) -> Result<u64, LogError> {
-        self.inner.append(epoch, timestamp_ms, payload)
+    fn append(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        timestamp_ms: u64,
+        payload: &[u8],
+    ) -> Result<u64, LogError> {
+        self.inner.append(kind, epoch, timestamp_ms, payload)
     }
     fn commit(&mut self) -> Result<u64, LogError> {
         if self.gate.closed.load(Ordering::SeqCst) {

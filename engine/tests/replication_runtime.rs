@@ -1,0 +1,150 @@
+//! The runtime's replication primitives between two runtimes over memory logs: a read-only
+//! standby applies the primary's records verbatim and serves the same reads; promotion writes an
+//! epoch record and opens writes; synchronous standbys gate acknowledgements, with a timeout;
+//! a standby far behind installs a snapshot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bookd_engine::runtime::{
+    MemoryLog, Op, OpResult, RawRead, Runtime, RuntimeConfig, ShardConfig, ShardLog,
+};
+use bookd_engine::{Command, Confirm, Engine, Hold, Item, PutResource};
+
+fn start(config: RuntimeConfig) -> Runtime {
+    let log = Box::new(MemoryLog::default()) as Box<dyn ShardLog>;
+    Runtime::start(config, vec![(Engine::default(), log)]).unwrap()
+}
+
+fn put(resource: &str, capacity: u64) -> Op {
+    Op::Command(Command::PutResource(PutResource {
+        partition: "p".into(),
+        resource: resource.into(),
+        capacity,
+    }))
+}
+
+fn hold(id: &str) -> Op {
+    Op::Command(Command::Hold(Hold {
+        partition: "p".into(),
+        hold: id.into(),
+        items: vec![Item { resource: "r".into(), quantity: 1 }],
+        ttl_ms: None,
+        reference: None,
+    }))
+}
+
+fn get() -> Op {
+    Op::GetResource { partition: "p".into(), id: "r".into() }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// Ships everything durable on the primary from `from_lsn` to the standby.
+fn ship(primary: &Runtime, standby: &Runtime, from_lsn: u64) -> u64 {
+    let RawRead::Records(records) = block_on(primary.read_raw(0, from_lsn, 1 << 20)).unwrap()
+    else {
+        panic!("records expected")
+    };
+    block_on(standby.replicate(0, records)).unwrap()
+}
+
+#[test]
+fn a_standby_follows_refuses_writes_and_takes_over_on_promotion() {
+    let primary = start(RuntimeConfig::default());
+    let standby = start(RuntimeConfig { writable: false, ..RuntimeConfig::default() });
+    primary.execute_blocking(vec![put("r", 10), hold("a"), hold("b")]);
+    assert_eq!(ship(&primary, &standby, 1), 3);
+    assert_eq!(standby.execute_blocking(vec![get()]), primary.execute_blocking(vec![get()]));
+    assert_eq!(standby.execute_blocking(vec![hold("c")]), vec![OpResult::ReadOnly]);
+    // Records that do not continue the standby's log are refused, and change nothing.
+    let RawRead::Records(again) = block_on(primary.read_raw(0, 2, 1 << 20)).unwrap() else {
+        panic!()
+    };
+    assert!(block_on(standby.replicate(0, again)).is_err());
+
+    assert!(block_on(standby.promote(1)).is_err(), "promotion must raise the epoch");
+    let positions = block_on(standby.promote(2)).unwrap();
+    assert_eq!(positions, vec![4], "the epoch record follows the replicated records");
+    assert_eq!(standby.epoch(), 2);
+    assert!(matches!(standby.execute_blocking(vec![hold("c")])[0], OpResult::Command(Ok(_))));
+    match &standby.execute_blocking(vec![get()])[0] {
+        OpResult::Resource(Ok(resource)) => assert_eq!(resource.held, 3),
+        other => panic!("{other:?}"),
+    }
+    primary.shutdown();
+    standby.shutdown();
+}
+
+#[test]
+fn synchronous_standbys_gate_acknowledgements() {
+    let config = RuntimeConfig {
+        shard: ShardConfig {
+            sync_standbys: 1,
+            replication_timeout: Duration::from_secs(60),
+            ..RuntimeConfig::default().shard
+        },
+        ..RuntimeConfig::default()
+    };
+    let primary = std::sync::Arc::new(start(config));
+    let waiting = {
+        let primary = primary.clone();
+        std::thread::spawn(move || primary.execute_blocking(vec![put("r", 1)]))
+    };
+    // The command is durable on the primary but not acknowledged until a standby has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while primary.metrics()[0].durable_lsn.load(std::sync::atomic::Ordering::Relaxed) < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert!(!waiting.is_finished());
+    primary.set_replicated_lsn(0, 1);
+    assert!(matches!(waiting.join().unwrap()[0], OpResult::Command(Ok(_))));
+    // Reads with nothing waiting are answered at once.
+    assert!(matches!(primary.execute_blocking(vec![get()])[0], OpResult::Resource(Ok(_))));
+    std::sync::Arc::try_unwrap(primary).unwrap().shutdown();
+}
+
+#[test]
+fn standbys_that_do_not_answer_time_out_without_undoing_the_command() {
+    let config = RuntimeConfig {
+        shard: ShardConfig {
+            sync_standbys: 1,
+            replication_timeout: Duration::from_millis(20),
+            ..RuntimeConfig::default().shard
+        },
+        ..RuntimeConfig::default()
+    };
+    let primary = start(config);
+    assert_eq!(primary.execute_blocking(vec![put("r", 5)]), vec![OpResult::ReplicationTimeout]);
+    let results = primary.execute_blocking(vec![hold("a"), hold("a"), get()]);
+    assert_eq!(results[0], OpResult::ReplicationTimeout);
+    assert_eq!(results[1], OpResult::ReplicationTimeout, "the repeat saw the hold");
+    match &results[2] {
+        OpResult::Resource(Ok(resource)) => assert_eq!(resource.held, 1, "reads keep their result"),
+        other => panic!("{other:?}"),
+    }
+    primary.shutdown();
+}
+
+#[test]
+fn a_standby_installs_the_primarys_snapshot() {
+    let primary = start(RuntimeConfig::default());
+    primary.execute_blocking(vec![put("r", 10), hold("a"), hold("b")]);
+    let positions = block_on(primary.checkpoint()).unwrap();
+    let (lsn, state) = block_on(primary.latest_snapshot(0)).unwrap().unwrap();
+    assert_eq!(lsn, positions[0]);
+    primary.execute_blocking(vec![
+        hold("c"),
+        Op::Command(Command::Confirm(Confirm { partition: "p".into(), hold: "a".into() })),
+    ]);
+    let standby = start(RuntimeConfig { writable: false, ..RuntimeConfig::default() });
+    block_on(standby.install_snapshot(0, lsn, state)).unwrap();
+    assert_eq!(ship(&primary, &standby, lsn + 1), 5);
+    assert_eq!(standby.execute_blocking(vec![get()]), primary.execute_blocking(vec![get()]));
+    primary.shutdown();
+    standby.shutdown();
+}
