@@ -10,6 +10,7 @@
 //! - `command/`: one file per state-changing verb (validate, execute, tests) and the dispatch.
 //! - `state`: the tables (partitions, resources, holds) and the only code that moves units.
 //! - `expiry`: the min-heap that expires holds by time, without scanning.
+//! - `index`: hash indexes from ids to dense slots that store only the slot.
 //! - `query`: read-only lookups and ordered listing.
 //! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
 //! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`].
@@ -23,6 +24,7 @@
 mod command;
 mod error;
 mod expiry;
+mod index;
 pub mod limits;
 mod name;
 mod query;

@@ -4,13 +4,12 @@
 //! in full (names, limits, indices, counters against holds), so a damaged snapshot is refused,
 //! never half-loaded.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::limits::{CAPACITY_MAX, CLOCK_MS_MAX, HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES};
 use crate::name::name_problem;
-use crate::state::{Engine, EngineLimits, Hold, HoldItem, Map, Partition, Resource};
-use crate::view::HoldStatus;
+use crate::state::{Engine, EngineLimits, Hold, HoldItem, Partition, Resource};
+use crate::view::{HoldStatus, ItemView};
 
 /// Version of the image layout; bumped on any change to the types below.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -74,13 +73,23 @@ impl PartialEq for Engine {
 impl Engine {
     /// The canonical image of the whole state.
     pub fn image(&self) -> EngineImage {
-        let mut order: Vec<&Partition> = self.partitions.iter().collect();
-        order.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let partitions = order.into_iter().map(|part| self.partition_image(part)).collect();
+        // Every partition's hold slots, in one pass over all holds.
+        let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.partitions.len()];
+        for (slot, hold) in self.holds.iter().enumerate() {
+            slots[hold.partition as usize].push(slot as u32);
+        }
+        let mut order: Vec<usize> = (0..self.partitions.len()).collect();
+        order.sort_unstable_by(|&a, &b| self.partitions[a].name.cmp(&self.partitions[b].name));
+        let partitions = order
+            .into_iter()
+            .map(|index| {
+                self.partition_image(&self.partitions[index], std::mem::take(&mut slots[index]))
+            })
+            .collect();
         EngineImage { format_version: SNAPSHOT_FORMAT_VERSION, clock_ms: self.clock_ms, partitions }
     }
 
-    fn partition_image(&self, part: &Partition) -> PartitionImage {
+    fn partition_image(&self, part: &Partition, mut holds: Vec<u32>) -> PartitionImage {
         // Dense index -> position in id order.
         let mut position = vec![0u32; part.resources.len()];
         let resources = part
@@ -98,12 +107,10 @@ impl Engine {
                 }
             })
             .collect();
-        let mut holds: Vec<(&Arc<str>, u32)> =
-            part.holds.iter().map(|(id, &slot)| (id, slot)).collect();
-        holds.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        holds.sort_unstable_by(|&a, &b| self.holds[a as usize].id.cmp(&self.holds[b as usize].id));
         let holds = holds
             .into_iter()
-            .map(|(_, slot)| {
+            .map(|slot| {
                 let hold = &self.holds[slot as usize];
                 HoldImage {
                     id: hold.id.to_string(),
@@ -181,13 +188,8 @@ impl Engine {
         }
         let index = self.partitions.len() as u32;
         let name: Arc<str> = Arc::from(image.name.as_str());
-        let mut part = Partition {
-            name: name.clone(),
-            resources: Vec::with_capacity(image.resources.len()),
-            resource_index: Map::default(),
-            resource_order: BTreeMap::new(),
-            holds: Map::default(),
-        };
+        let mut part = Partition::new(name.clone());
+        part.resources.reserve_exact(image.resources.len());
         for (position, resource) in image.resources.iter().enumerate() {
             if let Some(problem) = name_problem(&resource.id) {
                 return Err(format!("resource id {:?}: {problem}", resource.id));
@@ -199,14 +201,18 @@ impl Engine {
                 return Err(format!("resource {} capacity out of range", resource.id));
             }
             let id: Arc<str> = Arc::from(resource.id.as_str());
-            part.resource_index.insert(id.clone(), position as u32);
+            let hash = self.hash(&id);
             part.resource_order.insert(id.clone(), position as u32);
             part.resources.push(Resource {
                 id,
+                hash,
                 capacity: resource.capacity,
                 held: resource.held,
                 confirmed: resource.confirmed,
             });
+            let resources = &part.resources;
+            part.resource_index
+                .insert(hash, position as u32, |index| resources[index as usize].hash);
         }
         self.resources_len = resources_len as u32;
         for (position, hold) in image.holds.iter().enumerate() {
@@ -219,8 +225,10 @@ impl Engine {
                 self.holds_live += 1;
                 self.expiry.push(restored.expires_at_ms, slot);
             }
-            part.holds.insert(restored.id.clone(), slot);
+            let hash = restored.hash;
             self.holds.push(restored);
+            let holds = &self.holds;
+            part.holds.insert(hash, slot, |slot| holds[slot as usize].hash);
         }
         self.partition_index.insert(name, index);
         self.partitions.push(part);
@@ -256,12 +264,21 @@ impl Engine {
             }
             items.push(HoldItem { resource: item.resource, quantity: item.quantity });
         }
+        let view_items = items
+            .iter()
+            .map(|item| ItemView {
+                resource: part.resources[item.resource as usize].id.clone(),
+                quantity: item.quantity,
+            })
+            .collect();
         Ok(Hold {
             partition,
             id: Arc::from(image.id.as_str()),
+            hash: self.hash(&image.id),
             status,
             expires_at_ms: image.expires_at_ms,
             items: items.into_boxed_slice(),
+            view_items,
             reference: image.reference.as_deref().map(Arc::from),
         })
     }

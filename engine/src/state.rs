@@ -8,10 +8,12 @@
 //!   once the clock has reached it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
+use crate::index::{NameHasher, NameIndex};
 use crate::limits::{
     CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
     ENGINE_RESOURCES_MAX_DEFAULT,
@@ -46,14 +48,36 @@ impl Default for EngineLimits {
 pub(crate) struct Partition {
     pub(crate) name: Arc<str>,
     pub(crate) resources: Vec<Resource>,
-    pub(crate) resource_index: Map<Arc<str>, u32>,
+    /// Resource id -> index into `resources`.
+    pub(crate) resource_index: NameIndex,
     pub(crate) resource_order: BTreeMap<Arc<str>, u32>,
-    pub(crate) holds: Map<Arc<str>, u32>,
+    /// Hold id -> slot in the engine's `holds`.
+    pub(crate) holds: NameIndex,
+}
+
+impl Partition {
+    pub(crate) fn new(name: Arc<str>) -> Partition {
+        Partition {
+            name,
+            resources: Vec::new(),
+            resource_index: NameIndex::default(),
+            resource_order: BTreeMap::new(),
+            holds: NameIndex::default(),
+        }
+    }
+
+    /// The index of resource `id` (whose hash is `hash`).
+    #[inline]
+    pub(crate) fn find_resource(&self, hash: u64, id: &str) -> Option<u32> {
+        self.resource_index.find(hash, id, |index| &self.resources[index as usize].id)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Resource {
     pub(crate) id: Arc<str>,
+    /// The id's hash, so the index can grow without reading ids.
+    pub(crate) hash: u64,
     pub(crate) capacity: u64,
     pub(crate) held: u64,
     pub(crate) confirmed: u64,
@@ -89,9 +113,13 @@ pub(crate) struct HoldItem {
 pub(crate) struct Hold {
     pub(crate) partition: u32,
     pub(crate) id: Arc<str>,
+    /// The id's hash, so the partition's hold index can grow without reading ids.
+    pub(crate) hash: u64,
     pub(crate) status: HoldStatus,
     pub(crate) expires_at_ms: u64,
     pub(crate) items: Box<[HoldItem]>,
+    /// The items as replies show them, built once: a reply shares them instead of copying.
+    pub(crate) view_items: Arc<[ItemView]>,
     pub(crate) reference: Option<Arc<str>>,
 }
 
@@ -119,6 +147,7 @@ pub struct Engine {
     pub(crate) clock_ms: u64,
     pub(crate) resources_len: u32,
     pub(crate) holds_live: u32,
+    pub(crate) hasher: NameHasher,
 }
 
 #[inline]
@@ -191,10 +220,24 @@ impl Engine {
         self.partition_index.get(name).copied()
     }
 
+    /// The hash of a resource or hold id, for the partitions' indexes.
+    #[inline]
+    pub(crate) fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// The slot of hold `id` (whose hash is `hash`) in partition `partition`.
+    #[inline]
+    pub(crate) fn find_hold_in(&self, partition: u32, hash: u64, id: &str) -> Option<u32> {
+        self.partitions[partition as usize]
+            .holds
+            .find(hash, id, |slot| &self.holds[slot as usize].id)
+    }
+
     /// The slot of hold `id` in `partition`, or `hold_not_found`.
     pub(crate) fn find_hold(&self, partition: &str, id: &str) -> Result<u32, Refusal> {
         let partition = self.find_partition(partition).ok_or(Refusal::HoldNotFound)?;
-        self.partitions[partition as usize].holds.get(id).copied().ok_or(Refusal::HoldNotFound)
+        self.find_hold_in(partition, self.hash(id), id).ok_or(Refusal::HoldNotFound)
     }
 
     /// Creates a partition. The caller has checked it does not exist and the table has room.
@@ -202,13 +245,7 @@ impl Engine {
         assert!(self.partitions.len() < self.limits.partitions_max as usize);
         let index = self.partitions.len() as u32;
         let name: Arc<str> = Arc::from(name);
-        self.partitions.push(Partition {
-            name: name.clone(),
-            resources: Vec::new(),
-            resource_index: Map::default(),
-            resource_order: BTreeMap::new(),
-            holds: Map::default(),
-        });
+        self.partitions.push(Partition::new(name.clone()));
         let previous = self.partition_index.insert(name, index);
         assert!(previous.is_none(), "invariant broken: partition inserted twice");
         index
@@ -217,22 +254,35 @@ impl Engine {
     /// Creates a resource. The caller has checked it does not exist and the table has room.
     pub(crate) fn insert_resource(&mut self, partition: u32, id: &str, capacity: u64) -> u32 {
         assert!(self.resources_len < self.limits.resources_max);
+        let hash = self.hash(id);
         let partition = &mut self.partitions[partition as usize];
+        assert!(
+            partition.find_resource(hash, id).is_none(),
+            "invariant broken: resource inserted twice"
+        );
         let index = partition.resources.len() as u32;
         let id: Arc<str> = Arc::from(id);
-        partition.resources.push(Resource { id: id.clone(), capacity, held: 0, confirmed: 0 });
-        partition.resource_order.insert(id.clone(), index);
-        let previous = partition.resource_index.insert(id, index);
-        assert!(previous.is_none(), "invariant broken: resource inserted twice");
+        partition.resources.push(Resource {
+            id: id.clone(),
+            hash,
+            capacity,
+            held: 0,
+            confirmed: 0,
+        });
+        partition.resource_order.insert(id, index);
+        let resources = &partition.resources;
+        partition.resource_index.insert(hash, index, |index| resources[index as usize].hash);
         self.resources_len += 1;
         index
     }
 
-    /// Creates a held hold and takes its units. The caller has checked every item fits.
+    /// Creates a held hold and takes its units. The caller has checked that the id (whose hash
+    /// is `hash`) is new in the partition and that every item fits.
     pub(crate) fn insert_hold(
         &mut self,
         partition: u32,
         id: &str,
+        hash: u64,
         items: Box<[HoldItem]>,
         expires_at_ms: u64,
         reference: Option<&str>,
@@ -246,17 +296,25 @@ impl Engine {
             resource.held = units_add(resource.held, u64::from(item.quantity), "held");
             resource.assert_within_capacity();
         }
-        let id: Arc<str> = Arc::from(id);
-        let previous = part.holds.insert(id.clone(), slot);
-        assert!(previous.is_none(), "invariant broken: hold id inserted twice");
+        let view_items = items
+            .iter()
+            .map(|item| ItemView {
+                resource: part.resources[item.resource as usize].id.clone(),
+                quantity: item.quantity,
+            })
+            .collect();
         self.holds.push(Hold {
             partition,
-            id,
+            id: Arc::from(id),
+            hash,
             status: HoldStatus::Held,
             expires_at_ms,
             items,
+            view_items,
             reference: reference.map(Arc::from),
         });
+        let holds = &self.holds;
+        part.holds.insert(hash, slot, |slot| holds[slot as usize].hash);
         self.holds_live += 1;
         self.schedule_expiry(slot, expires_at_ms);
         slot
@@ -331,14 +389,7 @@ impl Engine {
             partition: part.name.clone(),
             id: hold.id.clone(),
             status: hold.status,
-            items: hold
-                .items
-                .iter()
-                .map(|item| ItemView {
-                    resource: part.resources[item.resource as usize].id.clone(),
-                    quantity: item.quantity,
-                })
-                .collect(),
+            items: hold.view_items.clone(),
             expires_at_ms: hold.expires_at_ms,
             reference: hold.reference.clone(),
         }
@@ -392,6 +443,42 @@ impl Engine {
         }
         if resources != self.resources_len {
             return Err(format!("resources_len {} but {resources} exist", self.resources_len));
+        }
+        self.check_indexes()
+    }
+
+    /// Every record is found through its partition's index under its own hash, and a hold's
+    /// reply items are its items.
+    fn check_indexes(&self) -> Result<(), String> {
+        let mut holds_per_partition = vec![0usize; self.partitions.len()];
+        for (slot, hold) in self.holds.iter().enumerate() {
+            holds_per_partition[hold.partition as usize] += 1;
+            if hold.hash != self.hash(&hold.id)
+                || self.find_hold_in(hold.partition, hold.hash, &hold.id) != Some(slot as u32)
+            {
+                return Err(format!("hold {} is not indexed under its id", hold.id));
+            }
+            let resources = &self.partitions[hold.partition as usize].resources;
+            let same = hold.items.len() == hold.view_items.len()
+                && hold.items.iter().zip(hold.view_items.iter()).all(|(item, view)| {
+                    view.quantity == item.quantity
+                        && view.resource == resources[item.resource as usize].id
+                });
+            if !same {
+                return Err(format!("hold {} shows other items than it holds", hold.id));
+            }
+        }
+        for (part, holds) in self.partitions.iter().zip(holds_per_partition) {
+            if part.holds.len() != holds || part.resource_index.len() != part.resources.len() {
+                return Err(format!("partition {} index sizes disagree", part.name));
+            }
+            for (index, resource) in part.resources.iter().enumerate() {
+                if resource.hash != self.hash(&resource.id)
+                    || part.find_resource(resource.hash, &resource.id) != Some(index as u32)
+                {
+                    return Err(format!("resource {}/{} is not indexed", part.name, resource.id));
+                }
+            }
         }
         Ok(())
     }

@@ -70,7 +70,8 @@ pub struct HoldView {
     pub partition: Arc<str>,
     pub id: Arc<str>,
     pub status: HoldStatus,
-    pub items: Vec<ItemView>,
+    /// Shared with the hold's record: a view costs no copy of its items.
+    pub items: Arc<[ItemView]>,
     pub expires_at_ms: u64,
     pub reference: Option<Arc<str>>,
 }

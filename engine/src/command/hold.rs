@@ -64,14 +64,15 @@ impl Hold {
         let Some(partition) = engine.find_partition(&self.partition) else {
             return Err(self.resource_not_found(0));
         };
-        let part = &engine.partitions[partition as usize];
-        if let Some(&slot) = part.holds.get(self.hold.as_str()) {
-            if !self.same_items(part, &engine.holds[slot as usize].items) {
+        let hash = engine.hash(&self.hold);
+        if let Some(slot) = engine.find_hold_in(partition, hash, &self.hold) {
+            let part = &engine.partitions[partition as usize];
+            if !self.same_items(engine, part, &engine.holds[slot as usize].items) {
                 return Err(Refusal::HoldIdConflict);
             }
             return Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: true });
         }
-        let items = self.plan(part)?;
+        let items = self.plan(engine, &engine.partitions[partition as usize])?;
         if engine.holds.len() >= engine.limits.holds_max as usize {
             return Err(Refusal::Overloaded { table: "hold", max: engine.limits.holds_max });
         }
@@ -80,6 +81,7 @@ impl Hold {
         let slot = engine.insert_hold(
             partition,
             &self.hold,
+            hash,
             items,
             expires_at_ms,
             self.reference.as_deref(),
@@ -89,10 +91,11 @@ impl Hold {
 
     /// Resolves every item to a resource with enough units available, or refuses naming the
     /// first item (in request order) that does not exist or does not fit.
-    fn plan(&self, part: &Partition) -> Result<Box<[HoldItem]>, Refusal> {
+    fn plan(&self, engine: &Engine, part: &Partition) -> Result<Box<[HoldItem]>, Refusal> {
         let mut items = Vec::with_capacity(self.items.len());
         for (index, item) in self.items.iter().enumerate() {
-            let Some(&resource) = part.resource_index.get(item.resource.as_str()) else {
+            let Some(resource) = part.find_resource(engine.hash(&item.resource), &item.resource)
+            else {
                 return Err(self.resource_not_found(index));
             };
             let record = &part.resources[resource as usize];
@@ -111,13 +114,16 @@ impl Hold {
     }
 
     /// Whether this request names the same items and quantities (in any order) as `held`.
-    fn same_items(&self, part: &Partition, held: &[HoldItem]) -> bool {
+    fn same_items(&self, engine: &Engine, part: &Partition, held: &[HoldItem]) -> bool {
         held.len() == self.items.len()
             && self.items.iter().all(|item| {
-                part.resource_index.get(item.resource.as_str()).is_some_and(|&resource| {
-                    held.iter()
-                        .any(|h| h.resource == resource && u64::from(h.quantity) == item.quantity)
-                })
+                part.find_resource(engine.hash(&item.resource), &item.resource).is_some_and(
+                    |resource| {
+                        held.iter().any(|h| {
+                            h.resource == resource && u64::from(h.quantity) == item.quantity
+                        })
+                    },
+                )
             })
     }
 

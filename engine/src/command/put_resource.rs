@@ -27,11 +27,9 @@ impl PutResource {
 
     pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Outcome, Refusal> {
         let partition = engine.find_partition(&self.partition);
+        let hash = engine.hash(&self.resource);
         let existing = partition.and_then(|partition| {
-            engine.partitions[partition as usize]
-                .resource_index
-                .get(self.resource.as_str())
-                .copied()
+            engine.partitions[partition as usize].find_resource(hash, &self.resource)
         });
         if let (Some(partition), Some(index)) = (partition, existing) {
             let resource = &mut engine.partitions[partition as usize].resources[index as usize];
