@@ -209,7 +209,8 @@ async fn a_full_shard_queue_is_overloaded_and_a_failed_log_unavailable() {
     let server =
         TestServer::start(Options { shards: 1, queue_messages_max: 1, ..Options::default() }).await;
     // Three frames in flight at once on one connection.
-    let config = ClientConfig { connections: 1, frames_in_flight_max: 8, ..ClientConfig::default() };
+    let config =
+        ClientConfig { connections: 1, frames_in_flight_max: 8, ..ClientConfig::default() };
     let client = Client::connect(&server.addr(), config).await.unwrap();
     client.put_resource("p", "r", 100).await.unwrap();
     server.gate.close();
@@ -615,4 +616,73 @@ fn command_ref_decodes_what_encode_op_wrote() {
     let mut reader = bookd_net::protocol::wire::Reader::new(&bytes);
     let decoded = CommandRef::decode(&mut reader).unwrap();
     assert_eq!(decoded.to_op(), op);
+}
+
+#[tokio::test]
+async fn an_incomplete_frame_and_a_silent_connection_time_out() {
+    let config = BinaryConfig {
+        read_timeout: Duration::from_millis(300),
+        hello_timeout: Duration::from_millis(300),
+        ..BinaryConfig::default()
+    };
+    let server = TestServer::start(Options { config, ..Options::default() }).await;
+    let (mut raw, _) = Raw::hello(server.addr, "").await;
+    raw.send_bytes(&[40, 0, 0, 0, 1, 3]).await;
+    let error = raw.expect_error_and_close(ErrorCode::BadRequest).await;
+    assert!(error.message.contains("timeout"), "{}", error.message);
+    // No HELLO at all: closed without a word.
+    let mut silent = Raw::connect(server.addr).await;
+    assert!(silent.recv().await.is_none());
+    assert_eq!(BinaryMetrics::get(&server.app.metrics().timeouts_total), 2);
+    // A connection that keeps sending whole frames is not affected.
+    let client = client(&server, 1).await;
+    client.put_resource("p", "r", 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_a_new_connection_until_one_closes() {
+    let config = BinaryConfig { connections_max: 1, ..BinaryConfig::default() };
+    let server = TestServer::start(Options { config, ..Options::default() }).await;
+    let (first, _) = Raw::hello(server.addr, "").await;
+    // The kernel completes the second TCP handshake, but the node does not serve it yet.
+    let mut second = Raw::connect(server.addr).await;
+    let mut hello = Vec::new();
+    bookd_net::protocol::Hello { token: b"", client_name: "second" }.encode(&mut hello).unwrap();
+    second.send(Kind::Hello, 2, &hello).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = server.app.metrics();
+    assert_eq!(BinaryMetrics::get(&metrics.connections_total), 1, "the second waits");
+    drop(first);
+    let (kind, id, _) = second.recv().await.unwrap();
+    assert_eq!((kind, id), (Kind::HelloOk, 2), "served once the first closed");
+    assert_eq!(BinaryMetrics::get(&metrics.connections_open), 1);
+}
+
+#[tokio::test]
+async fn a_call_times_out_and_the_connection_goes_on() {
+    let server = TestServer::start(Options { shards: 1, ..Options::default() }).await;
+    let config = ClientConfig {
+        connections: 1,
+        call_timeout: Some(Duration::from_millis(300)),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(&server.addr(), config).await.unwrap();
+    client.put_resource("p", "r", 10).await.unwrap();
+    server.gate.close();
+    // One call in flight (held in its commit) and two held back by the in-flight bound.
+    let calls: Vec<_> = (0..4u64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.put_resource("p", "r", 20 + i).await })
+        })
+        .collect();
+    for call in calls {
+        let error = call.await.unwrap().unwrap_err();
+        assert!(matches!(error, ClientError::Timeout), "{error:?}");
+    }
+    server.gate.open();
+    // The late results are dropped; the connection serves the next call.
+    let resource = client.get_resource("p", "r").await.unwrap();
+    assert!(resource.capacity >= 20);
+    assert_eq!(client.put_resource("p", "r", 7).await.unwrap().resource.capacity, 7);
 }

@@ -109,12 +109,13 @@ fn resource(capacity: u64, held: u64, confirmed: u64) -> ResourceView {
     ResourceView { partition: "concert-1".into(), id: "ga".into(), capacity, held, confirmed }
 }
 
+#[allow(clippy::useless_conversion)] // the engine's item list is a vector or a shared slice
 fn hold_view() -> HoldView {
     HoldView {
         partition: "concert-1".into(),
         id: "h-1".into(),
         status: HoldStatus::Held,
-        items: vec![ItemView { resource: "ga".into(), quantity: 2 }],
+        items: vec![ItemView { resource: "ga".into(), quantity: 2 }].into(),
         expires_at_ms: 1_700_000_600_000,
         reference: Some(Arc::from("order-7")),
     }

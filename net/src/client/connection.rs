@@ -27,6 +27,8 @@ use crate::protocol::{ErrorCode, ErrorFrame, Hello, HelloOk, Reply};
 
 /// Encoded frames waiting for the socket beyond which no new frame is built.
 const WRITE_BUFFER_SIZE_MAX_BYTES: usize = 1024 * 1024;
+/// How often a connection answers `Timeout` to calls past their deadline.
+const DEADLINE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Calls taken from the queue at once.
 const RECV_BATCH_MAX: usize = COMMANDS_PER_FRAME_MAX;
 
@@ -171,6 +173,8 @@ impl State {
         self.wbuf.clear();
         self.written = 0;
         let mut queue_open = true;
+        let mut ticker = tokio::time::interval(DEADLINE_CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while !self.backlog.is_empty()
                 && self.pending.len() < in_flight_max
@@ -198,6 +202,7 @@ impl State {
                 written = write.write(&self.wbuf[self.written..]), if unwritten => {
                     Event::Written(written)
                 }
+                _ = ticker.tick() => Event::Tick,
             };
             match event {
                 Event::Read(Ok(0)) | Event::Read(Err(_)) | Event::Written(Err(_)) => {
@@ -210,6 +215,15 @@ impl State {
                     // The callers just answered run before this task looks at the queue
                     // again, so their next calls join the next frame (batching).
                     tokio::task::yield_now().await;
+                }
+                Event::Tick => {
+                    if queue_open {
+                        // Calls held back by the in-flight bound must time out too.
+                        while let Ok(call) = queue.try_recv() {
+                            self.backlog.push_back(call);
+                        }
+                    }
+                    self.expire();
                 }
                 Event::Queued(0) => queue_open = false,
                 Event::Queued(_) => self.backlog.extend(self.received.drain(..)),
@@ -307,20 +321,36 @@ impl State {
             let mut replies = self.replies.drain(..);
             for call in calls.drain(..) {
                 match call.reply {
-                    ReplyTo::One(sender) => {
+                    Some(ReplyTo::One(sender)) => {
                         if let Some(reply) = replies.next() {
                             let _ = sender.send(Ok(reply));
                         }
                     }
-                    ReplyTo::Many(sender) => {
+                    Some(ReplyTo::Many(sender)) => {
                         let batch: Vec<Reply> =
                             replies.by_ref().take(usize::from(call.count)).collect();
                         let _ = sender.send(Ok(batch));
                     }
+                    // Timed out already: its results are dropped.
+                    None => replies.by_ref().take(usize::from(call.count)).for_each(drop),
                 }
             }
             drop(replies);
             self.spare.push(calls);
+        }
+    }
+
+    /// Answers `Timeout` to every call past its deadline, waiting or in flight.
+    fn expire(&mut self) {
+        let now = tokio::time::Instant::now();
+        for call in self.backlog.iter_mut().filter(|call| expired(call, now)) {
+            answer_error_in_place(call, ClientError::Timeout);
+        }
+        self.backlog.retain(|call| call.reply.is_some());
+        for calls in self.pending.values_mut() {
+            for call in calls.iter_mut().filter(|call| expired(call, now)) {
+                answer_error_in_place(call, ClientError::Timeout);
+            }
         }
     }
 
@@ -356,26 +386,39 @@ enum Event {
     Read(io::Result<usize>),
     Queued(usize),
     Written(io::Result<usize>),
+    Tick,
 }
 
 fn lost(call: Call) {
     match call.reply {
-        ReplyTo::One(sender) => {
+        Some(ReplyTo::One(sender)) => {
             let _ = sender.send(Err(Failure::Lost(call.bytes)));
         }
-        ReplyTo::Many(sender) => {
+        Some(ReplyTo::Many(sender)) => {
             let _ = sender.send(Err(Failure::Lost(call.bytes)));
         }
+        None => {}
     }
 }
 
-fn answer_error(call: Call, error: ClientError) {
-    match call.reply {
-        ReplyTo::One(sender) => {
+fn answer_error(mut call: Call, error: ClientError) {
+    answer_error_in_place(&mut call, error);
+}
+
+/// Answers `call` with `error` (if not answered yet) and leaves it marked answered.
+fn answer_error_in_place(call: &mut Call, error: ClientError) {
+    match call.reply.take() {
+        Some(ReplyTo::One(sender)) => {
             let _ = sender.send(Err(Failure::Error(error)));
         }
-        ReplyTo::Many(sender) => {
+        Some(ReplyTo::Many(sender)) => {
             let _ = sender.send(Err(Failure::Error(error)));
         }
+        None => {}
     }
+}
+
+/// Whether `call` is unanswered and past its deadline.
+fn expired(call: &Call, now: tokio::time::Instant) -> bool {
+    call.reply.is_some() && call.deadline.is_some_and(|deadline| deadline <= now)
 }

@@ -48,7 +48,9 @@ pub struct ClientConfig {
     pub client_name: String,
     /// Time to connect and complete the handshake.
     pub connect_timeout: Duration,
-    /// Time a call may take, retries included; `None`: no limit (and no timer per call).
+    /// Time a call may take, retries included; `None`: no limit. Checked every 100 ms by the
+    /// connection that holds the call (no timer per call); while a connection reconnects, up to
+    /// `connect_timeout` late.
     pub call_timeout: Option<Duration>,
     /// How many times a call is resent after a lost connection.
     pub retries: u32,
@@ -162,7 +164,11 @@ pub(crate) enum Failure {
 pub(crate) struct Call {
     pub(crate) bytes: Vec<u8>,
     pub(crate) count: u16,
-    pub(crate) reply: ReplyTo,
+    /// `None` once answered (a call that timed out stays in its frame's list until the
+    /// frame's RESPONSE, whose results for it are dropped).
+    pub(crate) reply: Option<ReplyTo>,
+    /// When the connection answers `Timeout` instead (checked every 100 ms).
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 /// What the pool's connections did. Counters are `Relaxed`: statistics only, each updated by
@@ -462,30 +468,18 @@ impl Client {
         let deadline = config.call_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
         let mut attempt = 0u32;
         loop {
-            let answer = async {
-                if !many {
-                    let (sender, receiver) = oneshot::channel();
-                    let call = Call { bytes, count, reply: ReplyTo::One(sender) };
-                    self.queue().send(call).map_err(|_| Failure::Error(ClientError::Closed))?;
-                    receiver
-                        .await
-                        .map_err(|_| Failure::Error(ClientError::Closed))?
-                        .map(Answer::One)
-                } else {
-                    let (sender, receiver) = oneshot::channel();
-                    let call = Call { bytes, count, reply: ReplyTo::Many(sender) };
-                    self.queue().send(call).map_err(|_| Failure::Error(ClientError::Closed))?;
-                    receiver
-                        .await
-                        .map_err(|_| Failure::Error(ClientError::Closed))?
-                        .map(Answer::Many)
-                }
-            };
-            let answer = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, answer)
-                    .await
-                    .map_err(|_| ClientError::Timeout)?,
-                None => answer.await,
+            // The connection enforces the deadline (one coarse check per connection, no timer
+            // per call: a per-call timer was a measurable share of a closed-loop client's CPU).
+            let answer = if !many {
+                let (sender, receiver) = oneshot::channel();
+                let call = Call { bytes, count, reply: Some(ReplyTo::One(sender)), deadline };
+                self.queue().send(call).map_err(|_| ClientError::Closed)?;
+                receiver.await.map_err(|_| ClientError::Closed)?.map(Answer::One)
+            } else {
+                let (sender, receiver) = oneshot::channel();
+                let call = Call { bytes, count, reply: Some(ReplyTo::Many(sender)), deadline };
+                self.queue().send(call).map_err(|_| ClientError::Closed)?;
+                receiver.await.map_err(|_| ClientError::Closed)?.map(Answer::Many)
             };
             match answer {
                 Ok(answer) => return Ok(answer),

@@ -161,7 +161,7 @@ mod tests {
             Err(FrameError::TooLarge { len: 0x10_0000, max: 1024 })
         );
         assert_eq!(check(&[3, 0, 0, 0], 1024), Err(FrameError::TooShort(3)));
-        assert_eq!(check(&[12, 0, 0, 0, 2], 1024), Err(FrameError::Version(2)));
+        assert_eq!(check(&[12, 0, 0, 0, 2, 1, 0, 0], 1024), Err(FrameError::Version(2)));
         assert_eq!(check(&[12, 0, 0, 0, 1, 9, 0, 0], 1024), Err(FrameError::UnknownKind(9)));
         assert_eq!(check(&[12, 0, 0, 0, 1, 3, 1, 0], 1024), Err(FrameError::Reserved(1)));
     }

@@ -348,7 +348,9 @@ fn decode_hold(reader: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         items.push(ItemView { resource, quantity: reader.u32("items.quantity")? });
     }
     let reference = reader.opt_str16("ref")?.map(Arc::from);
-    let hold = HoldView { partition, id, status, items, expires_at_ms, reference };
+    // `into`: the view's item list type is the engine's choice (a vector or a shared slice).
+    #[allow(clippy::useless_conversion)]
+    let hold = HoldView { partition, id, status, items: items.into(), expires_at_ms, reference };
     Ok(Reply::Hold { hold, existing })
 }
 
