@@ -162,7 +162,9 @@ impl Shard {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            last_stamp_ms = last_stamp_ms.max((self.shared.clock)());
+            // Never below the last time in the log: on a promoted standby, the replicated
+            // records carry the old primary's clock, which may be ahead of this one.
+            last_stamp_ms = last_stamp_ms.max(self.engine.clock_ms()).max((self.shared.clock)());
             let now_ms = last_stamp_ms;
             let expired = self.engine.tick(now_ms);
             self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);

@@ -1,0 +1,44 @@
+//! Every bound of replication, with its unit last. Invariant: every queue, buffer and wait in
+//! this crate is sized or timed by a constant here; relations are checked at compile time.
+
+use std::time::Duration;
+
+/// Largest replication message (the payload of one REPLICATE frame), in bytes.
+pub const MESSAGE_SIZE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Records read from a shard's log per RECORDS message (at least one record is always sent).
+pub const RECORDS_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+/// Snapshot bytes per SNAPSHOT message.
+pub const SNAPSHOT_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+/// Largest snapshot a standby accepts (it is assembled in memory before it is installed).
+pub const SNAPSHOT_SIZE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Bytes of records a primary sends to one standby, per shard, before it waits for acks.
+pub const WINDOW_SIZE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// RECORDS messages per shard sent and not yet acknowledged (the lag clock's queue).
+pub const IN_FLIGHT_MESSAGES_MAX: usize = 1024;
+/// Most shards a SUBSCRIBE names (the data directory's shard count is at most 1 024).
+pub const SHARDS_MAX: usize = 1024;
+/// Messages buffered by the in-memory transport, each way.
+pub const MEMORY_TRANSPORT_MESSAGES_MAX: usize = 64;
+/// Longest refusal message, in bytes.
+pub const REASON_SIZE_MAX_BYTES: usize = 1024;
+
+/// How often a primary looks at its shards' durable positions for new records to send.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How often a primary sends a HEARTBEAT (positions, time) and refreshes retention.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// A standby that hears nothing from its primary this long reconnects.
+pub const PRIMARY_SILENCE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A primary that hears nothing from a standby this long drops it.
+pub const STANDBY_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handshake message may take to arrive.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First pause before a standby reconnects; doubled after each failure up to the max.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+const _: () = assert!(RECORDS_CHUNK_SIZE_BYTES + 64 <= MESSAGE_SIZE_MAX_BYTES);
+const _: () = assert!(SNAPSHOT_CHUNK_SIZE_BYTES + 64 <= MESSAGE_SIZE_MAX_BYTES);
+const _: () = assert!(SHARDS_MAX * 16 + 64 <= MESSAGE_SIZE_MAX_BYTES);
+const _: () = assert!(WINDOW_SIZE_MAX_BYTES >= RECORDS_CHUNK_SIZE_BYTES as u64);
+const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 10 <= PRIMARY_SILENCE_TIMEOUT.as_millis());
+const _: () = assert!(RECONNECT_BACKOFF_MIN.as_millis() < RECONNECT_BACKOFF_MAX.as_millis());

@@ -1,0 +1,471 @@
+//! The primary side: per connected standby, per shard, stream the durable records from where
+//! the standby's log ends (a snapshot first when the log no longer holds them), track what it
+//! has acknowledged, feed the synchronous-standby gate and log retention.
+//!
+//! Invariants: a standby is only streamed to after its log was checked against this log by
+//! position and checksum (or it asked to be re-seeded, and gets snapshots that replace its log),
+//! so histories are never mixed; only durable records are sent; per shard at most
+//! `WINDOW_SIZE_MAX_BYTES` of records wait for an acknowledgement; the gate position of a shard
+//! is the K-th highest position acknowledged by connected standbys, and only ever rises.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bookd_engine::runtime::{RawRead, Runtime};
+use tokio::sync::watch;
+
+use crate::limits::{
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, IN_FLIGHT_MESSAGES_MAX, POLL_INTERVAL,
+    RECORDS_CHUNK_SIZE_BYTES, SNAPSHOT_CHUNK_SIZE_BYTES, STANDBY_SILENCE_TIMEOUT,
+    WINDOW_SIZE_MAX_BYTES,
+};
+use crate::message::{LogEnd, Message};
+use crate::transport::{Transport, TransportError};
+use crate::{now_ms, record_crc, records_last_lsn, ReplicationError};
+
+/// What the primary knows about one connected standby.
+#[derive(Debug, Clone)]
+struct StandbyEntry {
+    id: u64,
+    name: String,
+    connected_at_ms: u64,
+    /// Per shard: the highest position the standby has on disk.
+    acked: Vec<u64>,
+    /// Per shard: bytes sent and not yet acknowledged.
+    lag_bytes: Vec<u64>,
+    /// Per shard: when the oldest unacknowledged message was sent.
+    pending_since: Vec<Option<Instant>>,
+}
+
+/// Counters of the primary side; each is independent, so `Relaxed` everywhere.
+#[derive(Debug, Default)]
+pub struct PrimaryMetrics {
+    pub sessions_total: AtomicU64,
+    pub refused_total: AtomicU64,
+    pub snapshots_sent_total: AtomicU64,
+    pub records_bytes_sent_total: AtomicU64,
+}
+
+/// The primary side of replication, shared by every standby connection.
+pub struct Primary {
+    runtime: Arc<Runtime>,
+    sync_standbys: usize,
+    standbys: Mutex<Vec<StandbyEntry>>,
+    /// Per shard: the retention floor last given to the runtime.
+    retained: Mutex<Vec<u64>>,
+    next_id: AtomicU64,
+    metrics: PrimaryMetrics,
+}
+
+impl std::fmt::Debug for Primary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Primary")
+            .field("sync_standbys", &self.sync_standbys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One standby's view of a shard, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyShardStatus {
+    pub shard: usize,
+    pub acked_lsn: u64,
+    pub lag_records: u64,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+}
+
+/// A connected standby, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyStatus {
+    pub name: String,
+    pub connected_at_ms: u64,
+    pub shards: Vec<StandbyShardStatus>,
+}
+
+/// How one shard is streamed to one standby.
+#[derive(Debug)]
+struct ShardStream {
+    /// Next position to send.
+    next_lsn: u64,
+    acked: u64,
+    needs_snapshot: bool,
+    /// Messages sent, not yet acknowledged: (last position, bytes, when sent).
+    in_flight: VecDeque<(u64, u64, Instant)>,
+    in_flight_bytes: u64,
+}
+
+impl Primary {
+    /// The primary side over `runtime`; with `sync_standbys = K > 0` it feeds the runtime's gate.
+    pub fn new(runtime: Arc<Runtime>, sync_standbys: usize) -> Primary {
+        let shards = runtime.shards();
+        Primary {
+            runtime,
+            sync_standbys,
+            standbys: Mutex::new(Vec::new()),
+            retained: Mutex::new(vec![u64::MAX; shards]),
+            next_id: AtomicU64::new(1),
+            metrics: PrimaryMetrics::default(),
+        }
+    }
+
+    pub fn sync_standbys(&self) -> usize {
+        self.sync_standbys
+    }
+
+    pub fn metrics(&self) -> &PrimaryMetrics {
+        &self.metrics
+    }
+
+    fn standbys(&self) -> MutexGuard<'_, Vec<StandbyEntry>> {
+        // A panic while holding this lock leaves plain numbers behind: still usable.
+        self.standbys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connected standbys, their acknowledged positions and lag.
+    pub fn status(&self) -> Vec<StandbyStatus> {
+        let now = Instant::now();
+        let durable: Vec<u64> =
+            self.runtime.metrics().iter().map(|m| m.durable_lsn.load(Ordering::Relaxed)).collect();
+        self.standbys()
+            .iter()
+            .map(|entry| StandbyStatus {
+                name: entry.name.clone(),
+                connected_at_ms: entry.connected_at_ms,
+                shards: (0..entry.acked.len())
+                    .map(|shard| StandbyShardStatus {
+                        shard,
+                        acked_lsn: entry.acked[shard],
+                        lag_records: durable[shard].saturating_sub(entry.acked[shard]),
+                        lag_bytes: entry.lag_bytes[shard],
+                        lag_ms: entry.pending_since[shard]
+                            .map_or(0, |since| now.duration_since(since).as_millis() as u64),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Serves one standby until it leaves, `stop` turns true, or a refusal. `name` is for status
+    /// and logs (its address).
+    pub async fn serve_standby<T: Transport>(
+        self: &Arc<Self>,
+        mut transport: T,
+        name: String,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
+        self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+        let subscribe =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.recv()).await.map_err(|_| {
+                ReplicationError::Transport(TransportError::Io("no SUBSCRIBE".into()))
+            })??;
+        let Some(Message::Subscribe { epoch, reseed, shards }) = subscribe else {
+            return Err(ReplicationError::Protocol(format!(
+                "expected SUBSCRIBE, got {}",
+                subscribe.as_ref().map_or("end of stream", Message::name)
+            )));
+        };
+        let streams = match self.check_subscriber(epoch, reseed, &shards).await {
+            Ok(streams) => streams,
+            Err(reason) => {
+                self.metrics.refused_total.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(standby = %name, %reason, "refusing a standby");
+                let _ = transport.send(&Message::Refused { reason: reason.clone() }).await;
+                return Err(ReplicationError::Refused(reason));
+            }
+        };
+        let durable_lsns = self.durable_lsns();
+        transport.send(&Message::Welcome { epoch: self.runtime.epoch(), durable_lsns }).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shard_count = self.runtime.shards();
+        self.standbys().push(StandbyEntry {
+            id,
+            name: name.clone(),
+            connected_at_ms: now_ms(),
+            acked: streams.iter().map(|s| s.acked).collect(),
+            lag_bytes: vec![0; shard_count],
+            pending_since: vec![None; shard_count],
+        });
+        tracing::info!(standby = %name, reseed, "standby connected");
+        let served = self.stream(&mut transport, id, streams, &mut stop).await;
+        self.standbys().retain(|entry| entry.id != id);
+        self.refresh_retention();
+        tracing::info!(standby = %name, ?served, "standby disconnected");
+        served
+    }
+
+    fn durable_lsns(&self) -> Vec<u64> {
+        self.runtime.metrics().iter().map(|m| m.durable_lsn.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The divergence rule: a standby may follow if, for every shard, its log is empty, or its
+    /// last record is this log's record at that position (same checksum). A log beyond this
+    /// one, or a different record there, has diverged. A position this log no longer holds
+    /// cannot be checked: that shard gets a snapshot, which replaces the standby's log whole.
+    async fn check_subscriber(
+        &self,
+        epoch: u64,
+        reseed: bool,
+        shards: &[LogEnd],
+    ) -> Result<Vec<ShardStream>, String> {
+        let own_epoch = self.runtime.epoch();
+        if shards.len() != self.runtime.shards() {
+            return Err(format!(
+                "the standby has {} shards, this primary {}: a standby needs the primary's shard count",
+                shards.len(),
+                self.runtime.shards()
+            ));
+        }
+        if epoch > own_epoch {
+            return Err(format!(
+                "the standby is at epoch {epoch}, above this primary's epoch {own_epoch}: this node is a stale primary"
+            ));
+        }
+        let mut streams = Vec::with_capacity(shards.len());
+        for (shard, end) in shards.iter().enumerate() {
+            let fresh = |next_lsn: u64, needs_snapshot: bool| ShardStream {
+                next_lsn,
+                acked: next_lsn.saturating_sub(1),
+                needs_snapshot,
+                in_flight: VecDeque::new(),
+                in_flight_bytes: 0,
+            };
+            if reseed {
+                streams.push(fresh(1, true));
+                continue;
+            }
+            let durable = self.runtime.metrics()[shard].durable_lsn.load(Ordering::Relaxed);
+            if end.last_lsn > durable {
+                return Err(format!(
+                    "shard {shard}: the standby's log ends at position {}, beyond this primary's log (position {durable}): the histories have diverged (an old primary after a failover?); restart it with --reseed to re-seed it from this primary",
+                    end.last_lsn
+                ));
+            }
+            if end.last_lsn == 0 {
+                streams.push(fresh(1, false));
+                continue;
+            }
+            let read = self.runtime.read_raw(shard, end.last_lsn, 1).await?;
+            match (read, end.last_crc) {
+                (RawRead::Unavailable { .. }, _) => streams.push(fresh(end.last_lsn + 1, true)),
+                (RawRead::Records(bytes), Some(crc)) => {
+                    let own = record_crc(&bytes).ok_or_else(|| {
+                        format!("shard {shard}: cannot read this primary's record {}", end.last_lsn)
+                    })?;
+                    if own != crc {
+                        return Err(format!(
+                            "shard {shard}: the standby's record at position {} differs from this primary's (checksum {crc:08x}, primary {own:08x}): the histories have diverged (an old primary after a failover?); restart it with --reseed to re-seed it from this primary",
+                            end.last_lsn
+                        ));
+                    }
+                    streams.push(fresh(end.last_lsn + 1, false));
+                }
+                // The standby's log ends at a snapshot of this position: nothing to compare.
+                (RawRead::Records(_), None) => streams.push(fresh(end.last_lsn + 1, false)),
+            }
+        }
+        Ok(streams)
+    }
+
+    async fn stream<T: Transport>(
+        &self,
+        transport: &mut T,
+        id: u64,
+        mut streams: Vec<ShardStream>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = Instant::now();
+        loop {
+            for (shard, stream) in streams.iter_mut().enumerate() {
+                self.pump(transport, id, shard, stream).await?;
+            }
+            tokio::select! {
+                biased;
+                () = crate::stopped(stop) => {
+                    let reason = "the primary is stopping".to_string();
+                    let _ = transport.send(&Message::Refused { reason }).await;
+                    return Ok(());
+                }
+                received = transport.recv() => {
+                    heard = Instant::now();
+                    match received? {
+                        Some(Message::Ack { shard, synced_lsn }) => {
+                            let shard = usize::from(shard);
+                            let Some(stream) = streams.get_mut(shard) else {
+                                return Err(ReplicationError::Protocol(format!("ACK of unknown shard {shard}")));
+                            };
+                            self.acked(id, shard, stream, synced_lsn);
+                        }
+                        Some(Message::Refused { reason }) => return Err(ReplicationError::Refused(reason)),
+                        Some(other) => {
+                            return Err(ReplicationError::Protocol(format!("unexpected {} from a standby", other.name())));
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                _ = poll.tick() => {}
+                _ = heartbeat.tick() => {
+                    if heard.elapsed() > STANDBY_SILENCE_TIMEOUT {
+                        return Err(ReplicationError::Transport(TransportError::Io("standby silent".into())));
+                    }
+                    transport.send(&Message::Heartbeat { time_ms: now_ms(), durable_lsns: self.durable_lsns() }).await?;
+                    self.refresh_retention();
+                }
+            }
+        }
+    }
+
+    /// Sends what is durable and not yet sent, as far as the window allows.
+    async fn pump<T: Transport>(
+        &self,
+        transport: &mut T,
+        id: u64,
+        shard: usize,
+        stream: &mut ShardStream,
+    ) -> Result<(), ReplicationError> {
+        loop {
+            if stream.needs_snapshot {
+                self.send_snapshot(transport, id, shard, stream).await?;
+            }
+            let durable = self.runtime.metrics()[shard].durable_lsn.load(Ordering::Relaxed);
+            if durable < stream.next_lsn
+                || stream.in_flight_bytes >= WINDOW_SIZE_MAX_BYTES
+                || stream.in_flight.len() >= IN_FLIGHT_MESSAGES_MAX
+            {
+                return Ok(());
+            }
+            let bytes = match self
+                .runtime
+                .read_raw(shard, stream.next_lsn, RECORDS_CHUNK_SIZE_BYTES)
+                .await
+                .map_err(ReplicationError::Runtime)?
+            {
+                RawRead::Records(bytes) if bytes.is_empty() => return Ok(()),
+                RawRead::Records(bytes) => bytes,
+                RawRead::Unavailable { .. } => {
+                    stream.needs_snapshot = true;
+                    continue;
+                }
+            };
+            let last_lsn = records_last_lsn(&bytes).ok_or_else(|| {
+                ReplicationError::Runtime(format!("shard {shard}: unreadable records from the log"))
+            })?;
+            let first_lsn = stream.next_lsn;
+            let size = bytes.len() as u64;
+            transport
+                .send(&Message::Records {
+                    shard: shard as u16,
+                    first_lsn,
+                    last_lsn,
+                    primary_durable_lsn: durable.max(last_lsn),
+                    bytes,
+                })
+                .await?;
+            self.metrics.records_bytes_sent_total.fetch_add(size, Ordering::Relaxed);
+            self.sent(id, shard, stream, last_lsn, size);
+        }
+    }
+
+    async fn send_snapshot<T: Transport>(
+        &self,
+        transport: &mut T,
+        id: u64,
+        shard: usize,
+        stream: &mut ShardStream,
+    ) -> Result<(), ReplicationError> {
+        let runtime = &self.runtime;
+        let mut snapshot =
+            runtime.latest_snapshot(shard).await.map_err(ReplicationError::Runtime)?;
+        if snapshot.is_none() {
+            runtime.checkpoint().await.map_err(ReplicationError::Runtime)?;
+            snapshot = runtime.latest_snapshot(shard).await.map_err(ReplicationError::Runtime)?;
+        }
+        let Some((lsn, state)) = snapshot else {
+            return Err(ReplicationError::Runtime(format!("shard {shard}: no snapshot to send")));
+        };
+        let total_bytes = state.len() as u64;
+        let mut offset = 0;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_SIZE_BYTES).min(state.len());
+            transport
+                .send(&Message::Snapshot {
+                    shard: shard as u16,
+                    lsn,
+                    total_bytes,
+                    offset: offset as u64,
+                    bytes: state[offset..end].to_vec(),
+                })
+                .await?;
+            offset = end;
+            if offset >= state.len() {
+                break;
+            }
+        }
+        self.metrics.snapshots_sent_total.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(shard, lsn, bytes = total_bytes, "sent a snapshot to a standby");
+        stream.needs_snapshot = false;
+        stream.next_lsn = lsn + 1;
+        self.sent(id, shard, stream, lsn, total_bytes);
+        Ok(())
+    }
+
+    fn sent(&self, id: u64, shard: usize, stream: &mut ShardStream, last_lsn: u64, bytes: u64) {
+        let now = Instant::now();
+        stream.next_lsn = last_lsn + 1;
+        stream.in_flight.push_back((last_lsn, bytes, now));
+        stream.in_flight_bytes += bytes;
+        if let Some(entry) = self.standbys().iter_mut().find(|entry| entry.id == id) {
+            entry.lag_bytes[shard] = stream.in_flight_bytes;
+            entry.pending_since[shard].get_or_insert(now);
+        }
+    }
+
+    fn acked(&self, id: u64, shard: usize, stream: &mut ShardStream, synced_lsn: u64) {
+        stream.acked = stream.acked.max(synced_lsn);
+        while let Some(&(last, bytes, _)) = stream.in_flight.front() {
+            if last > stream.acked {
+                break;
+            }
+            stream.in_flight.pop_front();
+            stream.in_flight_bytes -= bytes;
+        }
+        let mut standbys = self.standbys();
+        if let Some(entry) = standbys.iter_mut().find(|entry| entry.id == id) {
+            entry.acked[shard] = stream.acked;
+            entry.lag_bytes[shard] = stream.in_flight_bytes;
+            entry.pending_since[shard] = stream.in_flight.front().map(|&(_, _, since)| since);
+        }
+        if self.sync_standbys > 0 {
+            let mut positions: Vec<u64> = standbys.iter().map(|entry| entry.acked[shard]).collect();
+            drop(standbys);
+            if positions.len() >= self.sync_standbys {
+                positions.sort_unstable_by(|a, b| b.cmp(a));
+                self.runtime.set_replicated_lsn(shard, positions[self.sync_standbys - 1]);
+            }
+        }
+    }
+
+    /// Keeps, per shard, the log from the lowest position a connected standby still needs.
+    fn refresh_retention(&self) {
+        let shards = self.runtime.shards();
+        let mut floors = vec![u64::MAX; shards];
+        for entry in self.standbys().iter() {
+            for (shard, floor) in floors.iter_mut().enumerate() {
+                *floor = (*floor).min(entry.acked[shard] + 1);
+            }
+        }
+        let mut retained = self.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (shard, floor) in floors.into_iter().enumerate() {
+            if retained[shard] != floor {
+                retained[shard] = floor;
+                self.runtime.retain_from(shard, floor);
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The standby side: connect to the primary, say where each shard's log ends, then append the
+//! primary's records verbatim (durably, through the runtime), apply them, and acknowledge the
+//! synced position; install a snapshot when the primary sends one; reconnect with backoff after
+//! a network or primary failure.
+//!
+//! Invariants: a standby follows no primary of a lower epoch than its own, and persists the
+//! primary's epoch before it appends records of that epoch; an acknowledgement names only a
+//! position that is on this node's disk; a refusal (divergence, epoch) is final: the standby
+//! stops following and says why in its status, it never mixes histories.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bookd_engine::runtime::{RawRead, Runtime};
+use tokio::sync::watch;
+
+use crate::limits::{
+    HANDSHAKE_TIMEOUT, PRIMARY_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
+    SNAPSHOT_SIZE_MAX_BYTES,
+};
+use crate::message::{LogEnd, Message};
+use crate::transport::{Connector, Transport, TransportError};
+use crate::{record_crc, EpochStore, ReplicationError};
+
+/// What a standby knows about its primary, for status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct FollowStatus {
+    /// `connecting`, `following`, `refused` or `stopped`.
+    pub state: &'static str,
+    /// The last error or refusal.
+    pub error: Option<String>,
+    pub primary_epoch: u64,
+    /// Per shard: the position synced on this node.
+    pub applied_lsns: Vec<u64>,
+    /// Per shard: the primary's durable position as last heard.
+    pub primary_durable_lsns: Vec<u64>,
+    /// Per shard: since when this node has been behind the primary (lag in ms).
+    pub behind_since: Vec<Option<Instant>>,
+    pub sessions: u64,
+    pub snapshots_installed: u64,
+    pub last_heard: Option<Instant>,
+}
+
+/// The standby's shared state: read by status while the follower updates it.
+#[derive(Debug)]
+pub struct StandbyState {
+    primary: String,
+    /// Whether a session is established (`Relaxed`: a status flag, nothing depends on it).
+    connected: AtomicBool,
+    status: Mutex<FollowStatus>,
+}
+
+impl StandbyState {
+    pub fn new(primary: String, shards: usize) -> StandbyState {
+        StandbyState {
+            primary,
+            connected: AtomicBool::new(false),
+            status: Mutex::new(FollowStatus {
+                state: "connecting",
+                applied_lsns: vec![0; shards],
+                primary_durable_lsns: vec![0; shards],
+                behind_since: vec![None; shards],
+                ..FollowStatus::default()
+            }),
+        }
+    }
+
+    pub fn primary(&self) -> &str {
+        &self.primary
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FollowStatus> {
+        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of the current status.
+    pub fn status(&self) -> FollowStatus {
+        self.lock().clone()
+    }
+
+    fn set_state(&self, state: &'static str, error: Option<String>) {
+        let mut status = self.lock();
+        status.state = state;
+        if error.is_some() {
+            status.error = error;
+        }
+    }
+
+    fn positions(&self, shard: usize, applied: Option<u64>, primary: Option<u64>) {
+        let mut status = self.lock();
+        let Some(current) = status.applied_lsns.get(shard).copied() else { return };
+        let applied = applied.unwrap_or(current).max(current);
+        status.applied_lsns[shard] = applied;
+        if let Some(primary) = primary {
+            status.primary_durable_lsns[shard] = status.primary_durable_lsns[shard].max(primary);
+        }
+        let behind = status.primary_durable_lsns[shard] > applied;
+        match (behind, status.behind_since[shard]) {
+            (true, None) => status.behind_since[shard] = Some(Instant::now()),
+            (false, Some(_)) => status.behind_since[shard] = None,
+            _ => {}
+        }
+        status.last_heard = Some(Instant::now());
+    }
+}
+
+/// How a follower ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// Told to stop (promotion or shutdown).
+    Stopped,
+    /// The primary refused this standby, or this standby refused the primary: final.
+    Refused(String),
+}
+
+/// Settings of a follower.
+#[derive(Clone)]
+pub struct FollowConfig {
+    /// Ask the primary for snapshots of every shard, replacing this node's logs.
+    pub reseed: bool,
+    /// Persists a raised epoch (the data directory's epoch file).
+    pub persist_epoch: EpochStore,
+}
+
+impl std::fmt::Debug for FollowConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FollowConfig").field("reseed", &self.reseed).finish_non_exhaustive()
+    }
+}
+
+/// Follows the primary behind `connector` until `stop` turns true or a refusal.
+pub async fn follow<C: Connector>(
+    runtime: Arc<Runtime>,
+    connector: C,
+    state: Arc<StandbyState>,
+    mut config: FollowConfig,
+    mut stop: watch::Receiver<bool>,
+) -> FollowEnd {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        state.set_state("connecting", None);
+        let connected = tokio::select! {
+            biased;
+            () = crate::stopped(&mut stop) => break,
+            connected = connector.connect() => connected,
+        };
+        let session = match connected {
+            Ok(transport) => {
+                let mut session = Session {
+                    runtime: &runtime,
+                    state: &state,
+                    config: &mut config,
+                    snapshot: Vec::new(),
+                };
+                session.run(transport, &mut stop).await
+            }
+            Err(error) => Err(ReplicationError::Transport(error)),
+        };
+        state.connected.store(false, Ordering::Relaxed);
+        match session {
+            Ok(Some(end)) => {
+                state.set_state("stopped", None);
+                return end;
+            }
+            Ok(None) => break,
+            Err(ReplicationError::Refused(reason)) => {
+                tracing::error!(primary = %connector.describe(), %reason, "not following the primary");
+                state.set_state("refused", Some(reason.clone()));
+                return FollowEnd::Refused(reason);
+            }
+            Err(error) => {
+                let followed =
+                    state.lock().last_heard.is_some_and(|heard| heard.elapsed() < backoff * 4);
+                if followed {
+                    backoff = RECONNECT_BACKOFF_MIN;
+                }
+                tracing::warn!(primary = %connector.describe(), %error, retry_ms = backoff.as_millis() as u64, "replication connection lost; reconnecting");
+                state.set_state("connecting", Some(error.to_string()));
+            }
+        }
+        tokio::select! {
+            biased;
+            () = crate::stopped(&mut stop) => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+    state.set_state("stopped", None);
+    FollowEnd::Stopped
+}
+
+/// Where each shard's log ends on this node: position and checksum of its last record.
+pub async fn log_ends(runtime: &Runtime) -> Result<Vec<LogEnd>, String> {
+    let mut ends = Vec::with_capacity(runtime.shards());
+    for shard in 0..runtime.shards() {
+        let last_lsn = runtime.metrics()[shard].durable_lsn.load(Ordering::Relaxed);
+        let last_crc = if last_lsn == 0 {
+            None
+        } else {
+            match runtime.read_raw(shard, last_lsn, 1).await? {
+                RawRead::Records(bytes) if !bytes.is_empty() => Some(
+                    record_crc(&bytes)
+                        .ok_or_else(|| format!("shard {shard}: record {last_lsn} unreadable"))?,
+                ),
+                // The log ends at a snapshot.
+                RawRead::Records(_) | RawRead::Unavailable { .. } => None,
+            }
+        };
+        ends.push(LogEnd { last_lsn, last_crc });
+    }
+    Ok(ends)
+}
+
+struct Session<'a> {
+    runtime: &'a Arc<Runtime>,
+    state: &'a StandbyState,
+    config: &'a mut FollowConfig,
+    /// Per shard: a snapshot being received (position, total size, bytes so far).
+    snapshot: Vec<Option<(u64, u64, Vec<u8>)>>,
+}
+
+impl Session<'_> {
+    /// `Ok(Some(Stopped))` when told to stop, `Err` on failure or refusal.
+    async fn run<T: Transport>(
+        &mut self,
+        mut transport: T,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<FollowEnd>, ReplicationError> {
+        let runtime = self.runtime;
+        let shards = runtime.shards();
+        self.snapshot = vec![None; shards];
+        let ends = log_ends(runtime).await.map_err(ReplicationError::Runtime)?;
+        let own_epoch = runtime.epoch();
+        let reseed = self.config.reseed;
+        transport
+            .send(&Message::Subscribe { epoch: own_epoch, reseed, shards: ends.clone() })
+            .await?;
+        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.recv())
+            .await
+            .map_err(|_| ReplicationError::Transport(TransportError::Io("no WELCOME".into())))??;
+        let (epoch, durable_lsns) = match welcome {
+            Some(Message::Welcome { epoch, durable_lsns }) => (epoch, durable_lsns),
+            Some(Message::Refused { reason }) => {
+                return Err(ReplicationError::Refused(format!("the primary refused: {reason}")))
+            }
+            Some(other) => {
+                return Err(ReplicationError::Protocol(format!(
+                    "expected WELCOME, got {}",
+                    other.name()
+                )))
+            }
+            None => {
+                return Err(ReplicationError::Transport(TransportError::Closed(
+                    "before WELCOME".into(),
+                )))
+            }
+        };
+        if epoch < own_epoch {
+            let reason = format!(
+                "the primary is at epoch {epoch}, below this node's epoch {own_epoch}: it is a deposed primary; not following it"
+            );
+            let _ = transport.send(&Message::Refused { reason: reason.clone() }).await;
+            return Err(ReplicationError::Refused(reason));
+        }
+        if durable_lsns.len() != shards {
+            return Err(ReplicationError::Protocol("WELCOME names another shard count".into()));
+        }
+        if epoch > own_epoch {
+            // Persisted first: after a restart this node must still refuse older primaries.
+            let persist = self.config.persist_epoch.clone();
+            tokio::task::spawn_blocking(move || persist(epoch))
+                .await
+                .map_err(|error| ReplicationError::Runtime(error.to_string()))?
+                .map_err(ReplicationError::Runtime)?;
+            runtime.raise_epoch(epoch);
+        }
+        {
+            let mut status = self.state.lock();
+            status.primary_epoch = epoch;
+            status.sessions += 1;
+            status.state = "following";
+            status.error = None;
+        }
+        for (shard, end) in ends.iter().enumerate() {
+            self.state.positions(shard, Some(end.last_lsn), Some(durable_lsns[shard]));
+        }
+        self.state.connected.store(true, Ordering::Relaxed);
+        tracing::info!(epoch, reseed, "following the primary");
+        let mut reseeded = vec![false; shards];
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = crate::stopped(stop) => return Ok(Some(FollowEnd::Stopped)),
+                received = tokio::time::timeout(PRIMARY_SILENCE_TIMEOUT, transport.recv()) => received,
+            };
+            let message = received.map_err(|_| {
+                ReplicationError::Transport(TransportError::Io("primary silent".into()))
+            })??;
+            match message {
+                None => {
+                    return Err(ReplicationError::Transport(TransportError::Closed(
+                        "primary closed".into(),
+                    )))
+                }
+                Some(Message::Records {
+                    shard,
+                    first_lsn,
+                    last_lsn,
+                    primary_durable_lsn,
+                    bytes,
+                }) => {
+                    let index = self.shard(shard)?;
+                    let synced = runtime.replicate(index, bytes).await.map_err(|reason| {
+                        ReplicationError::Refused(format!(
+                            "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this node's log: {reason}"
+                        ))
+                    })?;
+                    self.state.positions(index, Some(synced), Some(primary_durable_lsn));
+                    transport.send(&Message::Ack { shard, synced_lsn: synced }).await?;
+                }
+                Some(Message::Snapshot { shard, lsn, total_bytes, offset, bytes }) => {
+                    let index = self.shard(shard)?;
+                    if let Some(state) =
+                        self.receive_snapshot(index, lsn, total_bytes, offset, bytes)?
+                    {
+                        runtime
+                            .install_snapshot(index, lsn, state)
+                            .await
+                            .map_err(ReplicationError::Runtime)?;
+                        self.state.lock().snapshots_installed += 1;
+                        // The log was replaced: positions start again from the snapshot.
+                        {
+                            let mut status = self.state.lock();
+                            status.applied_lsns[index] = lsn;
+                        }
+                        self.state.positions(index, Some(lsn), None);
+                        reseeded[index] = true;
+                        if self.config.reseed && reseeded.iter().all(|done| *done) {
+                            tracing::info!("re-seeded every shard from the primary's snapshots");
+                            self.config.reseed = false;
+                        }
+                        transport.send(&Message::Ack { shard, synced_lsn: lsn }).await?;
+                    }
+                }
+                Some(Message::Heartbeat { durable_lsns, .. }) => {
+                    for (shard, durable) in durable_lsns.into_iter().enumerate().take(shards) {
+                        self.state.positions(shard, None, Some(durable));
+                    }
+                }
+                Some(Message::Refused { reason }) => {
+                    return Err(ReplicationError::Transport(TransportError::Closed(reason)))
+                }
+                Some(other) => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected {} from the primary",
+                        other.name()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn shard(&self, shard: u16) -> Result<usize, ReplicationError> {
+        let index = usize::from(shard);
+        if index >= self.runtime.shards() {
+            return Err(ReplicationError::Protocol(format!("message for unknown shard {shard}")));
+        }
+        Ok(index)
+    }
+
+    /// Adds a piece of a snapshot; the whole state once complete.
+    fn receive_snapshot(
+        &mut self,
+        shard: usize,
+        lsn: u64,
+        total_bytes: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
+        if total_bytes > SNAPSHOT_SIZE_MAX_BYTES {
+            return Err(ReplicationError::Protocol(format!(
+                "snapshot of {total_bytes} bytes is too large"
+            )));
+        }
+        let slot = &mut self.snapshot[shard];
+        if offset == 0 {
+            *slot = Some((lsn, total_bytes, Vec::with_capacity(total_bytes as usize)));
+        }
+        let Some((slot_lsn, slot_total, buffer)) = slot.as_mut() else {
+            return Err(ReplicationError::Protocol("snapshot piece without its start".into()));
+        };
+        if *slot_lsn != lsn || *slot_total != total_bytes || buffer.len() as u64 != offset {
+            return Err(ReplicationError::Protocol("snapshot pieces out of order".into()));
+        }
+        buffer.extend_from_slice(&bytes);
+        if buffer.len() as u64 == total_bytes {
+            return Ok(slot.take().map(|(_, _, state)| state));
+        }
+        Ok(None)
+    }
+}

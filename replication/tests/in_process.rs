@@ -1,0 +1,428 @@
+//! Replication in one process, from a seed: two or three runtimes over write-ahead logs in temp
+//! directories, connected by the in-memory transport. Catch-up from empty, snapshot-first
+//! catch-up, the synchronous gate, promotion, divergence after a failover (and re-seeding), and
+//! a lower-epoch primary refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookd_engine::runtime::{
+    recover_shard, DataDir, Op, OpResult, Runtime, RuntimeConfig, ShardConfig, ShardLog,
+};
+use bookd_engine::{Command, EngineLimits, Hold, Item, PutResource, Release};
+use bookd_replication::{
+    Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, TransportError,
+};
+use tokio::sync::watch;
+
+const SHARDS: usize = 2;
+
+struct TestNode {
+    node: Arc<ReplicatedNode>,
+    _dir: Arc<DataDir>,
+}
+
+struct Options {
+    standby_of: Option<Arc<ReplicatedNode>>,
+    sync_standbys: usize,
+    timeout: Duration,
+    segment_size_bytes: u64,
+    reseed: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            standby_of: None,
+            sync_standbys: 0,
+            timeout: Duration::from_secs(10),
+            segment_size_bytes: 1024 * 1024,
+            reseed: false,
+        }
+    }
+}
+
+/// A standby's way to its primary: a fresh memory pair per connection, the primary's side
+/// served by a task.
+struct MemoryConnector {
+    primary: Arc<ReplicatedNode>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connector for MemoryConnector {
+    type Transport = MemoryTransport;
+
+    async fn connect(&self) -> Result<MemoryTransport, TransportError> {
+        let (ours, theirs) = MemoryTransport::pair();
+        let served = self.primary.serve_standby(theirs, "memory".into(), self.stop.clone());
+        tokio::spawn(served);
+        Ok(ours)
+    }
+
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
+fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode {
+    let dir = Arc::new(DataDir::open(path, Some(SHARDS), SHARDS).unwrap());
+    let wal = bookd_wal::Options {
+        segment_size_bytes: options.segment_size_bytes,
+        ..bookd_wal::Options::default()
+    };
+    let mut epoch = dir.epoch().unwrap();
+    let mut shards = Vec::new();
+    for index in 0..SHARDS {
+        let recovered = recover_shard(&dir, index, wal, EngineLimits::default()).unwrap();
+        epoch = epoch.max(recovered.epoch);
+        shards.push((recovered.engine, Box::new(recovered.log) as Box<dyn ShardLog>));
+    }
+    let config = RuntimeConfig {
+        shard: ShardConfig {
+            sync_standbys: options.sync_standbys,
+            replication_timeout: options.timeout,
+            ..RuntimeConfig::default().shard
+        },
+        epoch,
+        writable: options.standby_of.is_none(),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Arc::new(Runtime::start(config, shards).unwrap());
+    let persist_dir = dir.clone();
+    let persist: bookd_replication::EpochStore =
+        Arc::new(move |epoch| persist_dir.set_epoch(epoch).map_err(|e| e.to_string()));
+    let node = match options.standby_of {
+        None => ReplicatedNode::primary(runtime, options.sync_standbys, persist),
+        Some(primary) => {
+            let node =
+                ReplicatedNode::standby(runtime, options.sync_standbys, persist, "memory".into());
+            node.start_following(MemoryConnector { primary, stop: stop.clone() }, options.reseed);
+            node
+        }
+    };
+    TestNode { node: Arc::new(node), _dir: dir }
+}
+
+/// Stops a node and waits for its shards, so its directory can be opened again.
+async fn close(node: TestNode) {
+    node.node.stop_following().await;
+    let TestNode { node, _dir } = node;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut node = node;
+    let runtime = loop {
+        match Arc::try_unwrap(node) {
+            Ok(inner) => {
+                let runtime = inner.runtime().clone();
+                drop(inner);
+                break runtime;
+            }
+            Err(shared) => node = shared,
+        }
+        assert!(Instant::now() < deadline, "node still shared");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut runtime = runtime;
+    let runtime = loop {
+        match Arc::try_unwrap(runtime) {
+            Ok(runtime) => break runtime,
+            Err(shared) => runtime = shared,
+        }
+        assert!(Instant::now() < deadline, "runtime still shared (a replication session?)");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    tokio::task::spawn_blocking(move || runtime.shutdown()).await.unwrap();
+    drop(_dir);
+}
+
+/// splitmix64, so a failure reproduces from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % bound
+    }
+}
+
+fn partition(index: u64) -> String {
+    format!("p{index}")
+}
+
+fn setup_ops() -> Vec<Op> {
+    (0..4)
+        .flat_map(|p| {
+            (0..5).map(move |r| {
+                Op::Command(Command::PutResource(PutResource {
+                    partition: partition(p).as_str().into(),
+                    resource: format!("r{r}").as_str().into(),
+                    capacity: 1_000,
+                }))
+            })
+        })
+        .collect()
+}
+
+/// `count` seeded holds and releases; returns how many commands succeeded.
+async fn load(runtime: &Runtime, rng: &mut Rng, tag: &str, count: usize) -> usize {
+    let mut ops = Vec::new();
+    for index in 0..count {
+        let p = partition(rng.below(4));
+        let hold_id = format!("{tag}-{}", index / 2);
+        if index % 2 == 1 && rng.below(3) == 0 {
+            ops.push(Op::Command(Command::Release(Release {
+                partition: p.as_str().into(),
+                hold: hold_id.as_str().into(),
+            })));
+            continue;
+        }
+        ops.push(Op::Command(Command::Hold(Hold {
+            partition: p.as_str().into(),
+            hold: format!("{tag}-{index}").as_str().into(),
+            items: vec![Item {
+                resource: format!("r{}", rng.below(5)).as_str().into(),
+                quantity: 1 + rng.below(3),
+            }],
+            ttl_ms: None,
+            reference: None,
+        })));
+    }
+    let mut ok = 0;
+    for chunk in ops.chunks(50) {
+        ok += runtime
+            .execute(chunk.to_vec())
+            .await
+            .iter()
+            .filter(|r| matches!(r, OpResult::Command(Ok(_))))
+            .count();
+    }
+    ok
+}
+
+/// Every resource as read on `runtime`.
+async fn reads(runtime: &Runtime) -> Vec<OpResult> {
+    let ops = (0..4)
+        .flat_map(|p| {
+            (0..5).map(move |r| Op::GetResource {
+                partition: partition(p).as_str().into(),
+                id: format!("r{r}").as_str().into(),
+            })
+        })
+        .collect();
+    runtime.execute(ops).await
+}
+
+async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn caught_up(primary: &Runtime, standby: &Runtime) -> bool {
+    let p = primary.status().await;
+    let s = standby.status().await;
+    p.iter().zip(&s).all(|(p, s)| p.durable_lsn == s.durable_lsn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_catches_up_from_empty_and_follows() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let primary = open(&temp.path().join("a"), Options::default(), &stop);
+    let runtime = primary.node.runtime().clone();
+    runtime.execute(setup_ops()).await;
+    let mut rng = Rng(1);
+    assert!(load(&runtime, &mut rng, "x", 400).await > 0);
+    let standby = open(
+        &temp.path().join("b"),
+        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    // It follows new writes, and refuses its own.
+    load(&runtime, &mut rng, "y", 200).await;
+    wait_for("follow", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    assert_eq!(standby_runtime.execute(setup_ops()[..1].to_vec()).await, vec![OpResult::ReadOnly]);
+    let status = primary.node.primary_side().status();
+    assert_eq!(status.len(), 1, "one standby connected");
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_behind_the_kept_log_gets_a_snapshot_first() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let small = Options { segment_size_bytes: 64 * 1024, ..Options::default() };
+    let primary = open(&temp.path().join("a"), small, &stop);
+    let runtime = primary.node.runtime().clone();
+    runtime.execute(setup_ops()).await;
+    let mut rng = Rng(2);
+    load(&runtime, &mut rng, "x", 3_000).await;
+    runtime.checkpoint().await.unwrap();
+    load(&runtime, &mut rng, "y", 100).await;
+    runtime.checkpoint().await.unwrap();
+    load(&runtime, &mut rng, "z", 100).await;
+    let unavailable = matches!(
+        runtime.read_raw(0, 1, 1).await.unwrap(),
+        bookd_engine::runtime::RawRead::Unavailable { .. }
+    );
+    assert!(unavailable, "the primary no longer keeps its first records");
+    let standby = open(
+        &temp.path().join("b"),
+        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    let state = standby.node.standby_state().unwrap().status();
+    assert!(state.snapshots_installed >= 1, "{state:?}");
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_gate_waits_for_one_standby() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let primary = open(
+        &temp.path().join("a"),
+        Options { sync_standbys: 1, timeout: Duration::from_millis(200), ..Options::default() },
+        &stop,
+    );
+    let runtime = primary.node.runtime().clone();
+    // No standby: the command takes effect here but is not acknowledged.
+    let results = runtime.execute(setup_ops()).await;
+    assert!(results.iter().all(|r| *r == OpResult::ReplicationTimeout), "{results:?}");
+    let standby = open(
+        &temp.path().join("b"),
+        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let mut rng = Rng(3);
+    let ok = load(&runtime, &mut rng, "x", 200).await;
+    assert!(ok > 100, "acknowledged with a standby: {ok}");
+    // Everything acknowledged is on the standby's disk already.
+    let acknowledged = runtime.status().await;
+    let on_standby = standby_runtime.status().await;
+    for (p, s) in acknowledged.iter().zip(&on_standby) {
+        assert!(s.durable_lsn >= p.durable_lsn, "{p:?} {s:?}");
+    }
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_promotion_divergence_and_reseed() {
+    let (stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let (a_path, b_path) = (temp.path().join("a"), temp.path().join("b"));
+    let a = open(&a_path, Options::default(), &stop);
+    let a_runtime = a.node.runtime().clone();
+    a_runtime.execute(setup_ops()).await;
+    let mut rng = Rng(4);
+    load(&a_runtime, &mut rng, "x", 300).await;
+    let b =
+        open(&b_path, Options { standby_of: Some(a.node.clone()), ..Options::default() }, &stop);
+    let b_runtime = b.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&a_runtime, &b_runtime).await).await;
+    // The network parts: B stops hearing from A, which takes more writes B never gets.
+    b.node.stop_following().await;
+    load(&a_runtime, &mut rng, "lost", 50).await;
+
+    // Promotion: epoch raised and persisted, an epoch record, writable, well under a second.
+    let started = Instant::now();
+    let epoch = b.node.promote().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(epoch, 2);
+    assert_eq!(b.node.role(), Role::Primary);
+    assert!(elapsed < Duration::from_secs(1), "promotion took {elapsed:?}");
+    assert_eq!(b.node.promote().await, Err(bookd_replication::PromoteError::AlreadyPrimary));
+    load(&b_runtime, &mut rng, "after", 100).await;
+    let b_reads = reads(&b_runtime).await;
+
+    // The old primary comes back as a standby of B: its log holds records B never had.
+    drop(a_runtime);
+    let _ = stop_sender.send(true);
+    close(a).await;
+    let (stop_sender, stop) = watch::channel(false);
+    let a =
+        open(&a_path, Options { standby_of: Some(b.node.clone()), ..Options::default() }, &stop);
+    let ended = a.node.follower_end(Duration::from_secs(20)).await;
+    match ended {
+        Some(FollowEnd::Refused(reason)) => {
+            assert!(reason.contains("diverged"), "{reason}");
+            assert!(reason.contains("shard"), "{reason}");
+        }
+        other => panic!("divergence not detected: {other:?}"),
+    }
+    let a_runtime = a.node.runtime().clone();
+    assert_ne!(reads(&a_runtime).await, b_reads, "nothing was mixed into the old primary");
+    drop(a_runtime);
+    close(a).await;
+
+    // With --reseed it replaces its log by B's snapshots and follows.
+    let a = open(
+        &a_path,
+        Options { standby_of: Some(b.node.clone()), reseed: true, ..Options::default() },
+        &stop,
+    );
+    let a_runtime = a.node.runtime().clone();
+    wait_for("re-seed", async || caught_up(&b_runtime, &a_runtime).await).await;
+    assert_eq!(reads(&a_runtime).await, b_reads);
+    assert_eq!(a_runtime.epoch(), 2, "the re-seeded standby is in the new epoch");
+
+    // B, in epoch 2, refuses to follow... and A as a primary would be refused by B: a node of a
+    // higher epoch never follows a lower one.
+    drop(a_runtime);
+    drop(b_runtime);
+    let _ = stop_sender.send(true);
+    close(a).await;
+    close(b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_of_a_lower_epoch_is_refused() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let old = open(&temp.path().join("old"), Options::default(), &stop);
+    old.node.runtime().execute(setup_ops()).await;
+    // A standby that has seen epoch 3 (a newer primary).
+    let newer_path = temp.path().join("newer");
+    {
+        let dir = DataDir::open(&newer_path, Some(SHARDS), SHARDS).unwrap();
+        dir.set_epoch(3).unwrap();
+    }
+    let standby = open(
+        &newer_path,
+        Options { standby_of: Some(old.node.clone()), ..Options::default() },
+        &stop,
+    );
+    match standby.node.follower_end(Duration::from_secs(20)).await {
+        Some(FollowEnd::Refused(reason)) => assert!(reason.contains("epoch"), "{reason}"),
+        other => panic!("a lower-epoch primary was followed: {other:?}"),
+    }
+    let empty = standby.node.runtime().status().await;
+    assert!(empty.iter().all(|shard| shard.last_lsn == 0), "nothing was replicated");
+    close(standby).await;
+    close(old).await;
+}
