@@ -10,6 +10,10 @@ use std::time::Instant;
 
 use bookd_bench::{EngineRun, Workload};
 
+/// The allocator the `bookd` binary uses, so these figures match the node's engine.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Nanoseconds this thread has spent on a CPU (/proc/thread-self/schedstat), 0 where unknown:
 /// on a loaded machine, commands per CPU second are steadier than per wall second.
 fn cpu_ns() -> u64 {

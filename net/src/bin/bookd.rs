@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc: the engine keeps every hold for ever, so most allocations carve fresh memory, where
+/// glibc malloc spends ~100 instructions a call; mimalloc measured +26-35% engine throughput
+/// (docs/PERFORMANCE.md, "Engine").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     bookd_net::cli::run(bookd_net::cli::Cli::parse())
 }
