@@ -20,17 +20,12 @@ use super::{backoff, Call, ClientConfig, ClientError, ClientStats, Failure, Repl
 use crate::protocol::command::put_request_count;
 use crate::protocol::frame::{self, Kind};
 use crate::protocol::limits::{
-    COMMANDS_PER_FRAME_MAX, FRAME_HEADER_SIZE_BYTES, FRAME_SIZE_CAP_BYTES, READ_CHUNK_SIZE_BYTES,
+    CLIENT_DEADLINE_CHECK_INTERVAL as DEADLINE_CHECK_INTERVAL,
+    CLIENT_WRITE_BUFFER_SIZE_MAX_BYTES as WRITE_BUFFER_SIZE_MAX_BYTES, COMMANDS_PER_FRAME_MAX,
+    FRAME_HEADER_SIZE_BYTES, FRAME_SIZE_CAP_BYTES, READ_CHUNK_SIZE_BYTES,
 };
 use crate::protocol::reply::decode_response;
 use crate::protocol::{ErrorCode, ErrorFrame, Hello, HelloOk, Reply};
-
-/// Encoded frames waiting for the socket beyond which no new frame is built.
-const WRITE_BUFFER_SIZE_MAX_BYTES: usize = 1024 * 1024;
-/// How often a connection answers `Timeout` to calls past their deadline.
-const DEADLINE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-/// Calls taken from the queue at once.
-const RECV_BATCH_MAX: usize = COMMANDS_PER_FRAME_MAX;
 
 /// Connects to `addr` and completes the handshake.
 pub async fn connect_one(
@@ -196,7 +191,7 @@ impl State {
             let event = tokio::select! {
                 biased;
                 read = read.read_buf(&mut self.rbuf) => Event::Read(read),
-                count = queue.recv_many(&mut self.received, RECV_BATCH_MAX), if may_send => {
+                count = queue.recv_many(&mut self.received, COMMANDS_PER_FRAME_MAX), if may_send => {
                     Event::Queued(count)
                 }
                 written = write.write(&self.wbuf[self.written..]), if unwritten => {

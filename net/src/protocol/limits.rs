@@ -44,6 +44,19 @@ pub const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// when a frame is that large).
 pub const READ_CHUNK_SIZE_BYTES: usize = 64 * 1024;
 
+/// Pause after an accept error (out of file descriptors, …) before trying again.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// After an ERROR frame or at shutdown: how long the peer's remaining bytes are read and
+/// dropped after our side is shut (so the close does not reset away the ERROR frame).
+pub const LINGER: Duration = Duration::from_secs(2);
+/// ... and at most this many bytes.
+pub const LINGER_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Client: encoded frames waiting for the socket beyond which a connection builds no new frame.
+pub const CLIENT_WRITE_BUFFER_SIZE_MAX_BYTES: usize = 1024 * 1024;
+/// Client: how often a connection answers `Timeout` to calls past their deadline.
+pub const CLIENT_DEADLINE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 const _: () = assert!(FRAME_SIZE_MAX_BYTES_DEFAULT <= FRAME_SIZE_CAP_BYTES);
 const _: () = assert!(FRAME_SIZE_CAP_BYTES <= u32::MAX as usize);
 const _: () = assert!(COMMANDS_PER_FRAME_MAX <= u16::MAX as usize);

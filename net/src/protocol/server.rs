@@ -30,22 +30,15 @@ use super::command::{decode_request, CommandRef};
 use super::frame::{self, FrameError, Kind};
 use super::handshake::{ErrorFrame, Hello, HelloOk};
 use super::limits::{
-    COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
+    ACCEPT_ERROR_BACKOFF, COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
     FRAME_SIZE_MAX_BYTES_DEFAULT, HELLO_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
-    IN_FLIGHT_REQUESTS_MAX_DEFAULT, READ_CHUNK_SIZE_BYTES, READ_TIMEOUT_DEFAULT,
-    TIMEOUT_CHECK_INTERVAL, WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT, WRITE_STALL_TIMEOUT_DEFAULT,
+    IN_FLIGHT_REQUESTS_MAX_DEFAULT, LINGER, LINGER_SIZE_MAX_BYTES, READ_CHUNK_SIZE_BYTES,
+    READ_TIMEOUT_DEFAULT, TIMEOUT_CHECK_INTERVAL, WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT,
+    WRITE_STALL_TIMEOUT_DEFAULT,
 };
 use super::reply::{encode_op_result, put_refused, Refused};
 use super::wire::put_u16;
 use crate::http::{constant_time_eq, NodeInfo, Role};
-
-/// Pause after an accept error (out of file descriptors, …) before trying again.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-/// After an ERROR frame or at shutdown: how long the peer's remaining bytes are read and
-/// dropped before the socket closes (so the close does not reset away the ERROR frame).
-const LINGER: Duration = Duration::from_secs(2);
-/// ... and at most this many bytes.
-const LINGER_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Settings of the binary server.
 #[derive(Debug, Clone)]
@@ -110,6 +103,19 @@ impl BinaryMetrics {
     }
 }
 
+/// Takes over a connection whose first frame after the handshake is REPLICATE (a standby; see
+/// docs/protocol.md, "Replication"): it gets the stream, the bytes read and not consumed (that
+/// frame first) and the node's stop signal, and must end once the signal turns true.
+pub trait ReplicationHook: Send + Sync + std::fmt::Debug {
+    fn serve(
+        &self,
+        stream: TcpStream,
+        buffered: Vec<u8>,
+        peer: String,
+        stop: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
 /// What every binary connection needs: shared, read-only after start.
 #[derive(Debug)]
 pub struct BinaryApp {
@@ -118,6 +124,7 @@ pub struct BinaryApp {
     node: Arc<dyn NodeInfo>,
     config: BinaryConfig,
     metrics: BinaryMetrics,
+    replication: Option<Arc<dyn ReplicationHook>>,
 }
 
 impl BinaryApp {
@@ -129,7 +136,14 @@ impl BinaryApp {
             node,
             config: BinaryConfig::default(),
             metrics: BinaryMetrics::default(),
+            replication: None,
         }
+    }
+
+    /// The same app, handing standbys' connections to `hook`.
+    pub fn with_replication(mut self, hook: Arc<dyn ReplicationHook>) -> Self {
+        self.replication = Some(hook);
+        self
     }
 
     pub fn with_config(mut self, mut config: BinaryConfig) -> Self {
@@ -208,12 +222,19 @@ async fn serve_connection(
     BinaryMetrics::add(&app.metrics.connections_open, 1);
     BinaryMetrics::add(&app.metrics.connections_total, 1);
     let _ = stream.set_nodelay(true);
+    let replication_stop = stop.clone();
     let (read, write) = stream.split();
     let mut connection = Connection::new(&app, read, write, stop);
     if let Err(error) = connection.run().await {
         tracing::debug!(%error, "binary connection ended with an error");
     }
+    let handoff = matches!(connection.closing, Some(Closing::Handoff));
+    let buffered = if handoff { connection.rbuf.to_vec() } else { Vec::new() };
     drop(connection);
+    if let (true, Some(hook)) = (handoff, app.replication.clone()) {
+        let peer = stream.peer_addr().map_or_else(|_| "unknown".into(), |peer| peer.to_string());
+        hook.serve(stream, buffered, peer, replication_stop).await;
+    }
     app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     drop(app);
     drop(permit);
@@ -230,6 +251,8 @@ enum Closing {
     Error(ErrorFrame),
     /// A timeout or dead peer: close without waiting for anything.
     Abort,
+    /// A standby's REPLICATE frame: the connection goes to replication, unread bytes with it.
+    Handoff,
 }
 
 /// What woke the connection loop.
@@ -265,6 +288,8 @@ struct Connection<'a> {
     last_write_progress: Instant,
     write_buffered_max: usize,
     paused: bool,
+    /// Whether a REQUEST was read (a REPLICATE frame is only taken before any).
+    requested: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -289,6 +314,7 @@ impl<'a> Connection<'a> {
             last_write_progress: now,
             write_buffered_max: 0,
             paused: false,
+            requested: false,
         }
     }
 
@@ -539,6 +565,11 @@ impl<'a> Connection<'a> {
             Err(error) => return Err((frame_error(error), 0)),
         };
         let request_id = frame.request_id;
+        if frame.kind == Kind::Replicate && !self.requested && self.app.replication.is_some() {
+            // The frame stays in the buffer for replication; the token was checked by HELLO.
+            self.closing = Some(Closing::Handoff);
+            return Ok(None);
+        }
         if frame.kind != Kind::Request {
             return Err((bad_request(format!("unexpected {:?} frame", frame.kind)), request_id));
         }
@@ -564,6 +595,7 @@ impl<'a> Connection<'a> {
             refused.resize(count, false);
         }
         self.rbuf.advance(used);
+        self.requested = true;
         self.partial_since = if self.rbuf.is_empty() { None } else { Some(Instant::now()) };
         let metrics = &self.app.metrics;
         BinaryMetrics::add(&metrics.requests_total, 1);
@@ -627,7 +659,7 @@ impl<'a> Connection<'a> {
     /// lingering: our side is shut, the peer's last bytes are read and dropped for a moment,
     /// so the peer gets the ERROR frame before the connection goes away.
     async fn close(&mut self) -> io::Result<()> {
-        if matches!(self.closing, Some(Closing::Abort)) {
+        if matches!(self.closing, Some(Closing::Abort | Closing::Handoff)) {
             return Ok(());
         }
         if matches!(self.closing, Some(Closing::Stopping)) {
