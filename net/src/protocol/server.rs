@@ -531,13 +531,17 @@ impl<'a> Connection<'a> {
                     if let Some(timeout) = self.timed_out(!in_flight.is_empty() || self.paused) {
                         BinaryMetrics::add(&app.metrics.timeouts_total, 1);
                         tracing::debug!(timeout, "binary connection timed out");
-                        if timeout == "write stall" {
-                            self.closing = Some(Closing::Abort);
-                        } else {
-                            error_at = Some(0);
-                            let message = format!("{timeout} timeout");
-                            self.closing = Some(Closing::Error(bad_request(message)));
-                        }
+                        error_at = Some(0);
+                        self.closing = match timeout {
+                            "write stall" => Some(Closing::Abort),
+                            // Nothing was in flight, and nothing sent from now on is read: a
+                            // client may resend whatever crossed this ERROR on the wire.
+                            "idle" => Some(Closing::Error(ErrorFrame {
+                                code: ErrorCode::Unavailable,
+                                message: "idle timeout; reconnect".into(),
+                            })),
+                            _ => Some(Closing::Error(bad_request(format!("{timeout} timeout")))),
+                        };
                     }
                 }
             }
