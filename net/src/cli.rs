@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a primary node.
     Serve(ServeArgs),
+    /// Run a hot standby that follows a primary, serves reads and refuses writes.
+    Standby(StandbyArgs),
+    /// Turn the standby at --http into the primary; exit 0 once it accepts writes.
+    Promote(PromoteArgs),
     /// Show a node's role, epoch, log positions, standbys and lag.
     Status(ClientArgs),
     /// Inspect a data directory's write-ahead logs and snapshots.
@@ -54,6 +58,32 @@ pub struct ServeArgs {
     /// (durable: a command is acknowledged only once it is on disk).
     #[arg(long, env = "BOOKD_SYNC_INTERVAL_MS")]
     pub sync_interval_ms: Option<u64>,
+    /// With --sync-standbys: how long a command waits for its standbys before the caller gets
+    /// `replication_timeout` (the command did take effect here; retry with the same hold id).
+    #[arg(long, env = "BOOKD_REPLICATION_TIMEOUT_MS", default_value_t = 5000)]
+    pub replication_timeout_ms: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StandbyArgs {
+    /// The primary's binary protocol address (its --listen).
+    #[arg(long, env = "BOOKD_PRIMARY")]
+    pub primary: String,
+    /// Replace this node's logs by the primary's snapshots (an old primary whose log diverged).
+    #[arg(long)]
+    pub reseed: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PromoteArgs {
+    /// The standby's HTTP address.
+    #[arg(long, env = "BOOKD_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// The node's token, if it has one.
+    #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -94,6 +124,7 @@ impl ServeArgs {
             sync_standbys: self.sync_standbys,
             insecure: self.insecure,
             sync_interval_ms: self.sync_interval_ms,
+            replication_timeout: std::time::Duration::from_millis(self.replication_timeout_ms),
             role,
             ..NodeConfig::default()
         }
@@ -104,9 +135,60 @@ impl ServeArgs {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::node::run_until_signal(args.node_config(Role::Primary)),
+        Command::Standby(args) => {
+            let config = NodeConfig {
+                primary: Some(args.primary.clone()),
+                reseed: args.reseed,
+                ..args.serve.node_config(Role::Standby)
+            };
+            crate::node::run_until_signal(config)
+        }
+        Command::Promote(args) => promote(&args),
         Command::Status(args) => status(&args),
         Command::Wal(WalCommand::Verify { data_dir }) => crate::inspect::verify(&data_dir),
         Command::Wal(WalCommand::Dump { data_dir }) => crate::inspect::dump(&data_dir),
+    }
+}
+
+/// `bookd promote`: POST /admin/promote, then (belt and braces) /health until role=primary.
+fn promote(args: &PromoteArgs) -> ExitCode {
+    let started = std::time::Instant::now();
+    let token = args.token.as_deref();
+    match crate::http_client::request(&args.http, "POST", "/admin/promote", token, None) {
+        Ok((200, _)) => {}
+        Ok((409, _)) => {
+            eprintln!("bookd promote: {} is already primary", args.http);
+            return ExitCode::FAILURE;
+        }
+        Ok((status, body)) => {
+            eprintln!("bookd promote: {} answered {status}: {body}", args.http);
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            eprintln!("bookd promote: cannot reach {}: {error}", args.http);
+            return ExitCode::FAILURE;
+        }
+    }
+    let deadline = started + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok((200, body)) =
+            crate::http_client::request(&args.http, "GET", "/health", token, None)
+        {
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if health["role"] == "primary" {
+                let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                println!(
+                    "promoted: {} is primary at epoch {} ({elapsed_ms:.1} ms)",
+                    args.http, health["epoch"]
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("bookd promote: {} did not report role primary in time", args.http);
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

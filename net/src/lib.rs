@@ -14,6 +14,8 @@
 //! - [`http_client`]: a minimal blocking HTTP client for the CLI and tests.
 //! - [`protocol`]: the binary protocol (docs/protocol.md): frames, codec, server.
 //! - [`client`]: the async Rust client of the binary protocol (pool, batching, retries).
+//! - [`replication`]: standbys over the binary port, the standby's TCP connector, and the
+//!   replication role, status and promotion as the HTTP layer sees them.
 
 pub mod cli;
 pub mod client;
@@ -22,3 +24,4 @@ pub mod http_client;
 pub mod inspect;
 pub mod node;
 pub mod protocol;
+pub mod replication;

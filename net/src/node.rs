@@ -14,8 +14,10 @@ use bookd_engine::runtime::{
 use bookd_engine::EngineLimits;
 use bookd_wal::SyncPolicy;
 
+use crate::http::HttpApp;
 pub use crate::http::Role;
-use crate::http::{HttpApp, PrimaryNode};
+use crate::replication::{Replication, TcpConnector};
+use bookd_replication::{EpochStore, ReplicatedNode};
 
 /// Everything `bookd serve` can be told.
 #[derive(Debug, Clone)]
@@ -35,6 +37,12 @@ pub struct NodeConfig {
     pub snapshot_log_bytes: u64,
     pub limits: EngineLimits,
     pub queue_messages_max: usize,
+    /// A standby's primary: its binary protocol address.
+    pub primary: Option<String>,
+    /// A standby started with `--reseed`: replace its logs by the primary's snapshots.
+    pub reseed: bool,
+    /// How long a command waits for its synchronous standbys before `replication_timeout`.
+    pub replication_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -53,6 +61,9 @@ impl Default for NodeConfig {
             snapshot_log_bytes: 256 * 1024 * 1024,
             limits: EngineLimits::default(),
             queue_messages_max: 4096,
+            primary: None,
+            reseed: false,
+            replication_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -77,7 +88,7 @@ pub enum NodeError {
 pub struct Node {
     config: NodeConfig,
     runtime: Arc<Runtime>,
-    _data_dir: DataDir,
+    data_dir: Arc<DataDir>,
 }
 
 /// The addresses a node listens on, once it does.
@@ -92,11 +103,8 @@ impl Node {
     /// Locks and recovers the data directory and starts the shards. Opens no port.
     pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
         check_listen_security(&config)?;
-        if config.sync_standbys > 0 {
-            return Err(NodeError::Config(
-                "--sync-standbys needs replication to standbys, which this build does not provide yet"
-                    .into(),
-            ));
+        if config.role == Role::Standby && config.primary.is_none() {
+            return Err(NodeError::Config("a standby needs --primary ADDR".into()));
         }
         let wanted = config.shards.map(|shards| shards.clamp(1, 1024));
         let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
@@ -108,21 +116,43 @@ impl Node {
             },
             ..bookd_wal::Options::default()
         };
-        let shards = recover_all(&data_dir, options, config.limits)?;
+        let (shards, log_epoch) = recover_all(&data_dir, options, config.limits)?;
+        // The epoch of the last promotion, or of the newest record, whichever is higher.
+        let epoch = data_dir.epoch()?.max(log_epoch);
         let runtime_config = RuntimeConfig {
             shard: ShardConfig {
                 snapshot_log_bytes: config.snapshot_log_bytes,
+                sync_standbys: config.sync_standbys,
+                replication_timeout: config.replication_timeout,
                 ..RuntimeConfig::default().shard
             },
             queue_messages_max: config.queue_messages_max,
+            epoch,
+            writable: config.role == Role::Primary,
             ..RuntimeConfig::default()
         };
         let runtime = Runtime::start(runtime_config, shards).map_err(NodeError::Threads)?;
-        Ok(Node { config, runtime: Arc::new(runtime), _data_dir: data_dir })
+        tracing::info!(epoch, role = config.role.as_str(), "node recovered");
+        Ok(Node { config, runtime: Arc::new(runtime), data_dir: Arc::new(data_dir) })
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The node's replication: a primary, or a standby of `config.primary`.
+    fn replicated_node(&self) -> Replication {
+        let data_dir = self.data_dir.clone();
+        let persist: EpochStore =
+            Arc::new(move |epoch| data_dir.set_epoch(epoch).map_err(|error| error.to_string()));
+        let runtime = self.runtime.clone();
+        let sync_standbys = self.config.sync_standbys;
+        Replication(Arc::new(match (&self.config.role, &self.config.primary) {
+            (Role::Standby, Some(primary)) => {
+                ReplicatedNode::standby(runtime, sync_standbys, persist, primary.clone())
+            }
+            _ => ReplicatedNode::primary(runtime, sync_standbys, persist),
+        }))
     }
 
     /// Listens and serves until `shutdown` resolves, then stops cleanly. `ready` is called with
@@ -146,17 +176,26 @@ impl Node {
             http: http.local_addr().map_err(listen(&self.config.http_addr))?,
             binary: binary.local_addr().map_err(listen(&self.config.listen_addr))?,
         };
-        let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(PrimaryNode);
+        let replication = self.replicated_node();
+        let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(replication.clone());
         let app = Arc::new(HttpApp::new(
             self.runtime.clone(),
             self.config.token.clone(),
             node_info.clone(),
         ));
-        let binary_app = Arc::new(crate::protocol::BinaryApp::new(
-            self.runtime.clone(),
-            self.config.token.clone(),
-            node_info,
-        ));
+        let binary_app = Arc::new(
+            crate::protocol::BinaryApp::new(
+                self.runtime.clone(),
+                self.config.token.clone(),
+                node_info,
+            )
+            .with_replication(Arc::new(replication.clone())),
+        );
+        if let Some(primary) = &self.config.primary {
+            let connector =
+                TcpConnector { addr: primary.clone(), token: self.config.token.clone() };
+            replication.0.start_following(connector, self.config.reseed);
+        }
         ready(bound);
         // One shutdown signal for both listeners; each stops accepting, finishes in-flight
         // requests, then returns.
@@ -174,6 +213,9 @@ impl Node {
             signal,
         );
         let served = served.and(served_binary);
+        // A standby stops following before its shards stop.
+        replication.0.stop_following().await;
+        drop(replication);
         // Every connection is closed; only this handle remains.
         let runtime = self.runtime;
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(runtime) {
@@ -193,12 +235,12 @@ fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
-/// Recovers every shard, in parallel.
+/// Recovers every shard, in parallel; also the highest epoch of any record replayed.
 fn recover_all(
     dir: &DataDir,
     options: bookd_wal::Options,
     limits: EngineLimits,
-) -> Result<Vec<ShardParts>, NodeError> {
+) -> Result<(Vec<ShardParts>, u64), NodeError> {
     let recovered: Vec<Result<_, DataDirError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..dir.shards())
             .map(|index| scope.spawn(move || recover_shard(dir, index, options, limits)))
@@ -212,11 +254,13 @@ fn recover_all(
             .collect()
     });
     let mut shards = Vec::with_capacity(recovered.len());
+    let mut epoch = 0;
     for shard in recovered {
         let shard = shard?;
+        epoch = epoch.max(shard.epoch);
         shards.push((shard.engine, Box::new(shard.log) as Box<dyn ShardLog>));
     }
-    Ok(shards)
+    Ok((shards, epoch))
 }
 
 /// Without a token, only loopback addresses are allowed, unless `--insecure`.

@@ -125,7 +125,8 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
         Route::Metrics => {
             let role = app.node.role();
             let epoch = app.node.epoch(&app.runtime);
-            let text = metrics::render(app.metrics(), &app.runtime, role, epoch);
+            let mut text = metrics::render(app.metrics(), &app.runtime, role, epoch);
+            app.node.render_metrics(&mut text);
             bytes_response(StatusCode::OK, PROMETHEUS, Bytes::from(text))
         }
         Route::Status => status(app).await,

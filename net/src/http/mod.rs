@@ -115,6 +115,9 @@ pub trait NodeInfo: Send + Sync + std::fmt::Debug {
         extras
     }
 
+    /// Appends the node's own metrics (replication) to `/metrics`, Prometheus text format.
+    fn render_metrics(&self, _out: &mut String) {}
+
     /// Turns a standby into the primary; called only when [`NodeInfo::role`] is `Standby`.
     fn promote(&self) -> PromoteFuture<'_> {
         Box::pin(async { Err(PromoteError::AlreadyPrimary) })

@@ -21,6 +21,9 @@ pub enum Kind {
     Request = 0x03,
     /// Server → client: one result per command of the REQUEST with the same request id.
     Response = 0x04,
+    /// Standby ↔ primary, after HELLO/HELLO_OK: one replication message (docs/protocol.md,
+    /// "Replication"). A standby's first REPLICATE frame hands the connection to replication.
+    Replicate = 0x10,
     /// Server → client: the connection is refused or broken; it is closed after this frame.
     Error = 0xFF,
 }
@@ -32,6 +35,7 @@ impl Kind {
             0x02 => Some(Kind::HelloOk),
             0x03 => Some(Kind::Request),
             0x04 => Some(Kind::Response),
+            0x10 => Some(Kind::Replicate),
             0xFF => Some(Kind::Error),
             _ => None,
         }

@@ -21,9 +21,15 @@ pub struct Bookd {
 impl Bookd {
     /// Starts `bookd serve` on `data_dir` with extra `args`, and waits for its ready line.
     pub fn serve(data_dir: &Path, args: &[&str]) -> Bookd {
+        Bookd::start("serve", data_dir, args)
+    }
+
+    /// Starts `bookd SUBCOMMAND` (`serve`, `standby`) on `data_dir` with extra `args`, and waits
+    /// for its ready line.
+    pub fn start(subcommand: &str, data_dir: &Path, args: &[&str]) -> Bookd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bookd"));
         command
-            .arg("serve")
+            .arg(subcommand)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
