@@ -15,10 +15,12 @@
 //!   acknowledgements, feed the synchronous gate and retention.
 //! - [`standby`]: follow a primary: subscribe, append, apply, acknowledge, reconnect.
 //! - [`node`]: the node's role, promotion, status and metrics.
+//! - [`metrics`]: the `bookd_replication_*` families, documented once.
 //! - [`limits`]: every bound, units last.
 
 pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod primary;
 pub mod standby;

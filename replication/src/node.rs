@@ -229,85 +229,42 @@ impl ReplicatedNode {
         extras
     }
 
-    /// Appends the `bookd_replication_*` metrics in Prometheus text format.
+    /// Appends the `bookd_replication_*` metrics in Prometheus text format
+    /// ([`crate::metrics::METRICS`]).
     pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{self as m, header};
         let standbys = self.primary.status();
-        let metrics = self.primary.metrics();
-        help(
-            out,
-            "bookd_replication_standbys_connected",
-            "gauge",
-            "Standbys connected to this node.",
-        );
-        let _ = writeln!(out, "bookd_replication_standbys_connected {}", standbys.len());
-        help(out, "bookd_replication_sync_standbys", "gauge", "Standbys that must have a command on disk before it is acknowledged (--sync-standbys).");
-        let _ = writeln!(out, "bookd_replication_sync_standbys {}", self.primary.sync_standbys());
-        help(
-            out,
-            "bookd_replication_timeouts_total",
-            "counter",
-            "Batches answered replication_timeout because too few standbys acknowledged in time.",
-        );
+        let counters = self.primary.metrics();
+        let gauge = |out: &mut String, doc: &m::MetricDoc, value: u64| {
+            header(out, doc);
+            let _ = writeln!(out, "{} {value}", doc.name);
+        };
+        gauge(out, &m::STANDBYS_CONNECTED, standbys.len() as u64);
+        gauge(out, &m::SYNC_STANDBYS, self.primary.sync_standbys() as u64);
+        header(out, &m::TIMEOUTS_TOTAL);
         for (shard, shard_metrics) in self.runtime.metrics().iter().enumerate() {
             let timeouts = shard_metrics.replication_timeouts.load(Ordering::Relaxed);
-            let _ =
-                writeln!(out, "bookd_replication_timeouts_total{{shard=\"{shard}\"}} {timeouts}");
+            let _ = writeln!(out, "{}{{shard=\"{shard}\"}} {timeouts}", m::TIMEOUTS_TOTAL.name);
         }
-        let counters = [
-            (
-                "bookd_replication_sessions_total",
-                "Standby connections accepted (before the log check).",
-                &metrics.sessions_total,
-            ),
-            (
-                "bookd_replication_refused_total",
-                "Standbys refused (divergence, epoch, shard count).",
-                &metrics.refused_total,
-            ),
-            (
-                "bookd_replication_snapshots_sent_total",
-                "Snapshots sent to standbys.",
-                &metrics.snapshots_sent_total,
-            ),
-            (
-                "bookd_replication_sent_bytes_total",
-                "Bytes of log records sent to standbys.",
-                &metrics.records_bytes_sent_total,
-            ),
+        gauge(out, &m::SESSIONS_TOTAL, counters.sessions_total.load(Ordering::Relaxed));
+        gauge(out, &m::REFUSED_TOTAL, counters.refused_total.load(Ordering::Relaxed));
+        gauge(out, &m::SNAPSHOTS_SENT_TOTAL, counters.snapshots_sent_total.load(Ordering::Relaxed));
+        gauge(out, &m::SENT_BYTES_TOTAL, counters.records_bytes_sent_total.load(Ordering::Relaxed));
+        let per_standby: [(&m::MetricDoc, ShardFigure); 4] = [
+            (&m::STANDBY_ACKED_LSN, |s| s.acked_lsn),
+            (&m::LAG_RECORDS, |s| s.lag_records),
+            (&m::LAG_BYTES, |s| s.lag_bytes),
+            (&m::LAG_MS, |s| s.lag_ms),
         ];
-        for (name, text, counter) in counters {
-            help(out, name, "counter", text);
-            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
-        }
-        let per_standby: [(&str, &str, ShardFigure); 4] = [
-            ("bookd_replication_standby_acked_lsn", "Log position a standby has on disk.", |s| {
-                s.acked_lsn
-            }),
-            (
-                "bookd_replication_lag_records",
-                "Records durable here that a standby has not acknowledged.",
-                |s| s.lag_records,
-            ),
-            (
-                "bookd_replication_lag_bytes",
-                "Bytes sent to a standby and not yet acknowledged.",
-                |s| s.lag_bytes,
-            ),
-            (
-                "bookd_replication_lag_ms",
-                "Age of the oldest message a standby has not acknowledged.",
-                |s| s.lag_ms,
-            ),
-        ];
-        for (name, text, value) in per_standby {
-            help(out, name, "gauge", text);
+        for (doc, value) in per_standby {
+            header(out, doc);
             for standby in &standbys {
                 for shard in &standby.shards {
+                    let (name, shard_index) = (&standby.name, shard.shard);
                     let _ = writeln!(
                         out,
-                        "{name}{{standby=\"{}\",shard=\"{}\"}} {}",
-                        standby.name,
-                        shard.shard,
+                        "{}{{standby=\"{name}\",shard=\"{shard_index}\"}} {}",
+                        doc.name,
                         value(shard)
                     );
                 }
@@ -315,49 +272,23 @@ impl ReplicatedNode {
         }
         if let Some(state) = &self.standby {
             let status = state.status();
-            help(
-                out,
-                "bookd_replication_following",
-                "gauge",
-                "1 while this standby is connected to its primary.",
-            );
-            let _ = writeln!(
-                out,
-                "bookd_replication_following {}",
-                u8::from(state.connected() && self.role() == Role::Standby)
-            );
-            help(
-                out,
-                "bookd_replication_applied_lsn",
-                "gauge",
-                "Log position this standby has on disk and applied.",
-            );
-            for (shard, lsn) in status.applied_lsns.iter().enumerate() {
-                let _ = writeln!(out, "bookd_replication_applied_lsn{{shard=\"{shard}\"}} {lsn}");
-            }
-            help(
-                out,
-                "bookd_replication_primary_lag_records",
-                "gauge",
-                "Records the primary has durable that this standby has not yet.",
-            );
-            for (shard, lsn) in status.applied_lsns.iter().enumerate() {
-                let behind = status.primary_durable_lsns[shard].saturating_sub(*lsn);
-                let _ = writeln!(
-                    out,
-                    "bookd_replication_primary_lag_records{{shard=\"{shard}\"}} {behind}"
-                );
-            }
-            help(
-                out,
-                "bookd_replication_primary_lag_ms",
-                "gauge",
-                "How long this standby has been behind its primary.",
-            );
-            for (shard, since) in status.behind_since.iter().enumerate() {
-                let lag = since.map_or(0, |since| since.elapsed().as_millis() as u64);
-                let _ =
-                    writeln!(out, "bookd_replication_primary_lag_ms{{shard=\"{shard}\"}} {lag}");
+            let following = state.connected() && self.role() == Role::Standby;
+            gauge(out, &m::FOLLOWING, u64::from(following));
+            let shards = status.applied_lsns.len();
+            let per_shard: [(&m::MetricDoc, &dyn Fn(usize) -> u64); 3] = [
+                (&m::APPLIED_LSN, &|shard| status.applied_lsns[shard]),
+                (&m::PRIMARY_LAG_RECORDS, &|shard| {
+                    status.primary_durable_lsns[shard].saturating_sub(status.applied_lsns[shard])
+                }),
+                (&m::PRIMARY_LAG_MS, &|shard| {
+                    status.behind_since[shard].map_or(0, |since| since.elapsed().as_millis() as u64)
+                }),
+            ];
+            for (doc, value) in per_shard {
+                header(out, doc);
+                for shard in 0..shards {
+                    let _ = writeln!(out, "{}{{shard=\"{shard}\"}} {}", doc.name, value(shard));
+                }
             }
         }
     }
@@ -365,11 +296,6 @@ impl ReplicatedNode {
 
 /// Reads one figure of a standby's shard.
 type ShardFigure = fn(&crate::primary::StandbyShardStatus) -> u64;
-
-fn help(out: &mut String, name: &str, kind: &str, text: &str) {
-    let _ = writeln!(out, "# HELP {name} {text}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
 
 fn standby_json(state: &StandbyState) -> Value {
     let status = state.status();
