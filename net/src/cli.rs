@@ -231,6 +231,22 @@ fn print_status(body: &str) {
                 }
             }
             serde_json::Value::String(text) => println!("{key}: {text}"),
+            // A standby's primary: one line per field, its shards one per line.
+            serde_json::Value::Object(inner) => {
+                println!("{key}:");
+                for (name, value) in inner {
+                    match value {
+                        serde_json::Value::Array(items) => {
+                            println!("  {name}:");
+                            for item in items {
+                                println!("    {item}");
+                            }
+                        }
+                        serde_json::Value::String(text) => println!("  {name}: {text}"),
+                        other => println!("  {name}: {other}"),
+                    }
+                }
+            }
             other => println!("{key}: {other}"),
         }
     }

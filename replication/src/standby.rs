@@ -354,6 +354,10 @@ impl Session<'_> {
                     for (shard, durable) in durable_lsns.into_iter().enumerate().take(shards) {
                         self.state.positions(shard, None, Some(durable));
                     }
+                    // Keep-alive: an idle standby still tells its primary it is there (an ACK of
+                    // what shard 0 already has changes nothing).
+                    let synced_lsn = self.state.lock().applied_lsns.first().copied().unwrap_or(0);
+                    transport.send(&Message::Ack { shard: 0, synced_lsn }).await?;
                 }
                 Some(Message::Refused { reason }) => {
                     return Err(ReplicationError::Transport(TransportError::Closed(reason)))
