@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::limits::{CAPACITY_MAX, CLOCK_MS_MAX, HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES};
 use crate::name::name_problem;
 use crate::state::{Engine, EngineLimits, Hold, HoldItem, Partition, Resource};
-use crate::view::{HoldStatus, ItemView};
+use crate::view::HoldStatus;
 
 /// Version of the image layout; bumped on any change to the types below.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -264,13 +264,7 @@ impl Engine {
             }
             items.push(HoldItem { resource: item.resource, quantity: item.quantity });
         }
-        let view_items = items
-            .iter()
-            .map(|item| ItemView {
-                resource: part.resources[item.resource as usize].id.clone(),
-                quantity: item.quantity,
-            })
-            .collect();
+        let view_items = part.view_items(&items);
         Ok(Hold {
             partition,
             id: Arc::from(image.id.as_str()),

@@ -66,6 +66,17 @@ impl Partition {
         }
     }
 
+    /// A hold's items as replies show them: resource ids instead of indices.
+    pub(crate) fn view_items(&self, items: &[HoldItem]) -> Arc<[ItemView]> {
+        items
+            .iter()
+            .map(|item| ItemView {
+                resource: self.resources[item.resource as usize].id.clone(),
+                quantity: item.quantity,
+            })
+            .collect()
+    }
+
     /// The index of resource `id` (whose hash is `hash`).
     #[inline]
     pub(crate) fn find_resource(&self, hash: u64, id: &str) -> Option<u32> {
@@ -296,13 +307,7 @@ impl Engine {
             resource.held = units_add(resource.held, u64::from(item.quantity), "held");
             resource.assert_within_capacity();
         }
-        let view_items = items
-            .iter()
-            .map(|item| ItemView {
-                resource: part.resources[item.resource as usize].id.clone(),
-                quantity: item.quantity,
-            })
-            .collect();
+        let view_items = part.view_items(&items);
         self.holds.push(Hold {
             partition,
             id: Arc::from(id),
