@@ -10,6 +10,8 @@
 //! - [`node`]: the node assembly: data directory, recovery before any port opens, shards,
 //!   listeners, clean stop on SIGTERM/SIGINT.
 //! - [`cli`]: the `bookd` command line (`src/bin/bookd.rs` only calls it).
+//! - [`bench`]: `bookd bench`: the client as a load-generator driver, the embedded node.
+//! - [`listener`]: the accept loop both servers share (connection limit, clean stop).
 //! - [`inspect`]: `bookd wal verify` / `bookd wal dump`.
 //! - [`http_client`]: a minimal blocking HTTP client for the CLI and tests.
 //! - [`protocol`]: the binary protocol (docs/protocol.md): frames, codec, server.
@@ -17,11 +19,13 @@
 //! - [`replication`]: standbys over the binary port, the standby's TCP connector, and the
 //!   replication role, status and promotion as the HTTP layer sees them.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod http;
 pub mod http_client;
 pub mod inspect;
+pub mod listener;
 pub mod node;
 pub mod protocol;
 pub mod replication;

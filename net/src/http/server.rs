@@ -22,15 +22,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 
 use super::handlers::handle;
 use super::limits::{HEADERS_MAX, HEAD_SIZE_MAX_BYTES};
 use super::HttpApp;
-
-/// Pause after an accept error (out of file descriptors, …) before trying again.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves the HTTP API on `listener` until `shutdown` resolves; then stops accepting, closes
 /// idle connections, waits for in-flight requests to finish, and returns.
@@ -42,45 +39,15 @@ pub async fn serve_http(
     app: Arc<HttpApp>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    // Shutdown takes every permit back in one `acquire_many`, which counts in u32.
-    let connections_max =
-        app.config().connections_max.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let permits = Arc::new(Semaphore::new(connections_max));
-    let (stop_sender, stop) = watch::channel(false);
-    let address = listener.local_addr()?;
-    tracing::info!(%address, connections_max, "HTTP API listening");
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // never closed while this loop runs
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                tokio::spawn(serve_connection(stream, app.clone(), permit, stop.clone()));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "HTTP accept failed; retrying");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
-    drop(listener);
-    tracing::info!(%address, "HTTP API stopping: finishing in-flight requests");
-    let _ = stop_sender.send(true);
-    // Every connection returns its permit when it ends; all back means all done.
-    let _ = permits.acquire_many(connections_max as u32).await;
-    tracing::info!(%address, "HTTP API stopped");
-    Ok(())
+    let connections_max = app.config().connections_max;
+    crate::listener::serve_connections(
+        listener,
+        "HTTP API",
+        connections_max,
+        shutdown,
+        |stream, permit, stop| serve_connection(stream, app.clone(), permit, stop),
+    )
+    .await
 }
 
 /// Serves one connection; on shutdown asks hyper to finish the request in flight (if any) and

@@ -44,8 +44,6 @@ pub const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// when a frame is that large).
 pub const READ_CHUNK_SIZE_BYTES: usize = 64 * 1024;
 
-/// Pause after an accept error (out of file descriptors, …) before trying again.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// After an ERROR frame or at shutdown: how long the peer's remaining bytes are read and
 /// dropped after our side is shut (so the close does not reset away the ERROR frame).
 pub const LINGER: Duration = Duration::from_secs(2);

@@ -23,14 +23,14 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::codes::ErrorCode;
 use super::command::{decode_request, CommandRef};
 use super::frame::{self, FrameError, Kind};
 use super::handshake::{ErrorFrame, Hello, HelloOk};
 use super::limits::{
-    ACCEPT_ERROR_BACKOFF, COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
+    COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
     FRAME_SIZE_MAX_BYTES_DEFAULT, HELLO_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
     IN_FLIGHT_REQUESTS_MAX_DEFAULT, LINGER, LINGER_SIZE_MAX_BYTES, READ_CHUNK_SIZE_BYTES,
     READ_TIMEOUT_DEFAULT, TIMEOUT_CHECK_INTERVAL, WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT,
@@ -173,42 +173,15 @@ pub async fn serve_binary(
     app: Arc<BinaryApp>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let connections_max = app.config.connections_max.clamp(1, Semaphore::MAX_PERMITS);
-    let permits = Arc::new(Semaphore::new(connections_max));
-    let (stop_sender, stop) = watch::channel(false);
-    let address = listener.local_addr()?;
-    tracing::info!(%address, connections_max, "binary protocol listening");
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // never closed while this loop runs
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                tokio::spawn(serve_connection(stream, app.clone(), permit, stop.clone()));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "binary accept failed; retrying");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
-    drop(listener);
-    tracing::info!(%address, "binary protocol stopping: finishing in-flight requests");
-    let _ = stop_sender.send(true);
-    let _ = permits.acquire_many(connections_max as u32).await;
-    tracing::info!(%address, "binary protocol stopped");
-    Ok(())
+    let connections_max = app.config.connections_max;
+    crate::listener::serve_connections(
+        listener,
+        "binary protocol",
+        connections_max,
+        shutdown,
+        |stream, permit, stop| serve_connection(stream, app.clone(), permit, stop),
+    )
+    .await
 }
 
 /// Serves one connection. The permit is returned last, after this connection's clone of `app`
