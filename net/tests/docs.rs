@@ -5,8 +5,9 @@
 
 #[test]
 fn operations_guide_lists_every_metric() {
-    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md"))
-        .expect("docs/OPERATIONS.md");
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md"))
+            .expect("docs/OPERATIONS.md");
     let reference = bookd_net::http::metrics::reference_markdown();
     assert!(
         guide.contains(reference.trim()),
