@@ -26,6 +26,8 @@
 //! - `workload`: [`Workload`], its constants, names and setup commands ([`Setup`]).
 //! - `client`: [`ClientLoop`], one closed-loop client, and its [`Counters`].
 //! - `in_memory`: [`EngineRun`], many clients round robin against one in-memory engine.
+//! - [`load`]: the network load generator of `bookd bench` (closed and open loop over a
+//!   [`load::Driver`], HDR histograms, report and JSON, Redis and PostgreSQL peers, chart).
 //!
 //! # Invariants
 //! Every command a client yields is valid and names only resources its workload's setup creates;
@@ -34,6 +36,7 @@
 
 mod client;
 mod in_memory;
+pub mod load;
 mod rng;
 mod workload;
 

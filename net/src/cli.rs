@@ -28,6 +28,8 @@ pub enum Command {
     /// Inspect a data directory's write-ahead logs and snapshots.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Run a workload of WORKLOADS.md against --addr or an embedded node and report it.
+    Bench(bookd_bench::load::BenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -147,6 +149,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Wal(WalCommand::Verify { data_dir }) => crate::inspect::verify(&data_dir),
         Command::Wal(WalCommand::Dump { data_dir }) => crate::inspect::dump(&data_dir),
+        Command::Bench(args) => crate::bench::run(&args),
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`replication`]: standbys over the binary port, the standby's TCP connector, and the
 //!   replication role, status and promotion as the HTTP layer sees them.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod http;

@@ -1,0 +1,150 @@
+//! The network load generator behind `bookd bench`: closed-loop and open-loop drivers of the
+//! workloads over a small async [`Driver`] trait, HDR histograms per op, the report table and the
+//! contract's `--json` object, the Redis and PostgreSQL peers, and the latency chart.
+//!
+//! Invariants: only commands completed inside the measured window count, each exactly once, in
+//! its op's histogram and counters; every client loop stops by itself at the window's end; every
+//! queue is bounded (a closed loop has one command in flight per client; the open loop's
+//! schedule channel holds at most [`OPEN_LOOP_QUEUE_MAX`] tickets).
+//!
+//! # Layout
+//! - `args`: [`BenchArgs`] (the flags of `bookd bench`) and [`parse_duration`].
+//! - `run`: [`setup`], [`run_closed_loop`], [`run_open_loop`] over any [`Driver`].
+//! - `report`: [`Report`], its table and JSON, the comparison table.
+//! - `redis`: a RESP client with the four operations as Lua scripts, and a local `redis-server`.
+//! - `postgres`: the four operations as SQL functions, and a local PostgreSQL.
+//! - `peers`: `--compare`: starts each peer, runs the same workload, stops it.
+//! - `plot`: `--plot`: an open-loop sweep drawn as latency percentiles against throughput.
+
+mod args;
+mod peers;
+mod plot;
+mod postgres;
+mod redis;
+mod report;
+mod run;
+
+use std::future::Future;
+
+use bookd_engine::Command;
+
+pub use args::{parse_duration, BenchArgs};
+pub use peers::{compare, Peer};
+pub use plot::{sweep_and_plot, SweepPoint};
+pub use postgres::{PostgresDriver, PostgresServer};
+pub use redis::{RedisDriver, RedisServer};
+pub use report::{comparison_table, OpReport, Report};
+pub use run::{run_closed_loop, run_open_loop, setup, RunConfig, SETUP_BATCH_COMMANDS};
+
+/// Most schedule tickets the open loop keeps queued ahead of its clients.
+pub const OPEN_LOOP_QUEUE_MAX: usize = 65_536;
+
+/// What a system answered to one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// It took effect (or had already: an idempotent repeat).
+    Ok,
+    /// A business refusal of the contract (`insufficient_capacity`, `hold_expired`, …).
+    Refused(&'static str),
+    /// No answer: a lost connection, a timeout, a protocol or server error.
+    Failed(String),
+}
+
+/// A system under test, seen by the load generator: send one command, get its answer.
+/// Implemented by bookd's binary-protocol client (in `bookd-net`), [`RedisDriver`] and
+/// [`PostgresDriver`].
+pub trait Driver: Clone + Send + Sync + 'static {
+    /// A handle for closed-loop client number `client` (bookd pins it to one connection so the
+    /// clients of a connection share its frames). Default: a clone.
+    fn for_client(&self, _client: usize) -> Self {
+        self.clone()
+    }
+
+    /// Sends one command and waits for its answer.
+    fn execute(&self, command: &Command) -> impl Future<Output = Answer> + Send;
+
+    /// Runs up to [`SETUP_BATCH_COMMANDS`] `put_resource` commands; an error names the first
+    /// that failed.
+    fn setup_batch(
+        &self,
+        commands: Vec<Command>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Whether the workload's data already exists (the last setup command's resource with its
+    /// capacity), so the setup can be skipped. Default: no.
+    fn is_set_up(&self, _last: &Command) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
+}
+
+/// `bookd bench` once bookd is reachable through `bookd`: sets the workload up, runs it (closed
+/// loop, or open loop with `--rate`), then the `--plot` sweep and the `--compare` peers. Notes go
+/// to stderr (none with `--json`); returns what to print on stdout: the report table (and the
+/// comparison table), or the contract's JSON object alone.
+pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, String> {
+    let quiet = args.json;
+    let log = move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let mode = if args.relaxed { "relaxed" } else { "durable" };
+    let config = RunConfig {
+        duration: args.duration,
+        warmup: args.warmup,
+        seed: args.seed,
+        progress: !args.json,
+        mode,
+        ..RunConfig::new("bookd", args.workload, args.clients as usize, args.connections as usize)
+    };
+    let peers = args
+        .compare
+        .iter()
+        .map(|name| Peer::from_name(name).ok_or(format!("--compare: unknown system {name:?}")))
+        .collect::<Result<Vec<Peer>, String>>()?;
+    let started = std::time::Instant::now();
+    let written = setup(bookd, args.workload).await?;
+    log(&format!(
+        "bookd: set up {written} resources in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        if written == 0 { " (already there)" } else { "" }
+    ));
+    let mut report = match args.rate {
+        Some(rate) => run_open_loop(bookd, &config, rate).await?,
+        None => run_closed_loop(bookd, &config).await?,
+    };
+    report.rate = args.rate;
+    let mut out = if args.json { String::new() } else { report.table() };
+    if let Some(path) = &args.plot {
+        sweep_and_plot(bookd, &config, report.commands_per_s, path, &log).await?;
+        log(&format!("plot: {}", path.display()));
+    }
+    if !peers.is_empty() {
+        let mut reports = vec![report.clone()];
+        let mut missing = Vec::new();
+        for peer in peers {
+            match compare(peer, &config, args.relaxed, args.rate, &log).await {
+                Ok(mut peer_report) => {
+                    peer_report.rate = args.rate;
+                    if !args.json {
+                        out.push_str(&peer_report.table());
+                    }
+                    reports.push(peer_report);
+                }
+                Err(why) => missing.push((peer.name().to_string(), why)),
+            }
+        }
+        let table = comparison_table(&reports, &missing);
+        if args.json {
+            eprint!("{table}");
+        } else {
+            out.push('\n');
+            out.push_str(&table);
+        }
+    }
+    if args.json {
+        out = report.to_json().to_string();
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,87 @@
+//! `--compare redis,postgres`: the same workload, clients, duration and durability mode against
+//! each peer, started on loopback in a temporary directory and stopped afterwards. A peer that
+//! is not installed or fails is reported with the reason; the other runs go on.
+
+use super::postgres::{PostgresDriver, PostgresServer};
+use super::redis::{RedisDriver, RedisServer};
+use super::report::Report;
+use super::run::{run_closed_loop, run_open_loop, setup, RunConfig};
+use super::Driver;
+
+/// A system bookd is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Lua scripts over a pipelined connection per `--connections`, appendfsync always/everysec.
+    Redis,
+    /// SQL functions, one client per connection (`--connections` of them, more clients queue),
+    /// synchronous_commit on/off.
+    Postgres,
+}
+
+impl Peer {
+    pub fn from_name(name: &str) -> Option<Peer> {
+        match name.trim() {
+            "redis" => Some(Peer::Redis),
+            "postgres" | "postgresql" => Some(Peer::Postgres),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Redis => "redis",
+            Peer::Postgres => "postgres",
+        }
+    }
+}
+
+/// Runs `config`'s workload against `peer` (closed loop, or open loop at `rate`); `Err` says why
+/// it could not run.
+pub async fn compare(
+    peer: Peer,
+    config: &RunConfig,
+    relaxed: bool,
+    rate: Option<f64>,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Report, String> {
+    let config = RunConfig { system: peer.name().into(), ..config.clone() };
+    match peer {
+        Peer::Redis => {
+            let server = RedisServer::start(relaxed).await?;
+            log(&format!("redis: started on {}", server.addr));
+            let driver = RedisDriver::connect(&server.addr, config.connections).await?;
+            let report = measure(&driver, &config, rate, log).await;
+            drop(driver);
+            drop(server);
+            report
+        }
+        Peer::Postgres => {
+            let server = PostgresServer::start(relaxed).await?;
+            log(&format!("postgres: started ({})", server.config));
+            let driver = PostgresDriver::connect(&server.config, config.connections).await?;
+            let report = measure(&driver, &config, rate, log).await;
+            drop(driver);
+            drop(server);
+            report
+        }
+    }
+}
+
+async fn measure<D: Driver>(
+    driver: &D,
+    config: &RunConfig,
+    rate: Option<f64>,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Report, String> {
+    let started = std::time::Instant::now();
+    let written = setup(driver, config.workload).await?;
+    log(&format!(
+        "{}: set up {written} resources in {:.1} s",
+        config.system,
+        started.elapsed().as_secs_f64()
+    ));
+    match rate {
+        Some(rate) => run_open_loop(driver, config, rate).await,
+        None => run_closed_loop(driver, config).await,
+    }
+}

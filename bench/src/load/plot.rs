@@ -1,0 +1,145 @@
+//! `--plot FILE.svg`: an open-loop sweep (offered rates from a tenth of the closed loop's
+//! throughput to past it) drawn as latency p50/p99/p99.9 against achieved commands/s.
+
+use std::path::Path;
+use std::time::Duration;
+
+use plotters::prelude::*;
+
+use super::report::Report;
+use super::run::{run_open_loop, RunConfig};
+use super::Driver;
+
+/// Offered rates of the sweep, as fractions of the closed loop's commands/s.
+const SWEEP_FRACTIONS: [f64; 8] = [0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3];
+/// Warm-up of each sweep point.
+const SWEEP_WARMUP_MAX: Duration = Duration::from_secs(1);
+
+/// One point of the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPoint {
+    pub offered_per_s: f64,
+    pub achieved_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+}
+
+impl SweepPoint {
+    fn of(offered_per_s: f64, report: &Report) -> SweepPoint {
+        SweepPoint {
+            offered_per_s,
+            achieved_per_s: report.commands_per_s,
+            p50_us: report.p50_us,
+            p99_us: report.p99_us,
+            p999_us: report.p999_us,
+        }
+    }
+}
+
+/// Runs the sweep against `driver` (rates scaled from `saturation_per_s`) and draws it into
+/// `path`; returns the points.
+pub async fn sweep_and_plot<D: Driver>(
+    driver: &D,
+    config: &RunConfig,
+    saturation_per_s: f64,
+    path: &Path,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<SweepPoint>, String> {
+    let mut points = Vec::with_capacity(SWEEP_FRACTIONS.len());
+    let config = RunConfig { warmup: config.warmup.min(SWEEP_WARMUP_MAX), ..config.clone() };
+    for fraction in SWEEP_FRACTIONS {
+        let offered = (saturation_per_s * fraction).max(1.0);
+        let report = run_open_loop(driver, &config, offered).await?;
+        let point = SweepPoint::of(offered, &report);
+        log(&format!(
+            "sweep: offered {:.0}/s achieved {:.0}/s p50 {} µs p99 {} µs p99.9 {} µs",
+            point.offered_per_s, point.achieved_per_s, point.p50_us, point.p99_us, point.p999_us
+        ));
+        points.push(point);
+    }
+    let title = format!(
+        "{} {}: open-loop latency, {} clients, {} ({} s per point)",
+        config.system,
+        config.workload.name(),
+        config.clients,
+        config.mode,
+        config.duration.as_secs_f64()
+    );
+    draw(&points, &title, path)?;
+    Ok(points)
+}
+
+/// A line of the chart: its label, colour and value.
+type Series = (&'static str, RGBColor, fn(&SweepPoint) -> u64);
+
+/// Draws the points: one line per percentile, latency on a log scale.
+pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), String> {
+    let error = |error: &dyn std::fmt::Display| format!("plot {}: {error}", path.display());
+    let x_max = points.iter().map(|p| p.achieved_per_s).fold(1.0, f64::max) * 1.1;
+    let y_max = points.iter().map(|p| p.p999_us).max().unwrap_or(1).max(10) as f64 * 2.0;
+    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..x_max, (1f64..y_max).log_scale())
+        .map_err(|e| error(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("achieved commands/s")
+        .y_desc("latency (µs, log scale)")
+        .x_label_formatter(&|x| format!("{:.0}k", x / 1000.0))
+        .draw()
+        .map_err(|e| error(&e))?;
+    let series: [Series; 3] = [
+        ("p50", BLUE, |p| p.p50_us),
+        ("p99", RGBColor(230, 120, 0), |p| p.p99_us),
+        ("p99.9", RED, |p| p.p999_us),
+    ];
+    for (label, color, value) in series {
+        let line: Vec<(f64, f64)> =
+            points.iter().map(|p| (p.achieved_per_s, value(p).max(1) as f64)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(|e| error(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(line.into_iter().map(|point| Circle::new(point, 3, color.filled())))
+            .map_err(|e| error(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_an_svg_with_every_percentile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latency.svg");
+        let points: Vec<SweepPoint> = (1..=5)
+            .map(|i: u32| SweepPoint {
+                offered_per_s: 1000.0 * f64::from(i),
+                achieved_per_s: 990.0 * f64::from(i),
+                p50_us: 100 * u64::from(i),
+                p99_us: 300 * u64::from(i),
+                p999_us: 900 * u64::from(i),
+            })
+            .collect();
+        draw(&points, "test", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("p99.9"), "{}", &svg[..200.min(svg.len())]);
+    }
+}

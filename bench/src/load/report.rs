@@ -1,0 +1,389 @@
+//! What a run measured: the [`Report`], its table for people, the contract's `--json` object
+//! (`{"workload","clients","connections","duration_s","commands","commands_per_s",
+//! "latency_us":{"p50","p99","p999","max"},"by_op":{OP:{"count","ok","refused","p50_us",
+//! "p99_us"}},"success":{…}}`), and the comparison table of several systems.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+use super::run::RunConfig;
+use crate::{Counters, Workload};
+
+/// One op's figures over the measured window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpReport {
+    pub op: &'static str,
+    /// `ok + refused + failed`.
+    pub count: u64,
+    pub ok: u64,
+    pub refused: u64,
+    /// No answer (lost connection, timeout, server error). Zero in a healthy run.
+    pub failed: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+/// The result of one run against one system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub system: String,
+    pub workload: Workload,
+    pub clients: usize,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Commands completed in the window.
+    pub commands: u64,
+    pub commands_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Ops that were sent, in the order hold, confirm, release, cancel.
+    pub by_op: Vec<OpReport>,
+    /// The clients' own counts over the window.
+    pub counters: Counters,
+    /// Open loop: commands offered but not sent before the window ended.
+    pub dropped: u64,
+    /// Open loop: the offered rate.
+    pub rate: Option<f64>,
+    /// The durability mode, for the table (`durable` / `relaxed`).
+    pub mode: &'static str,
+    pub first_failure: Option<String>,
+}
+
+impl Report {
+    pub(crate) fn new(
+        config: &RunConfig,
+        window: Duration,
+        latency_us: &Histogram<u64>,
+        by_op: Vec<OpReport>,
+        counters: Counters,
+        dropped: u64,
+        first_failure: Option<String>,
+    ) -> Report {
+        let commands = latency_us.len();
+        let duration_s = window.as_secs_f64();
+        let quantile = |q| if commands == 0 { 0 } else { latency_us.value_at_quantile(q) };
+        Report {
+            system: config.system.clone(),
+            workload: config.workload,
+            clients: config.clients,
+            connections: config.connections,
+            duration_s,
+            warmup_s: config.warmup.as_secs_f64(),
+            commands,
+            commands_per_s: commands as f64 / duration_s.max(1e-9),
+            p50_us: quantile(0.50),
+            p99_us: quantile(0.99),
+            p999_us: quantile(0.999),
+            max_us: if commands == 0 { 0 } else { latency_us.max() },
+            by_op,
+            counters,
+            dropped,
+            rate: None,
+            mode: config.mode,
+            first_failure,
+        }
+    }
+
+    /// Commands that got no answer.
+    pub fn errors(&self) -> u64 {
+        self.by_op.iter().map(|op| op.failed).sum()
+    }
+
+    /// The workload's success figure per second (bookings, holds granted, stays booked).
+    pub fn successes_per_s(&self) -> f64 {
+        self.workload.successes(&self.counters) as f64 / self.duration_s.max(1e-9)
+    }
+
+    /// The contract's `bookd bench --json` object.
+    pub fn to_json(&self) -> Value {
+        let mut by_op = Map::new();
+        for op in &self.by_op {
+            by_op.insert(
+                op.op.to_string(),
+                json!({
+                    "count": op.count,
+                    "ok": op.ok,
+                    "refused": op.refused,
+                    "p50_us": op.p50_us,
+                    "p99_us": op.p99_us,
+                }),
+            );
+        }
+        json!({
+            "workload": self.workload.name(),
+            "clients": self.clients,
+            "connections": self.connections,
+            "duration_s": round3(self.duration_s),
+            "commands": self.commands,
+            "commands_per_s": round3(self.commands_per_s),
+            "latency_us": {
+                "p50": self.p50_us,
+                "p99": self.p99_us,
+                "p999": self.p999_us,
+                "max": self.max_us,
+            },
+            "by_op": by_op,
+            "success": self.success_json(),
+        })
+    }
+
+    /// The workload's own figures: counts and rates of its success, refusals of follow-ups
+    /// (zero when healthy) and commands without an answer.
+    fn success_json(&self) -> Value {
+        let per_s = |count: u64| round3(count as f64 / self.duration_s.max(1e-9));
+        let c = &self.counters;
+        let mut success = match self.workload {
+            Workload::FlashSale => json!({
+                "bookings": c.confirmed,
+                "bookings_per_s": per_s(c.confirmed),
+            }),
+            Workload::SeatMap => json!({
+                "holds_granted": c.holds_granted,
+                "holds_refused": c.holds_refused,
+                "holds_granted_per_s": per_s(c.holds_granted),
+                "holds_refused_per_s": per_s(c.holds_refused),
+            }),
+            Workload::Hotel => json!({
+                "stays_booked": c.confirmed,
+                "stays_booked_per_s": per_s(c.confirmed),
+            }),
+        };
+        if let Value::Object(fields) = &mut success {
+            fields.insert("follow_ups_refused".into(), c.follow_ups_refused.into());
+            fields.insert("errors".into(), self.errors().into());
+        }
+        success
+    }
+
+    /// The report for a person.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let loop_kind = match self.rate {
+            Some(rate) => format!("open loop at {rate:.0} commands/s offered, up to"),
+            None => "closed loop,".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{} {}: {loop_kind} {} clients over {} connections, {:.1} s after {:.1} s warm-up ({})",
+            self.system,
+            self.workload.name(),
+            self.clients,
+            self.connections,
+            self.duration_s,
+            self.warmup_s,
+            self.mode,
+        );
+        let _ = writeln!(
+            out,
+            "  commands       {:>12}  {:>12.0}/s",
+            self.commands, self.commands_per_s
+        );
+        let successes = self.workload.successes(&self.counters);
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>12}  {:>12.0}/s",
+            self.workload.success_name(),
+            successes,
+            self.successes_per_s()
+        );
+        if self.workload == Workload::SeatMap {
+            let refused = self.counters.holds_refused;
+            let per_s = refused as f64 / self.duration_s.max(1e-9);
+            let _ = writeln!(out, "  {:<14} {:>12}  {:>12.0}/s", "holds refused", refused, per_s);
+        }
+        let _ = writeln!(
+            out,
+            "  latency µs     p50 {}  p99 {}  p99.9 {}  max {}",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us
+        );
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+            "op", "count", "ok", "refused", "failed", "p50 µs", "p99 µs"
+        );
+        for op in &self.by_op {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+                op.op, op.count, op.ok, op.refused, op.failed, op.p50_us, op.p99_us
+            );
+        }
+        if self.dropped > 0 {
+            let _ = writeln!(out, "  offered but not sent before the end: {}", self.dropped);
+        }
+        if let Some(failure) = &self.first_failure {
+            let _ =
+                writeln!(out, "  {} commands got no answer; the first: {failure}", self.errors());
+        }
+        out
+    }
+}
+
+/// One table of several systems' runs of the same workload, the first (bookd) against each of
+/// the others; `missing` lists systems that could not run and why.
+pub fn comparison_table(reports: &[Report], missing: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let Some(first) = reports.first() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "{}: {} clients, {:.1} s after {:.1} s warm-up, {}",
+        first.workload.name(),
+        first.clients,
+        first.duration_s,
+        first.warmup_s,
+        first.mode
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>12} {:>14} {:>9} {:>9} {:>9}   {} ÷ system (throughput, p99)",
+        "system",
+        "commands/s",
+        format!("{}/s", first.workload.success_name()),
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        first.system
+    );
+    for report in reports {
+        let ratio = if report.system == first.system {
+            String::new()
+        } else {
+            format!(
+                "{:.1}×, {:.2}×",
+                first.commands_per_s / report.commands_per_s.max(1e-9),
+                first.p99_us as f64 / report.p99_us.max(1) as f64
+            )
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:>12.0} {:>14.0} {:>9} {:>9} {:>9}   {}",
+            report.system,
+            report.commands_per_s,
+            report.successes_per_s(),
+            report.p50_us,
+            report.p99_us,
+            report.p999_us,
+            ratio
+        );
+    }
+    for (system, why) in missing {
+        let _ = writeln!(out, "{system:<10} not run: {why}");
+    }
+    out
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(workload: Workload) -> Report {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for micros in 1..=1000 {
+            latency.record(micros).unwrap();
+        }
+        let config = RunConfig::new("bookd", workload, 64, 8);
+        let by_op = vec![
+            OpReport {
+                op: "hold",
+                count: 600,
+                ok: 500,
+                refused: 100,
+                failed: 0,
+                p50_us: 400,
+                p99_us: 990,
+            },
+            OpReport {
+                op: "release",
+                count: 400,
+                ok: 400,
+                refused: 0,
+                failed: 0,
+                p50_us: 600,
+                p99_us: 995,
+            },
+        ];
+        let counters = Counters {
+            commands: 1000,
+            holds_granted: 500,
+            holds_refused: 100,
+            released: 400,
+            ..Counters::default()
+        };
+        Report::new(&config, Duration::from_secs(2), &latency, by_op, counters, 0, None)
+    }
+
+    fn keys(value: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn json_object_has_exactly_the_contract_shape() {
+        let value = report(Workload::SeatMap).to_json();
+        assert_eq!(
+            keys(&value),
+            [
+                "by_op",
+                "clients",
+                "commands",
+                "commands_per_s",
+                "connections",
+                "duration_s",
+                "latency_us",
+                "success",
+                "workload"
+            ]
+        );
+        assert_eq!(keys(&value["latency_us"]), ["max", "p50", "p99", "p999"]);
+        assert_eq!(keys(&value["by_op"]), ["hold", "release"]);
+        for op in ["hold", "release"] {
+            assert_eq!(keys(&value["by_op"][op]), ["count", "ok", "p50_us", "p99_us", "refused"]);
+        }
+        assert_eq!(value["workload"], "seat-map");
+        assert_eq!((value["clients"].as_u64(), value["connections"].as_u64()), (Some(64), Some(8)));
+        assert_eq!(value["commands"], 1000);
+        assert_eq!(value["duration_s"], 2.0);
+        assert_eq!(value["commands_per_s"], 500.0);
+        assert_eq!(value["latency_us"]["max"], 1000);
+        assert_eq!(value["by_op"]["hold"]["refused"], 100);
+        assert_eq!(value["success"]["holds_granted"], 500);
+        assert_eq!(value["success"]["holds_refused_per_s"], 50.0);
+        assert_eq!(value["success"]["errors"], 0);
+        // It prints as one line of JSON and parses back to itself.
+        let text = value.to_string();
+        assert!(!text.contains('\n'));
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+    }
+
+    #[test]
+    fn success_figures_are_each_workloads_own() {
+        assert!(report(Workload::FlashSale).to_json()["success"]["bookings_per_s"].is_number());
+        assert!(report(Workload::Hotel).to_json()["success"]["stays_booked"].is_number());
+    }
+
+    #[test]
+    fn tables_name_the_systems_and_the_ratio() {
+        let bookd = report(Workload::SeatMap);
+        let redis = Report { system: "redis".into(), commands_per_s: 50.0, ..bookd.clone() };
+        let table = comparison_table(
+            &[bookd.clone(), redis],
+            &[("postgres".into(), "not installed".into())],
+        );
+        assert!(table.contains("10.0×"), "{table}");
+        assert!(table.contains("postgres   not run: not installed"), "{table}");
+        assert!(bookd.table().contains("holds granted"));
+    }
+}
