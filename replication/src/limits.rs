@@ -15,6 +15,11 @@ pub const SNAPSHOT_SIZE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 pub const WINDOW_SIZE_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// RECORDS messages per shard sent and not yet acknowledged (the lag clock's queue).
 pub const IN_FLIGHT_MESSAGES_MAX: usize = 1024;
+/// RECORDS or SNAPSHOT messages a standby queues per shard for its applier; the connection
+/// stops reading while a shard's queue is full.
+pub const APPLY_QUEUE_MESSAGES_MAX: usize = 16;
+/// Bytes of queued records a standby appends and syncs at once (one fsync for several messages).
+pub const APPLY_BATCH_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Most shards a SUBSCRIBE names (the data directory's shard count is at most 1 024).
 pub const SHARDS_MAX: usize = 1024;
 /// Messages buffered by the in-memory transport, each way.
@@ -40,5 +45,6 @@ const _: () = assert!(RECORDS_CHUNK_SIZE_BYTES + 64 <= MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(SNAPSHOT_CHUNK_SIZE_BYTES + 64 <= MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(SHARDS_MAX * 16 + 64 <= MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(WINDOW_SIZE_MAX_BYTES >= RECORDS_CHUNK_SIZE_BYTES as u64);
+const _: () = assert!(APPLY_BATCH_SIZE_MAX_BYTES >= RECORDS_CHUNK_SIZE_BYTES);
 const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 10 <= PRIMARY_SILENCE_TIMEOUT.as_millis());
 const _: () = assert!(RECONNECT_BACKOFF_MIN.as_millis() < RECONNECT_BACKOFF_MAX.as_millis());

@@ -8,16 +8,17 @@
 //! position that is on this node's disk; a refusal (divergence, epoch) is final: the standby
 //! stops following and says why in its status, it never mixes histories.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bookd_engine::runtime::{RawRead, Runtime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
 
 use crate::limits::{
-    HANDSHAKE_TIMEOUT, PRIMARY_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
-    SNAPSHOT_SIZE_MAX_BYTES,
+    APPLY_BATCH_SIZE_MAX_BYTES, APPLY_QUEUE_MESSAGES_MAX, HANDSHAKE_TIMEOUT,
+    PRIMARY_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, SNAPSHOT_SIZE_MAX_BYTES,
 };
 use crate::message::{LogEnd, Message};
 use crate::transport::{Connector, Transport, TransportError};
@@ -221,7 +222,7 @@ pub async fn log_ends(runtime: &Runtime) -> Result<Vec<LogEnd>, String> {
 
 struct Session<'a> {
     runtime: &'a Arc<Runtime>,
-    state: &'a StandbyState,
+    state: &'a Arc<StandbyState>,
     config: &'a mut FollowConfig,
     /// Per shard: a snapshot being received (position, total size, bytes so far).
     snapshot: Vec<Option<(u64, u64, Vec<u8>)>>,
@@ -294,11 +295,30 @@ impl Session<'_> {
         }
         self.state.connected.store(true, Ordering::Relaxed);
         tracing::info!(epoch, reseed, "following the primary");
-        let mut reseeded = vec![false; shards];
+        let appliers = Appliers::start(runtime, self.state);
+        let followed = self.follow_loop(&mut transport, &appliers, stop).await;
+        appliers.stop().await;
+        followed
+    }
+
+    /// Receives the primary's messages and hands them to the shards' appliers; sends an ACK
+    /// whenever an applier has synced further. Returns on stop, failure or refusal.
+    async fn follow_loop<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        appliers: &Appliers,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<FollowEnd>, ReplicationError> {
+        let shards = self.runtime.shards();
+        let shared = &appliers.shared;
+        let mut acked: Vec<u64> =
+            shared.synced.iter().map(|synced| synced.load(Ordering::Acquire)).collect();
         loop {
+            self.send_acks(transport, appliers, &mut acked).await?;
             let received = tokio::select! {
                 biased;
                 () = crate::stopped(stop) => return Ok(Some(FollowEnd::Stopped)),
+                () = shared.changed.notified() => continue,
                 received = tokio::time::timeout(PRIMARY_SILENCE_TIMEOUT, transport.recv()) => received,
             };
             let message = received.map_err(|_| {
@@ -318,36 +338,15 @@ impl Session<'_> {
                     bytes,
                 }) => {
                     let index = self.shard(shard)?;
-                    let synced = runtime.replicate(index, bytes).await.map_err(|reason| {
-                        ReplicationError::Refused(format!(
-                            "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this node's log: {reason}"
-                        ))
-                    })?;
-                    self.state.positions(index, Some(synced), Some(primary_durable_lsn));
-                    transport.send(&Message::Ack { shard, synced_lsn: synced }).await?;
+                    let work = Work::Records { first_lsn, last_lsn, primary_durable_lsn, bytes };
+                    appliers.send(index, work).await?;
                 }
                 Some(Message::Snapshot { shard, lsn, total_bytes, offset, bytes }) => {
                     let index = self.shard(shard)?;
                     if let Some(state) =
                         self.receive_snapshot(index, lsn, total_bytes, offset, bytes)?
                     {
-                        runtime
-                            .install_snapshot(index, lsn, state)
-                            .await
-                            .map_err(ReplicationError::Runtime)?;
-                        self.state.lock().snapshots_installed += 1;
-                        // The log was replaced: positions start again from the snapshot.
-                        {
-                            let mut status = self.state.lock();
-                            status.applied_lsns[index] = lsn;
-                        }
-                        self.state.positions(index, Some(lsn), None);
-                        reseeded[index] = true;
-                        if self.config.reseed && reseeded.iter().all(|done| *done) {
-                            tracing::info!("re-seeded every shard from the primary's snapshots");
-                            self.config.reseed = false;
-                        }
-                        transport.send(&Message::Ack { shard, synced_lsn: lsn }).await?;
+                        appliers.send(index, Work::Snapshot { lsn, state }).await?;
                     }
                 }
                 Some(Message::Heartbeat { durable_lsns, .. }) => {
@@ -356,7 +355,7 @@ impl Session<'_> {
                     }
                     // Keep-alive: an idle standby still tells its primary it is there (an ACK of
                     // what shard 0 already has changes nothing).
-                    let synced_lsn = self.state.lock().applied_lsns.first().copied().unwrap_or(0);
+                    let synced_lsn = shared.synced.first().map_or(0, |s| s.load(Ordering::Acquire));
                     transport.send(&Message::Ack { shard: 0, synced_lsn }).await?;
                 }
                 Some(Message::Refused { reason }) => {
@@ -370,6 +369,33 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// ACKs every shard an applier has synced further than last acknowledged; the first
+    /// applier failure ends the session.
+    async fn send_acks<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        appliers: &Appliers,
+        acked: &mut [u64],
+    ) -> Result<(), ReplicationError> {
+        let shared = &appliers.shared;
+        if let Some(error) = shared.failed.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            return Err(error);
+        }
+        for (shard, acked) in acked.iter_mut().enumerate() {
+            let synced = shared.synced[shard].load(Ordering::Acquire);
+            if synced != *acked {
+                *acked = synced;
+                transport.send(&Message::Ack { shard: shard as u16, synced_lsn: synced }).await?;
+            }
+        }
+        let reseeded = shared.reseeded.iter().all(|done| done.load(Ordering::Acquire));
+        if self.config.reseed && reseeded {
+            tracing::info!("re-seeded every shard from the primary's snapshots");
+            self.config.reseed = false;
+        }
+        Ok(())
     }
 
     fn shard(&self, shard: u16) -> Result<usize, ReplicationError> {
@@ -409,5 +435,172 @@ impl Session<'_> {
             return Ok(slot.take().map(|(_, _, state)| state));
         }
         Ok(None)
+    }
+}
+
+/// Work for one shard's applier, in log order.
+enum Work {
+    Records { first_lsn: u64, last_lsn: u64, primary_durable_lsn: u64, bytes: Vec<u8> },
+    Snapshot { lsn: u64, state: Vec<u8> },
+}
+
+/// What the appliers tell the session.
+struct ApplyShared {
+    /// Per shard: the position synced on this node (`Release` by the applier after the runtime
+    /// answered, `Acquire` by the session before it acknowledges it).
+    synced: Vec<AtomicU64>,
+    /// Per shard: a snapshot was installed in this session (`Release`/`Acquire`).
+    reseeded: Vec<AtomicBool>,
+    /// Set by `stop`: appliers finish the work in hand and take no more (`Release`/`Acquire`).
+    stopping: AtomicBool,
+    changed: Notify,
+    failed: Mutex<Option<ReplicationError>>,
+}
+
+/// One task per shard applying the primary's records and snapshots, so shards apply in parallel
+/// and a shard's queued messages are appended and synced together (one fsync for several).
+struct Appliers {
+    senders: Vec<mpsc::Sender<Work>>,
+    handles: Vec<JoinHandle<()>>,
+    shared: Arc<ApplyShared>,
+}
+
+impl Appliers {
+    fn start(runtime: &Arc<Runtime>, state: &Arc<StandbyState>) -> Appliers {
+        let shards = runtime.shards();
+        let synced = state.status().applied_lsns.into_iter().map(AtomicU64::new).collect();
+        let shared = Arc::new(ApplyShared {
+            synced,
+            reseeded: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            stopping: AtomicBool::new(false),
+            changed: Notify::new(),
+            failed: Mutex::new(None),
+        });
+        let mut senders = Vec::with_capacity(shards);
+        let mut handles = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let (sender, receiver) = mpsc::channel(APPLY_QUEUE_MESSAGES_MAX);
+            let applier = Applier {
+                shard,
+                runtime: runtime.clone(),
+                state: state.clone(),
+                shared: shared.clone(),
+            };
+            senders.push(sender);
+            handles.push(tokio::spawn(applier.run(receiver)));
+        }
+        Appliers { senders, handles, shared }
+    }
+
+    /// Queues work for `shard`'s applier (waits while its queue is full).
+    async fn send(&self, shard: usize, work: Work) -> Result<(), ReplicationError> {
+        self.senders[shard].send(work).await.map_err(|_| {
+            let failed = self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner).take();
+            failed.unwrap_or_else(|| {
+                ReplicationError::Runtime(format!("shard {shard}: applier stopped"))
+            })
+        })
+    }
+
+    /// Stops the appliers and waits for them: nothing is applied after this returns.
+    async fn stop(self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        drop(self.senders);
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+struct Applier {
+    shard: usize,
+    runtime: Arc<Runtime>,
+    state: Arc<StandbyState>,
+    shared: Arc<ApplyShared>,
+}
+
+impl Applier {
+    async fn run(self, mut receiver: mpsc::Receiver<Work>) {
+        let mut next: Option<Work> = None;
+        loop {
+            let work = match next.take() {
+                Some(work) => work,
+                None => match receiver.recv().await {
+                    Some(work) => work,
+                    None => return,
+                },
+            };
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let applied = match work {
+                Work::Records { first_lsn, mut last_lsn, mut primary_durable_lsn, mut bytes } => {
+                    // Messages queued behind this one continue it: one append and one sync.
+                    while bytes.len() < APPLY_BATCH_SIZE_MAX_BYTES {
+                        match receiver.try_recv() {
+                            Ok(Work::Records {
+                                last_lsn: last,
+                                primary_durable_lsn: durable,
+                                bytes: more,
+                                ..
+                            }) => {
+                                bytes.extend_from_slice(&more);
+                                last_lsn = last;
+                                primary_durable_lsn = primary_durable_lsn.max(durable);
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.records(first_lsn, last_lsn, primary_durable_lsn, bytes).await
+                }
+                Work::Snapshot { lsn, state } => self.snapshot(lsn, state).await,
+            };
+            if let Err(error) = applied {
+                *self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                self.shared.changed.notify_one();
+                return;
+            }
+            self.shared.changed.notify_one();
+        }
+    }
+
+    async fn records(
+        &self,
+        first_lsn: u64,
+        last_lsn: u64,
+        primary_durable_lsn: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), ReplicationError> {
+        let shard = self.shard;
+        let synced = self.runtime.replicate(shard, bytes).await.map_err(|reason| {
+            ReplicationError::Refused(format!(
+                "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this node's log: {reason}"
+            ))
+        })?;
+        self.state.positions(shard, Some(synced), Some(primary_durable_lsn));
+        self.shared.synced[shard].store(synced, Ordering::Release);
+        Ok(())
+    }
+
+    async fn snapshot(&self, lsn: u64, state: Vec<u8>) -> Result<(), ReplicationError> {
+        let shard = self.shard;
+        self.runtime
+            .install_snapshot(shard, lsn, state)
+            .await
+            .map_err(ReplicationError::Runtime)?;
+        {
+            // The log was replaced: its position starts again from the snapshot.
+            let mut status = self.state.lock();
+            status.snapshots_installed += 1;
+            status.applied_lsns[shard] = lsn;
+        }
+        self.state.positions(shard, Some(lsn), None);
+        self.shared.synced[shard].store(lsn, Ordering::Release);
+        self.shared.reseeded[shard].store(true, Ordering::Release);
+        Ok(())
     }
 }
