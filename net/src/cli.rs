@@ -138,11 +138,16 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::node::run_until_signal(args.node_config(Role::Primary)),
         Command::Standby(args) => {
-            let config = NodeConfig {
+            let mut config = NodeConfig {
                 primary: Some(args.primary.clone()),
                 reseed: args.reseed,
                 ..args.serve.node_config(Role::Standby)
             };
+            // A new standby takes its primary's shard count (a standby needs the same).
+            let new_dir = !config.data_dir.join(bookd_engine::runtime::META_FILE).exists();
+            if config.shards.is_none() && new_dir {
+                config.shards = primary_shards(&args.primary, config.token.clone());
+            }
             crate::node::run_until_signal(config)
         }
         Command::Promote(args) => promote(&args),
@@ -150,6 +155,27 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Wal(WalCommand::Verify { data_dir }) => crate::inspect::verify(&data_dir),
         Command::Wal(WalCommand::Dump { data_dir }) => crate::inspect::dump(&data_dir),
         Command::Bench(args) => crate::bench::run(&args),
+    }
+}
+
+/// The shard count the primary at `addr` announces in HELLO_OK; `None` if it cannot be asked.
+fn primary_shards(addr: &str, token: Option<String>) -> Option<usize> {
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let config = crate::client::ClientConfig {
+        token,
+        client_name: "bookd-standby".into(),
+        ..crate::client::ClientConfig::default()
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let connected = tokio.block_on(async {
+        tokio::time::timeout(timeout, crate::client::connect_one(addr, &config)).await
+    });
+    match connected {
+        Ok(Ok((_, hello))) if hello.shards > 0 => Some(usize::from(hello.shards)),
+        _ => {
+            eprintln!("bookd standby: cannot ask {addr} for its shard count; using --shards or the default");
+            None
+        }
     }
 }
 

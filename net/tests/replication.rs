@@ -103,14 +103,15 @@ fn standby_args<'a>(primary: &'a Bookd, extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn a_standby_catches_up_reads_the_same_refuses_writes_and_resumes_after_a_kill() {
     let temp = tempfile::tempdir().unwrap();
-    let primary = Bookd::serve(&temp.path().join("primary"), &["--shards", "2"]);
+    // Three shards; the new standby is not told: it takes the primary's count.
+    let primary = Bookd::serve(&temp.path().join("primary"), &["--shards", "3"]);
     setup(&primary);
     let mut rng = Rng(11);
     for batch in 0..20 {
         hold_batch(&primary.http, &mut rng, &format!("a{batch}"), 100);
     }
     let standby_dir = temp.path().join("standby");
-    let standby = Bookd::start("standby", &standby_dir, &standby_args(&primary, &[]));
+    let standby = Bookd::start("standby", &standby_dir, &["--primary", &primary.binary]);
     // It catches up while the primary keeps taking writes.
     for batch in 0..5 {
         hold_batch(&primary.http, &mut rng, &format!("b{batch}"), 100);
@@ -153,7 +154,7 @@ fn a_standby_catches_up_reads_the_same_refuses_writes_and_resumes_after_a_kill()
     for batch in 0..3 {
         hold_batch(&primary.http, &mut rng, &format!("c{batch}"), 100);
     }
-    let standby = Bookd::start("standby", &standby_dir, &standby_args(&primary, &[]));
+    let standby = Bookd::start("standby", &standby_dir, &["--primary", &primary.binary]);
     wait_until("resume", || caught_up(&primary, &standby));
     assert_eq!(counts(&standby), counts(&primary));
     assert_eq!(status(&standby)["primary"]["snapshots_installed"], 0, "resumed from its log");
