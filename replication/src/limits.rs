@@ -27,8 +27,9 @@ pub const MEMORY_TRANSPORT_MESSAGES_MAX: usize = 64;
 /// Longest refusal message, in bytes.
 pub const REASON_SIZE_MAX_BYTES: usize = 1024;
 
-/// How often a primary looks at its shards' durable positions for new records to send.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How often a primary looks at its shards' durable positions for new records to send even
+/// when no commit woke it (`Runtime::durable_changed`), and retries a full window.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often a primary sends a HEARTBEAT (positions, time) and refreshes retention.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// A standby that hears nothing from its primary this long reconnects.

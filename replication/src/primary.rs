@@ -281,7 +281,12 @@ impl Primary {
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = Instant::now();
+        let runtime = self.runtime.clone();
         loop {
+            // Registered before the positions are looked at: a commit in between still wakes us.
+            let durable_changed = runtime.durable_changed().notified();
+            tokio::pin!(durable_changed);
+            durable_changed.as_mut().enable();
             for (shard, stream) in streams.iter_mut().enumerate() {
                 self.pump(transport, id, shard, stream).await?;
             }
@@ -309,6 +314,7 @@ impl Primary {
                         None => return Ok(()),
                     }
                 }
+                () = &mut durable_changed => {}
                 _ = poll.tick() => {}
                 _ = heartbeat.tick() => {
                     if heard.elapsed() > STANDBY_SILENCE_TIMEOUT {

@@ -132,6 +132,8 @@ pub struct Runtime {
     replicated_lsns: Vec<Arc<AtomicU64>>,
     epoch: Arc<AtomicU64>,
     writable: Arc<AtomicBool>,
+    /// Woken (`notify_waiters`) after every commit that moved a shard's durable position.
+    durable_changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -150,6 +152,7 @@ impl Runtime {
             epoch: Arc::new(AtomicU64::new(config.epoch)),
             writable: Arc::new(AtomicBool::new(config.writable)),
             fatal: config.fatal.clone(),
+            durable_changed: Arc::new(tokio::sync::Notify::new()),
         };
         let mut runtime = Runtime {
             inboxes: Vec::new(),
@@ -158,6 +161,7 @@ impl Runtime {
             replicated_lsns: Vec::new(),
             epoch: shared.epoch.clone(),
             writable: shared.writable.clone(),
+            durable_changed: shared.durable_changed.clone(),
         };
         for (index, (engine, log)) in shards.into_iter().enumerate() {
             let (sender, inbox) = crossbeam_channel::bounded(config.queue_messages_max);
@@ -207,6 +211,13 @@ impl Runtime {
     /// goes through [`Runtime::promote`]). Never lowers it.
     pub fn raise_epoch(&self, epoch: u64) {
         self.epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Woken after any shard's durable position moved (a primary's replication sender waits on
+    /// it instead of polling). `notify_waiters`: register with `Notified::enable` before
+    /// checking the positions, or a wake-up between the check and the wait is missed.
+    pub fn durable_changed(&self) -> &tokio::sync::Notify {
+        &self.durable_changed
     }
 
     /// Whether commands are accepted (false on a standby).

@@ -112,6 +112,8 @@ pub(crate) struct Shared {
     /// False on a standby: commands are refused.
     pub(crate) writable: Arc<AtomicBool>,
     pub(crate) fatal: FatalHook,
+    /// Woken after a commit moved the durable position (replication's sender waits on it).
+    pub(crate) durable_changed: Arc<tokio::sync::Notify>,
 }
 
 pub(crate) struct Shard {
@@ -284,7 +286,11 @@ impl Shard {
             durable >= self.metrics.durable_lsn.load(Ordering::Relaxed),
             "invariant broken: durable log position went backwards"
         );
+        let moved = durable > self.metrics.durable_lsn.load(Ordering::Relaxed);
         self.metrics.durable_lsn.store(durable, Ordering::Relaxed);
+        if moved {
+            self.shared.durable_changed.notify_waiters();
+        }
         Ok(())
     }
 
