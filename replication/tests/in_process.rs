@@ -31,6 +31,8 @@ struct Options {
     timeout: Duration,
     segment_size_bytes: u64,
     reseed: bool,
+    /// Lets a test cut the standby's connections (see `MemoryConnector::stop`).
+    connections: Option<Arc<std::sync::Mutex<watch::Receiver<bool>>>>,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             timeout: Duration::from_secs(10),
             segment_size_bytes: 1024 * 1024,
             reseed: false,
+            connections: None,
         }
     }
 }
@@ -49,7 +52,8 @@ impl Default for Options {
 /// served by a task.
 struct MemoryConnector {
     primary: Arc<ReplicatedNode>,
-    stop: watch::Receiver<bool>,
+    /// What ends the primary's side of the connections made from now on.
+    stop: Arc<std::sync::Mutex<watch::Receiver<bool>>>,
 }
 
 impl Connector for MemoryConnector {
@@ -57,7 +61,8 @@ impl Connector for MemoryConnector {
 
     async fn connect(&self) -> Result<MemoryTransport, TransportError> {
         let (ours, theirs) = MemoryTransport::pair();
-        let served = self.primary.serve_standby(theirs, "memory".into(), self.stop.clone());
+        let stop = self.stop.lock().unwrap().clone();
+        let served = self.primary.serve_standby(theirs, "memory".into(), stop);
         tokio::spawn(served);
         Ok(ours)
     }
@@ -99,7 +104,10 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
         Some(primary) => {
             let node =
                 ReplicatedNode::standby(runtime, options.sync_standbys, persist, "memory".into());
-            node.start_following(MemoryConnector { primary, stop: stop.clone() }, options.reseed);
+            let stop = options
+                .connections
+                .unwrap_or_else(|| Arc::new(std::sync::Mutex::new(stop.clone())));
+            node.start_following(MemoryConnector { primary, stop }, options.reseed);
             node
         }
     };
@@ -425,4 +433,42 @@ async fn a_primary_of_a_lower_epoch_is_refused() {
     assert!(empty.iter().all(|shard| shard.last_lsn == 0), "nothing was replicated");
     close(standby).await;
     close(old).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reconnects_after_its_connection_drops_and_resumes() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let primary = open(&temp.path().join("a"), Options::default(), &stop);
+    let runtime = primary.node.runtime().clone();
+    runtime.execute(setup_ops()).await;
+    let mut rng = Rng(5);
+    load(&runtime, &mut rng, "x", 200).await;
+    let (cut, first) = watch::channel(false);
+    let connections = Arc::new(std::sync::Mutex::new(first));
+    let standby = open(
+        &temp.path().join("b"),
+        Options {
+            standby_of: Some(primary.node.clone()),
+            connections: Some(connections.clone()),
+            ..Options::default()
+        },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    // The network drops the connection; later connections are not cut.
+    let (_keep, next) = watch::channel(false);
+    *connections.lock().unwrap() = next;
+    cut.send(true).unwrap();
+    load(&runtime, &mut rng, "y", 200).await;
+    let state = standby.node.standby_state().unwrap().clone();
+    wait_for("a second session", async || state.status().sessions >= 2).await;
+    wait_for("resume", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    assert_eq!(state.status().snapshots_installed, 0, "resumed from its own log");
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
 }
