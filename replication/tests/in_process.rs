@@ -1,7 +1,8 @@
 //! Replication in one process, from a seed: two or three runtimes over write-ahead logs in temp
 //! directories, connected by the in-memory transport. Catch-up from empty, snapshot-first
-//! catch-up, the synchronous gate, promotion, divergence after a failover (and re-seeding), and
-//! a lower-epoch primary refused.
+//! catch-up, the synchronous gate, promotion, divergence after a failover (and re-seeding), a
+//! lower-epoch primary refused, reconnection after a dropped connection, and a standby that
+//! snapshots its own log and restarts from it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +32,7 @@ struct Options {
     timeout: Duration,
     segment_size_bytes: u64,
     reseed: bool,
+    snapshot_log_bytes: u64,
     /// Lets a test cut the standby's connections (see `MemoryConnector::stop`).
     connections: Option<Arc<std::sync::Mutex<watch::Receiver<bool>>>>,
 }
@@ -43,6 +45,7 @@ impl Default for Options {
             timeout: Duration::from_secs(10),
             segment_size_bytes: 1024 * 1024,
             reseed: false,
+            snapshot_log_bytes: 1 << 30,
             connections: None,
         }
     }
@@ -89,6 +92,7 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
         shard: ShardConfig {
             sync_standbys: options.sync_standbys,
             replication_timeout: options.timeout,
+            snapshot_log_bytes: options.snapshot_log_bytes,
             ..RuntimeConfig::default().shard
         },
         epoch,
@@ -467,6 +471,40 @@ async fn a_standby_reconnects_after_its_connection_drops_and_resumes() {
     wait_for("resume", async || caught_up(&runtime, &standby_runtime).await).await;
     assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
     assert_eq!(state.status().snapshots_installed, 0, "resumed from its own log");
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_snapshots_its_own_log_and_restarts_from_it() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let primary = open(&temp.path().join("a"), Options::default(), &stop);
+    let runtime = primary.node.runtime().clone();
+    runtime.execute(setup_ops()).await;
+    let mut rng = Rng(6);
+    load(&runtime, &mut rng, "x", 2_000).await;
+    let standby_options = || Options {
+        standby_of: Some(primary.node.clone()),
+        snapshot_log_bytes: 16 * 1024,
+        segment_size_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let b_path = temp.path().join("b");
+    let standby = open(&b_path, standby_options(), &stop);
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let snapshot = standby_runtime.latest_snapshot(0).await.unwrap();
+    assert!(snapshot.is_some(), "the standby snapshots its replicated log");
+    drop(standby_runtime);
+    close(standby).await;
+    load(&runtime, &mut rng, "y", 300).await;
+    let standby = open(&b_path, standby_options(), &stop);
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("resume", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
     drop(runtime);
     drop(standby_runtime);
     close(standby).await;

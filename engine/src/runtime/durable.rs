@@ -251,12 +251,15 @@ impl ShardLog for WalLog {
     }
 
     fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {
-        self.wal.append_raw(records).map_err(|error| match error {
+        let lsn = self.wal.append_raw(records).map_err(|error| match error {
             WalError::RawRecordRefused { .. } | WalError::PayloadTooLarge { .. } => {
                 LogError::Refused(error.to_string())
             }
             other => log_error(other),
-        })
+        })?;
+        // A standby snapshots (and trims) its log as a primary does.
+        self.bytes_since_snapshot += records.len() as u64;
+        Ok(lsn)
     }
 
     fn decode_raw<'a>(&self, mut records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
