@@ -249,7 +249,14 @@ impl Primary {
             }
             let read = self.runtime.read_raw(shard, end.last_lsn, 1).await?;
             match (read, end.last_crc) {
-                (RawRead::Unavailable { .. }, _) => streams.push(fresh(end.last_lsn + 1, true)),
+                (RawRead::Unavailable { .. }, _) => {
+                    tracing::warn!(
+                        shard,
+                        lsn = end.last_lsn,
+                        "this primary no longer keeps the standby's last record, so it cannot be compared; the standby's log is replaced by a snapshot"
+                    );
+                    streams.push(fresh(end.last_lsn + 1, true));
+                }
                 (RawRead::Records(bytes), Some(crc)) => {
                     let own = record_crc(&bytes).ok_or_else(|| {
                         format!("shard {shard}: cannot read this primary's record {}", end.last_lsn)
