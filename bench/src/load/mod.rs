@@ -4,8 +4,8 @@
 //!
 //! Invariants: only commands completed inside the measured window count, each exactly once, in
 //! its op's histogram and counters; every client loop stops by itself at the window's end; every
-//! queue is bounded (a closed loop has one command in flight per client; the open loop's
-//! schedule channel holds at most [`OPEN_LOOP_QUEUE_MAX`] tickets).
+//! queue is bounded (a client, closed or open loop, has at most one command in flight; the open
+//! loop queues nothing: its clients take due times from a shared counter).
 //!
 //! # Layout
 //! - `args`: [`BenchArgs`] (the flags of `bookd bench`) and [`parse_duration`].
@@ -35,9 +35,6 @@ pub use postgres::{PostgresDriver, PostgresServer};
 pub use redis::{RedisDriver, RedisServer};
 pub use report::{comparison_table, OpReport, Report};
 pub use run::{run_closed_loop, run_open_loop, setup, RunConfig, SETUP_BATCH_COMMANDS};
-
-/// Most schedule tickets the open loop keeps queued ahead of its clients.
-pub const OPEN_LOOP_QUEUE_MAX: usize = 65_536;
 
 /// What a system answered to one command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::run::{run_open_loop, RunConfig};
 use super::Driver;
 
 /// Offered rates of the sweep, as fractions of the closed loop's commands/s.
-const SWEEP_FRACTIONS: [f64; 8] = [0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3];
+const SWEEP_FRACTIONS: [f64; 9] = [0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0];
 /// Warm-up of each sweep point.
 const SWEEP_WARMUP_MAX: Duration = Duration::from_secs(1);
 

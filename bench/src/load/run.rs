@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use super::report::{OpReport, Report};
-use super::{Answer, Driver, OPEN_LOOP_QUEUE_MAX};
+use super::{Answer, Driver};
 use crate::{ClientLoop, Counters, Workload};
 
 /// Commands per setup batch (the contract's batch limit).
@@ -291,10 +291,12 @@ async fn closed_client<D: Driver>(
     }
 }
 
-/// Runs an open loop: `rate` commands per second offered on a fixed schedule to at most
-/// `config.clients` clients (each still one command at a time); each command's latency is
-/// measured from its intended send time, so a stalled system is charged for every command it
-/// delayed. Commands still queued at the end are counted as dropped.
+/// Runs an open loop: `rate` commands per second offered on a fixed schedule (command `k` is due
+/// at `start + k / rate`) to at most `config.clients` clients (each still one command at a time);
+/// each command's latency is measured from its due time, so a stalled system is charged for every
+/// command it delayed (no coordinated omission). Clients take the next due command from one
+/// shared counter, so nothing queues; commands due before the end but not taken by then are
+/// counted as dropped.
 pub async fn run_open_loop<D: Driver>(
     driver: &D,
     config: &RunConfig,
@@ -304,69 +306,64 @@ pub async fn run_open_loop<D: Driver>(
         return Err(format!("--rate {rate} must be a positive number of commands per second"));
     }
     let recorder = Arc::new(Recorder::new()?);
+    let start = Instant::now();
     let window = Window::new(config);
+    let schedule = Arc::new(Schedule {
+        start,
+        period_s: 1.0 / rate,
+        next: AtomicU64::new(0),
+        end: window.end,
+    });
     let progress = Progress::start(config, recorder.clone(), window);
-    let (schedule, tickets) = tokio::sync::mpsc::channel::<Instant>(OPEN_LOOP_QUEUE_MAX);
-    let tickets = Arc::new(tokio::sync::Mutex::new(tickets));
-    let dropped = Arc::new(AtomicU64::new(0));
     let mut clients = JoinSet::new();
     for index in 0..config.clients {
         let driver = driver.for_client(index);
         let client = config.client(index);
-        let (recorder, tickets, dropped) = (recorder.clone(), tickets.clone(), dropped.clone());
-        clients.spawn(open_client(driver, client, index, recorder, tickets, dropped, window));
+        let (recorder, schedule) = (recorder.clone(), schedule.clone());
+        clients.spawn(open_client(driver, client, index, recorder, schedule, window));
     }
-    drop(tickets);
-    let start = Instant::now();
-    let period_s = 1.0 / rate;
-    for sequence in 0u64.. {
-        let intended = start + Duration::from_secs_f64(sequence as f64 * period_s);
-        if intended >= window.end {
-            break;
-        }
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended.into()).await;
-        }
-        // A full queue pushes back on the schedule, never past the window's end.
-        match tokio::time::timeout_at(window.end.into(), schedule.send(intended)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => break,
-        }
-    }
-    drop(schedule);
     let mut counters = Counters::default();
     while let Some(done) = clients.join_next().await {
         counters.add(&done.map_err(|error| format!("client task: {error}"))?);
     }
     progress.finish();
-    let dropped = dropped.load(Ordering::Relaxed);
-    recorder.report(config, window.end - window.measure_from, counters, dropped)
+    let due = ((window.end - start).as_secs_f64() * rate).ceil() as u64;
+    let taken = schedule.next.load(Ordering::Relaxed).min(due);
+    recorder.report(config, window.end - window.measure_from, counters, due - taken)
 }
 
-/// One client of the open loop: takes the next ticket, sends its next command, records the
-/// latency from the ticket's intended time.
+/// The open loop's schedule: command `k` is due at `start + k × period_s`.
+struct Schedule {
+    start: Instant,
+    period_s: f64,
+    /// The next command number to take (`Relaxed`: only its uniqueness matters).
+    next: AtomicU64,
+    end: Instant,
+}
+
+impl Schedule {
+    /// The due time of the next command, or `None` once it falls at or after the end.
+    fn take(&self) -> Option<Instant> {
+        let sequence = self.next.fetch_add(1, Ordering::Relaxed);
+        let due = self.start + Duration::from_secs_f64(sequence as f64 * self.period_s);
+        (due < self.end).then_some(due)
+    }
+}
+
+/// One client of the open loop: takes the next due command, waits for its due time if it is
+/// ahead, sends it, and records the latency from the due time.
 async fn open_client<D: Driver>(
     driver: D,
     mut client: ClientLoop,
     index: usize,
     recorder: Arc<Recorder>,
-    tickets: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Instant>>>,
-    dropped: Arc<AtomicU64>,
+    schedule: Arc<Schedule>,
     window: Window,
 ) -> Counters {
     let mut measuring = false;
-    loop {
-        let ticket = tickets.lock().await.recv().await;
-        let Some(intended) = ticket else { break };
-        if Instant::now() >= window.end {
-            // Drain what is left without sending it.
-            let mut left = 1;
-            let mut receiver = tickets.lock().await;
-            while receiver.try_recv().is_ok() {
-                left += 1;
-            }
-            dropped.fetch_add(left, Ordering::Relaxed);
-            continue;
+    while let Some(due) = schedule.take() {
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
         }
         let command = client.next_command();
         let op = op_index(command);
@@ -375,12 +372,12 @@ async fn open_client<D: Driver>(
         if finished >= window.end {
             break;
         }
-        if window.contains(finished) && intended >= window.measure_from {
+        if window.contains(finished) && due >= window.measure_from {
             if !measuring {
                 client.take_counters();
                 measuring = true;
             }
-            recorder.record(index, op, finished - intended, &answer);
+            recorder.record(index, op, finished - due, &answer);
         }
         client.on_reply(answer == Answer::Ok);
     }
