@@ -42,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Also run the same workload against local peers: `redis`, `postgres` or `redis,postgres`.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = ["redis", "postgres", "postgresql"])]
     pub compare: Vec<String>,
     /// Relaxed durability (acknowledge before fsync) for the embedded node and the peers.
     #[arg(long)]
