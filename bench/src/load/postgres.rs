@@ -362,12 +362,10 @@ fn postgres_bin() -> Option<PathBuf> {
     })
 }
 
+/// Whether this process runs as root (the owner of `/proc/self` is the process's user).
 fn is_root() -> bool {
-    Process::new("id")
-        .arg("-u")
-        .output()
-        .map(|output| output.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|metadata| metadata.uid() == 0).unwrap_or(false)
 }
 
 /// `program`, run as `user` through `runuser` when one is given.
