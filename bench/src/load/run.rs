@@ -404,6 +404,9 @@ impl Progress {
             Some(total),
             indicatif::ProgressDrawTarget::stderr(),
         );
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {elapsed:>4} {msg}") {
+            bar.set_style(style);
+        }
         let label = format!("{} {}", config.system, config.workload.name());
         let task = tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
