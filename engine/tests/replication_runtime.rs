@@ -80,6 +80,35 @@ fn a_standby_follows_refuses_writes_and_takes_over_on_promotion() {
 }
 
 #[test]
+fn a_standby_keeps_the_primarys_time_whatever_its_own_clock() {
+    let clock_at = |ms: u64| -> bookd_engine::runtime::Clock { std::sync::Arc::new(move || ms) };
+    let primary = start(RuntimeConfig { clock: clock_at(1_000_000), ..RuntimeConfig::default() });
+    // The standby's own clock is an hour ahead; it must not matter.
+    let standby = start(RuntimeConfig {
+        writable: false,
+        clock: clock_at(1_000_000 + 3_600_000),
+        ..RuntimeConfig::default()
+    });
+    let ttl = Op::Command(Command::Hold(Hold {
+        partition: "p".into(),
+        hold: "short".into(),
+        items: vec![Item { resource: "r".into(), quantity: 1 }],
+        ttl_ms: Some(60_000),
+        reference: None,
+    }));
+    primary.execute_blocking(vec![put("r", 10), ttl]);
+    let confirm =
+        Op::Command(Command::Confirm(Confirm { partition: "p".into(), hold: "short".into() }));
+    assert!(matches!(primary.execute_blocking(vec![confirm])[0], OpResult::Command(Ok(_))));
+    // The confirm replays on the standby: the hold must not have expired there by its own clock.
+    assert_eq!(ship(&primary, &standby, 1), 3);
+    let get_hold = || vec![Op::GetHold { partition: "p".into(), id: "short".into() }];
+    assert_eq!(standby.execute_blocking(get_hold()), primary.execute_blocking(get_hold()));
+    primary.shutdown();
+    standby.shutdown();
+}
+
+#[test]
 fn synchronous_standbys_gate_acknowledgements() {
     let config = RuntimeConfig {
         shard: ShardConfig {

@@ -165,8 +165,13 @@ impl Shard {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             // Never below the last time in the log: on a promoted standby, the replicated
-            // records carry the old primary's clock, which may be ahead of this one.
-            last_stamp_ms = last_stamp_ms.max(self.engine.clock_ms()).max((self.shared.clock)());
+            // records carry the old primary's clock, which may be ahead of this one. A standby
+            // (read-only) never moves time by its own clock: only the primary's records do, so
+            // it computes every expiry exactly as the primary did.
+            last_stamp_ms = last_stamp_ms.max(self.engine.clock_ms());
+            if self.shared.writable.load(Ordering::Acquire) {
+                last_stamp_ms = last_stamp_ms.max((self.shared.clock)());
+            }
             let now_ms = last_stamp_ms;
             let expired = self.engine.tick(now_ms);
             self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
