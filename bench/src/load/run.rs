@@ -262,32 +262,57 @@ async fn closed_client<D: Driver>(
     recorder: Arc<Recorder>,
     window: Window,
 ) -> Counters {
-    let mut measuring = false;
+    let mut run =
+        ClientRun { client: &mut client, index, recorder: &recorder, window, measuring: false };
     loop {
         let started = Instant::now();
-        if started >= window.end {
+        if started >= window.end || !run.step(&driver, started, true).await {
             break;
         }
-        let command = client.next_command();
+    }
+    run.counters()
+}
+
+/// One client's commands against a driver, recorded when they finish inside the window.
+struct ClientRun<'a> {
+    client: &'a mut ClientLoop,
+    index: usize,
+    recorder: &'a Recorder,
+    window: Window,
+    /// Whether the measured window has begun for this client (its counters were reset then).
+    measuring: bool,
+}
+
+impl ClientRun<'_> {
+    /// Sends the client's next command and passes the answer back to it. Its latency counts
+    /// from `from` (when it was sent, or due in the open loop) and is recorded if it finishes
+    /// inside the window and `counts`. False once the window has ended.
+    async fn step<D: Driver>(&mut self, driver: &D, from: Instant, counts: bool) -> bool {
+        let command = self.client.next_command();
         let op = op_index(command);
         let answer = driver.execute(command).await;
         let finished = Instant::now();
-        if finished >= window.end {
-            break;
+        if finished >= self.window.end {
+            return false;
         }
-        if window.contains(finished) {
-            if !measuring {
-                client.take_counters();
-                measuring = true;
+        if counts && self.window.contains(finished) {
+            if !self.measuring {
+                self.client.take_counters();
+                self.measuring = true;
             }
-            recorder.record(index, op, finished - started, &answer);
+            self.recorder.record(self.index, op, finished - from, &answer);
         }
-        client.on_reply(answer == Answer::Ok);
+        self.client.on_reply(answer == Answer::Ok);
+        true
     }
-    if measuring {
-        *client.counters()
-    } else {
-        Counters::default()
+
+    /// The client's counters of the measured window.
+    fn counters(&self) -> Counters {
+        if self.measuring {
+            *self.client.counters()
+        } else {
+            Counters::default()
+        }
     }
 }
 
@@ -360,32 +385,17 @@ async fn open_client<D: Driver>(
     schedule: Arc<Schedule>,
     window: Window,
 ) -> Counters {
-    let mut measuring = false;
+    let mut run =
+        ClientRun { client: &mut client, index, recorder: &recorder, window, measuring: false };
     while let Some(due) = schedule.take() {
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
-        let command = client.next_command();
-        let op = op_index(command);
-        let answer = driver.execute(command).await;
-        let finished = Instant::now();
-        if finished >= window.end {
+        if !run.step(&driver, due, due >= window.measure_from).await {
             break;
         }
-        if window.contains(finished) && due >= window.measure_from {
-            if !measuring {
-                client.take_counters();
-                measuring = true;
-            }
-            recorder.record(index, op, finished - due, &answer);
-        }
-        client.on_reply(answer == Answer::Ok);
     }
-    if measuring {
-        *client.counters()
-    } else {
-        Counters::default()
-    }
+    run.counters()
 }
 
 /// A live progress bar on stderr (only when asked and stderr is a terminal).
