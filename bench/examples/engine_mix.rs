@@ -3,7 +3,8 @@
 //! (`perf record`, `valgrind --tool=callgrind`) and quick looks. Setup is reported separately.
 //!
 //! Run: `cargo run --release -p bookd-bench --example engine_mix -- [flash-sale|seat-map|hotel]
-//! [--commands N] [--clients C]` (defaults hotel, 10 000 000, 1 024). Instruction counts of the
+//! [--commands N] [--clients C] [--replies]` (defaults hotel, 10 000 000, 1 024). `--replies` also
+//! builds every reply's views from the engine's receipt, as the server does. Instruction counts of the
 //! loop alone: `valgrind --tool=callgrind --toggle-collect='*run_commands*' <binary> hotel ...`.
 
 use std::time::Instant;
@@ -35,24 +36,29 @@ fn run_commands(run: &mut EngineRun, commands: u64) {
 
 fn main() {
     let mut workload = Workload::Hotel;
-    let (mut commands, mut clients) = (10_000_000u64, 1_024u32);
+    let (mut commands, mut clients, mut replies) = (10_000_000u64, 1_024u32, false);
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         let mut number = || words.next().and_then(|v| v.replace('_', "").parse::<u64>().ok());
         match word.as_str() {
             "--commands" => commands = number().unwrap_or(commands),
             "--clients" => clients = number().map_or(clients, |n| n.clamp(1, 1 << 20) as u32),
+            "--replies" => replies = true,
             name => match Workload::from_name(name) {
                 Some(named) => workload = named,
                 None => {
-                    eprintln!("usage: engine_mix [flash-sale|seat-map|hotel] [--commands N] [--clients C]");
+                    eprintln!(
+                        "usage: engine_mix [flash-sale|seat-map|hotel] [--commands N] \
+                         [--clients C] [--replies]"
+                    );
                     std::process::exit(2)
                 }
             },
         }
     }
     let started = Instant::now();
-    let mut run = EngineRun::new(workload, 0x000B_00CD, clients, COMMANDS_PER_MS);
+    let mut run =
+        EngineRun::new(workload, 0x000B_00CD, clients, COMMANDS_PER_MS).with_replies(replies);
     let setup_s = started.elapsed().as_secs_f64();
     println!(
         "{}: setup {} resources in {:.2} s ({:.0} put_resource/s)",
@@ -68,9 +74,10 @@ fn main() {
     let counters = run.counters();
     let stats = run.engine().stats();
     println!(
-        "{}: {} clients, {} commands in {:.2} s: {:.0} commands/s ({:.0} per CPU second), \
+        "{}{}: {} clients, {} commands in {:.2} s: {:.0} commands/s ({:.0} per CPU second), \
          {:.0} {}/s; holds {} ({} live), expiry queue {}",
         workload.name(),
+        if replies { " (with replies)" } else { "" },
         clients,
         commands,
         run_s,

@@ -4,7 +4,7 @@
 
 use std::mem;
 
-use bookd_engine::{Cancel, Command, Confirm, Hold, Item, Outcome, Refusal, Release};
+use bookd_engine::{Cancel, Command, Confirm, Hold, Item, Refusal, Release};
 
 use crate::rng::SplitMix64;
 use crate::workload::{
@@ -73,8 +73,15 @@ pub struct ClientLoop {
     sequence: u64,
     /// Always a `Command::Hold`, rewritten in place for each new hold.
     hold: Command,
-    /// A `Command::Confirm`, `Release` or `Cancel` of the last granted hold.
-    follow_up: Command,
+    /// `Command::Confirm`, `Release` and `Cancel`, each aimed at the last granted hold when it is
+    /// the next command: one command per verb, so switching verbs moves no buffers.
+    confirm: Command,
+    release: Command,
+    cancel: Command,
+    /// The decimal digits of `sequence`, right-aligned, incremented in place.
+    digits: [u8; 20],
+    /// Where the digits of `sequence` start in `digits`.
+    digits_start: usize,
     /// Items kept for reuse when a hold has fewer items than the previous one.
     spare_items: Vec<Item>,
     counters: Counters,
@@ -93,10 +100,8 @@ impl ClientLoop {
             ttl_ms: Some(HOLD_TTL_MS),
             reference: None,
         });
-        let follow_up = Command::Confirm(Confirm {
-            partition: String::with_capacity(16),
-            hold: String::with_capacity(32),
-        });
+        let names = || (String::with_capacity(16), String::with_capacity(64));
+        let ((p1, h1), (p2, h2), (p3, h3)) = (names(), names(), names());
         let mut client = ClientLoop {
             workload,
             names: workload.names(),
@@ -106,7 +111,11 @@ impl ClientLoop {
             id_prefix_size_bytes: 0,
             sequence: 0,
             hold,
-            follow_up,
+            confirm: Command::Confirm(Confirm { partition: p1, hold: h1 }),
+            release: Command::Release(Release { partition: p2, hold: h2 }),
+            cancel: Command::Cancel(Cancel { partition: p3, hold: h3 }),
+            digits: [b'0'; 20],
+            digits_start: 19,
             spare_items: Vec::new(),
             counters: Counters::default(),
         };
@@ -159,17 +168,20 @@ impl ClientLoop {
     pub fn next_command(&mut self) -> &Command {
         assert!(!self.in_flight, "next_command called again before the previous result");
         self.in_flight = true;
-        if self.phase == Phase::Hold {
-            self.prepare_hold();
-            &self.hold
-        } else {
-            &self.follow_up
+        match self.phase {
+            Phase::Hold => {
+                self.prepare_hold();
+                &self.hold
+            }
+            Phase::Confirm => &self.confirm,
+            Phase::Release => &self.release,
+            Phase::Cancel => &self.cancel,
         }
     }
 
     /// Tells the client the result of the command it yielded last.
     #[inline]
-    pub fn on_result(&mut self, result: &Result<Outcome, Refusal>) {
+    pub fn on_result<T>(&mut self, result: &Result<T, Refusal>) {
         self.on_reply(result.is_ok());
     }
 
@@ -196,7 +208,7 @@ impl ClientLoop {
             (Phase::Confirm, true) => {
                 self.counters.confirmed += 1;
                 if self.workload == Workload::Hotel {
-                    retarget(&mut self.follow_up, Phase::Cancel);
+                    self.aim_follow_up_at_hold(Phase::Cancel);
                     Phase::Cancel
                 } else {
                     Phase::Hold
@@ -222,22 +234,24 @@ impl ClientLoop {
         let rng = &mut self.rng;
         let hold = hold_mut(&mut self.hold);
         hold.hold.truncate(self.id_prefix_size_bytes);
-        push_decimal(&mut hold.hold, self.sequence);
+        push_digits(&mut hold.hold, &self.digits[self.digits_start..]);
+        self.digits_start = increment_decimal(&mut self.digits, self.digits_start);
         self.sequence += 1;
-        hold.partition.clear();
         match self.workload {
             Workload::FlashSale => {
-                hold.partition.push_str(FLASH_SALE_PARTITION);
-                set_items_len(&mut hold.items, &mut self.spare_items, 1);
-                let item = &mut hold.items[0];
-                item.resource.clear();
-                item.resource.push_str(FLASH_SALE_RESOURCE);
-                item.quantity = rng.between(1, FLASH_SALE_QUANTITY_MAX);
+                // One partition and one resource: written once, only the quantity changes.
+                if hold.partition.is_empty() {
+                    hold.partition.push_str(FLASH_SALE_PARTITION);
+                    set_items_len(&mut hold.items, &mut self.spare_items, 1);
+                    hold.items[0].resource.push_str(FLASH_SALE_RESOURCE);
+                }
+                hold.items[0].quantity = rng.between(1, FLASH_SALE_QUANTITY_MAX);
             }
             Workload::SeatMap => {
                 let event = rng.below(u64::from(SEAT_MAP_PARTITIONS)) as u32;
                 let seats = rng.between(1, u64::from(SEAT_MAP_SEATS_PER_HOLD_MAX)) as usize;
                 let first = rng.between(0, u64::from(SEAT_MAP_SEATS - SEAT_MAP_SEATS_PER_HOLD_MAX));
+                hold.partition.clear();
                 hold.partition.push_str(&self.names.partitions[event as usize]);
                 set_items_len(&mut hold.items, &mut self.spare_items, seats);
                 for (seat, item) in (first as usize..).zip(hold.items.iter_mut()) {
@@ -251,6 +265,7 @@ impl ClientLoop {
                 let room_type = rng.below(u64::from(HOTEL_ROOM_TYPES)) as u32;
                 let first = rng.between(0, u64::from(HOTEL_NIGHTS - HOTEL_STAY_NIGHTS_MAX)) as u32;
                 let nights = rng.between(1, u64::from(HOTEL_STAY_NIGHTS_MAX)) as usize;
+                hold.partition.clear();
                 hold.partition.push_str(&self.names.partitions[hotel as usize]);
                 set_items_len(&mut hold.items, &mut self.spare_items, nights);
                 // Resource index of `rt{room_type}@{night}`: room type major, as in the setup.
@@ -264,13 +279,20 @@ impl ClientLoop {
         }
     }
 
-    /// Points `self.follow_up` at the hold just granted, as a command of `phase`.
+    /// Points the command of `phase` at the hold just granted.
     fn aim_follow_up_at_hold(&mut self, phase: Phase) {
-        retarget(&mut self.follow_up, phase);
+        let follow_up = match phase {
+            Phase::Confirm => &mut self.confirm,
+            Phase::Release => &mut self.release,
+            Phase::Cancel => &mut self.cancel,
+            Phase::Hold => unreachable!("a follow-up is never a hold"),
+        };
         let hold = hold_mut(&mut self.hold);
-        let (partition, id) = follow_up_names(&mut self.follow_up);
-        partition.clear();
-        partition.push_str(&hold.partition);
+        let (partition, id) = follow_up_names(follow_up);
+        if *partition != hold.partition {
+            partition.clear();
+            partition.push_str(&hold.partition);
+        }
         id.clear();
         id.push_str(&hold.hold);
     }
@@ -294,16 +316,29 @@ fn follow_up_names(command: &mut Command) -> (&mut String, &mut String) {
     }
 }
 
-/// Turns the follow-up command into the command of `phase`, keeping its buffers.
-fn retarget(command: &mut Command, phase: Phase) {
-    let (partition, hold) = follow_up_names(command);
-    let (partition, hold) = (mem::take(partition), mem::take(hold));
-    *command = match phase {
-        Phase::Confirm => Command::Confirm(Confirm { partition, hold }),
-        Phase::Release => Command::Release(Release { partition, hold }),
-        Phase::Cancel => Command::Cancel(Cancel { partition, hold }),
-        Phase::Hold => unreachable!("a follow-up is never a hold"),
-    };
+/// Appends ASCII digits to `out`.
+#[inline]
+fn push_digits(out: &mut String, digits: &[u8]) {
+    out.extend(digits.iter().map(|&digit| char::from(digit)));
+}
+
+/// Adds one to the right-aligned decimal number in `digits[start..]`; returns its new start
+/// (one less when it gains a digit).
+#[inline]
+fn increment_decimal(digits: &mut [u8; 20], start: usize) -> usize {
+    let mut at = digits.len();
+    while at > start {
+        at -= 1;
+        if digits[at] == b'9' {
+            digits[at] = b'0';
+        } else {
+            digits[at] += 1;
+            return start;
+        }
+    }
+    assert!(start > 0, "a u64 has at most 20 digits");
+    digits[start - 1] = b'1';
+    start - 1
 }
 
 /// Makes `items` exactly `len` long, moving items to and from `spare` to keep their buffers.
@@ -339,7 +374,7 @@ pub(crate) fn push_decimal(out: &mut String, mut value: u64) {
 mod tests {
     use std::collections::{HashMap, HashSet};
 
-    use bookd_engine::Engine;
+    use bookd_engine::{Engine, Outcome};
 
     use super::*;
 
@@ -587,6 +622,22 @@ mod tests {
     #[should_panic(expected = "name bytes")]
     fn bad_id_prefix_is_refused() {
         let _ = Workload::FlashSale.client(0, 0).with_id_prefix("a/b");
+    }
+
+    #[test]
+    fn increment_decimal_counts_like_push_decimal() {
+        let (mut digits, mut start) = ([b'0'; 20], 19);
+        for value in 0..12_345u64 {
+            let mut counted = String::new();
+            push_digits(&mut counted, &digits[start..]);
+            let mut written = String::new();
+            push_decimal(&mut written, value);
+            assert_eq!(counted, written);
+            start = increment_decimal(&mut digits, start);
+        }
+        let (mut digits, mut start) = (*b"00018446744073709550", 0);
+        start = increment_decimal(&mut digits, start);
+        assert_eq!(&digits[start..], b"00018446744073709551");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct EngineRun {
     generation: u64,
     /// Counters of the clients of earlier engines.
     retired: Counters,
+    /// Whether each step also builds the reply's views from the receipt, as a server does.
+    replies: bool,
 }
 
 impl EngineRun {
@@ -44,6 +46,7 @@ impl EngineRun {
             commands_until_tick: commands_per_ms,
             generation: 0,
             retired: Counters::default(),
+            replies: false,
         };
         run.rebuild(clients);
         run
@@ -67,11 +70,23 @@ impl EngineRun {
         self.generation += 1;
     }
 
+    /// Also build each command's reply (its views, as a server does before encoding them), not
+    /// only the engine's decision.
+    pub fn with_replies(mut self, replies: bool) -> EngineRun {
+        self.replies = replies;
+        self
+    }
+
     /// One command of the next client, applied; the clock moves 1 ms every `commands_per_ms`.
     #[inline]
     pub fn step(&mut self) {
         let client = &mut self.clients[self.next_client];
-        let result = self.engine.apply(self.now_ms, client.next_command());
+        let result = self.engine.apply_receipt(self.now_ms, client.next_command());
+        if self.replies {
+            if let Ok(receipt) = &result {
+                std::hint::black_box(self.engine.outcome(receipt));
+            }
+        }
         client.on_result(&result);
         self.next_client += 1;
         if self.next_client == self.clients.len() {

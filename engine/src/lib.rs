@@ -33,7 +33,9 @@ mod snapshot;
 mod state;
 mod view;
 
-pub use command::{Cancel, Command, Confirm, Extend, Hold, Item, Outcome, PutResource, Release};
+pub use command::{
+    Cancel, Command, Confirm, Extend, Hold, Item, Outcome, PutResource, Receipt, Release,
+};
 pub use error::Refusal;
 pub use name::{check_name, is_name_byte, name_problem};
 pub use query::ListQuery;

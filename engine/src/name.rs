@@ -33,7 +33,8 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     if name.len() > NAME_SIZE_MAX_BYTES {
         return Some("longer than 64 bytes");
     }
-    if !name.bytes().all(is_name_byte) {
+    // A fold instead of `all`: no early exit per byte, so the loop unrolls without branches.
+    if !name.bytes().fold(true, |valid, byte| valid & is_name_byte(byte)) {
         return Some("may contain only A-Z a-z 0-9 . _ : @ -");
     }
     None

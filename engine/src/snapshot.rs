@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::limits::{CAPACITY_MAX, CLOCK_MS_MAX, HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES};
 use crate::name::name_problem;
-use crate::state::{Engine, EngineLimits, Hold, HoldItem, Partition, Resource};
+use crate::state::{Engine, EngineLimits, Hold, HoldItem, HoldItems, Partition, Resource};
 use crate::view::HoldStatus;
 
 /// Version of the image layout; bumped on any change to the types below.
@@ -255,7 +255,7 @@ impl Engine {
         if image.reference.as_ref().is_some_and(|r| r.len() > HOLD_REF_SIZE_MAX_BYTES) {
             return Err(format!("hold {} ref too long", image.id));
         }
-        let mut items = Vec::with_capacity(image.items.len());
+        let mut items = HoldItems::with_capacity(image.items.len());
         for item in &image.items {
             let valid_index = (item.resource as usize) < part.resources.len();
             let distinct = !items.iter().any(|seen: &HoldItem| seen.resource == item.resource);
@@ -264,15 +264,14 @@ impl Engine {
             }
             items.push(HoldItem { resource: item.resource, quantity: item.quantity });
         }
-        let view_items = part.view_items(&items);
         Ok(Hold {
             partition,
             id: Arc::from(image.id.as_str()),
             hash: self.hash(&image.id),
             status,
             expires_at_ms: image.expires_at_ms,
-            items: items.into_boxed_slice(),
-            view_items,
+            items,
+            view_items: std::cell::OnceCell::new(),
             reference: image.reference.as_deref().map(Arc::from),
         })
     }

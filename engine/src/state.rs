@@ -7,6 +7,7 @@
 //! - the clock only moves forward, and no hold is `Held` at or after its `expires_at_ms`
 //!   once the clock has reached it.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -113,6 +114,9 @@ impl Resource {
     }
 }
 
+/// A hold's items: one or two (flash-sale's one, most short stays) live in the record itself.
+pub(crate) type HoldItems = smallvec::SmallVec<[HoldItem; 2]>;
+
 /// `quantity` units of the resource at dense index `resource` of the hold's partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HoldItem {
@@ -128,9 +132,10 @@ pub(crate) struct Hold {
     pub(crate) hash: u64,
     pub(crate) status: HoldStatus,
     pub(crate) expires_at_ms: u64,
-    pub(crate) items: Box<[HoldItem]>,
-    /// The items as replies show them, built once: a reply shares them instead of copying.
-    pub(crate) view_items: Arc<[ItemView]>,
+    pub(crate) items: HoldItems,
+    /// The items as replies show them, built by the first reply and shared by the later ones.
+    /// Replay never builds them.
+    pub(crate) view_items: OnceCell<Arc<[ItemView]>>,
     pub(crate) reference: Option<Arc<str>>,
 }
 
@@ -294,7 +299,7 @@ impl Engine {
         partition: u32,
         id: &str,
         hash: u64,
-        items: Box<[HoldItem]>,
+        items: HoldItems,
         expires_at_ms: u64,
         reference: Option<&str>,
     ) -> u32 {
@@ -307,7 +312,6 @@ impl Engine {
             resource.held = units_add(resource.held, u64::from(item.quantity), "held");
             resource.assert_within_capacity();
         }
-        let view_items = part.view_items(&items);
         self.holds.push(Hold {
             partition,
             id: Arc::from(id),
@@ -315,7 +319,7 @@ impl Engine {
             status: HoldStatus::Held,
             expires_at_ms,
             items,
-            view_items,
+            view_items: OnceCell::new(),
             reference: reference.map(Arc::from),
         });
         let holds = &self.holds;
@@ -394,7 +398,7 @@ impl Engine {
             partition: part.name.clone(),
             id: hold.id.clone(),
             status: hold.status,
-            items: hold.view_items.clone(),
+            items: hold.view_items.get_or_init(|| part.view_items(&hold.items)).clone(),
             expires_at_ms: hold.expires_at_ms,
             reference: hold.reference.clone(),
         }
@@ -464,11 +468,13 @@ impl Engine {
                 return Err(format!("hold {} is not indexed under its id", hold.id));
             }
             let resources = &self.partitions[hold.partition as usize].resources;
-            let same = hold.items.len() == hold.view_items.len()
-                && hold.items.iter().zip(hold.view_items.iter()).all(|(item, view)| {
-                    view.quantity == item.quantity
-                        && view.resource == resources[item.resource as usize].id
-                });
+            let same = hold.view_items.get().is_none_or(|views| {
+                hold.items.len() == views.len()
+                    && hold.items.iter().zip(views.iter()).all(|(item, view)| {
+                        view.quantity == item.quantity
+                            && view.resource == resources[item.resource as usize].id
+                    })
+            });
             if !same {
                 return Err(format!("hold {} shows other items than it holds", hold.id));
             }

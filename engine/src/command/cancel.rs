@@ -5,7 +5,7 @@ use crate::error::Refusal;
 use crate::state::Engine;
 use crate::view::HoldStatus;
 
-use super::{validate_hold_ref, Outcome};
+use super::{validate_hold_ref, Receipt};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Cancel {
@@ -18,7 +18,7 @@ impl Cancel {
         validate_hold_ref(&self.partition, &self.hold)
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Outcome, Refusal> {
+    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Receipt, Refusal> {
         let slot = engine.find_hold(&self.partition, &self.hold)?;
         match engine.holds[slot as usize].status {
             HoldStatus::Confirmed => engine.transition(slot, HoldStatus::Cancelled),
@@ -27,7 +27,7 @@ impl Cancel {
             HoldStatus::Released => return Err(Refusal::HoldReleased),
             HoldStatus::Expired => return Err(Refusal::HoldExpired),
         }
-        Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: false })
+        Ok(engine.hold_receipt(slot, false))
     }
 }
 

@@ -5,7 +5,7 @@ use crate::error::Refusal;
 use crate::state::Engine;
 use crate::view::HoldStatus;
 
-use super::{validate_hold_ref, Outcome};
+use super::{validate_hold_ref, Receipt};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Confirm {
@@ -18,7 +18,7 @@ impl Confirm {
         validate_hold_ref(&self.partition, &self.hold)
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Outcome, Refusal> {
+    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Receipt, Refusal> {
         let slot = engine.find_hold(&self.partition, &self.hold)?;
         match engine.holds[slot as usize].status {
             HoldStatus::Held => engine.transition(slot, HoldStatus::Confirmed),
@@ -27,7 +27,7 @@ impl Confirm {
             HoldStatus::Expired => return Err(Refusal::HoldExpired),
             HoldStatus::Cancelled => return Err(Refusal::HoldCancelled),
         }
-        Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: false })
+        Ok(engine.hold_receipt(slot, false))
     }
 }
 
@@ -35,6 +35,23 @@ impl Confirm {
 mod tests {
     use crate::command::test_support::*;
     use crate::{HoldStatus, Refusal};
+
+    #[test]
+    fn a_receipt_shows_the_hold_as_the_command_left_it() {
+        let mut engine = engine_with(10);
+        let held = engine.apply_receipt(T0, &hold("p", "h", &[("r", 3)], None)).unwrap();
+        let confirmed = engine.apply_receipt(T0 + 1, &confirm("p", "h")).unwrap();
+        // Built after the confirm, the hold's reply still says what the hold command did.
+        assert_eq!(status(Ok(engine.outcome(&held))), Ok(HoldStatus::Held));
+        assert_eq!(status(Ok(engine.outcome(&confirmed))), Ok(HoldStatus::Confirmed));
+        assert!(!held.existed());
+        let again = engine.apply_receipt(T0 + 2, &hold("p", "h", &[("r", 3)], None)).unwrap();
+        assert!(again.existed());
+        assert_eq!(
+            engine.outcome(&again),
+            engine.apply(T0 + 2, &hold("p", "h", &[("r", 3)], None)).unwrap()
+        );
+    }
 
     #[test]
     fn confirms_held_units() {

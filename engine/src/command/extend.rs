@@ -5,7 +5,7 @@ use crate::error::Refusal;
 use crate::state::Engine;
 use crate::view::HoldStatus;
 
-use super::{validate_hold_ref, validate_ttl, Outcome};
+use super::{validate_hold_ref, validate_ttl, Receipt};
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Extend {
@@ -20,7 +20,7 @@ impl Extend {
         validate_ttl(self.ttl_ms)
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Outcome, Refusal> {
+    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Receipt, Refusal> {
         let slot = engine.find_hold(&self.partition, &self.hold)?;
         match engine.holds[slot as usize].status {
             HoldStatus::Held => engine.set_expiry(slot, now_ms.saturating_add(self.ttl_ms)),
@@ -29,7 +29,7 @@ impl Extend {
             HoldStatus::Expired => return Err(Refusal::HoldExpired),
             HoldStatus::Cancelled => return Err(Refusal::HoldCancelled),
         }
-        Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: false })
+        Ok(engine.hold_receipt(slot, false))
     }
 }
 

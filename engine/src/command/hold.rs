@@ -6,9 +6,9 @@
 use crate::error::Refusal;
 use crate::limits::{HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES, HOLD_TTL_MS_DEFAULT, QUANTITY_MAX};
 use crate::name::{check_name, name_problem};
-use crate::state::{Engine, HoldItem, Partition};
+use crate::state::{Engine, HoldItem, HoldItems, Partition};
 
-use super::{validate_ttl, Outcome};
+use super::{validate_ttl, Receipt};
 
 /// `quantity` units of `resource`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -60,7 +60,7 @@ impl Hold {
         Ok(())
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Outcome, Refusal> {
+    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Receipt, Refusal> {
         let Some(partition) = engine.find_partition(&self.partition) else {
             return Err(self.resource_not_found(0));
         };
@@ -70,7 +70,7 @@ impl Hold {
             if !self.same_items(engine, part, &engine.holds[slot as usize].items) {
                 return Err(Refusal::HoldIdConflict);
             }
-            return Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: true });
+            return Ok(engine.hold_receipt(slot, true));
         }
         let items = self.plan(engine, &engine.partitions[partition as usize])?;
         if engine.holds.len() >= engine.limits.holds_max as usize {
@@ -86,13 +86,13 @@ impl Hold {
             expires_at_ms,
             self.reference.as_deref(),
         );
-        Ok(Outcome::Hold { hold: engine.hold_view(slot), existing: false })
+        Ok(engine.hold_receipt(slot, false))
     }
 
     /// Resolves every item to a resource with enough units available, or refuses naming the
     /// first item (in request order) that does not exist or does not fit.
-    fn plan(&self, engine: &Engine, part: &Partition) -> Result<Box<[HoldItem]>, Refusal> {
-        let mut items = Vec::with_capacity(self.items.len());
+    fn plan(&self, engine: &Engine, part: &Partition) -> Result<HoldItems, Refusal> {
+        let mut items = HoldItems::with_capacity(self.items.len());
         for (index, item) in self.items.iter().enumerate() {
             let Some(resource) = part.find_resource(engine.hash(&item.resource), &item.resource)
             else {
@@ -110,7 +110,7 @@ impl Hold {
             // Validated: 1 <= quantity <= u32::MAX.
             items.push(HoldItem { resource, quantity: item.quantity as u32 });
         }
-        Ok(items.into_boxed_slice())
+        Ok(items)
     }
 
     /// Whether this request names the same items and quantities (in any order) as `held`.

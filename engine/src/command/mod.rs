@@ -20,7 +20,7 @@ pub use release::Release;
 
 use crate::error::Refusal;
 use crate::state::Engine;
-use crate::view::{HoldView, ResourceView};
+use crate::view::{HoldStatus, HoldView, ResourceView};
 
 /// A state-changing command, as written to the log.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -41,6 +41,36 @@ pub enum Outcome {
     /// Every hold command: the hold, and for `hold` whether the id already existed (200) or the
     /// hold is new (201). `existing` is false for the other commands.
     Hold { hold: HoldView, existing: bool },
+}
+
+/// What a successful command decided, before any reply is built: the record it acted on, and
+/// the values of that record that can still change, as they were right after the command.
+/// Plain data, no allocation and no reference counts, so replay (recovery, standbys) and the
+/// benchmarks pay nothing for replies; [`Engine::outcome`] builds the reply's views from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// `put_resource`: the resource's dense indices and its counts.
+    Resource {
+        partition: u32,
+        resource: u32,
+        capacity: u64,
+        held: u64,
+        confirmed: u64,
+        created: bool,
+    },
+    /// Every hold command: the hold's slot, status and expiry.
+    Hold { slot: u32, status: HoldStatus, expires_at_ms: u64, existing: bool },
+}
+
+impl Receipt {
+    /// Whether the hold already existed (a repeated `hold`) or the resource was changed rather
+    /// than created.
+    pub fn existed(&self) -> bool {
+        match *self {
+            Receipt::Resource { created, .. } => !created,
+            Receipt::Hold { existing, .. } => existing,
+        }
+    }
 }
 
 impl Command {
@@ -87,6 +117,14 @@ impl Engine {
     /// Holds due by then expire first, so a confirm at or after `expires_at_ms` finds the hold
     /// expired. An invalid command changes nothing at all.
     pub fn apply(&mut self, now_ms: u64, command: &Command) -> Result<Outcome, Refusal> {
+        self.apply_receipt(now_ms, command).map(|receipt| self.outcome(&receipt))
+    }
+
+    /// [`Engine::apply`] without building the reply: the same decision and the same state change,
+    /// returned as a [`Receipt`]. Turn it into the reply with [`Engine::outcome`] before the next
+    /// command if one is needed.
+    #[inline]
+    pub fn apply_receipt(&mut self, now_ms: u64, command: &Command) -> Result<Receipt, Refusal> {
         command.validate()?;
         let (now_ms, _) = self.advance(now_ms);
         match command {
@@ -96,6 +134,50 @@ impl Engine {
             Command::Release(command) => command.execute(self),
             Command::Cancel(command) => command.execute(self),
             Command::Extend(command) => command.execute(self, now_ms),
+        }
+    }
+}
+
+impl Engine {
+    /// The reply of a command that returned `receipt`: the record's names and items from the
+    /// state (they never change once created), its counts, status and expiry from the receipt.
+    /// The receipt must come from this engine.
+    pub fn outcome(&self, receipt: &Receipt) -> Outcome {
+        match *receipt {
+            Receipt::Resource { partition, resource, capacity, held, confirmed, created } => {
+                let part = &self.partitions[partition as usize];
+                let resource = ResourceView {
+                    partition: part.name.clone(),
+                    id: part.resources[resource as usize].id.clone(),
+                    capacity,
+                    held,
+                    confirmed,
+                };
+                Outcome::Resource { resource, created }
+            }
+            Receipt::Hold { slot, status, expires_at_ms, existing } => {
+                let mut hold = self.hold_view(slot);
+                hold.status = status;
+                hold.expires_at_ms = expires_at_ms;
+                Outcome::Hold { hold, existing }
+            }
+        }
+    }
+
+    pub(crate) fn hold_receipt(&self, slot: u32, existing: bool) -> Receipt {
+        let hold = &self.holds[slot as usize];
+        Receipt::Hold { slot, status: hold.status, expires_at_ms: hold.expires_at_ms, existing }
+    }
+
+    pub(crate) fn resource_receipt(&self, partition: u32, resource: u32, created: bool) -> Receipt {
+        let record = &self.partitions[partition as usize].resources[resource as usize];
+        Receipt::Resource {
+            partition,
+            resource,
+            capacity: record.capacity,
+            held: record.held,
+            confirmed: record.confirmed,
+            created,
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::limits::CAPACITY_MAX;
 use crate::name::check_name;
 use crate::state::Engine;
 
-use super::Outcome;
+use super::Receipt;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PutResource {
@@ -25,7 +25,7 @@ impl PutResource {
         Ok(())
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Outcome, Refusal> {
+    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Receipt, Refusal> {
         let partition = engine.find_partition(&self.partition);
         let hash = engine.hash(&self.resource);
         let existing = partition.and_then(|partition| {
@@ -38,10 +38,7 @@ impl PutResource {
                 return Err(Refusal::CapacityBelowUsage { capacity: self.capacity, used });
             }
             resource.capacity = self.capacity;
-            return Ok(Outcome::Resource {
-                resource: engine.resource_view(partition, index),
-                created: false,
-            });
+            return Ok(engine.resource_receipt(partition, index, false));
         }
         // A new resource, and perhaps a new partition: check both tables before touching either.
         if partition.is_none() && engine.partitions.len() >= engine.limits.partitions_max as usize {
@@ -61,7 +58,7 @@ impl PutResource {
             None => engine.insert_partition(&self.partition),
         };
         let index = engine.insert_resource(partition, &self.resource, self.capacity);
-        Ok(Outcome::Resource { resource: engine.resource_view(partition, index), created: true })
+        Ok(engine.resource_receipt(partition, index, true))
     }
 }
 

@@ -467,7 +467,7 @@ pub fn apply_record(
         }
         RECORD_KIND_COMMAND => {
             let command = decode_command(payload)?;
-            engine.apply(timestamp_ms, &command).map(|_| ()).map_err(|refusal| {
+            engine.apply_receipt(timestamp_ms, &command).map(|_| ()).map_err(|refusal| {
                 format!(
                     "replayed {} refused ({refusal}): log and state machine disagree",
                     command.op()
