@@ -11,6 +11,7 @@
 //! - `state`: the tables (partitions, resources, holds) and the only code that moves units.
 //! - `expiry`: the min-heap that expires holds by time, without scanning.
 //! - `index`: hash indexes from ids to dense slots that store only the slot.
+//! - `chunked`: the hold table's storage, which grows without moving records.
 //! - `query`: read-only lookups and ordered listing.
 //! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
 //! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`].
@@ -21,6 +22,7 @@
 //! change); counters equal the sums over holds ([`Engine::check_invariants`]); time never runs
 //! backwards; a refused command changes nothing but the clock.
 
+mod chunked;
 mod command;
 mod error;
 mod expiry;

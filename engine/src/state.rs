@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::chunked::ChunkedVec;
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
 use crate::index::{NameHasher, NameIndex};
@@ -158,7 +159,7 @@ pub struct Engine {
     pub(crate) partitions: Vec<Partition>,
     pub(crate) partition_index: Map<Arc<str>, u32>,
     /// Every hold ever created, by slot. Hold ids are unique for ever, so slots are never reused.
-    pub(crate) holds: Vec<Hold>,
+    pub(crate) holds: ChunkedVec<Hold>,
     pub(crate) expiry: ExpiryQueue,
     pub(crate) clock_ms: u64,
     pub(crate) resources_len: u32,

@@ -18,8 +18,8 @@ impl Cancel {
         validate_hold_ref(&self.partition, &self.hold)
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Receipt, Refusal> {
-        let slot = engine.find_hold(&self.partition, &self.hold)?;
+    /// Runs on the hold at `slot`, found by [`Engine::resolve_hold`] before the clock moved.
+    pub(crate) fn execute(&self, engine: &mut Engine, slot: u32) -> Result<Receipt, Refusal> {
         match engine.holds[slot as usize].status {
             HoldStatus::Confirmed => engine.transition(slot, HoldStatus::Cancelled),
             HoldStatus::Cancelled => {}

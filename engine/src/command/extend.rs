@@ -20,8 +20,13 @@ impl Extend {
         validate_ttl(self.ttl_ms)
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Receipt, Refusal> {
-        let slot = engine.find_hold(&self.partition, &self.hold)?;
+    /// Runs on the hold at `slot`, found by [`Engine::resolve_hold`] before the clock moved.
+    pub(crate) fn execute(
+        &self,
+        engine: &mut Engine,
+        slot: u32,
+        now_ms: u64,
+    ) -> Result<Receipt, Refusal> {
         match engine.holds[slot as usize].status {
             HoldStatus::Held => engine.set_expiry(slot, now_ms.saturating_add(self.ttl_ms)),
             HoldStatus::Confirmed => return Err(Refusal::HoldConfirmed),

@@ -44,7 +44,7 @@ impl Hold {
                     "must be between 1 and 2^32-1",
                 ));
             }
-            if self.items[..index].iter().any(|earlier| earlier.resource == item.resource) {
+            if self.items[..index].iter().any(|earlier| same_resource(earlier, item)) {
                 return Err(Refusal::invalid(
                     format!("items[{index}].resource"),
                     "duplicate resource in one hold",
@@ -60,19 +60,52 @@ impl Hold {
         Ok(())
     }
 
-    pub(crate) fn execute(&self, engine: &mut Engine, now_ms: u64) -> Result<Receipt, Refusal> {
+    /// The checks of [`Hold::validate`] on fields that are not names; the names are checked by
+    /// finding them, or, for a new hold id, just before it is stored. When one fails, the full
+    /// validation runs to name the first bad field.
+    #[inline]
+    fn validate_fields(&self) -> Result<(), Refusal> {
+        let fields_valid = (1..=HOLD_ITEMS_MAX).contains(&self.items.len())
+            && self.items.iter().all(|item| (1..=QUANTITY_MAX).contains(&item.quantity))
+            && self.ttl_ms.is_none_or(|ttl_ms| validate_ttl(ttl_ms).is_ok())
+            && self.reference.as_ref().is_none_or(|r| r.len() <= HOLD_REF_SIZE_MAX_BYTES);
+        if fields_valid {
+            Ok(())
+        } else {
+            self.validate()
+        }
+    }
+
+    /// Validates (lazily, see [`Engine::apply_receipt`]), resolves every name before the clock
+    /// moves, then advances the clock and takes the units. Refusals come in the order of a full
+    /// validation first, then items in request order, each either missing or short of units.
+    pub(crate) fn apply(&self, engine: &mut Engine, now_ms: u64) -> Result<Receipt, Refusal> {
+        self.validate_fields()?;
         let Some(partition) = engine.find_partition(&self.partition) else {
+            self.validate()?;
+            engine.advance(now_ms);
             return Err(self.resource_not_found(0));
         };
         let hash = engine.hash(&self.hold);
         if let Some(slot) = engine.find_hold_in(partition, hash, &self.hold) {
+            // A repeat: rare, so validated in full.
+            self.validate()?;
+            engine.advance(now_ms);
             let part = &engine.partitions[partition as usize];
             if !self.same_items(engine, part, &engine.holds[slot as usize].items) {
                 return Err(Refusal::HoldIdConflict);
             }
             return Ok(engine.hold_receipt(slot, true));
         }
-        let items = self.plan(engine, &engine.partitions[partition as usize])?;
+        if name_problem(&self.hold).is_some() {
+            self.validate()?;
+        }
+        let (items, missing) = self.resolve(engine, &engine.partitions[partition as usize])?;
+        let (now_ms, _) = engine.advance(now_ms);
+        check_available(&engine.partitions[partition as usize], &items)?;
+        if let Some(index) = missing {
+            return Err(self.resource_not_found(index));
+        }
         if engine.holds.len() >= engine.limits.holds_max as usize {
             return Err(Refusal::Overloaded { table: "hold", max: engine.limits.holds_max });
         }
@@ -89,28 +122,33 @@ impl Hold {
         Ok(engine.hold_receipt(slot, false))
     }
 
-    /// Resolves every item to a resource with enough units available, or refuses naming the
-    /// first item (in request order) that does not exist or does not fit.
-    fn plan(&self, engine: &Engine, part: &Partition) -> Result<HoldItems, Refusal> {
+    /// The items as resource indices, up to the first that does not exist (whose position is
+    /// returned too). A name that is found was valid when it was stored, and distinct ids are
+    /// distinct indices, so duplicates show on the indices; a command with a missing or
+    /// duplicate item is validated in full, and refused as invalid if it is.
+    fn resolve(
+        &self,
+        engine: &Engine,
+        part: &Partition,
+    ) -> Result<(HoldItems, Option<usize>), Refusal> {
         let mut items = HoldItems::with_capacity(self.items.len());
         for (index, item) in self.items.iter().enumerate() {
             let Some(resource) = part.find_resource(engine.hash(&item.resource), &item.resource)
             else {
-                return Err(self.resource_not_found(index));
+                self.validate()?;
+                return Ok((items, Some(index)));
             };
-            let record = &part.resources[resource as usize];
-            let available = record.available();
-            if item.quantity > available {
-                return Err(Refusal::InsufficientCapacity {
-                    resource: record.id.clone(),
-                    requested: item.quantity,
-                    available,
-                });
+            if items.iter().any(|seen: &HoldItem| seen.resource == resource) {
+                self.validate()?;
+                return Err(Refusal::invalid(
+                    format!("items[{index}].resource"),
+                    "duplicate resource in one hold",
+                ));
             }
             // Validated: 1 <= quantity <= u32::MAX.
             items.push(HoldItem { resource, quantity: item.quantity as u32 });
         }
-        Ok(items)
+        Ok((items, None))
     }
 
     /// Whether this request names the same items and quantities (in any order) as `held`.
@@ -130,6 +168,30 @@ impl Hold {
     fn resource_not_found(&self, index: usize) -> Refusal {
         Refusal::ResourceNotFound { resource: self.items[index].resource.as_str().into() }
     }
+}
+
+/// Refuses naming the first item whose resource has fewer units available than it asks for.
+fn check_available(part: &Partition, items: &[HoldItem]) -> Result<(), Refusal> {
+    for item in items {
+        let record = &part.resources[item.resource as usize];
+        let available = record.available();
+        if u64::from(item.quantity) > available {
+            return Err(Refusal::InsufficientCapacity {
+                resource: record.id.clone(),
+                requested: u64::from(item.quantity),
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether two items name the same resource. Ids in one hold usually share a prefix and differ at
+/// the end (`rt3@120`, `rt3@121`), so the last byte is compared before the whole id.
+#[inline]
+fn same_resource(a: &Item, b: &Item) -> bool {
+    let (a, b) = (a.resource.as_bytes(), b.resource.as_bytes());
+    a.len() == b.len() && a.last() == b.last() && a == b
 }
 
 #[cfg(test)]

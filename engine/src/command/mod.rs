@@ -123,17 +123,73 @@ impl Engine {
     /// [`Engine::apply`] without building the reply: the same decision and the same state change,
     /// returned as a [`Receipt`]. Turn it into the reply with [`Engine::outcome`] before the next
     /// command if one is needed.
+    ///
+    /// Names are checked lazily: a name found in an index was checked when it was stored, so
+    /// only a lookup that fails (or a new name about to be stored) runs the full validation,
+    /// whose error then comes first. Every lookup happens before the clock moves, so an invalid
+    /// command still changes nothing at all.
     #[inline]
     pub fn apply_receipt(&mut self, now_ms: u64, command: &Command) -> Result<Receipt, Refusal> {
-        command.validate()?;
-        let (now_ms, _) = self.advance(now_ms);
         match command {
-            Command::PutResource(command) => command.execute(self),
-            Command::Hold(command) => command.execute(self, now_ms),
-            Command::Confirm(command) => command.execute(self),
-            Command::Release(command) => command.execute(self),
-            Command::Cancel(command) => command.execute(self),
-            Command::Extend(command) => command.execute(self, now_ms),
+            Command::PutResource(command) => {
+                command.validate()?;
+                self.advance(now_ms);
+                command.execute(self)
+            }
+            Command::Hold(command) => command.apply(self, now_ms),
+            Command::Confirm(command) => {
+                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
+                    command.validate()
+                })?;
+                self.advance(now_ms);
+                command.execute(self, slot)
+            }
+            Command::Release(command) => {
+                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
+                    command.validate()
+                })?;
+                self.advance(now_ms);
+                command.execute(self, slot)
+            }
+            Command::Cancel(command) => {
+                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
+                    command.validate()
+                })?;
+                self.advance(now_ms);
+                command.execute(self, slot)
+            }
+            Command::Extend(command) => {
+                if validate_ttl(command.ttl_ms).is_err() {
+                    command.validate()?;
+                }
+                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
+                    command.validate()
+                })?;
+                let (now_ms, _) = self.advance(now_ms);
+                command.execute(self, slot, now_ms)
+            }
+        }
+    }
+
+    /// The slot of the hold a command names. When there is none: the command's validation
+    /// error if it has one (an invalid name is never stored, so it is never found), and the
+    /// clock does not move; else the clock moves (as for every refused command) and the
+    /// refusal is `hold_not_found`.
+    #[inline]
+    fn resolve_hold(
+        &mut self,
+        now_ms: u64,
+        partition: &str,
+        id: &str,
+        validate: impl FnOnce() -> Result<(), Refusal>,
+    ) -> Result<u32, Refusal> {
+        match self.find_hold(partition, id) {
+            Ok(slot) => Ok(slot),
+            Err(refusal) => {
+                validate()?;
+                self.advance(now_ms);
+                Err(refusal)
+            }
         }
     }
 }
