@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the engine alone: each workload's command mix (WORKLOADS.md) applied
 //! straight to an `Engine` on one core, no I/O, reported as commands/s (`Throughput::Elements`),
-//! beside a baseline that runs the same clients without the engine to show the generator's cost.
+//! beside a baseline that runs the same clients without the engine to show the generator's cost,
+//! and `engine-replay`: the engine alone, applying each mix recorded beforehand.
 //!
 //! Run: `cargo bench -p bookd-bench --bench engine`. Each case: 1 s warm-up, 3 s measured.
 //! The clock advances 1 ms every `COMMANDS_PER_MS` commands; hold ttl is 600 s, so holds end by
@@ -50,6 +51,50 @@ fn engine_mixes(c: &mut Criterion) {
     group.finish();
 }
 
+/// Commands recorded per workload for the replay benchmark.
+const RECORDED_COMMANDS: u64 = 2_000_000;
+
+/// The engine alone: each workload's commands (1 024 clients) recorded once, untimed, then
+/// applied from the recording with their times, as recovery and standbys apply the log. When the
+/// recording runs out, a fresh engine is set up (untimed) and the recording starts again.
+fn engine_replay(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine-replay");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20).warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for workload in Workload::ALL {
+        let clients = CLIENTS[1];
+        let mut recording = Vec::with_capacity(RECORDED_COMMANDS as usize);
+        let mut recorder = EngineRun::new(workload, SEED, clients, COMMANDS_PER_MS);
+        for _ in 0..RECORDED_COMMANDS {
+            recorder.step_recorded(&mut recording);
+        }
+        drop(recorder);
+        let mut engine = EngineRun::new(workload, SEED, clients, COMMANDS_PER_MS);
+        let mut cursor = 0usize;
+        group.bench_function(workload.name(), |b| {
+            b.iter_custom(|commands| {
+                let mut elapsed = Duration::ZERO;
+                let mut left = commands as usize;
+                while left > 0 {
+                    if cursor == recording.len() {
+                        engine.rebuild(clients);
+                        cursor = 0;
+                    }
+                    let end = recording.len().min(cursor + left);
+                    let start = Instant::now();
+                    black_box(engine.replay(&recording[cursor..end]));
+                    elapsed += start.elapsed();
+                    left -= end - cursor;
+                    cursor = end;
+                }
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Prints what the clients of a benchmark did (the workload's success figure), for the record.
 fn report(run: &EngineRun) {
     let counters = run.counters();
@@ -92,5 +137,5 @@ fn generator_only(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, generator_only, engine_mixes);
+criterion_group!(benches, generator_only, engine_mixes, engine_replay);
 criterion_main!(benches);

@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo run --release -p bookd-bench --example engine_mix -- [flash-sale|seat-map|hotel]
 //! [--commands N] [--clients C] [--replies]` (defaults hotel, 10 000 000, 1 024). `--replies` also
-//! builds every reply's views from the engine's receipt, as the server does. Instruction counts of the
+//! builds every reply's views from the engine's receipt, as the server does. `--replay` records
+//! the run's commands first, then times applying the recording to a fresh engine (the engine
+//! alone, without the generator, as recovery and standbys apply the log). Instruction counts of the
 //! loop alone: `valgrind --tool=callgrind --toggle-collect='*run_commands*' <binary> hotel ...`.
 
 use std::time::Instant;
@@ -34,9 +36,39 @@ fn run_commands(run: &mut EngineRun, commands: u64) {
     }
 }
 
+/// `--replay`: records the run's commands first (untimed), then times applying the recording to
+/// a fresh engine: the engine's work alone, as recovery and standbys do it, with no generator.
+fn replay_commands(run: &mut EngineRun, workload: Workload, clients: u32, commands: u64) {
+    let mut recording = Vec::with_capacity(usize::try_from(commands).unwrap_or(0));
+    for _ in 0..commands {
+        run.step_recorded(&mut recording);
+    }
+    let mut fresh = EngineRun::new(workload, 0x000B_00CD, clients, COMMANDS_PER_MS);
+    let (started, cpu_started_ns) = (Instant::now(), cpu_ns());
+    let refused = fresh.replay(&recording);
+    let run_s = started.elapsed().as_secs_f64();
+    let cpu_s = cpu_ns().saturating_sub(cpu_started_ns) as f64 / 1e9;
+    let stats = fresh.engine().stats();
+    assert_eq!(stats, run.engine().stats(), "the replay must end in the run's state");
+    println!(
+        "{} (replayed, engine alone): {} clients, {} commands in {:.2} s: {:.0} commands/s \
+         ({:.0} per CPU second), {} refused; holds {} ({} live)",
+        workload.name(),
+        clients,
+        commands,
+        run_s,
+        commands as f64 / run_s,
+        if cpu_s > 0.0 { commands as f64 / cpu_s } else { f64::NAN },
+        refused,
+        stats.holds,
+        stats.holds_live,
+    );
+}
+
 fn main() {
     let mut workload = Workload::Hotel;
-    let (mut commands, mut clients, mut replies) = (10_000_000u64, 1_024u32, false);
+    let (mut commands, mut clients, mut replies, mut replay) =
+        (10_000_000u64, 1_024u32, false, false);
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         let mut number = || words.next().and_then(|v| v.replace('_', "").parse::<u64>().ok());
@@ -44,12 +76,13 @@ fn main() {
             "--commands" => commands = number().unwrap_or(commands),
             "--clients" => clients = number().map_or(clients, |n| n.clamp(1, 1 << 20) as u32),
             "--replies" => replies = true,
+            "--replay" => replay = true,
             name => match Workload::from_name(name) {
                 Some(named) => workload = named,
                 None => {
                     eprintln!(
                         "usage: engine_mix [flash-sale|seat-map|hotel] [--commands N] \
-                         [--clients C] [--replies]"
+                         [--clients C] [--replies | --replay]"
                     );
                     std::process::exit(2)
                 }
@@ -67,6 +100,10 @@ fn main() {
         setup_s,
         workload.resources() as f64 / setup_s
     );
+    if replay {
+        replay_commands(&mut run, workload, clients, commands);
+        std::process::exit(0);
+    }
     let (started, cpu_started_ns) = (Instant::now(), cpu_ns());
     run_commands(&mut run, commands);
     let run_s = started.elapsed().as_secs_f64();

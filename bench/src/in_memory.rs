@@ -2,7 +2,7 @@
 //! with a clock that advances 1 ms every `commands_per_ms` commands: the engine benchmark's loop,
 //! reusable by tests and tools. Setup commands are applied at construction, outside any timing.
 
-use bookd_engine::Engine;
+use bookd_engine::{Command, Engine};
 
 use crate::client::{ClientLoop, Counters};
 use crate::workload::Workload;
@@ -88,6 +88,12 @@ impl EngineRun {
             }
         }
         client.on_result(&result);
+        self.next_turn();
+    }
+
+    /// Moves to the next client, and the clock 1 ms every `commands_per_ms` commands.
+    #[inline]
+    fn next_turn(&mut self) {
         self.next_client += 1;
         if self.next_client == self.clients.len() {
             self.next_client = 0;
@@ -97,6 +103,28 @@ impl EngineRun {
             self.commands_until_tick = self.commands_per_ms;
             self.now_ms += 1;
         }
+    }
+
+    /// Like [`EngineRun::step`], and appends the command with its time to `recording`.
+    pub fn step_recorded(&mut self, recording: &mut Vec<(u64, Command)>) {
+        let client = &mut self.clients[self.next_client];
+        let command = client.next_command();
+        recording.push((self.now_ms, command.clone()));
+        let result = self.engine.apply_receipt(self.now_ms, command);
+        client.on_result(&result);
+        self.next_turn();
+    }
+
+    /// Applies recorded commands to this run's engine, in order, with their times: the engine's
+    /// work alone, without generating commands (as replay and standbys apply the log).
+    /// Returns how many were refused.
+    #[inline(never)]
+    pub fn replay(&mut self, recording: &[(u64, Command)]) -> u64 {
+        let mut refused = 0;
+        for (now_ms, command) in recording {
+            refused += u64::from(self.engine.apply_receipt(*now_ms, command).is_err());
+        }
+        refused
     }
 
     pub fn workload(&self) -> Workload {
