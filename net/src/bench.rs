@@ -74,6 +74,21 @@ impl Driver for BookdDriver {
         }
     }
 
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// The commands of one connection's clients as one REQUEST frame.
+    async fn execute_many(&self, commands: &[&Command]) -> Vec<Answer> {
+        match self.client.execute_commands(commands).await {
+            Ok(results) => results.into_iter().map(answer).collect(),
+            Err(error) => {
+                let failed = Answer::Failed(error.to_string());
+                vec![failed; commands.len()]
+            }
+        }
+    }
+
     async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
         let requests: Vec<Op> = commands.into_iter().map(Op::Command).collect();
         let results = self.client.execute(&requests).await.map_err(|error| error.to_string())?;

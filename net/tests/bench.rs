@@ -46,6 +46,9 @@ struct Tracking {
     workload: Workload,
     ledger: Arc<Mutex<Ledger>>,
     created: Arc<Mutex<HashSet<(String, String)>>>,
+    /// Whether the closed loop drives each connection's clients in lock step, one frame per
+    /// round (`Driver::execute_many`), or each client alone.
+    batched: bool,
 }
 
 impl Tracking {
@@ -86,24 +89,17 @@ impl Tracking {
     }
 }
 
-impl Driver for Tracking {
-    fn for_client(&self, client: usize) -> Self {
-        Tracking { inner: self.inner.for_client(client), ..self.clone() }
-    }
-
-    async fn execute(&self, command: &Command) -> Answer {
-        if self.workload != Workload::FlashSale {
-            self.create_missing(command).await;
-        }
-        let answer = self.inner.execute(command).await;
+impl Tracking {
+    /// Notes what the client was told about `command`.
+    fn record(&self, command: &Command, answer: &Answer) {
         let mut ledger = self.ledger.lock().unwrap();
         ledger.attempts += 1;
-        match &answer {
+        match answer {
             Answer::Ok => ledger.ok += 1,
             Answer::Refused(_) => ledger.refused += 1,
             Answer::Failed(_) => ledger.failed += 1,
         }
-        if answer == Answer::Ok {
+        if *answer == Answer::Ok {
             let (key, state) = match command {
                 Command::Hold(hold) => {
                     let items =
@@ -119,7 +115,39 @@ impl Driver for Tracking {
             };
             ledger.holds.get_mut(&key).expect("a follow-up of an unknown hold").1 = state;
         }
+    }
+}
+
+impl Driver for Tracking {
+    fn for_client(&self, client: usize) -> Self {
+        Tracking { inner: self.inner.for_client(client), ..self.clone() }
+    }
+
+    async fn execute(&self, command: &Command) -> Answer {
+        if self.workload != Workload::FlashSale {
+            self.create_missing(command).await;
+        }
+        let answer = self.inner.execute(command).await;
+        self.record(command, &answer);
         answer
+    }
+
+    fn batches(&self) -> bool {
+        self.batched
+    }
+
+    async fn execute_many(&self, commands: &[&Command]) -> Vec<Answer> {
+        if self.workload != Workload::FlashSale {
+            for command in commands {
+                self.create_missing(command).await;
+            }
+        }
+        let answers = self.inner.execute_many(commands).await;
+        assert_eq!(answers.len(), commands.len());
+        for (command, answer) in commands.iter().zip(&answers) {
+            self.record(command, answer);
+        }
+        answers
     }
 
     async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
@@ -131,7 +159,7 @@ impl Driver for Tracking {
     }
 }
 
-async fn run_and_check(workload: Workload) {
+async fn run_and_check(workload: Workload, batched: bool) {
     let node = EmbeddedNode::start(false).await.unwrap();
     let inner = connect(&node.bound.binary.to_string(), 4, None).await.unwrap();
     let driver = Tracking {
@@ -139,6 +167,7 @@ async fn run_and_check(workload: Workload) {
         workload,
         ledger: Arc::default(),
         created: Arc::default(),
+        batched,
     };
     if workload == Workload::FlashSale {
         assert_eq!(load::setup(&driver, workload).await, Ok(1));
@@ -217,15 +246,18 @@ async fn run_and_check(workload: Workload) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flash_sale_counts_add_up() {
-    run_and_check(Workload::FlashSale).await;
+    run_and_check(Workload::FlashSale, true).await;
+    run_and_check(Workload::FlashSale, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seat_map_counts_add_up() {
-    run_and_check(Workload::SeatMap).await;
+    run_and_check(Workload::SeatMap, true).await;
+    run_and_check(Workload::SeatMap, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hotel_counts_add_up() {
-    run_and_check(Workload::Hotel).await;
+    run_and_check(Workload::Hotel, true).await;
+    run_and_check(Workload::Hotel, false).await;
 }

@@ -60,6 +60,25 @@ pub trait Driver: Clone + Send + Sync + 'static {
     /// Sends one command and waits for its answer.
     fn execute(&self, command: &Command) -> impl Future<Output = Answer> + Send;
 
+    /// Whether [`Driver::execute_many`] sends the commands of one connection's clients together
+    /// (one frame, one round trip). Then the closed loop drives each connection's clients from
+    /// one task, in lock step; otherwise each client is its own task. Default: no.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Sends independent commands (of different clients) together and waits for every answer,
+    /// in order. Only called when [`Driver::batches`]; the default sends them one by one.
+    fn execute_many(&self, commands: &[&Command]) -> impl Future<Output = Vec<Answer>> + Send {
+        async move {
+            let mut answers = Vec::with_capacity(commands.len());
+            for command in commands {
+                answers.push(self.execute(command).await);
+            }
+            answers
+        }
+    }
+
     /// Runs up to [`SETUP_BATCH_COMMANDS`] `put_resource` commands; an error names the first
     /// that failed.
     fn setup_batch(

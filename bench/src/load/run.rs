@@ -240,7 +240,18 @@ pub async fn run_closed_loop<D: Driver>(driver: &D, config: &RunConfig) -> Resul
     let window = Window::new(config);
     let progress = Progress::start(config, recorder.clone(), window);
     let mut clients = JoinSet::new();
-    for index in 0..config.clients {
+    if driver.batches() {
+        // Client `i` on connection `i mod connections`, as `Driver::for_client` pins them.
+        let connections = config.connections.clamp(1, config.clients.max(1));
+        for connection in 0..connections {
+            let indices: Vec<usize> = (connection..config.clients).step_by(connections).collect();
+            let group = indices.iter().map(|&index| config.client(index)).collect();
+            let driver = driver.for_client(connection);
+            let recorder = recorder.clone();
+            clients.spawn(closed_group(driver, group, indices, recorder, window));
+        }
+    }
+    for index in (0..config.clients).filter(|_| !driver.batches()) {
         let driver = driver.for_client(index);
         let client = config.client(index);
         let recorder = recorder.clone();
@@ -271,6 +282,60 @@ async fn closed_client<D: Driver>(
         }
     }
     run.counters()
+}
+
+/// The closed-loop clients of one connection, driven in lock step: their commands go out
+/// together ([`Driver::execute_many`]), and each answer goes back to its client, which then has
+/// its next command ready for the next round. Returns their counters of the measured window.
+async fn closed_group<D: Driver>(
+    driver: D,
+    mut clients: Vec<ClientLoop>,
+    indices: Vec<usize>,
+    recorder: Arc<Recorder>,
+    window: Window,
+) -> Counters {
+    let mut measuring = vec![false; clients.len()];
+    let mut ops = vec![0usize; clients.len()];
+    loop {
+        let started = Instant::now();
+        if started >= window.end {
+            break;
+        }
+        let commands: Vec<&Command> =
+            clients.iter_mut().map(|client| client.next_command()).collect();
+        for (op, command) in ops.iter_mut().zip(&commands) {
+            *op = op_index(command);
+        }
+        let answers = driver.execute_many(&commands).await;
+        drop(commands);
+        let finished = Instant::now();
+        if finished >= window.end {
+            // Answers after the window count nowhere, as in `ClientRun::step`.
+            break;
+        }
+        let in_window = window.contains(finished);
+        for (position, answer) in answers.iter().enumerate() {
+            let Some(client) = clients.get_mut(position) else { break };
+            if in_window {
+                if !measuring[position] {
+                    client.take_counters();
+                    measuring[position] = true;
+                }
+                recorder.record(indices[position], ops[position], finished - started, answer);
+            }
+            client.on_reply(*answer == Answer::Ok);
+        }
+        if answers.len() != clients.len() {
+            break;
+        }
+    }
+    let mut counters = Counters::default();
+    for (client, measuring) in clients.iter().zip(measuring) {
+        if measuring {
+            counters.add(client.counters());
+        }
+    }
+    counters
 }
 
 /// One client's commands against a driver, recorded when they finish inside the window.

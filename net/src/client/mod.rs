@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bookd_engine::runtime::Op;
-use bookd_engine::{HoldView, ListQuery, ResourcePage, ResourceView};
+use bookd_engine::{Command, HoldView, ListQuery, ResourcePage, ResourceView};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::command::Opcode;
+use crate::protocol::command::{encode_command, Opcode};
 use crate::protocol::wire::{put_flag, put_str16, put_str8, put_u64, put_u8, EncodeError};
 use crate::protocol::{encode_op, Detail, ErrorCode, ErrorFrame, HelloOk, Refused, Reply};
 
@@ -384,8 +384,29 @@ impl Client {
         &self,
         requests: &[Request],
     ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        self.execute_encoded(requests.len(), |index, bytes| encode_op(&requests[index], bytes))
+            .await
+    }
+
+    /// [`Client::execute`] for state-changing commands the caller keeps: one REQUEST frame, one
+    /// result per command, in order, and no copy of the commands. For callers that batch their
+    /// own callers (a gateway, the load generator) and pay for one call per frame.
+    pub async fn execute_commands(
+        &self,
+        commands: &[&Command],
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        self.execute_encoded(commands.len(), |index, bytes| encode_command(commands[index], bytes))
+            .await
+    }
+
+    /// One frame of `count` commands, command `i` appended by `encode(i, bytes)`.
+    async fn execute_encoded(
+        &self,
+        count: usize,
+        encode: impl Fn(usize, &mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
         let limit = crate::protocol::limits::COMMANDS_PER_FRAME_MAX;
-        if requests.is_empty() || requests.len() > limit {
+        if count == 0 || count > limit {
             return Err(ClientError::Refused(Refused {
                 code: ErrorCode::Invalid,
                 detail: Detail::Invalid {
@@ -394,10 +415,10 @@ impl Client {
                 },
             }));
         }
-        let mut bytes = Vec::with_capacity(requests.len() * 48);
-        let mut local: Vec<Option<ClientError>> = Vec::with_capacity(requests.len());
-        for request in requests {
-            local.push(encode_op(request, &mut bytes).err().map(ClientError::invalid));
+        let mut bytes = Vec::with_capacity(count * 48);
+        let mut local: Vec<Option<ClientError>> = Vec::with_capacity(count);
+        for index in 0..count {
+            local.push(encode(index, &mut bytes).err().map(ClientError::invalid));
         }
         let sent = local.iter().filter(|error| error.is_none()).count();
         let mut replies =

@@ -332,24 +332,45 @@ pub fn encode_op(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     result
 }
 
-fn encode_op_inner(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let hold_ref = |buf: &mut Vec<u8>, code: Opcode, partition: &str, hold: &str| {
-        put_u8(buf, code as u8);
-        put_str8(buf, partition, "partition")?;
-        put_str8(buf, hold, "id")
-    };
-    match op {
-        Op::Command(Command::PutResource(c)) => {
-            hold_ref(buf, Opcode::PutResource, &c.partition, &c.resource)?;
+/// Appends one state-changing command in the wire format; like [`encode_op`] for
+/// `Op::Command`, without needing to own the command.
+pub fn encode_command(command: &Command, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = buf.len();
+    let result = encode_command_inner(command, buf);
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+fn put_hold_ref(
+    buf: &mut Vec<u8>,
+    code: Opcode,
+    partition: &str,
+    hold: &str,
+) -> Result<(), EncodeError> {
+    put_u8(buf, code as u8);
+    put_str8(buf, partition, "partition")?;
+    put_str8(buf, hold, "id")
+}
+
+fn encode_command_inner(command: &Command, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match command {
+        Command::PutResource(c) => {
+            put_hold_ref(buf, Opcode::PutResource, &c.partition, &c.resource)?;
             put_u64(buf, c.capacity);
         }
-        Op::Command(Command::Hold(c)) => {
-            hold_ref(buf, Opcode::Hold, &c.partition, &c.hold)?;
+        Command::Hold(c) => {
+            put_hold_ref(buf, Opcode::Hold, &c.partition, &c.hold)?;
             let count = u8::try_from(c.items.len())
                 .map_err(|_| EncodeError { field: "items".into(), len: c.items.len() })?;
             put_u8(buf, count);
             for (index, item) in c.items.iter().enumerate() {
-                put_str8(buf, &item.resource, &format!("items[{index}].resource"))?;
+                // The field's name is only formatted when it is needed.
+                put_str8(buf, &item.resource, "items[].resource").map_err(|error| EncodeError {
+                    field: format!("items[{index}].resource"),
+                    ..error
+                })?;
                 put_u64(buf, item.quantity);
             }
             put_opt_u64(buf, c.ttl_ms);
@@ -358,17 +379,24 @@ fn encode_op_inner(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
                 put_str16(buf, reference, "ref")?;
             }
         }
-        Op::Command(Command::Confirm(c)) => hold_ref(buf, Opcode::Confirm, &c.partition, &c.hold)?,
-        Op::Command(Command::Release(c)) => hold_ref(buf, Opcode::Release, &c.partition, &c.hold)?,
-        Op::Command(Command::Cancel(c)) => hold_ref(buf, Opcode::Cancel, &c.partition, &c.hold)?,
-        Op::Command(Command::Extend(c)) => {
-            hold_ref(buf, Opcode::Extend, &c.partition, &c.hold)?;
+        Command::Confirm(c) => put_hold_ref(buf, Opcode::Confirm, &c.partition, &c.hold)?,
+        Command::Release(c) => put_hold_ref(buf, Opcode::Release, &c.partition, &c.hold)?,
+        Command::Cancel(c) => put_hold_ref(buf, Opcode::Cancel, &c.partition, &c.hold)?,
+        Command::Extend(c) => {
+            put_hold_ref(buf, Opcode::Extend, &c.partition, &c.hold)?;
             put_u64(buf, c.ttl_ms);
         }
-        Op::GetResource { partition, id } => hold_ref(buf, Opcode::GetResource, partition, id)?,
-        Op::GetHold { partition, id } => hold_ref(buf, Opcode::GetHold, partition, id)?,
+    }
+    Ok(())
+}
+
+fn encode_op_inner(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match op {
+        Op::Command(command) => encode_command_inner(command, buf)?,
+        Op::GetResource { partition, id } => put_hold_ref(buf, Opcode::GetResource, partition, id)?,
+        Op::GetHold { partition, id } => put_hold_ref(buf, Opcode::GetHold, partition, id)?,
         Op::ListResources { partition, query } => {
-            hold_ref(buf, Opcode::ListResources, partition, &query.prefix)?;
+            put_hold_ref(buf, Opcode::ListResources, partition, &query.prefix)?;
             put_flag(buf, query.after.is_some());
             if let Some(after) = &query.after {
                 put_str8(buf, after, "after")?;
