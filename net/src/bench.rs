@@ -78,10 +78,17 @@ impl Driver for BookdDriver {
         true
     }
 
-    /// The commands of one connection's clients as one REQUEST frame.
+    /// The commands of one connection's clients as one REQUEST frame; only the statuses of
+    /// the results are decoded.
     async fn execute_many(&self, commands: &[&Command]) -> Vec<Answer> {
-        match self.client.execute_commands(commands).await {
-            Ok(results) => results.into_iter().map(answer).collect(),
+        match self.client.execute_statuses(commands).await {
+            Ok(statuses) => statuses
+                .into_iter()
+                .map(|status| match status {
+                    Ok(()) => Answer::Ok,
+                    Err(code) => Answer::Refused(code.as_str()),
+                })
+                .collect(),
             Err(error) => {
                 let failed = Answer::Failed(error.to_string());
                 vec![failed; commands.len()]

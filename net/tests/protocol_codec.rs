@@ -12,7 +12,9 @@ use bookd_engine::{
 };
 use bookd_net::protocol::command::{decode_request, put_request_count, CommandRef};
 use bookd_net::protocol::frame::{self, Kind};
-use bookd_net::protocol::reply::{decode_reply, decode_response, encode_op_result, encode_reply};
+use bookd_net::protocol::reply::{
+    decode_reply, decode_response, decode_statuses, encode_op_result, encode_reply,
+};
 use bookd_net::protocol::wire::{put_u16, Reader};
 use bookd_net::protocol::{encode_op, fuzzing, Reply};
 use proptest::prelude::*;
@@ -219,7 +221,15 @@ proptest! {
         for reply in &replies {
             encode_reply(reply, &mut again);
         }
-        prop_assert_eq!(again, payload);
+        prop_assert_eq!(&again, &payload);
+        // The status-only decoder steps over the same bytes and agrees on every status; cut
+        // short, it refuses like the full decoder.
+        let mut statuses = Vec::new();
+        decode_statuses(&again, &mut statuses).unwrap();
+        let expected: Vec<_> = expected.iter().map(Reply::status).collect();
+        prop_assert_eq!(statuses, expected);
+        statuses = Vec::new();
+        prop_assert!(decode_statuses(&again[..again.len() - 1], &mut statuses).is_err());
     }
 
     #[test]
@@ -227,6 +237,7 @@ proptest! {
         fuzzing::frame(&bytes);
         fuzzing::command(&bytes);
         let _ = decode_reply(&mut Reader::new(&bytes));
+        let _ = decode_statuses(&bytes, &mut Vec::new());
     }
 
     #[test]

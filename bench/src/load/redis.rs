@@ -200,26 +200,17 @@ impl RedisDriver {
         Ok(answer)
     }
 
-    async fn call(&self, args: &[&[u8]]) -> Result<Resp, String> {
-        self.send(args).await?.await.map_err(|_| "redis connection closed".to_string())?
-    }
-}
-
-impl Driver for RedisDriver {
-    fn for_client(&self, client: usize) -> Self {
-        RedisDriver { pin: Some(client % self.connections.len()), ..self.clone() }
-    }
-
-    async fn execute(&self, command: &Command) -> Answer {
+    /// Queues a workload command's script call; the receiver gets its reply.
+    async fn send_command(&self, command: &Command) -> Result<ReplyReceiver, Answer> {
         let (sha, partition, hold) = match command {
             Command::Hold(hold) => (&self.scripts.hold, &hold.partition, &hold.hold),
             Command::Confirm(c) => (&self.scripts.confirm, &c.partition, &c.hold),
             Command::Release(c) => (&self.scripts.release, &c.partition, &c.hold),
             Command::Cancel(c) => (&self.scripts.cancel, &c.partition, &c.hold),
-            other => return Answer::Failed(format!("redis peer does not run {}", other.op())),
+            other => return Err(Answer::Failed(format!("redis peer does not run {}", other.op()))),
         };
         let key = format!("h:{partition}:{hold}");
-        let reply = if let Command::Hold(hold) = command {
+        let sent = if let Command::Hold(hold) = command {
             let mut items = String::with_capacity(hold.items.len() * 16);
             for item in &hold.items {
                 if !items.is_empty() {
@@ -239,20 +230,51 @@ impl Driver for RedisDriver {
                 ttl.as_bytes(),
                 items.as_bytes(),
             ];
-            self.call(&args).await
+            self.send(&args).await
         } else {
             let args: [&[u8]; 5] =
                 [b"EVALSHA", sha.as_bytes(), b"1", key.as_bytes(), partition.as_bytes()];
-            self.call(&args).await
+            self.send(&args).await
         };
-        match reply {
-            Ok(Resp::Bulk(Some(text))) => match text.as_slice() {
-                b"ok" | b"existing" => Answer::Ok,
-                code => Answer::Refused(static_code(code)),
-            },
-            Ok(other) => Answer::Failed(format!("redis answered {other:?}")),
-            Err(error) => Answer::Failed(error),
+        sent.map_err(Answer::Failed)
+    }
+
+    async fn call(&self, args: &[&[u8]]) -> Result<Resp, String> {
+        self.send(args).await?.await.map_err(|_| "redis connection closed".to_string())?
+    }
+}
+
+impl Driver for RedisDriver {
+    fn for_client(&self, client: usize) -> Self {
+        RedisDriver { pin: Some(client % self.connections.len()), ..self.clone() }
+    }
+
+    async fn execute(&self, command: &Command) -> Answer {
+        match self.send_command(command).await {
+            Ok(reply) => answer_of(reply.await),
+            Err(answer) => answer,
         }
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// Redis pipelining: every command is written to the pinned connection before the first
+    /// reply is awaited.
+    async fn execute_many(&self, commands: &[&Command]) -> Vec<Answer> {
+        let mut pending = Vec::with_capacity(commands.len());
+        for command in commands {
+            pending.push(self.send_command(command).await);
+        }
+        let mut answers = Vec::with_capacity(commands.len());
+        for sent in pending {
+            answers.push(match sent {
+                Ok(reply) => answer_of(reply.await),
+                Err(answer) => answer,
+            });
+        }
+        answers
     }
 
     async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
@@ -279,6 +301,22 @@ impl Driver for RedisDriver {
             }
         }
         Ok(())
+    }
+}
+
+/// The receiving end of one queued request.
+type ReplyReceiver = oneshot::Receiver<Result<Resp, String>>;
+
+/// A script's reply as the bench's answer.
+fn answer_of(reply: Result<Result<Resp, String>, oneshot::error::RecvError>) -> Answer {
+    match reply {
+        Ok(Ok(Resp::Bulk(Some(text)))) => match text.as_slice() {
+            b"ok" | b"existing" => Answer::Ok,
+            code => Answer::Refused(static_code(code)),
+        },
+        Ok(Ok(other)) => Answer::Failed(format!("redis answered {other:?}")),
+        Ok(Err(error)) => Answer::Failed(error),
+        Err(_) => Answer::Failed("redis connection closed".into()),
     }
 }
 

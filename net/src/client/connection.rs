@@ -24,7 +24,7 @@ use crate::protocol::limits::{
     CLIENT_WRITE_BUFFER_SIZE_MAX_BYTES as WRITE_BUFFER_SIZE_MAX_BYTES, COMMANDS_PER_FRAME_MAX,
     FRAME_HEADER_SIZE_BYTES, FRAME_SIZE_CAP_BYTES, READ_CHUNK_SIZE_BYTES,
 };
-use crate::protocol::reply::decode_response;
+use crate::protocol::reply::{decode_response, decode_statuses, Status};
 use crate::protocol::{ErrorCode, ErrorFrame, Hello, HelloOk, Reply};
 
 /// Connects to `addr` and completes the handshake.
@@ -150,6 +150,7 @@ struct State {
     wbuf: Vec<u8>,
     written: usize,
     replies: Vec<Reply>,
+    statuses: Vec<Status>,
 }
 
 impl State {
@@ -277,60 +278,88 @@ impl State {
         self.stats.commands_sent.fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    /// Answers the calls of every complete RESPONSE frame in the read buffer.
+    /// Answers the calls of every complete RESPONSE frame in the read buffer. A frame whose
+    /// calls all want statuses only is decoded without building its results.
     fn read_frames(&mut self) -> Result<(), Ended> {
         loop {
-            let (request_id, used) = match frame::parse(&self.rbuf, FRAME_SIZE_CAP_BYTES) {
-                Ok(None) => return Ok(()),
-                Err(error) => return Err(self.broken(format!("bad frame: {error}"))),
-                Ok(Some((frame, used))) => match frame.kind {
-                    Kind::Response => {
-                        self.replies.clear();
-                        if let Err(error) = decode_response(frame.payload, &mut self.replies) {
-                            return Err(self.broken(format!("bad RESPONSE: {error}")));
+            let (request_id, used, statuses_only) =
+                match frame::parse(&self.rbuf, FRAME_SIZE_CAP_BYTES) {
+                    Ok(None) => return Ok(()),
+                    Err(error) => return Err(self.broken(format!("bad frame: {error}"))),
+                    Ok(Some((frame, used))) => match frame.kind {
+                        Kind::Response => {
+                            let statuses_only =
+                                self.pending.get(&frame.request_id).is_some_and(|calls| {
+                                    calls.iter().all(|call| {
+                                        matches!(call.reply, Some(ReplyTo::Statuses(_)) | None)
+                                    })
+                                });
+                            let decoded = if statuses_only {
+                                self.statuses.clear();
+                                decode_statuses(frame.payload, &mut self.statuses)
+                            } else {
+                                self.replies.clear();
+                                decode_response(frame.payload, &mut self.replies)
+                            };
+                            if let Err(error) = decoded {
+                                return Err(self.broken(format!("bad RESPONSE: {error}")));
+                            }
+                            (frame.request_id, used, statuses_only)
                         }
-                        (frame.request_id, used)
-                    }
-                    Kind::Error => {
-                        let error = ErrorFrame::decode(frame.payload);
-                        return Err(match error {
-                            Ok(error) if error.code == ErrorCode::Unavailable => Ended::Lost,
-                            Ok(error) => self.fail_pending(ClientError::Server(error)),
-                            Err(error) => self.broken(format!("bad ERROR frame: {error}")),
-                        });
-                    }
-                    other => return Err(self.broken(format!("unexpected {other:?} frame"))),
-                },
-            };
+                        Kind::Error => {
+                            let error = ErrorFrame::decode(frame.payload);
+                            return Err(match error {
+                                Ok(error) if error.code == ErrorCode::Unavailable => Ended::Lost,
+                                Ok(error) => self.fail_pending(ClientError::Server(error)),
+                                Err(error) => self.broken(format!("bad ERROR frame: {error}")),
+                            });
+                        }
+                        other => return Err(self.broken(format!("unexpected {other:?} frame"))),
+                    },
+                };
             self.rbuf.advance(used);
             let Some(mut calls) = self.pending.remove(&request_id) else {
                 return Err(self.broken(format!("RESPONSE to unknown request {request_id}")));
             };
             let expected: usize = calls.iter().map(|call| usize::from(call.count)).sum();
-            if expected != self.replies.len() {
+            let results = if statuses_only { self.statuses.len() } else { self.replies.len() };
+            if expected != results {
                 self.pending.insert(request_id, calls);
-                return Err(
-                    self.broken(format!("{} results for {expected} commands", self.replies.len()))
-                );
+                return Err(self.broken(format!("{results} results for {expected} commands")));
             }
-            let mut replies = self.replies.drain(..);
-            for call in calls.drain(..) {
-                match call.reply {
-                    Some(ReplyTo::One(sender)) => {
-                        if let Some(reply) = replies.next() {
-                            let _ = sender.send(Ok(reply));
+            if statuses_only {
+                let mut statuses = self.statuses.drain(..);
+                for call in calls.drain(..) {
+                    let count = usize::from(call.count);
+                    match call.reply {
+                        Some(ReplyTo::Statuses(sender)) => {
+                            let _ = sender.send(Ok(statuses.by_ref().take(count).collect()));
                         }
+                        _ => statuses.by_ref().take(count).for_each(drop),
                     }
-                    Some(ReplyTo::Many(sender)) => {
-                        let batch: Vec<Reply> =
-                            replies.by_ref().take(usize::from(call.count)).collect();
-                        let _ = sender.send(Ok(batch));
+                }
+            } else {
+                let mut replies = self.replies.drain(..);
+                for call in calls.drain(..) {
+                    let count = usize::from(call.count);
+                    match call.reply {
+                        Some(ReplyTo::One(sender)) => {
+                            if let Some(reply) = replies.next() {
+                                let _ = sender.send(Ok(reply));
+                            }
+                        }
+                        Some(ReplyTo::Many(sender)) => {
+                            let _ = sender.send(Ok(replies.by_ref().take(count).collect()));
+                        }
+                        Some(ReplyTo::Statuses(sender)) => {
+                            let batch = replies.by_ref().take(count).map(|r| r.status()).collect();
+                            let _ = sender.send(Ok(batch));
+                        }
+                        // Timed out already: its results are dropped.
+                        None => replies.by_ref().take(count).for_each(drop),
                     }
-                    // Timed out already: its results are dropped.
-                    None => replies.by_ref().take(usize::from(call.count)).for_each(drop),
                 }
             }
-            drop(replies);
             self.spare.push(calls);
         }
     }
@@ -392,6 +421,9 @@ fn lost(call: Call) {
         Some(ReplyTo::Many(sender)) => {
             let _ = sender.send(Err(Failure::Lost(call.bytes)));
         }
+        Some(ReplyTo::Statuses(sender)) => {
+            let _ = sender.send(Err(Failure::Lost(call.bytes)));
+        }
         None => {}
     }
 }
@@ -407,6 +439,9 @@ fn answer_error_in_place(call: &mut Call, error: ClientError) {
             let _ = sender.send(Err(Failure::Error(error)));
         }
         Some(ReplyTo::Many(sender)) => {
+            let _ = sender.send(Err(Failure::Error(error)));
+        }
+        Some(ReplyTo::Statuses(sender)) => {
             let _ = sender.send(Err(Failure::Error(error)));
         }
         None => {}

@@ -150,6 +150,14 @@ impl fmt::Display for Refused {
 }
 
 impl Reply {
+    /// The result's status: success, or its error code.
+    pub fn status(&self) -> Status {
+        match self {
+            Reply::Refused(refused) => Err(refused.code),
+            _ => Ok(()),
+        }
+    }
+
     /// What a client decodes for an engine op's result (the model the codec tests compare to).
     pub fn from_op_result(result: &OpResult) -> Reply {
         match result {
@@ -376,6 +384,67 @@ fn decode_detail(code: ErrorCode, reader: &mut Reader<'_>) -> Result<Detail, Dec
         }
         _ => Detail::None,
     })
+}
+
+/// A result reduced to its status: success, or the error code.
+pub type Status = Result<(), ErrorCode>;
+
+/// Decodes only the status of each result of a RESPONSE payload, stepping over the bodies
+/// without building them (no strings, no allocation): for callers that only need to know what
+/// happened, such as the load generator. Checks the same framing as [`decode_response`].
+pub fn decode_statuses(payload: &[u8], statuses: &mut Vec<Status>) -> Result<(), DecodeError> {
+    let mut reader = Reader::new(payload);
+    let count = reader.u16("count")?;
+    statuses.reserve(usize::from(count).min(reader.remaining()));
+    for _ in 0..count {
+        let status = reader.u8("status")?;
+        if status != 0 {
+            let code = ErrorCode::from_u8(status)
+                .ok_or(DecodeError::UnknownValue("status", u64::from(status)))?;
+            decode_detail(code, &mut reader)?;
+            statuses.push(Err(code));
+            continue;
+        }
+        let skip8 = |reader: &mut Reader<'_>, what| {
+            let len = reader.u8(what)?;
+            reader.bytes(usize::from(len), what).map(drop)
+        };
+        match reader.u8("tag")? {
+            TAG_RESOURCE => {
+                reader.bytes(1, "created")?;
+                skip8(&mut reader, "partition")?;
+                skip8(&mut reader, "id")?;
+                reader.bytes(24, "counts")?;
+            }
+            TAG_HOLD => {
+                reader.bytes(1, "existing")?;
+                skip8(&mut reader, "partition")?;
+                skip8(&mut reader, "id")?;
+                reader.bytes(9, "hold status")?;
+                for _ in 0..reader.u8("items")? {
+                    skip8(&mut reader, "items.resource")?;
+                    reader.bytes(4, "items.quantity")?;
+                }
+                if reader.flag("ref")? {
+                    let len = reader.u16("ref")?;
+                    reader.bytes(usize::from(len), "ref")?;
+                }
+            }
+            TAG_PAGE => {
+                skip8(&mut reader, "partition")?;
+                for _ in 0..reader.u16("resources")? {
+                    skip8(&mut reader, "id")?;
+                    reader.bytes(24, "counts")?;
+                }
+                if reader.flag("next")? {
+                    skip8(&mut reader, "next")?;
+                }
+            }
+            other => return Err(DecodeError::UnknownValue("tag", u64::from(other))),
+        }
+        statuses.push(Ok(()));
+    }
+    reader.finish()
 }
 
 /// Decodes a RESPONSE payload: `u16 count`, then `count` results, nothing after.
