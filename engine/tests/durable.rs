@@ -108,3 +108,57 @@ fn pollster<F: std::future::Future>(future: F) -> F::Output {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(future)
 }
+
+/// The commit is pipelined (the shard applies the next batches while the disk syncs the last),
+/// yet no reply goes out before its record is durable: whenever a caller has seen `n`
+/// acknowledged commands, the shard's durable position covers at least `n` records.
+#[test]
+fn no_reply_before_its_record_is_durable() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let temp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(temp.path(), Some(1), 1).unwrap();
+    let runtime = Arc::new(start(&dir));
+    let put = Op::Command(Command::PutResource(PutResource {
+        partition: "p".into(),
+        resource: "r".into(),
+        capacity: 1_000_000,
+    }));
+    assert!(matches!(runtime.execute_blocking(vec![put])[0], OpResult::Command(Ok(_))));
+    let first_lsn = runtime.metrics()[0].durable_lsn.load(Ordering::Acquire);
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let (runtime, acknowledged) = (runtime.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                for round in 0..100 {
+                    let hold = Op::Command(Command::Hold(Hold {
+                        partition: "p".into(),
+                        hold: format!("c{caller}-{round}"),
+                        items: vec![Item { resource: "r".into(), quantity: 1 }],
+                        ttl_ms: None,
+                        reference: None,
+                    }));
+                    let result = runtime.execute_blocking(vec![hold]);
+                    assert!(matches!(result[0], OpResult::Command(Ok(_))), "{result:?}");
+                    let seen = acknowledged.fetch_add(1, Ordering::AcqRel) + 1;
+                    let durable = runtime.metrics()[0].durable_lsn.load(Ordering::Acquire);
+                    assert!(
+                        durable >= first_lsn + seen,
+                        "{seen} commands acknowledged but only {} records durable",
+                        durable - first_lsn
+                    );
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    assert_eq!(acknowledged.load(Ordering::Acquire), 800);
+    match Arc::try_unwrap(runtime) {
+        Ok(runtime) => runtime.shutdown(),
+        Err(_) => panic!("a caller still holds the runtime"),
+    }
+}

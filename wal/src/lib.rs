@@ -43,6 +43,7 @@ pub use record::{Lsn, RecordHeader, RecordView};
 pub use recovery::{Replay, ReplayProgress};
 pub use snapshot::Snapshot;
 pub use storage::{
-    Area, CrashStorage, CrashTail, MemoryStorage, MmapStorage, SegmentFile, Storage, SyncMethod,
+    Area, CrashStorage, CrashTail, MemoryStorage, MmapStorage, SegmentFile, Storage, SyncHandle,
+    SyncMethod,
 };
 pub use writer::{Options, RecoveryReport, SyncPolicy, Wal};

@@ -58,6 +58,12 @@ pub trait SegmentFile {
     fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()>;
     /// Makes every write so far durable. An error is fatal for the writer.
     fn sync(&mut self) -> std::io::Result<()>;
+    /// A handle that makes this file's writes so far durable from another thread (a duplicate
+    /// of its descriptor), so the writer can go on writing while the disk flushes. `None` (the
+    /// default) where there is no such thing (test doubles); callers then sync in line.
+    fn sync_handle(&self) -> Option<SyncHandle> {
+        None
+    }
     /// `write` then `sync`; a backend may do both in one go.
     fn write_and_sync(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
         self.write(offset, bytes)?;
@@ -269,6 +275,27 @@ impl SegmentFile for MmapSegment {
         match SyncMethod::WriteFdatasync {
             SyncMethod::WriteFdatasync => self.file.sync_data(),
         }
+    }
+
+    fn sync_handle(&self) -> Option<SyncHandle> {
+        if !self.writable {
+            return None;
+        }
+        self.file.try_clone().ok().map(|file| SyncHandle { file })
+    }
+}
+
+/// Makes a segment file's writes durable from any thread: `fdatasync` on a duplicate of its
+/// descriptor. Whatever was written to the file before [`SyncHandle::sync`] is called is durable
+/// when it returns `Ok`.
+#[derive(Debug)]
+pub struct SyncHandle {
+    file: File,
+}
+
+impl SyncHandle {
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
     }
 }
 

@@ -23,7 +23,9 @@ use crate::record::{self, Lsn, RecordHeader};
 use crate::recovery::{self, Replay};
 use crate::segment::{encode_header, segment_name, SegmentHeader};
 use crate::snapshot::{self, snapshot_name, Snapshot};
-use crate::storage::{Area, MmapStorage, SegmentFile, Storage, SyncMethod, TEMP_SUFFIX};
+use crate::storage::{
+    Area, MmapStorage, SegmentFile, Storage, SyncHandle, SyncMethod, TEMP_SUFFIX,
+};
 
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -406,6 +408,38 @@ impl<S: Storage> Wal<S> {
         self.durable_lsn = self.next_lsn - 1;
         self.last_sync = Instant::now();
         Ok(self.durable_lsn)
+    }
+
+    /// The first half of a pipelined group commit (under `SyncPolicy::Always`): hands every
+    /// appended record to the file, not yet durable, and returns the last one's position plus a
+    /// handle that makes them durable from another thread. The caller calls
+    /// [`Wal::mark_durable`] with that position once the handle's `sync` returned `Ok` (and
+    /// [`Wal::poison_with`] if it failed), and may append meanwhile. `None` for the handle where
+    /// the storage has none: then this made the records durable in line, like [`Wal::sync`].
+    pub fn write_out(&mut self) -> Result<(Lsn, Option<SyncHandle>), WalError> {
+        self.check_usable()?;
+        let handle = self.active().file.sync_handle();
+        if handle.is_none() {
+            return Ok((self.sync()?, None));
+        }
+        self.write_pending()?;
+        Ok((self.next_lsn - 1, handle))
+    }
+
+    /// Records that everything up to `lsn` is durable (a sync of [`Wal::write_out`] returned).
+    /// A position at or below the durable one changes nothing (a segment roll or an in-line sync
+    /// may have got there first).
+    pub fn mark_durable(&mut self, lsn: Lsn) {
+        assert!(lsn < self.next_lsn, "marked durable a record never appended");
+        if lsn > self.durable_lsn {
+            self.durable_lsn = lsn;
+            self.last_sync = Instant::now();
+        }
+    }
+
+    /// A sync of [`Wal::write_out`] failed: the writer is poisoned, as for a failed [`Wal::sync`].
+    pub fn poison_with(&mut self, source: std::io::Error) -> WalError {
+        self.poison(source)
     }
 
     /// Hands the pending records to the file without syncing (they survive a process crash).

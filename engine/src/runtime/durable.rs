@@ -232,6 +232,22 @@ impl ShardLog for WalLog {
         self.wal.sync().map_err(log_error)
     }
 
+    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
+        match self.wal.options().sync_policy {
+            bookd_wal::SyncPolicy::Always => self.wal.write_out().map_err(log_error),
+            // A relaxed log syncs on its interval, not per group: nothing to pipeline.
+            bookd_wal::SyncPolicy::Interval { .. } => self.commit().map(|lsn| (lsn, None)),
+        }
+    }
+
+    fn mark_durable(&mut self, lsn: u64) {
+        self.wal.mark_durable(lsn);
+    }
+
+    fn poison_with(&mut self, error: std::io::Error) -> LogError {
+        log_error(self.wal.poison_with(error))
+    }
+
     fn last_lsn(&self) -> u64 {
         self.wal.next_lsn() - 1
     }

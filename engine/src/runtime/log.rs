@@ -58,6 +58,21 @@ pub trait ShardLog: Send + 'static {
     fn commit(&mut self) -> Result<u64, LogError>;
     /// Makes every appended record durable now, whatever the sync policy (clean shutdown).
     fn sync(&mut self) -> Result<u64, LogError>;
+    /// The first half of a pipelined group commit: hands every appended record to the disk and
+    /// returns the last one's position, with a handle that makes them durable from another
+    /// thread, so the shard goes on applying the next batch while the disk flushes. The shard
+    /// then calls [`ShardLog::mark_durable`] (or [`ShardLog::poison_with`]). Without a handle
+    /// the records are already as durable as [`ShardLog::commit`] makes them: the default, for
+    /// logs that cannot sync elsewhere or whose policy does not sync each group.
+    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
+        self.commit().map(|durable| (durable, None))
+    }
+    /// Everything up to `lsn` is durable: a handle of [`ShardLog::write_out`] synced it.
+    fn mark_durable(&mut self, _lsn: u64) {}
+    /// A handle of [`ShardLog::write_out`] failed to sync: the log is unusable from now on.
+    fn poison_with(&mut self, error: std::io::Error) -> LogError {
+        LogError::Failed(format!("log sync failed: {error}"))
+    }
     /// Position of the last appended record (0 when empty).
     fn last_lsn(&self) -> u64;
     /// Position of the last durable record.

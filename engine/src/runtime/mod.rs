@@ -169,6 +169,7 @@ impl Runtime {
             metrics.last_lsn.store(log.last_lsn(), Ordering::Relaxed);
             metrics.durable_lsn.store(log.durable_lsn(), Ordering::Relaxed);
             let replicated_lsn = Arc::new(AtomicU64::new(0));
+            let committed_lsn = log.last_lsn();
             let shard = Shard {
                 index,
                 engine,
@@ -178,6 +179,7 @@ impl Runtime {
                 shared: shared.clone(),
                 metrics: metrics.clone(),
                 replicated_lsn: replicated_lsn.clone(),
+                committed_lsn,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bookd-shard-{index}"))

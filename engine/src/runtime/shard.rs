@@ -8,6 +8,12 @@
 //! `ReplicationTimeout`. So no reply, not even a read, ever shows state that is not yet durable
 //! as configured. A commit error is fatal: pending replies become `Unavailable`, the node stops.
 //!
+//! The commit is pipelined: the batch's records are written to the log file and a syncer thread
+//! makes them durable (`fdatasync` on a duplicate descriptor) while the shard goes on applying the
+//! next batches; their replies wait in `unsynced` until the syncer reports their position durable.
+//! One sync is in flight at a time, and the next covers everything written meanwhile. Anything
+//! else that needs the log durable (snapshots, control messages, stopping) syncs in line first.
+//!
 //! On a standby the shard is read-only: commands are refused, and the primary's records arrive
 //! as `Replicate` messages, appended verbatim, synced, then applied.
 
@@ -126,17 +132,55 @@ pub(crate) struct Shard {
     pub(crate) metrics: Arc<ShardMetrics>,
     /// Highest position that enough standbys have on disk (set by replication).
     pub(crate) replicated_lsn: Arc<AtomicU64>,
+    /// Highest position committed as the sync policy requires (durable under `Always`, written
+    /// under a relaxed interval): replies of batches up to here may go out.
+    pub(crate) committed_lsn: u64,
 }
 
 type Replies = Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>;
 
 /// Replies held back until the batch is durable.
+#[derive(Default)]
 struct Batch {
     replies: Replies,
     controls: Vec<Message>,
     ops: usize,
     appended: bool,
     stop: bool,
+}
+
+/// A batch whose records are written but not yet durable: its replies wait for the syncer.
+struct Unsynced {
+    lsn: u64,
+    appended: bool,
+    replies: Replies,
+}
+
+/// The thread that makes written log records durable while the shard goes on: it takes
+/// (position, handle) pairs and answers each with the sync's result.
+struct Syncer {
+    requests: crossbeam_channel::Sender<(u64, bookd_wal::SyncHandle)>,
+    done: Receiver<(u64, std::io::Result<()>)>,
+    /// The position of the sync in flight, and when it started.
+    in_flight: Option<(u64, Instant)>,
+}
+
+impl Syncer {
+    fn start(shard: usize) -> Option<Syncer> {
+        let (requests, jobs) = crossbeam_channel::bounded::<(u64, bookd_wal::SyncHandle)>(1);
+        let (results, done) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name(format!("bookd-sync-{shard}"))
+            .spawn(move || {
+                for (lsn, handle) in jobs {
+                    if results.send((lsn, handle.sync())).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Syncer { requests, done, in_flight: None })
+    }
 }
 
 /// A committed batch waiting for its standbys.
@@ -151,6 +195,8 @@ impl Shard {
         let mut last_stamp_ms = self.engine.clock_ms();
         let mut payload = Vec::with_capacity(256);
         let mut waiting: VecDeque<Waiting> = VecDeque::new();
+        let mut unsynced: VecDeque<Unsynced> = VecDeque::new();
+        let mut syncer = Syncer::start(self.index);
         loop {
             let wait = match waiting.front() {
                 Some(front) => self
@@ -159,10 +205,29 @@ impl Shard {
                     .min(front.deadline.saturating_duration_since(Instant::now())),
                 None => self.config.tick_interval,
             };
-            let first = match self.inbox.recv_timeout(wait) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = match &syncer {
+                Some(sync) if sync.in_flight.is_some() => crossbeam_channel::select! {
+                    recv(self.inbox) -> message => match message {
+                        Ok(message) => Some(message),
+                        Err(_) => break,
+                    },
+                    recv(sync.done) -> done => {
+                        let (lsn, result) = match done {
+                            Ok(done) => done,
+                            Err(_) => (0, Err(std::io::Error::other("the syncer thread stopped"))),
+                        };
+                        if let Err(error) = self.synced(&mut syncer, lsn, result) {
+                            return self.fail(error, Batch::default(), waiting, unsynced);
+                        }
+                        None
+                    },
+                    default(wait) => None,
+                },
+                _ => match self.inbox.recv_timeout(wait) {
+                    Ok(message) => Some(message),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
             // Never below the last time in the log: on a promoted standby, the replicated
             // records carry the old primary's clock, which may be ahead of this one. A standby
@@ -175,18 +240,12 @@ impl Shard {
             let now_ms = last_stamp_ms;
             let expired = self.engine.tick(now_ms);
             self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
-            let mut batch = Batch {
-                replies: Vec::new(),
-                controls: Vec::new(),
-                ops: 0,
-                appended: false,
-                stop: false,
-            };
+            let mut batch = Batch::default();
             let mut next = first;
             while let Some(message) = next.take() {
                 batch.ops += message.ops_len();
                 if let Err(error) = self.handle(message, now_ms, &mut batch, &mut payload) {
-                    return self.fail(error, batch, waiting);
+                    return self.fail(error, batch, waiting, unsynced);
                 }
                 if batch.ops < self.config.batch_ops_max && !batch.stop {
                     next = self.inbox.try_recv().ok();
@@ -194,27 +253,37 @@ impl Shard {
             }
             // Commit what this batch appended; on an idle tick, let a relaxed (interval) sync
             // policy catch up; before stopping, make everything durable whatever the policy.
+            // Control messages and stopping need the log durable first: sync in line.
             let lagging = self.log.durable_lsn() < self.log.last_lsn();
             let committed = if batch.stop {
-                self.log.sync().map(|_| ())
-            } else if batch.appended || lagging {
+                self.log.sync().map(|_| self.committed_lsn = self.log.last_lsn())
+            } else if !batch.controls.is_empty() && lagging {
                 self.commit()
+            } else if batch.appended || lagging {
+                self.start_sync(&mut syncer)
             } else {
                 Ok(())
             };
             if let Err(error) = committed {
-                return self.fail(error, batch, waiting);
+                return self.fail(error, batch, waiting, unsynced);
             }
             let replies = std::mem::take(&mut batch.replies);
-            self.gate(replies, batch.appended, &mut waiting);
+            unsynced.push_back(Unsynced {
+                lsn: self.log.last_lsn(),
+                appended: batch.appended,
+                replies,
+            });
+            self.release_synced(&mut unsynced, &mut waiting);
             self.release(&mut waiting, batch.stop);
             let stop = batch.stop;
             for control in std::mem::take(&mut batch.controls) {
                 if let Err(error) = self.control(control, now_ms) {
-                    return self.fail(error, batch, waiting);
+                    return self.fail(error, batch, waiting, unsynced);
                 }
             }
             self.after_batch(batch.ops);
+            // A snapshot or a control may have synced in line.
+            self.release_synced(&mut unsynced, &mut waiting);
             if stop {
                 break;
             }
@@ -282,11 +351,79 @@ impl Shard {
         Ok(result)
     }
 
-    fn commit(&mut self) -> Result<(), LogError> {
+    /// Starts making the written records durable on the syncer, unless a sync is in flight
+    /// (its completion starts the next one, covering everything written meanwhile). Without a
+    /// syncer, or when the log cannot sync elsewhere, commits in line.
+    fn start_sync(&mut self, syncer: &mut Option<Syncer>) -> Result<(), LogError> {
+        let Some(sync) = syncer.as_mut() else { return self.commit() };
+        if sync.in_flight.is_some() {
+            return Ok(());
+        }
         let started = Instant::now();
-        let durable = self.log.commit()?;
+        let (lsn, handle) = self.log.write_out()?;
+        match handle {
+            Some(handle) => {
+                if sync.requests.send((lsn, handle)).is_err() {
+                    return Err(LogError::Failed("the syncer thread stopped".into()));
+                }
+                sync.in_flight = Some((lsn, started));
+                Ok(())
+            }
+            None => {
+                // Committed in line, as the policy says.
+                self.committed_lsn = self.log.last_lsn();
+                self.note_durable(self.log.durable_lsn(), started);
+                Ok(())
+            }
+        }
+    }
+
+    /// The syncer finished the sync up to `lsn`: the log is durable that far (or unusable).
+    /// Starts the next sync if more was written meanwhile.
+    fn synced(
+        &mut self,
+        syncer: &mut Option<Syncer>,
+        lsn: u64,
+        result: std::io::Result<()>,
+    ) -> Result<(), LogError> {
+        let started = syncer
+            .as_mut()
+            .and_then(|sync| sync.in_flight.take())
+            .map_or_else(Instant::now, |(_, started)| started);
+        if let Err(error) = result {
+            return Err(self.log.poison_with(error));
+        }
+        self.log.mark_durable(lsn);
+        self.committed_lsn = self.committed_lsn.max(lsn);
+        self.note_durable(self.log.durable_lsn(), started);
+        if self.log.durable_lsn() < self.log.last_lsn() {
+            self.start_sync(syncer)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every batch whose records are now committed to the replication gate, in order.
+    /// First publishes the durable position, which the log may also have moved by itself (a
+    /// segment roll syncs the full segment).
+    fn release_synced(&self, unsynced: &mut VecDeque<Unsynced>, waiting: &mut VecDeque<Waiting>) {
+        self.publish_durable(self.log.durable_lsn());
+        let committed = self.committed_lsn.max(self.log.durable_lsn());
+        while unsynced.front().is_some_and(|front| front.lsn <= committed) {
+            if let Some(batch) = unsynced.pop_front() {
+                self.gate(batch.replies, batch.appended, batch.lsn, waiting);
+            }
+        }
+    }
+
+    /// Records a commit that made the log durable up to `durable`: latency, position, wake-ups.
+    fn note_durable(&self, durable: u64, started: Instant) {
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.metrics.commit_latency_us.observe(elapsed_us);
+        self.publish_durable(durable);
+    }
+
+    /// Makes `durable` the position replication and `/metrics` see, and wakes the senders.
+    fn publish_durable(&self, durable: u64) {
         assert!(
             durable >= self.metrics.durable_lsn.load(Ordering::Relaxed),
             "invariant broken: durable log position went backwards"
@@ -296,12 +433,20 @@ impl Shard {
         if moved {
             self.shared.durable_changed.notify_waiters();
         }
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        let started = Instant::now();
+        let durable = self.log.commit()?;
+        self.committed_lsn = self.log.last_lsn();
+        self.note_durable(durable, started);
         Ok(())
     }
 
     /// Sends a committed batch's replies now, or — with synchronous standbys, when the batch
-    /// wrote records or an earlier batch still waits — queues them behind the standbys.
-    fn gate(&self, replies: Replies, appended: bool, waiting: &mut VecDeque<Waiting>) {
+    /// wrote records (up to `lsn`) or an earlier batch still waits — queues them behind the
+    /// standbys.
+    fn gate(&self, replies: Replies, appended: bool, lsn: u64, waiting: &mut VecDeque<Waiting>) {
         if replies.is_empty() {
             return;
         }
@@ -310,7 +455,7 @@ impl Shard {
             return;
         }
         let deadline = Instant::now() + self.config.replication_timeout;
-        waiting.push_back(Waiting { lsn: self.log.last_lsn(), deadline, replies });
+        waiting.push_back(Waiting { lsn, deadline, replies });
     }
 
     /// Sends the waiting batches that enough standbys now have, in order; a batch past its
@@ -459,7 +604,13 @@ impl Shard {
     /// first, then nobody waiting gets a success. The shard does not exit: it keeps answering
     /// every message `Unavailable` until the runtime stops it, so no caller waits for ever on a
     /// message stranded in the queue.
-    fn fail(self, error: LogError, batch: Batch, waiting: VecDeque<Waiting>) {
+    fn fail(
+        self,
+        error: LogError,
+        batch: Batch,
+        waiting: VecDeque<Waiting>,
+        unsynced: VecDeque<Unsynced>,
+    ) {
         tracing::error!(shard = self.index, %error, "write-ahead log failed; stopping the node");
         (self.shared.fatal)(format!("shard {}: {error}", self.index));
         let unavailable = |replies: Replies| {
@@ -468,6 +619,9 @@ impl Shard {
             }
         };
         unavailable(batch.replies);
+        for batch in unsynced {
+            unavailable(batch.replies);
+        }
         for batch in waiting {
             unavailable(batch.replies);
         }
