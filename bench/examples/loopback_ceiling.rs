@@ -5,7 +5,7 @@
 //! Redis or PostgreSQL do per command comes on top of this.
 //!
 //! Run: `cargo run --release -p bookd-bench --example loopback_ceiling -- [--clients 64]
-//! [--connections 64] [--seconds 5]`.
+//! [--connections 64] [--seconds 5] [--threads 2]` (`--threads`: tokio workers on each side).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 const FRAME_SIZE_BYTES: usize = 32;
 
 fn main() -> std::io::Result<()> {
-    let (mut clients, mut connections, mut seconds) = (64u64, 64u64, 5u64);
+    let (mut clients, mut connections, mut seconds, mut threads) = (64u64, 64u64, 5u64, 2u64);
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         let value = words.next().and_then(|v| v.parse::<u64>().ok());
@@ -25,15 +25,21 @@ fn main() -> std::io::Result<()> {
             ("--clients", Some(v)) => clients = v.max(1),
             ("--connections", Some(v)) => connections = v.max(1),
             ("--seconds", Some(v)) => seconds = v.clamp(1, 600),
+            ("--threads", Some(v)) => threads = v.clamp(1, 64),
             _ => {
-                eprintln!("usage: loopback_ceiling [--clients N] [--connections M] [--seconds S]");
+                eprintln!(
+                    "usage: loopback_ceiling [--clients N] [--connections M] [--seconds S] \
+                     [--threads T]"
+                );
                 std::process::exit(2);
             }
         }
     }
     let connections = connections.min(clients);
-    let server =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
+        .enable_all()
+        .build()?;
     let listener = server.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     server.spawn(async move {
@@ -41,8 +47,10 @@ fn main() -> std::io::Result<()> {
             tokio::spawn(echo(stream));
         }
     });
-    let client =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads as usize)
+        .enable_all()
+        .build()?;
     let done = Arc::new(AtomicBool::new(false));
     let round_trips = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
