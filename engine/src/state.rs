@@ -158,6 +158,8 @@ pub struct Engine {
     pub(crate) limits: EngineLimits,
     pub(crate) partitions: Vec<Partition>,
     pub(crate) partition_index: Map<Arc<str>, u32>,
+    /// The partition `find_partition` found last (a hint only; any value is safe).
+    pub(crate) last_partition: std::cell::Cell<u32>,
     /// Every hold ever created, by slot. Hold ids are unique for ever, so slots are never reused.
     pub(crate) holds: ChunkedVec<Hold>,
     pub(crate) expiry: ExpiryQueue,
@@ -233,8 +235,19 @@ impl Engine {
         (now_ms, expired)
     }
 
+    /// The partition named `name`. The last one found is tried first: consecutive commands
+    /// often name the same partition (an on-sale event, one hotel's burst), and one comparison
+    /// is cheaper than hashing the name.
     pub(crate) fn find_partition(&self, name: &str) -> Option<u32> {
-        self.partition_index.get(name).copied()
+        let last = self.last_partition.get();
+        if self.partitions.get(last as usize).is_some_and(|part| *part.name == *name) {
+            return Some(last);
+        }
+        let found = self.partition_index.get(name).copied();
+        if let Some(index) = found {
+            self.last_partition.set(index);
+        }
+        found
     }
 
     /// The hash of a resource or hold id, for the partitions' indexes.
