@@ -22,11 +22,20 @@ const COMMANDS_PER_MS: u64 = 2_000;
 /// A fresh engine is set up (untimed) once this many holds exist, bounding memory to ~1-2 GiB.
 const HOLDS_PER_ENGINE_MAX: u32 = 6_000_000;
 
-fn engine_mixes(c: &mut Criterion) {
-    let mut group = c.benchmark_group("engine");
+/// A group that reports commands/s: 20 samples, 1 s warm-up, `measured` per case.
+fn commands_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    measured: Duration,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
-    group.sample_size(20).warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(measured);
+    group
+}
+
+fn engine_mixes(c: &mut Criterion) {
+    let mut group = commands_group(c, "engine", Duration::from_secs(3));
     for workload in Workload::ALL {
         for clients in CLIENTS {
             // Set up before the case: criterion sizes its samples from the wall time of the
@@ -58,10 +67,7 @@ const RECORDED_COMMANDS: u64 = 2_000_000;
 /// applied from the recording with their times, as recovery and standbys apply the log. When the
 /// recording runs out, a fresh engine is set up (untimed) and the recording starts again.
 fn engine_replay(c: &mut Criterion) {
-    let mut group = c.benchmark_group("engine-replay");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(20).warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
+    let mut group = commands_group(c, "engine-replay", Duration::from_secs(3));
     for workload in Workload::ALL {
         let clients = CLIENTS[1];
         let mut recording = Vec::with_capacity(RECORDED_COMMANDS as usize);
@@ -117,10 +123,7 @@ fn report(run: &EngineRun) {
 /// The baseline: the same 1 024 clients yield their commands and are told "ok" without an
 /// engine, so the engine's share is the difference from the cases above.
 fn generator_only(c: &mut Criterion) {
-    let mut group = c.benchmark_group("generator-only");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(20).warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(2));
+    let mut group = commands_group(c, "generator-only", Duration::from_secs(2));
     for workload in Workload::ALL {
         let mut clients: Vec<ClientLoop> =
             (0..CLIENTS[1]).map(|client| workload.client(SEED, client)).collect();

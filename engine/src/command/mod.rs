@@ -137,38 +137,51 @@ impl Engine {
                 command.execute(self)
             }
             Command::Hold(command) => command.apply(self, now_ms),
-            Command::Confirm(command) => {
-                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
-                    command.validate()
-                })?;
-                self.advance(now_ms);
-                command.execute(self, slot)
-            }
-            Command::Release(command) => {
-                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
-                    command.validate()
-                })?;
-                self.advance(now_ms);
-                command.execute(self, slot)
-            }
-            Command::Cancel(command) => {
-                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
-                    command.validate()
-                })?;
-                self.advance(now_ms);
-                command.execute(self, slot)
-            }
+            Command::Confirm(command) => self.apply_to_hold(
+                now_ms,
+                (&command.partition, &command.hold),
+                || command.validate(),
+                |engine, slot, _| command.execute(engine, slot),
+            ),
+            Command::Release(command) => self.apply_to_hold(
+                now_ms,
+                (&command.partition, &command.hold),
+                || command.validate(),
+                |engine, slot, _| command.execute(engine, slot),
+            ),
+            Command::Cancel(command) => self.apply_to_hold(
+                now_ms,
+                (&command.partition, &command.hold),
+                || command.validate(),
+                |engine, slot, _| command.execute(engine, slot),
+            ),
             Command::Extend(command) => {
                 if validate_ttl(command.ttl_ms).is_err() {
                     command.validate()?;
                 }
-                let slot = self.resolve_hold(now_ms, &command.partition, &command.hold, || {
-                    command.validate()
-                })?;
-                let (now_ms, _) = self.advance(now_ms);
-                command.execute(self, slot, now_ms)
+                self.apply_to_hold(
+                    now_ms,
+                    (&command.partition, &command.hold),
+                    || command.validate(),
+                    |engine, slot, now_ms| command.execute(engine, slot, now_ms),
+                )
             }
         }
+    }
+
+    /// A command on an existing hold: find it before the clock moves (validating only if it
+    /// is not found), advance the clock, then `execute(engine, slot, now_ms)`.
+    #[inline]
+    fn apply_to_hold(
+        &mut self,
+        now_ms: u64,
+        (partition, id): (&str, &str),
+        validate: impl FnOnce() -> Result<(), Refusal>,
+        execute: impl FnOnce(&mut Engine, u32, u64) -> Result<Receipt, Refusal>,
+    ) -> Result<Receipt, Refusal> {
+        let slot = self.resolve_hold(now_ms, partition, id, validate)?;
+        let (now_ms, _) = self.advance(now_ms);
+        execute(self, slot, now_ms)
     }
 
     /// The slot of the hold a command names. When there is none: the command's validation

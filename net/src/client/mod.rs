@@ -28,7 +28,7 @@ use bookd_engine::runtime::Op;
 use bookd_engine::{Command, HoldView, ListQuery, ResourcePage, ResourceView};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::command::{encode_command, Opcode};
+use crate::protocol::command::{encode_command, put_hold_ref, Opcode};
 use crate::protocol::reply::Status;
 use crate::protocol::wire::{put_flag, put_str16, put_str8, put_u64, put_u8, EncodeError};
 use crate::protocol::{encode_op, Detail, ErrorCode, ErrorFrame, HelloOk, Refused, Reply};
@@ -610,7 +610,5 @@ fn encode_ref(
     partition: &str,
     id: &str,
 ) -> Result<(), ClientError> {
-    put_u8(bytes, opcode as u8);
-    put_str8(bytes, partition, "partition").map_err(ClientError::invalid)?;
-    put_str8(bytes, id, "id").map_err(ClientError::invalid)
+    put_hold_ref(bytes, opcode, partition, id).map_err(ClientError::invalid)
 }

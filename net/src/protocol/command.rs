@@ -324,26 +324,30 @@ fn put_opt_u64(buf: &mut Vec<u8>, value: Option<u64>) {
 /// prefix (a name over 255 bytes, a `ref` over 65 535 bytes): such a value is outside the
 /// contract's limits, and the client refuses it as `invalid` without sending it.
 pub fn encode_op(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let start = buf.len();
-    let result = encode_op_inner(op, buf);
-    if result.is_err() {
-        buf.truncate(start);
-    }
-    result
+    all_or_nothing(buf, |buf| encode_op_inner(op, buf))
 }
 
 /// Appends one state-changing command in the wire format; like [`encode_op`] for
 /// `Op::Command`, without needing to own the command.
 pub fn encode_command(command: &Command, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    all_or_nothing(buf, |buf| encode_command_inner(command, buf))
+}
+
+/// Runs `encode`; if it fails, takes back whatever it appended.
+fn all_or_nothing(
+    buf: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     let start = buf.len();
-    let result = encode_command_inner(command, buf);
+    let result = encode(buf);
     if result.is_err() {
         buf.truncate(start);
     }
     result
 }
 
-fn put_hold_ref(
+/// Opcode, partition and one more name (the resource or hold id).
+pub(crate) fn put_hold_ref(
     buf: &mut Vec<u8>,
     code: Opcode,
     partition: &str,
