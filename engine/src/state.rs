@@ -240,7 +240,12 @@ impl Engine {
     /// is cheaper than hashing the name.
     pub(crate) fn find_partition(&self, name: &str) -> Option<u32> {
         let last = self.last_partition.get();
-        if self.partitions.get(last as usize).is_some_and(|part| *part.name == *name) {
+        let is_last = |part: &Partition| {
+            // Length and last byte first: a miss (another hotel, another event) costs no call.
+            let (a, b) = (part.name.as_bytes(), name.as_bytes());
+            a.len() == b.len() && a.last() == b.last() && a == b
+        };
+        if self.partitions.get(last as usize).is_some_and(is_last) {
             return Some(last);
         }
         let found = self.partition_index.get(name).copied();
