@@ -180,6 +180,7 @@ impl Runtime {
                 metrics: metrics.clone(),
                 replicated_lsn: replicated_lsn.clone(),
                 committed_lsn,
+                syncer: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bookd-shard-{index}"))

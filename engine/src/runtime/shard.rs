@@ -12,7 +12,9 @@
 //! makes them durable (`fdatasync` on a duplicate descriptor) while the shard goes on applying the
 //! next batches; their replies wait in `unsynced` until the syncer reports their position durable.
 //! One sync is in flight at a time, and the next covers everything written meanwhile. Anything
-//! else that needs the log durable (snapshots, control messages, stopping) syncs in line first.
+//! else that needs the log durable (snapshots, control messages, stopping) first takes the result
+//! of the sync in flight (a failed `fdatasync` stops the node even if a later one would succeed),
+//! then syncs in line.
 //!
 //! On a standby the shard is read-only: commands are refused, and the primary's records arrive
 //! as `Replicate` messages, appended verbatim, synced, then applied.
@@ -135,6 +137,8 @@ pub(crate) struct Shard {
     /// Highest position committed as the sync policy requires (durable under `Always`, written
     /// under a relaxed interval): replies of batches up to here may go out.
     pub(crate) committed_lsn: u64,
+    /// The thread that syncs the log while the shard goes on (started by `run`).
+    pub(crate) syncer: Option<Syncer>,
 }
 
 type Replies = Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>;
@@ -158,7 +162,7 @@ struct Unsynced {
 
 /// The thread that makes written log records durable while the shard goes on: it takes
 /// (position, handle) pairs and answers each with the sync's result.
-struct Syncer {
+pub(crate) struct Syncer {
     requests: crossbeam_channel::Sender<(u64, bookd_wal::SyncHandle)>,
     done: Receiver<(u64, std::io::Result<()>)>,
     /// The position of the sync in flight, and when it started.
@@ -196,7 +200,7 @@ impl Shard {
         let mut payload = Vec::with_capacity(256);
         let mut waiting: VecDeque<Waiting> = VecDeque::new();
         let mut unsynced: VecDeque<Unsynced> = VecDeque::new();
-        let mut syncer = Syncer::start(self.index);
+        self.syncer = Syncer::start(self.index);
         loop {
             let wait = match waiting.front() {
                 Some(front) => self
@@ -205,25 +209,22 @@ impl Shard {
                     .min(front.deadline.saturating_duration_since(Instant::now())),
                 None => self.config.tick_interval,
             };
-            let first = match &syncer {
-                Some(sync) if sync.in_flight.is_some() => crossbeam_channel::select! {
+            let in_flight = self.syncer.as_ref().filter(|sync| sync.in_flight.is_some());
+            let first = match in_flight.map(|sync| sync.done.clone()) {
+                Some(done) => crossbeam_channel::select! {
                     recv(self.inbox) -> message => match message {
                         Ok(message) => Some(message),
                         Err(_) => break,
                     },
-                    recv(sync.done) -> done => {
-                        let (lsn, result) = match done {
-                            Ok(done) => done,
-                            Err(_) => (0, Err(std::io::Error::other("the syncer thread stopped"))),
-                        };
-                        if let Err(error) = self.synced(&mut syncer, lsn, result) {
+                    recv(done) -> done => {
+                        if let Err(error) = self.synced(done) {
                             return self.fail(error, Batch::default(), waiting, unsynced);
                         }
                         None
                     },
                     default(wait) => None,
                 },
-                _ => match self.inbox.recv_timeout(wait) {
+                None => match self.inbox.recv_timeout(wait) {
                     Ok(message) => Some(message),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -256,11 +257,13 @@ impl Shard {
             // Control messages and stopping need the log durable first: sync in line.
             let lagging = self.log.durable_lsn() < self.log.last_lsn();
             let committed = if batch.stop {
-                self.log.sync().map(|_| self.committed_lsn = self.log.last_lsn())
+                self.drain_syncs()
+                    .and_then(|()| self.log.sync())
+                    .map(|_| self.committed_lsn = self.log.last_lsn())
             } else if !batch.controls.is_empty() && lagging {
                 self.commit()
             } else if batch.appended || lagging {
-                self.start_sync(&mut syncer)
+                self.start_sync()
             } else {
                 Ok(())
             };
@@ -354,22 +357,24 @@ impl Shard {
     /// Starts making the written records durable on the syncer, unless a sync is in flight
     /// (its completion starts the next one, covering everything written meanwhile). Without a
     /// syncer, or when the log cannot sync elsewhere, commits in line.
-    fn start_sync(&mut self, syncer: &mut Option<Syncer>) -> Result<(), LogError> {
-        let Some(sync) = syncer.as_mut() else { return self.commit() };
-        if sync.in_flight.is_some() {
-            return Ok(());
+    fn start_sync(&mut self) -> Result<(), LogError> {
+        match &self.syncer {
+            None => return self.commit(),
+            Some(sync) if sync.in_flight.is_some() => return Ok(()),
+            Some(_) => {}
         }
         let started = Instant::now();
         let (lsn, handle) = self.log.write_out()?;
-        match handle {
-            Some(handle) => {
+        match (handle, self.syncer.as_mut()) {
+            (Some(handle), Some(sync)) => {
                 if sync.requests.send((lsn, handle)).is_err() {
                     return Err(LogError::Failed("the syncer thread stopped".into()));
                 }
                 sync.in_flight = Some((lsn, started));
                 Ok(())
             }
-            None => {
+            (Some(_), None) => unreachable!("a syncer was checked above"),
+            (None, _) => {
                 // Committed in line, as the policy says.
                 self.committed_lsn = self.log.last_lsn();
                 self.note_durable(self.log.durable_lsn(), started);
@@ -378,18 +383,19 @@ impl Shard {
         }
     }
 
-    /// The syncer finished the sync up to `lsn`: the log is durable that far (or unusable).
+    /// The syncer answered: the log is durable up to the position it was given (or unusable).
     /// Starts the next sync if more was written meanwhile.
     fn synced(
         &mut self,
-        syncer: &mut Option<Syncer>,
-        lsn: u64,
-        result: std::io::Result<()>,
+        done: Result<(u64, std::io::Result<()>), crossbeam_channel::RecvError>,
     ) -> Result<(), LogError> {
-        let started = syncer
+        let started = self
+            .syncer
             .as_mut()
             .and_then(|sync| sync.in_flight.take())
             .map_or_else(Instant::now, |(_, started)| started);
+        let (lsn, result) =
+            done.unwrap_or((0, Err(std::io::Error::other("the syncer thread stopped"))));
         if let Err(error) = result {
             return Err(self.log.poison_with(error));
         }
@@ -397,7 +403,24 @@ impl Shard {
         self.committed_lsn = self.committed_lsn.max(lsn);
         self.note_durable(self.log.durable_lsn(), started);
         if self.log.durable_lsn() < self.log.last_lsn() {
-            self.start_sync(syncer)?;
+            self.start_sync()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the syncs in flight and takes their results, before a sync in line: a failed
+    /// `fdatasync` must stop the node even if a later one succeeds (the kernel may have dropped
+    /// the pages the failed one was to write).
+    fn drain_syncs(&mut self) -> Result<(), LogError> {
+        while let Some(done) = self
+            .syncer
+            .as_ref()
+            .filter(|sync| sync.in_flight.is_some())
+            .map(|sync| sync.done.clone())
+        {
+            let answer = done.recv();
+            // Its completion may start the next sync; the loop waits for that one too.
+            self.synced(answer)?;
         }
         Ok(())
     }
@@ -436,6 +459,7 @@ impl Shard {
     }
 
     fn commit(&mut self) -> Result<(), LogError> {
+        self.drain_syncs()?;
         let started = Instant::now();
         let durable = self.log.commit()?;
         self.committed_lsn = self.log.last_lsn();
