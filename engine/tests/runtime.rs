@@ -1,5 +1,6 @@
 //! The shard runtime over real threads with in-memory logs: results, logging of successes only,
-//! replies after commit, overload push-back, fatal log failures, idle expiry, use of every shard.
+//! replies after commit, overload push-back, fatal log failures (in line and on the syncer
+//! thread), idle expiry, use of every shard.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -289,4 +290,69 @@ fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A log that pipelines its commits the way the real one does (`write_out` hands back a sync
+/// handle the shard's syncer runs), over a file whose `fdatasync` fails: `/dev/null`.
+struct FailingSyncLog {
+    inner: MemoryLog,
+}
+
+impl ShardLog for FailingSyncLog {
+    fn append(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        timestamp_ms: u64,
+        payload: &[u8],
+    ) -> Result<u64, LogError> {
+        self.inner.append(kind, epoch, timestamp_ms, payload)
+    }
+    fn commit(&mut self) -> Result<u64, LogError> {
+        self.inner.commit()
+    }
+    fn sync(&mut self) -> Result<u64, LogError> {
+        self.inner.sync()
+    }
+    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        Ok((self.inner.last_lsn(), Some(bookd_wal::SyncHandle::new(file))))
+    }
+    fn mark_durable(&mut self, _lsn: u64) {
+        panic!("a failed sync must never mark anything durable");
+    }
+    fn last_lsn(&self) -> u64 {
+        self.inner.last_lsn()
+    }
+    fn durable_lsn(&self) -> u64 {
+        self.inner.durable_lsn()
+    }
+    fn bytes_since_snapshot(&self) -> u64 {
+        self.inner.bytes_since_snapshot()
+    }
+    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
+        self.inner.write_snapshot(lsn, state)
+    }
+}
+
+#[test]
+fn a_failed_background_sync_is_fatal_and_acknowledges_nothing() {
+    // The premise: fdatasync on a character device fails (EINVAL).
+    assert!(std::fs::File::open("/dev/null").unwrap().sync_data().is_err());
+    let fatal = Arc::new(AtomicBool::new(false));
+    let fatal_seen = fatal.clone();
+    let config = RuntimeConfig {
+        fatal: Arc::new(move |_| fatal_seen.store(true, Ordering::SeqCst)),
+        ..RuntimeConfig::default()
+    };
+    let log = FailingSyncLog { inner: MemoryLog::default() };
+    let runtime =
+        Runtime::start(config, vec![(Engine::default(), Box::new(log) as Box<dyn ShardLog>)])
+            .unwrap();
+    // The first command's record goes to the syncer, whose fdatasync fails: no success, ever.
+    let results = runtime.execute_blocking(vec![put("p", "r", 1), get("p", "r")]);
+    assert_eq!(results, vec![OpResult::Unavailable, OpResult::Unavailable]);
+    assert!(fatal.load(Ordering::SeqCst));
+    assert_eq!(runtime.execute_blocking(vec![get("p", "r")]), vec![OpResult::Unavailable]);
+    runtime.shutdown();
 }

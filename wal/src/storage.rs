@@ -294,6 +294,11 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
+    /// A handle that syncs `file` (for logs over other files, and tests).
+    pub fn new(file: File) -> SyncHandle {
+        SyncHandle { file }
+    }
+
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()
     }
