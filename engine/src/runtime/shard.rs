@@ -358,29 +358,26 @@ impl Shard {
     /// (its completion starts the next one, covering everything written meanwhile). Without a
     /// syncer, or when the log cannot sync elsewhere, commits in line.
     fn start_sync(&mut self) -> Result<(), LogError> {
-        match &self.syncer {
+        let requests = match &self.syncer {
             None => return self.commit(),
             Some(sync) if sync.in_flight.is_some() => return Ok(()),
-            Some(_) => {}
-        }
+            Some(sync) => sync.requests.clone(),
+        };
         let started = Instant::now();
         let (lsn, handle) = self.log.write_out()?;
-        match (handle, self.syncer.as_mut()) {
-            (Some(handle), Some(sync)) => {
-                if sync.requests.send((lsn, handle)).is_err() {
-                    return Err(LogError::Failed("the syncer thread stopped".into()));
-                }
-                sync.in_flight = Some((lsn, started));
-                Ok(())
-            }
-            (Some(_), None) => unreachable!("a syncer was checked above"),
-            (None, _) => {
-                // Committed in line, as the policy says.
-                self.committed_lsn = self.log.last_lsn();
-                self.note_durable(self.log.durable_lsn(), started);
-                Ok(())
-            }
+        let Some(handle) = handle else {
+            // Committed in line, as the policy says.
+            self.committed_lsn = self.log.last_lsn();
+            self.note_durable(self.log.durable_lsn(), started);
+            return Ok(());
+        };
+        if requests.send((lsn, handle)).is_err() {
+            return Err(LogError::Failed("the syncer thread stopped".into()));
         }
+        if let Some(sync) = self.syncer.as_mut() {
+            sync.in_flight = Some((lsn, started));
+        }
+        Ok(())
     }
 
     /// The syncer answered: the log is durable up to the position it was given (or unusable).
