@@ -19,6 +19,9 @@ struct SharedLog {
     inner: Arc<Mutex<MemoryLog>>,
     /// When set, commit waits on this barrier twice (entered, released).
     gate: Option<Arc<Barrier>>,
+    /// When set, commits are pipelined the way the real log's are (`write_out` hands the shard a
+    /// sync handle for its syncer thread), over a file whose `fdatasync` fails: `/dev/null`.
+    failing_sync: bool,
 }
 
 impl ShardLog for SharedLog {
@@ -40,6 +43,16 @@ impl ShardLog for SharedLog {
     }
     fn sync(&mut self) -> Result<u64, LogError> {
         self.inner.lock().unwrap().sync()
+    }
+    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
+        if !self.failing_sync {
+            return self.commit().map(|durable| (durable, None));
+        }
+        let file = std::fs::File::open("/dev/null").unwrap();
+        Ok((self.last_lsn(), Some(bookd_wal::SyncHandle::new(file))))
+    }
+    fn mark_durable(&mut self, _lsn: u64) {
+        assert!(!self.failing_sync, "a failed sync must never mark anything durable");
     }
     fn last_lsn(&self) -> u64 {
         self.inner.lock().unwrap().last_lsn()
@@ -292,49 +305,6 @@ fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// A log that pipelines its commits the way the real one does (`write_out` hands back a sync
-/// handle the shard's syncer runs), over a file whose `fdatasync` fails: `/dev/null`.
-struct FailingSyncLog {
-    inner: MemoryLog,
-}
-
-impl ShardLog for FailingSyncLog {
-    fn append(
-        &mut self,
-        kind: u8,
-        epoch: u64,
-        timestamp_ms: u64,
-        payload: &[u8],
-    ) -> Result<u64, LogError> {
-        self.inner.append(kind, epoch, timestamp_ms, payload)
-    }
-    fn commit(&mut self) -> Result<u64, LogError> {
-        self.inner.commit()
-    }
-    fn sync(&mut self) -> Result<u64, LogError> {
-        self.inner.sync()
-    }
-    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
-        let file = std::fs::File::open("/dev/null").unwrap();
-        Ok((self.inner.last_lsn(), Some(bookd_wal::SyncHandle::new(file))))
-    }
-    fn mark_durable(&mut self, _lsn: u64) {
-        panic!("a failed sync must never mark anything durable");
-    }
-    fn last_lsn(&self) -> u64 {
-        self.inner.last_lsn()
-    }
-    fn durable_lsn(&self) -> u64 {
-        self.inner.durable_lsn()
-    }
-    fn bytes_since_snapshot(&self) -> u64 {
-        self.inner.bytes_since_snapshot()
-    }
-    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
-        self.inner.write_snapshot(lsn, state)
-    }
-}
-
 #[test]
 fn a_failed_background_sync_is_fatal_and_acknowledges_nothing() {
     // The premise: fdatasync on a character device fails (EINVAL).
@@ -345,7 +315,7 @@ fn a_failed_background_sync_is_fatal_and_acknowledges_nothing() {
         fatal: Arc::new(move |_| fatal_seen.store(true, Ordering::SeqCst)),
         ..RuntimeConfig::default()
     };
-    let log = FailingSyncLog { inner: MemoryLog::default() };
+    let log = SharedLog { failing_sync: true, ..SharedLog::default() };
     let runtime =
         Runtime::start(config, vec![(Engine::default(), Box::new(log) as Box<dyn ShardLog>)])
             .unwrap();
