@@ -181,6 +181,23 @@ fn setup_ops() -> Vec<Op> {
 }
 
 /// `count` seeded holds and releases; returns how many commands succeeded.
+/// A primary at `dir/a` with the workloads' resources set up and `count` commands tagged "x"
+/// loaded from seed `seed`: the node, its runtime, the generator (for more load later) and how
+/// many commands succeeded.
+async fn loaded_primary(
+    dir: &Path,
+    stop: &watch::Receiver<bool>,
+    seed: u64,
+    count: usize,
+) -> (TestNode, Arc<Runtime>, Rng, usize) {
+    let primary = open(&dir.join("a"), Options::default(), stop);
+    let runtime = primary.node.runtime().clone();
+    runtime.execute(setup_ops()).await;
+    let mut rng = Rng(seed);
+    let loaded = load(&runtime, &mut rng, "x", count).await;
+    (primary, runtime, rng, loaded)
+}
+
 async fn load(runtime: &Runtime, rng: &mut Rng, tag: &str, count: usize) -> usize {
     let mut ops = Vec::new();
     for index in 0..count {
@@ -247,11 +264,8 @@ async fn caught_up(primary: &Runtime, standby: &Runtime) -> bool {
 async fn a_standby_catches_up_from_empty_and_follows() {
     let (_stop_sender, stop) = watch::channel(false);
     let temp = tempfile::tempdir().unwrap();
-    let primary = open(&temp.path().join("a"), Options::default(), &stop);
-    let runtime = primary.node.runtime().clone();
-    runtime.execute(setup_ops()).await;
-    let mut rng = Rng(1);
-    assert!(load(&runtime, &mut rng, "x", 400).await > 0);
+    let (primary, runtime, mut rng, loaded) = loaded_primary(temp.path(), &stop, 1, 400).await;
+    assert!(loaded > 0);
     let standby = open(
         &temp.path().join("b"),
         Options { standby_of: Some(primary.node.clone()), ..Options::default() },
@@ -443,11 +457,7 @@ async fn a_primary_of_a_lower_epoch_is_refused() {
 async fn a_standby_reconnects_after_its_connection_drops_and_resumes() {
     let (_stop_sender, stop) = watch::channel(false);
     let temp = tempfile::tempdir().unwrap();
-    let primary = open(&temp.path().join("a"), Options::default(), &stop);
-    let runtime = primary.node.runtime().clone();
-    runtime.execute(setup_ops()).await;
-    let mut rng = Rng(5);
-    load(&runtime, &mut rng, "x", 200).await;
+    let (primary, runtime, mut rng, _) = loaded_primary(temp.path(), &stop, 5, 200).await;
     let (cut, first) = watch::channel(false);
     let connections = Arc::new(std::sync::Mutex::new(first));
     let standby = open(
@@ -481,11 +491,7 @@ async fn a_standby_reconnects_after_its_connection_drops_and_resumes() {
 async fn a_standby_snapshots_its_own_log_and_restarts_from_it() {
     let (_stop_sender, stop) = watch::channel(false);
     let temp = tempfile::tempdir().unwrap();
-    let primary = open(&temp.path().join("a"), Options::default(), &stop);
-    let runtime = primary.node.runtime().clone();
-    runtime.execute(setup_ops()).await;
-    let mut rng = Rng(6);
-    load(&runtime, &mut rng, "x", 2_000).await;
+    let (primary, runtime, mut rng, _) = loaded_primary(temp.path(), &stop, 6, 2_000).await;
     let standby_options = || Options {
         standby_of: Some(primary.node.clone()),
         snapshot_log_bytes: 16 * 1024,
