@@ -10,7 +10,8 @@
 //! - `command/`: one file per state-changing verb (validate, execute, tests) and the dispatch.
 //! - `state`: the tables (partitions, resources, holds) and the only code that moves units.
 //! - `expiry`: the min-heap that expires holds by time, without scanning.
-//! - `index`: hash indexes from ids to dense slots that store only the slot.
+//! - `index`: hash indexes from ids to dense slots: a tag and a slot in one 8-byte bucket.
+//! - `prefetch`: the hint that lets independent cache misses overlap.
 //! - `chunked`: the hold table's storage, which grows without moving records.
 //! - `query`: read-only lookups and ordered listing.
 //! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
@@ -29,6 +30,7 @@ mod expiry;
 mod index;
 pub mod limits;
 mod name;
+mod prefetch;
 mod query;
 pub mod runtime;
 mod snapshot;

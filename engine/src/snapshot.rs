@@ -205,14 +205,11 @@ impl Engine {
             part.resource_order.insert(id.clone(), position as u32);
             part.resources.push(Resource {
                 id,
-                hash,
                 capacity: resource.capacity,
                 held: resource.held,
                 confirmed: resource.confirmed,
             });
-            let resources = &part.resources;
-            part.resource_index
-                .insert(hash, position as u32, |index| resources[index as usize].hash);
+            part.resource_index.insert(hash, position as u32);
         }
         self.resources_len = resources_len as u32;
         for (position, hold) in image.holds.iter().enumerate() {
@@ -225,12 +222,10 @@ impl Engine {
                 self.holds_live += 1;
                 self.expiry.push(restored.expires_at_ms, slot);
             }
-            let hash = restored.hash;
+            part.holds.insert(self.hash(&restored.id), slot);
             self.holds.push(restored);
-            let holds = &self.holds;
-            part.holds.insert(hash, slot, |slot| holds[slot as usize].hash);
         }
-        self.partition_index.insert(name, index);
+        self.partition_index.insert(self.hash(&name), index);
         self.partitions.push(part);
         Ok(())
     }
@@ -267,7 +262,6 @@ impl Engine {
         Ok(Hold {
             partition,
             id: Arc::from(image.id.as_str()),
-            hash: self.hash(&image.id),
             status,
             expires_at_ms: image.expires_at_ms,
             items,

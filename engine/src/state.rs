@@ -8,7 +8,7 @@
 //!   once the clock has reached it.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -21,10 +21,6 @@ use crate::limits::{
     ENGINE_RESOURCES_MAX_DEFAULT,
 };
 use crate::view::{HoldStatus, HoldView, ItemView, ResourceView};
-
-/// Hash map with a fast, per-process randomly seeded hasher. Iteration order never reaches a
-/// result or a snapshot (both are ordered explicitly), so determinism does not depend on it.
-pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Bounds on the tables of one engine. A command that would grow a full table is refused with
 /// `overloaded` and changes nothing.
@@ -89,8 +85,6 @@ impl Partition {
 #[derive(Debug, Clone)]
 pub(crate) struct Resource {
     pub(crate) id: Arc<str>,
-    /// The id's hash, so the index can grow without reading ids.
-    pub(crate) hash: u64,
     pub(crate) capacity: u64,
     pub(crate) held: u64,
     pub(crate) confirmed: u64,
@@ -129,8 +123,6 @@ pub(crate) struct HoldItem {
 pub(crate) struct Hold {
     pub(crate) partition: u32,
     pub(crate) id: Arc<str>,
-    /// The id's hash, so the partition's hold index can grow without reading ids.
-    pub(crate) hash: u64,
     pub(crate) status: HoldStatus,
     pub(crate) expires_at_ms: u64,
     pub(crate) items: HoldItems,
@@ -157,7 +149,8 @@ pub struct EngineStats {
 pub struct Engine {
     pub(crate) limits: EngineLimits,
     pub(crate) partitions: Vec<Partition>,
-    pub(crate) partition_index: Map<Arc<str>, u32>,
+    /// Partition name -> index into `partitions`.
+    pub(crate) partition_index: NameIndex,
     /// The partition `find_partition` found last (a hint only; any value is safe).
     pub(crate) last_partition: std::cell::Cell<u32>,
     /// Every hold ever created, by slot. Hold ids are unique for ever, so slots are never reused.
@@ -248,7 +241,10 @@ impl Engine {
         if self.partitions.get(last as usize).is_some_and(is_last) {
             return Some(last);
         }
-        let found = self.partition_index.get(name).copied();
+        let partitions = &self.partitions;
+        let found = self
+            .partition_index
+            .find(self.hash(name), name, |index| &partitions[index as usize].name);
         if let Some(index) = found {
             self.last_partition.set(index);
         }
@@ -279,10 +275,10 @@ impl Engine {
     pub(crate) fn insert_partition(&mut self, name: &str) -> u32 {
         assert!(self.partitions.len() < self.limits.partitions_max as usize);
         let index = self.partitions.len() as u32;
-        let name: Arc<str> = Arc::from(name);
-        self.partitions.push(Partition::new(name.clone()));
-        let previous = self.partition_index.insert(name, index);
-        assert!(previous.is_none(), "invariant broken: partition inserted twice");
+        let hash = self.hash(name);
+        assert!(self.find_partition(name).is_none(), "invariant broken: partition inserted twice");
+        self.partitions.push(Partition::new(Arc::from(name)));
+        self.partition_index.insert(hash, index);
         index
     }
 
@@ -297,16 +293,9 @@ impl Engine {
         );
         let index = partition.resources.len() as u32;
         let id: Arc<str> = Arc::from(id);
-        partition.resources.push(Resource {
-            id: id.clone(),
-            hash,
-            capacity,
-            held: 0,
-            confirmed: 0,
-        });
+        partition.resources.push(Resource { id: id.clone(), capacity, held: 0, confirmed: 0 });
         partition.resource_order.insert(id, index);
-        let resources = &partition.resources;
-        partition.resource_index.insert(hash, index, |index| resources[index as usize].hash);
+        partition.resource_index.insert(hash, index);
         self.resources_len += 1;
         index
     }
@@ -334,15 +323,13 @@ impl Engine {
         self.holds.push(Hold {
             partition,
             id: Arc::from(id),
-            hash,
             status: HoldStatus::Held,
             expires_at_ms,
             items,
             view_items: OnceCell::new(),
             reference: reference.map(Arc::from),
         });
-        let holds = &self.holds;
-        part.holds.insert(hash, slot, |slot| holds[slot as usize].hash);
+        part.holds.insert(hash, slot);
         self.holds_live += 1;
         self.schedule_expiry(slot, expires_at_ms);
         slot
@@ -481,8 +468,7 @@ impl Engine {
         let mut holds_per_partition = vec![0usize; self.partitions.len()];
         for (slot, hold) in self.holds.iter().enumerate() {
             holds_per_partition[hold.partition as usize] += 1;
-            if hold.hash != self.hash(&hold.id)
-                || self.find_hold_in(hold.partition, hold.hash, &hold.id) != Some(slot as u32)
+            if self.find_hold_in(hold.partition, self.hash(&hold.id), &hold.id) != Some(slot as u32)
             {
                 return Err(format!("hold {} is not indexed under its id", hold.id));
             }
@@ -503,9 +489,7 @@ impl Engine {
                 return Err(format!("partition {} index sizes disagree", part.name));
             }
             for (index, resource) in part.resources.iter().enumerate() {
-                if resource.hash != self.hash(&resource.id)
-                    || part.find_resource(resource.hash, &resource.id) != Some(index as u32)
-                {
+                if part.find_resource(self.hash(&resource.id), &resource.id) != Some(index as u32) {
                     return Err(format!("resource {}/{} is not indexed", part.name, resource.id));
                 }
             }

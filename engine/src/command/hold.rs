@@ -10,6 +10,10 @@ use crate::state::{Engine, HoldItem, HoldItems, Partition};
 
 use super::{validate_ttl, Receipt};
 
+/// The hashes of a hold's resource ids, in item order; a stay of up to eight nights needs no
+/// allocation.
+type ItemHashes = smallvec::SmallVec<[u64; 8]>;
+
 /// `quantity` units of `resource`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Item {
@@ -86,13 +90,26 @@ impl Hold {
             engine.advance(now_ms);
             return Err(self.resource_not_found(0));
         };
+        let part = &engine.partitions[partition as usize];
+        // Every lookup below may miss the cache; ask for all their buckets first so the misses
+        // overlap (a hotel stay names up to seven nights, each in its own bucket).
         let hash = engine.hash(&self.hold);
+        part.holds.prefetch(hash);
+        let item_hashes: ItemHashes = self
+            .items
+            .iter()
+            .map(|item| {
+                let hash = engine.hash(&item.resource);
+                part.resource_index.prefetch(hash);
+                hash
+            })
+            .collect();
         if let Some(slot) = engine.find_hold_in(partition, hash, &self.hold) {
             // A repeat: rare, so validated in full.
             self.validate()?;
             engine.advance(now_ms);
             let part = &engine.partitions[partition as usize];
-            if !self.same_items(engine, part, &engine.holds[slot as usize].items) {
+            if !self.same_items(part, &item_hashes, &engine.holds[slot as usize].items) {
                 return Err(Refusal::HoldIdConflict);
             }
             return Ok(engine.hold_receipt(slot, true));
@@ -100,7 +117,8 @@ impl Hold {
         if name_problem(&self.hold).is_some() {
             self.validate()?;
         }
-        let (items, missing) = self.resolve(engine, &engine.partitions[partition as usize])?;
+        let (items, missing) =
+            self.resolve(&engine.partitions[partition as usize], &item_hashes)?;
         let (now_ms, _) = engine.advance(now_ms);
         check_available(&engine.partitions[partition as usize], &items)?;
         if let Some(index) = missing {
@@ -128,13 +146,12 @@ impl Hold {
     /// duplicate item is validated in full, and refused as invalid if it is.
     fn resolve(
         &self,
-        engine: &Engine,
         part: &Partition,
+        hashes: &[u64],
     ) -> Result<(HoldItems, Option<usize>), Refusal> {
         let mut items = HoldItems::with_capacity(self.items.len());
-        for (index, item) in self.items.iter().enumerate() {
-            let Some(resource) = part.find_resource(engine.hash(&item.resource), &item.resource)
-            else {
+        for (index, (item, &hash)) in self.items.iter().zip(hashes).enumerate() {
+            let Some(resource) = part.find_resource(hash, &item.resource) else {
                 self.validate()?;
                 return Ok((items, Some(index)));
             };
@@ -152,16 +169,13 @@ impl Hold {
     }
 
     /// Whether this request names the same items and quantities (in any order) as `held`.
-    fn same_items(&self, engine: &Engine, part: &Partition, held: &[HoldItem]) -> bool {
+    fn same_items(&self, part: &Partition, hashes: &[u64], held: &[HoldItem]) -> bool {
         held.len() == self.items.len()
-            && self.items.iter().all(|item| {
-                part.find_resource(engine.hash(&item.resource), &item.resource).is_some_and(
-                    |resource| {
-                        held.iter().any(|h| {
-                            h.resource == resource && u64::from(h.quantity) == item.quantity
-                        })
-                    },
-                )
+            && self.items.iter().zip(hashes).all(|(item, &hash)| {
+                part.find_resource(hash, &item.resource).is_some_and(|resource| {
+                    held.iter()
+                        .any(|h| h.resource == resource && u64::from(h.quantity) == item.quantity)
+                })
             })
     }
 
