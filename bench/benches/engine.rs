@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use bookd_bench::{ClientLoop, EngineRun, Workload};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+/// The allocator the `bookd` binary uses, so these figures match the node's engine.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEED: u64 = 0x000B_00CD;
 /// Concurrency levels: one client, and WORKLOADS.md's headline 1 024 interleaved clients.
 const CLIENTS: [u32; 2] = [1, 1_024];

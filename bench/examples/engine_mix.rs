@@ -38,57 +38,106 @@ fn run_commands(run: &mut EngineRun, commands: u64) {
 
 /// `--replay`: records the run's commands first (untimed), then times applying the recording to
 /// a fresh engine: the engine's work alone, as recovery and standbys do it, with no generator.
-fn replay_commands(run: &mut EngineRun, workload: Workload, clients: u32, commands: u64) {
-    let mut recording = Vec::with_capacity(usize::try_from(commands).unwrap_or(0));
-    for _ in 0..commands {
+/// With `--repeat N`, N fresh engines in turn (the best and the median are printed: on a shared
+/// machine the best is the steadiest figure).
+fn replay_commands(run: &mut EngineRun, options: &Options) {
+    let mut recording = Vec::with_capacity(usize::try_from(options.commands).unwrap_or(0));
+    for _ in 0..options.commands {
         run.step_recorded(&mut recording);
     }
-    let mut fresh = EngineRun::new(workload, 0x000B_00CD, clients, COMMANDS_PER_MS);
-    let (started, cpu_started_ns) = (Instant::now(), cpu_ns());
-    let refused = fresh.replay(&recording);
-    let run_s = started.elapsed().as_secs_f64();
-    let cpu_s = cpu_ns().saturating_sub(cpu_started_ns) as f64 / 1e9;
-    let stats = fresh.engine().stats();
-    assert_eq!(stats, run.engine().stats(), "the replay must end in the run's state");
+    let mut rates = Vec::new();
+    for round in 0..options.repeat {
+        let mut fresh =
+            EngineRun::new(options.workload, 0x000B_00CD, options.clients, COMMANDS_PER_MS);
+        let started = Instant::now();
+        perf_control("enable");
+        let refused = fresh.replay(&recording);
+        perf_control("disable");
+        let run_s = started.elapsed().as_secs_f64();
+        let stats = fresh.engine().stats();
+        assert_eq!(stats, run.engine().stats(), "the replay must end in the run's state");
+        let rate = options.commands as f64 / run_s;
+        rates.push(rate);
+        println!(
+            "{} (replayed, engine alone): round {round}: {} clients, {} commands in {run_s:.2} s: \
+             {rate:.0} commands/s, {refused} refused; holds {} ({} live)",
+            options.workload.name(),
+            options.clients,
+            options.commands,
+            stats.holds,
+            stats.holds_live,
+        );
+    }
+    rates.sort_by(f64::total_cmp);
     println!(
-        "{} (replayed, engine alone): {} clients, {} commands in {:.2} s: {:.0} commands/s \
-         ({:.0} per CPU second), {} refused; holds {} ({} live)",
-        workload.name(),
-        clients,
-        commands,
-        run_s,
-        commands as f64 / run_s,
-        if cpu_s > 0.0 { commands as f64 / cpu_s } else { f64::NAN },
-        refused,
-        stats.holds,
-        stats.holds_live,
+        "{}: best {:.0}, median {:.0} commands/s over {} runs",
+        options.workload.name(),
+        rates.last().copied().unwrap_or(0.0),
+        rates[rates.len() / 2],
+        rates.len(),
     );
 }
 
-fn main() {
-    let mut workload = Workload::Hotel;
-    let (mut commands, mut clients, mut replies, mut replay) =
-        (10_000_000u64, 1_024u32, false, false);
-    let mut words = std::env::args().skip(1);
-    while let Some(word) = words.next() {
-        let mut number = || words.next().and_then(|v| v.replace('_', "").parse::<u64>().ok());
-        match word.as_str() {
-            "--commands" => commands = number().unwrap_or(commands),
-            "--clients" => clients = number().map_or(clients, |n| n.clamp(1, 1 << 20) as u32),
-            "--replies" => replies = true,
-            "--replay" => replay = true,
-            name => match Workload::from_name(name) {
-                Some(named) => workload = named,
-                None => {
-                    eprintln!(
-                        "usage: engine_mix [flash-sale|seat-map|hotel] [--commands N] \
-                         [--clients C] [--replies | --replay]"
-                    );
-                    std::process::exit(2)
-                }
-            },
+/// With `PERF_CTL` naming the control FIFO of `perf record --delay=-1 --control=fifo:<path>`,
+/// turns the profile on and off around the replay, so it shows the engine alone:
+/// `mkfifo /tmp/ctl; PERF_CTL=/tmp/ctl perf record --delay=-1 --control=fifo:/tmp/ctl <binary>
+/// hotel --replay`.
+fn perf_control(command: &str) {
+    if let Some(path) = std::env::var_os("PERF_CTL") {
+        if let Err(error) = std::fs::write(&path, format!("{command}\n")) {
+            eprintln!("PERF_CTL: {error}");
         }
     }
+}
+
+#[derive(Debug)]
+struct Options {
+    workload: Workload,
+    commands: u64,
+    clients: u32,
+    replies: bool,
+    replay: bool,
+    repeat: u32,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: engine_mix [flash-sale|seat-map|hotel] [--commands N] [--clients C] \
+         [--replies | --replay [--repeat N]]"
+    );
+    std::process::exit(2)
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        workload: Workload::Hotel,
+        commands: 10_000_000,
+        clients: 1_024,
+        replies: false,
+        replay: false,
+        repeat: 1,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut number = || {
+            let value = words.next().unwrap_or_else(|| usage());
+            value.replace('_', "").parse::<u64>().unwrap_or_else(|_| usage())
+        };
+        match word.as_str() {
+            "--commands" => options.commands = number(),
+            "--clients" => options.clients = number().clamp(1, 1 << 20) as u32,
+            "--repeat" => options.repeat = number().clamp(1, 1_000) as u32,
+            "--replies" => options.replies = true,
+            "--replay" => options.replay = true,
+            name => options.workload = Workload::from_name(name).unwrap_or_else(|| usage()),
+        }
+    }
+    options
+}
+
+fn main() {
+    let options = options();
+    let Options { workload, commands, clients, replies, .. } = options;
     let started = Instant::now();
     let mut run =
         EngineRun::new(workload, 0x000B_00CD, clients, COMMANDS_PER_MS).with_replies(replies);
@@ -100,8 +149,8 @@ fn main() {
         setup_s,
         workload.resources() as f64 / setup_s
     );
-    if replay {
-        replay_commands(&mut run, workload, clients, commands);
+    if options.replay {
+        replay_commands(&mut run, &options);
         std::process::exit(0);
     }
     let (started, cpu_started_ns) = (Instant::now(), cpu_ns());

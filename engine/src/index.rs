@@ -6,7 +6,8 @@
 //!   (hashbrown's control bytes and buckets) costs two misses on a large table instead of one.
 //! - The bucket of an entry is its tag's top bits, so the table grows from its own entries,
 //!   without reading a record or hashing a name again: growth is one sequential pass.
-//! - Linear probing, at most 3/4 full. Records are never removed (resources and hold ids live
+//! - Linear probing, at most half full (a lookup of a new name, the common case for hold ids,
+//!   then reads 2.5 buckets on average). Records are never removed (resources and hold ids live
 //!   for ever), so there are no tombstones.
 //!
 //! Invariant: every slot in the index is a record whose name hashes to the entry's tag; names
@@ -16,15 +17,16 @@
 /// never depend on hash order, so determinism does not depend on the seed.
 pub(crate) type NameHasher = foldhash::fast::RandomState;
 
-/// An empty bucket. No entry equals it: slots are below the engine's table limits, which are
-/// below `u32::MAX`.
-const EMPTY: u64 = u64::MAX;
+/// An empty bucket. No entry equals it: an entry stores its slot plus one, and slots are below
+/// the engine's table limits, which are below `u32::MAX`. Zero, so a new table is zeroed memory,
+/// which the allocator gets from the OS without writing it.
+const EMPTY: u64 = 0;
 /// Buckets of the first table.
 const BUCKETS_MIN: usize = 8;
 
 #[derive(Debug, Clone)]
 pub(crate) struct NameIndex {
-    /// `tag << 32 | slot`, or `EMPTY`. The length is zero or a power of two.
+    /// `tag << 32 | (slot + 1)`, or `EMPTY`. The length is zero or a power of two.
     buckets: Box<[u64]>,
     len: usize,
     /// `32 - log2(buckets.len())`: a tag's home bucket is `tag >> shift`.
@@ -44,7 +46,13 @@ fn tag_of(hash: u64) -> u32 {
 
 #[inline]
 fn entry(tag: u32, slot: u32) -> u64 {
-    u64::from(tag) << 32 | u64::from(slot)
+    u64::from(tag) << 32 | (u64::from(slot) + 1)
+}
+
+/// The slot of a non-empty entry.
+#[inline]
+fn slot_of(entry: u64) -> u32 {
+    (entry as u32).wrapping_sub(1)
 }
 
 impl NameIndex {
@@ -58,14 +66,10 @@ impl NameIndex {
         (u64::from(tag) >> self.shift) as usize
     }
 
-    /// The slot whose record has this name. `name_of(slot)` reads a record's name.
-    #[inline]
-    pub(crate) fn find<'a>(
-        &self,
-        hash: u64,
-        name: &str,
-        name_of: impl Fn(u32) -> &'a str,
-    ) -> Option<u32> {
+    /// The slot of the record with this name, whose hash is `hash`: `is_named(slot)` compares a
+    /// record's name with it, and is asked only of slots whose tag matches.
+    #[inline(always)]
+    pub(crate) fn find(&self, hash: u64, is_named: impl Fn(u32) -> bool) -> Option<u32> {
         if self.buckets.is_empty() {
             return None;
         }
@@ -77,12 +81,18 @@ impl NameIndex {
             if found == EMPTY {
                 return None;
             }
-            let slot = found as u32;
-            if (found >> 32) as u32 == tag && name_of(slot) == name {
-                return Some(slot);
+            if (found >> 32) as u32 == tag && is_named(slot_of(found)) {
+                return Some(slot_of(found));
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// The first slot on `hash`'s probe sequence whose tag matches: almost always the record a
+    /// lookup will find, if any. For prefetching it; never a substitute for [`NameIndex::find`].
+    #[inline]
+    pub(crate) fn candidate(&self, hash: u64) -> Option<u32> {
+        self.find(hash, |_| true)
     }
 
     /// Asks the CPU to fetch the bucket where a lookup of `hash` starts, so that lookups of
@@ -97,9 +107,9 @@ impl NameIndex {
     /// Adds `slot`, whose name (hashing to `hash`) is not in the index yet.
     #[inline]
     pub(crate) fn insert(&mut self, hash: u64, slot: u32) {
-        debug_assert!(slot != u32::MAX, "slot u32::MAX would read as an empty bucket");
-        // At most 3/4 full after the insert.
-        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+        assert!(slot < u32::MAX, "invariant broken: slot {slot} does not fit an entry");
+        // At most half full after the insert.
+        if (self.len + 1) * 2 > self.buckets.len() {
             self.grow();
         }
         self.place(entry(tag_of(hash), slot));
@@ -122,6 +132,8 @@ impl NameIndex {
     fn grow(&mut self) {
         let buckets = (self.buckets.len() * 2).max(BUCKETS_MIN);
         let old = std::mem::replace(&mut self.buckets, vec![EMPTY; buckets].into_boxed_slice());
+        // Entries come out of the old table almost in home order (all but a wrapped run), so they
+        // go into the new one in that order too: both passes stream through memory.
         self.shift = 32 - buckets.trailing_zeros();
         for entry in old.iter().copied().filter(|&entry| entry != EMPTY) {
             self.place(entry);
@@ -131,11 +143,17 @@ impl NameIndex {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::BuildHasher;
+
     use super::*;
 
-    /// Names `n0`, `n1`, ... with hashes chosen by the test, to force collisions.
     fn names(count: usize) -> Vec<String> {
         (0..count).map(|n| format!("n{n}")).collect()
+    }
+
+    /// Looks `name` up among `names` (slot = position), under `hash`.
+    fn find(index: &NameIndex, names: &[String], hash: u64, name: &str) -> Option<u32> {
+        index.find(hash, |slot| names[slot as usize] == name)
     }
 
     #[test]
@@ -144,25 +162,18 @@ mod tests {
         let names = names(10_000);
         let mut index = NameIndex::default();
         for (slot, name) in names.iter().enumerate() {
-            assert_eq!(
-                index.find(std::hash::BuildHasher::hash_one(&hasher, name), name, |s| &names
-                    [s as usize]),
-                None
-            );
-            index.insert(std::hash::BuildHasher::hash_one(&hasher, name), slot as u32);
+            let hash = hasher.hash_one(name);
+            assert_eq!(find(&index, &names, hash, name), None);
+            index.insert(hash, slot as u32);
         }
         assert_eq!(index.len(), names.len());
-        assert_eq!(index.buckets.len(), 16 * 1024, "at most 3/4 full, and no more than twice");
+        assert_eq!(index.buckets.len(), 32 * 1024, "at most half full, and no more than twice");
         for (slot, name) in names.iter().enumerate() {
-            let hash = std::hash::BuildHasher::hash_one(&hasher, name);
-            assert_eq!(index.find(hash, name, |s| &names[s as usize]), Some(slot as u32));
+            let hash = hasher.hash_one(name);
+            assert_eq!(find(&index, &names, hash, name), Some(slot as u32));
+            assert_eq!(index.candidate(hash), Some(slot as u32));
         }
-        let missing = "m1";
-        assert_eq!(
-            index.find(std::hash::BuildHasher::hash_one(&hasher, missing), missing, |s| &names
-                [s as usize]),
-            None
-        );
+        assert_eq!(find(&index, &names, hasher.hash_one("m1"), "m1"), None);
     }
 
     #[test]
@@ -175,17 +186,19 @@ mod tests {
             index.insert(hash, slot);
         }
         for (slot, name) in names.iter().enumerate() {
-            assert_eq!(index.find(hash, name, |s| &names[s as usize]), Some(slot as u32));
+            assert_eq!(find(&index, &names, hash, name), Some(slot as u32));
         }
-        assert_eq!(index.find(hash, "other", |s| &names[s as usize]), None);
-        assert_eq!(index.find(0, "n3", |s| &names[s as usize]), None);
+        assert_eq!(find(&index, &names, hash, "other"), None);
+        assert_eq!(find(&index, &names, 0, "n3"), None);
+        assert!(index.candidate(hash).is_some_and(|slot| (slot as usize) < names.len()));
     }
 
     #[test]
     fn empty_index_finds_nothing() {
         let index = NameIndex::default();
         index.prefetch(7);
-        assert_eq!(index.find(7, "x", |_| unreachable!()), None);
+        assert_eq!(index.find(7, |_| unreachable!()), None);
+        assert_eq!(index.candidate(7), None);
         assert_eq!(index.len(), 0);
     }
 }

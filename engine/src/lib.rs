@@ -11,6 +11,7 @@
 //! - `state`: the tables (partitions, resources, holds) and the only code that moves units.
 //! - `expiry`: the min-heap that expires holds by time, without scanning.
 //! - `index`: hash indexes from ids to dense slots: a tag and a slot in one 8-byte bucket.
+//! - `key`: names as lookups compare them, short ones inline in the records.
 //! - `prefetch`: the hint that lets independent cache misses overlap.
 //! - `chunked`: the hold table's storage, which grows without moving records.
 //! - `query`: read-only lookups and ordered listing.
@@ -28,6 +29,7 @@ mod command;
 mod error;
 mod expiry;
 mod index;
+mod key;
 pub mod limits;
 mod name;
 mod prefetch;

@@ -40,7 +40,7 @@ impl Engine {
         let not_found = || Refusal::ResourceNotFound { resource: id.into() };
         let partition = self.find_partition(partition).ok_or_else(not_found)?;
         let index = self.partitions[partition as usize]
-            .find_resource(self.hash(id), id)
+            .find_resource(&self.key(id))
             .ok_or_else(not_found)?;
         Ok(self.resource_view(partition, index))
     }

@@ -203,12 +203,12 @@ impl Engine {
             let id: Arc<str> = Arc::from(resource.id.as_str());
             let hash = self.hash(&id);
             part.resource_order.insert(id.clone(), position as u32);
-            part.resources.push(Resource {
+            part.resources.push(Resource::new(
                 id,
-                capacity: resource.capacity,
-                held: resource.held,
-                confirmed: resource.confirmed,
-            });
+                resource.capacity,
+                resource.held,
+                resource.confirmed,
+            ));
             part.resource_index.insert(hash, position as u32);
         }
         self.resources_len = resources_len as u32;

@@ -16,6 +16,7 @@ use crate::chunked::ChunkedVec;
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
 use crate::index::{NameHasher, NameIndex};
+use crate::key::{NameKey, ShortName};
 use crate::limits::{
     CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
     ENGINE_RESOURCES_MAX_DEFAULT,
@@ -75,22 +76,52 @@ impl Partition {
             .collect()
     }
 
-    /// The index of resource `id` (whose hash is `hash`).
+    /// The index of the resource `key` names.
     #[inline]
-    pub(crate) fn find_resource(&self, hash: u64, id: &str) -> Option<u32> {
-        self.resource_index.find(hash, id, |index| &self.resources[index as usize].id)
+    pub(crate) fn find_resource(&self, key: &NameKey) -> Option<u32> {
+        self.resource_index.find(key.hash, |index| {
+            let resource = &self.resources[index as usize];
+            key.is(&resource.short_id, &resource.id)
+        })
+    }
+
+    /// Asks the CPU for the index bucket where `key`'s lookup starts (see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_bucket(&self, key: &NameKey) {
+        self.resource_index.prefetch(key.hash);
+    }
+
+    /// Asks the CPU for the record `key` most likely names, once its bucket has arrived.
+    #[inline]
+    pub(crate) fn prefetch_record(&self, key: &NameKey) {
+        if let Some(record) = self
+            .resource_index
+            .candidate(key.hash)
+            .and_then(|index| self.resources.get(index as usize))
+        {
+            crate::prefetch::read(record);
+        }
     }
 }
 
+/// A resource: its counters and its id, whose short form is kept inline too, so the record is
+/// one cache line and a lookup reads nothing else.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 pub(crate) struct Resource {
-    pub(crate) id: Arc<str>,
     pub(crate) capacity: u64,
     pub(crate) held: u64,
     pub(crate) confirmed: u64,
+    pub(crate) id: Arc<str>,
+    pub(crate) short_id: ShortName,
 }
 
 impl Resource {
+    pub(crate) fn new(id: Arc<str>, capacity: u64, held: u64, confirmed: u64) -> Resource {
+        let short_id = ShortName::of(&id);
+        Resource { capacity, held, confirmed, id, short_id }
+    }
+
     #[inline]
     pub(crate) fn available(&self) -> u64 {
         self.capacity - self.held - self.confirmed
@@ -244,17 +275,23 @@ impl Engine {
         let partitions = &self.partitions;
         let found = self
             .partition_index
-            .find(self.hash(name), name, |index| &partitions[index as usize].name);
+            .find(self.hash(name), |index| *partitions[index as usize].name == *name);
         if let Some(index) = found {
             self.last_partition.set(index);
         }
         found
     }
 
-    /// The hash of a resource or hold id, for the partitions' indexes.
+    /// The hash of a name, for the indexes.
     #[inline]
     pub(crate) fn hash(&self, name: &str) -> u64 {
         self.hasher.hash_one(name)
+    }
+
+    /// `name`, ready to be looked up in any index.
+    #[inline]
+    pub(crate) fn key<'a>(&self, name: &'a str) -> NameKey<'a> {
+        NameKey { name, hash: self.hash(name), short: ShortName::of(name) }
     }
 
     /// The slot of hold `id` (whose hash is `hash`) in partition `partition`.
@@ -262,7 +299,7 @@ impl Engine {
     pub(crate) fn find_hold_in(&self, partition: u32, hash: u64, id: &str) -> Option<u32> {
         self.partitions[partition as usize]
             .holds
-            .find(hash, id, |slot| &self.holds[slot as usize].id)
+            .find(hash, |slot| *self.holds[slot as usize].id == *id)
     }
 
     /// The slot of hold `id` in `partition`, or `hold_not_found`.
@@ -285,17 +322,17 @@ impl Engine {
     /// Creates a resource. The caller has checked it does not exist and the table has room.
     pub(crate) fn insert_resource(&mut self, partition: u32, id: &str, capacity: u64) -> u32 {
         assert!(self.resources_len < self.limits.resources_max);
-        let hash = self.hash(id);
+        let key = self.key(id);
         let partition = &mut self.partitions[partition as usize];
         assert!(
-            partition.find_resource(hash, id).is_none(),
+            partition.find_resource(&key).is_none(),
             "invariant broken: resource inserted twice"
         );
         let index = partition.resources.len() as u32;
         let id: Arc<str> = Arc::from(id);
-        partition.resources.push(Resource { id: id.clone(), capacity, held: 0, confirmed: 0 });
+        partition.resources.push(Resource::new(id.clone(), capacity, 0, 0));
         partition.resource_order.insert(id, index);
-        partition.resource_index.insert(hash, index);
+        partition.resource_index.insert(key.hash, index);
         self.resources_len += 1;
         index
     }
@@ -484,12 +521,19 @@ impl Engine {
                 return Err(format!("hold {} shows other items than it holds", hold.id));
             }
         }
+        for (index, part) in self.partitions.iter().enumerate() {
+            if self.find_partition(&part.name) != Some(index as u32) {
+                return Err(format!("partition {} is not indexed", part.name));
+            }
+        }
         for (part, holds) in self.partitions.iter().zip(holds_per_partition) {
             if part.holds.len() != holds || part.resource_index.len() != part.resources.len() {
                 return Err(format!("partition {} index sizes disagree", part.name));
             }
             for (index, resource) in part.resources.iter().enumerate() {
-                if part.find_resource(self.hash(&resource.id), &resource.id) != Some(index as u32) {
+                if part.find_resource(&self.key(&resource.id)) != Some(index as u32)
+                    || resource.short_id != ShortName::of(&resource.id)
+                {
                     return Err(format!("resource {}/{} is not indexed", part.name, resource.id));
                 }
             }

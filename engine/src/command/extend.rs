@@ -20,7 +20,7 @@ impl Extend {
         validate_ttl(self.ttl_ms)
     }
 
-    /// Runs on the hold at `slot`, found by [`Engine::resolve_hold`] before the clock moved.
+    /// Runs on the hold at `slot`, found by `Engine::apply_to_hold` before the clock moved.
     pub(crate) fn execute(
         &self,
         engine: &mut Engine,

@@ -4,15 +4,15 @@
 //! nothing, so its id may be used again.
 
 use crate::error::Refusal;
+use crate::key::NameKey;
 use crate::limits::{HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES, HOLD_TTL_MS_DEFAULT, QUANTITY_MAX};
 use crate::name::{check_name, name_problem};
 use crate::state::{Engine, HoldItem, HoldItems, Partition};
 
 use super::{validate_ttl, Receipt};
 
-/// The hashes of a hold's resource ids, in item order; a stay of up to eight nights needs no
-/// allocation.
-type ItemHashes = smallvec::SmallVec<[u64; 8]>;
+/// A hold's resource ids ready for lookup, in item order; up to eight need no allocation.
+type ItemKeys<'a> = smallvec::SmallVec<[NameKey<'a>; 8]>;
 
 /// `quantity` units of `resource`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -91,25 +91,26 @@ impl Hold {
             return Err(self.resource_not_found(0));
         };
         let part = &engine.partitions[partition as usize];
-        // Every lookup below may miss the cache; ask for all their buckets first so the misses
-        // overlap (a hotel stay names up to seven nights, each in its own bucket).
+        // Every lookup below may miss the cache (a hotel stay names up to seven nights, each in
+        // its own bucket and record). Ask for every bucket first, then for every record the
+        // buckets point at, so the misses overlap instead of queueing.
         let hash = engine.hash(&self.hold);
         part.holds.prefetch(hash);
-        let item_hashes: ItemHashes = self
-            .items
-            .iter()
-            .map(|item| {
-                let hash = engine.hash(&item.resource);
-                part.resource_index.prefetch(hash);
-                hash
-            })
-            .collect();
+        let mut keys = ItemKeys::new();
+        for item in &self.items {
+            let key = engine.key(&item.resource);
+            part.prefetch_bucket(&key);
+            keys.push(key);
+        }
+        if keys.len() > 1 {
+            keys.iter().for_each(|key| part.prefetch_record(key));
+        }
         if let Some(slot) = engine.find_hold_in(partition, hash, &self.hold) {
             // A repeat: rare, so validated in full.
             self.validate()?;
             engine.advance(now_ms);
             let part = &engine.partitions[partition as usize];
-            if !self.same_items(part, &item_hashes, &engine.holds[slot as usize].items) {
+            if !self.same_items(part, &keys, &engine.holds[slot as usize].items) {
                 return Err(Refusal::HoldIdConflict);
             }
             return Ok(engine.hold_receipt(slot, true));
@@ -117,8 +118,7 @@ impl Hold {
         if name_problem(&self.hold).is_some() {
             self.validate()?;
         }
-        let (items, missing) =
-            self.resolve(&engine.partitions[partition as usize], &item_hashes)?;
+        let (items, missing) = self.resolve(&engine.partitions[partition as usize], &keys)?;
         let (now_ms, _) = engine.advance(now_ms);
         check_available(&engine.partitions[partition as usize], &items)?;
         if let Some(index) = missing {
@@ -147,11 +147,11 @@ impl Hold {
     fn resolve(
         &self,
         part: &Partition,
-        hashes: &[u64],
+        keys: &[NameKey],
     ) -> Result<(HoldItems, Option<usize>), Refusal> {
         let mut items = HoldItems::with_capacity(self.items.len());
-        for (index, (item, &hash)) in self.items.iter().zip(hashes).enumerate() {
-            let Some(resource) = part.find_resource(hash, &item.resource) else {
+        for (index, (item, key)) in self.items.iter().zip(keys).enumerate() {
+            let Some(resource) = part.find_resource(key) else {
                 self.validate()?;
                 return Ok((items, Some(index)));
             };
@@ -169,10 +169,10 @@ impl Hold {
     }
 
     /// Whether this request names the same items and quantities (in any order) as `held`.
-    fn same_items(&self, part: &Partition, hashes: &[u64], held: &[HoldItem]) -> bool {
+    fn same_items(&self, part: &Partition, keys: &[NameKey], held: &[HoldItem]) -> bool {
         held.len() == self.items.len()
-            && self.items.iter().zip(hashes).all(|(item, &hash)| {
-                part.find_resource(hash, &item.resource).is_some_and(|resource| {
+            && self.items.iter().zip(keys).all(|(item, key)| {
+                part.find_resource(key).is_some_and(|resource| {
                     held.iter()
                         .any(|h| h.resource == resource && u64::from(h.quantity) == item.quantity)
                 })

@@ -179,31 +179,16 @@ impl Engine {
         validate: impl FnOnce() -> Result<(), Refusal>,
         execute: impl FnOnce(&mut Engine, u32, u64) -> Result<Receipt, Refusal>,
     ) -> Result<Receipt, Refusal> {
-        let slot = self.resolve_hold(now_ms, partition, id, validate)?;
+        let Ok(slot) = self.find_hold(partition, id) else {
+            // An invalid name is never stored, so it is never found: the validation error
+            // comes first, and the clock does not move. Else the clock moves (as for every
+            // refused command).
+            validate()?;
+            self.advance(now_ms);
+            return Err(Refusal::HoldNotFound);
+        };
         let (now_ms, _) = self.advance(now_ms);
         execute(self, slot, now_ms)
-    }
-
-    /// The slot of the hold a command names. When there is none: the command's validation
-    /// error if it has one (an invalid name is never stored, so it is never found), and the
-    /// clock does not move; else the clock moves (as for every refused command) and the
-    /// refusal is `hold_not_found`.
-    #[inline]
-    fn resolve_hold(
-        &mut self,
-        now_ms: u64,
-        partition: &str,
-        id: &str,
-        validate: impl FnOnce() -> Result<(), Refusal>,
-    ) -> Result<u32, Refusal> {
-        match self.find_hold(partition, id) {
-            Ok(slot) => Ok(slot),
-            Err(refusal) => {
-                validate()?;
-                self.advance(now_ms);
-                Err(refusal)
-            }
-        }
     }
 }
 

@@ -27,10 +27,9 @@ impl PutResource {
 
     pub(crate) fn execute(&self, engine: &mut Engine) -> Result<Receipt, Refusal> {
         let partition = engine.find_partition(&self.partition);
-        let hash = engine.hash(&self.resource);
-        let existing = partition.and_then(|partition| {
-            engine.partitions[partition as usize].find_resource(hash, &self.resource)
-        });
+        let key = engine.key(&self.resource);
+        let existing = partition
+            .and_then(|partition| engine.partitions[partition as usize].find_resource(&key));
         if let (Some(partition), Some(index)) = (partition, existing) {
             let resource = &mut engine.partitions[partition as usize].resources[index as usize];
             let used = resource.held + resource.confirmed;

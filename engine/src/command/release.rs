@@ -18,7 +18,7 @@ impl Release {
         validate_hold_ref(&self.partition, &self.hold)
     }
 
-    /// Runs on the hold at `slot`, found by [`Engine::resolve_hold`] before the clock moved.
+    /// Runs on the hold at `slot`, found by `Engine::apply_to_hold` before the clock moved.
     pub(crate) fn execute(&self, engine: &mut Engine, slot: u32) -> Result<Receipt, Refusal> {
         match engine.holds[slot as usize].status {
             HoldStatus::Held => engine.transition(slot, HoldStatus::Released),

@@ -1,0 +1,98 @@
+//! Names as lookups compare them. Every record that is found by name (a partition, a resource,
+//! a hold) keeps its name's first bytes and length inline, beside its fields, as a
+//! [`ShortName`]; a lookup computes the same for the name it looks for, once, as a [`NameKey`].
+//! Names up to [`SHORT_NAME_BYTES`] long (every name of the benchmark workloads) are then
+//! compared without leaving the record's cache line and without a call; longer ones compare
+//! their short forms first, then the whole names.
+
+/// Bytes of a name kept inline.
+pub(crate) const SHORT_NAME_BYTES: usize = 23;
+
+/// A name's first `SHORT_NAME_BYTES` bytes, zero-padded, and its length (255 for anything
+/// longer, which no stored name is). Two names of at most `SHORT_NAME_BYTES` bytes are equal
+/// exactly when their short names are; for longer names, equal short names are a prefilter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ShortName {
+    bytes: [u8; SHORT_NAME_BYTES],
+    len: u8,
+}
+
+impl ShortName {
+    #[inline]
+    pub(crate) fn of(name: &str) -> ShortName {
+        let from = name.as_bytes();
+        let len = from.len().min(SHORT_NAME_BYTES);
+        let mut bytes = [0; SHORT_NAME_BYTES];
+        // Two fixed-size copies that overlap when the name is shorter than both (the first
+        // bytes, and the last ones): a few moves, where a loop or a call to memcpy would cost
+        // more than the name.
+        let mut copy = |width: usize| {
+            bytes[..width].copy_from_slice(&from[..width]);
+            bytes[len - width..len].copy_from_slice(&from[len - width..len]);
+        };
+        match len {
+            16.. => copy(16),
+            8..16 => copy(8),
+            4..8 => copy(4),
+            2..4 => copy(2),
+            1 => copy(1),
+            _ => {}
+        }
+        ShortName { bytes, len: u8::try_from(from.len()).unwrap_or(u8::MAX) }
+    }
+}
+
+/// A name ready for lookups: the name, its hash and its short form, computed once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NameKey<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) hash: u64,
+    pub(crate) short: ShortName,
+}
+
+impl NameKey<'_> {
+    /// Whether a record whose name is `name` (short form `short`) has this name. Reads `name`'s
+    /// bytes only for names longer than `SHORT_NAME_BYTES`.
+    #[inline]
+    pub(crate) fn is(&self, short: &ShortName, name: &str) -> bool {
+        self.short == *short && (self.name.len() <= SHORT_NAME_BYTES || self.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> NameKey<'_> {
+        NameKey { name, hash: 0, short: ShortName::of(name) }
+    }
+
+    #[test]
+    fn short_and_long_names_match_only_themselves() {
+        let long = "x".repeat(SHORT_NAME_BYTES) + "-long";
+        let longer = "x".repeat(SHORT_NAME_BYTES) + "-lone";
+        let every_length: Vec<String> = (0..=SHORT_NAME_BYTES + 2)
+            .map(|len| "abcdefghijklmnopqrstuvwxyz"[..len].to_string())
+            .collect();
+        for (len, name) in every_length.iter().enumerate() {
+            let short = ShortName::of(name);
+            let copied = short.bytes.iter().take_while(|&&byte| byte != 0).count();
+            assert_eq!(copied, len.min(SHORT_NAME_BYTES), "{name}");
+            assert_eq!(&short.bytes[..copied], &name.as_bytes()[..copied]);
+            assert_eq!(short.len as usize, len);
+        }
+        let mut names = vec!["a", "ab", "ab\0", "rt3@120", "rt3@121", long.as_str(), &longer];
+        names.extend(every_length.iter().map(String::as_str));
+        for &stored in &names {
+            for &looked_up in &names {
+                assert_eq!(
+                    key(looked_up).is(&ShortName::of(stored), stored),
+                    stored == looked_up,
+                    "{stored:?} vs {looked_up:?}"
+                );
+            }
+        }
+        let huge = "y".repeat(300);
+        assert!(!key(&huge).is(&ShortName::of(&"y".repeat(255)), &"y".repeat(255)));
+    }
+}
