@@ -116,12 +116,16 @@ impl EngineRun {
     }
 
     /// Applies recorded commands to this run's engine, in order, with their times: the engine's
-    /// work alone, without generating commands (as replay and standbys apply the log).
-    /// Returns how many were refused.
+    /// work alone, without generating commands (as replay and standbys apply the log), asking
+    /// for each command's hold bucket [`bookd_engine::PREFETCH_AHEAD`] commands ahead, as a
+    /// shard does within a batch. Returns how many were refused.
     #[inline(never)]
     pub fn replay(&mut self, recording: &[(u64, Command)]) -> u64 {
         let mut refused = 0;
-        for (now_ms, command) in recording {
+        for (at, (now_ms, command)) in recording.iter().enumerate() {
+            if let Some((_, ahead)) = recording.get(at + bookd_engine::PREFETCH_AHEAD) {
+                self.engine.prefetch_hold(ahead);
+            }
             refused += u64::from(self.engine.apply_receipt(*now_ms, command).is_err());
         }
         refused

@@ -41,6 +41,7 @@ mod view;
 
 pub use command::{
     Cancel, Command, Confirm, Extend, Hold, Item, Outcome, PutResource, Receipt, Release,
+    PREFETCH_AHEAD,
 };
 pub use error::Refusal;
 pub use name::{check_name, is_name_byte, name_problem};

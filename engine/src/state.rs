@@ -282,6 +282,19 @@ impl Engine {
         found
     }
 
+    /// Most likely the partition named `name`, for hints: the last one found if it has this
+    /// name, else the first whose hash tag matches, without comparing names and without
+    /// changing which partition was found last.
+    #[inline]
+    pub(crate) fn partition_hint(&self, name: &str) -> Option<&Partition> {
+        let last = self.partitions.get(self.last_partition.get() as usize);
+        if last.is_some_and(|part| *part.name == *name) {
+            return last;
+        }
+        let index = self.partition_index.candidate(self.hash(name))?;
+        self.partitions.get(index as usize)
+    }
+
     /// The hash of a name, for the indexes.
     #[inline]
     pub(crate) fn hash(&self, name: &str) -> u64 {

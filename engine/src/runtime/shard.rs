@@ -34,6 +34,7 @@ use super::log::{
 use super::metrics::ShardMetrics;
 use super::op::{Op, OpResult};
 use super::{Clock, FatalHook, ShardStatus};
+use crate::command::PREFETCH_AHEAD;
 use crate::state::Engine;
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -304,7 +305,10 @@ impl Shard {
         match message {
             Message::Ops { ops, reply } => {
                 let mut results = Vec::with_capacity(ops.len());
-                for op in ops {
+                for (at, op) in ops.iter().enumerate() {
+                    if let Some(Op::Command(ahead)) = ops.get(at + PREFETCH_AHEAD) {
+                        self.engine.prefetch_hold(ahead);
+                    }
                     results.push(self.apply(op, now_ms, batch, payload)?);
                 }
                 batch.replies.push((reply, results));
@@ -318,7 +322,7 @@ impl Shard {
 
     fn apply(
         &mut self,
-        op: Op,
+        op: &Op,
         now_ms: u64,
         batch: &mut Batch,
         payload: &mut Vec<u8>,
@@ -327,11 +331,11 @@ impl Shard {
         let result = match op {
             Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
             Op::Command(command) => {
-                let result = engine.apply(now_ms, &command);
-                self.metrics.count_command(&command, &result);
+                let result = engine.apply(now_ms, command);
+                self.metrics.count_command(command, &result);
                 if result.is_ok() {
                     payload.clear();
-                    encode_command(&command, payload);
+                    encode_command(command, payload);
                     let epoch = self.shared.epoch.load(Ordering::Acquire);
                     self.log.append(RECORD_KIND_COMMAND, epoch, now_ms, payload)?;
                     self.metrics.log_records.fetch_add(1, Ordering::Relaxed);
@@ -340,12 +344,10 @@ impl Shard {
                 }
                 OpResult::Command(result)
             }
-            Op::GetResource { partition, id } => {
-                OpResult::Resource(engine.resource(&partition, &id))
-            }
-            Op::GetHold { partition, id } => OpResult::Hold(engine.hold(&partition, &id)),
+            Op::GetResource { partition, id } => OpResult::Resource(engine.resource(partition, id)),
+            Op::GetHold { partition, id } => OpResult::Hold(engine.hold(partition, id)),
             Op::ListResources { partition, query } => {
-                OpResult::Page(engine.list_resources(&partition, &query))
+                OpResult::Page(engine.list_resources(partition, query))
             }
         };
         if !matches!(result, OpResult::Command(_) | OpResult::ReadOnly) {
