@@ -5,6 +5,8 @@
 //! compared without leaving the record's cache line and without a call; longer ones compare
 //! their short forms first, then the whole names.
 
+use crate::limits::NAME_SIZE_MAX_BYTES;
+
 /// Bytes of a name kept inline.
 pub(crate) const SHORT_NAME_BYTES: usize = 23;
 
@@ -59,6 +61,33 @@ impl NameKey<'_> {
     }
 }
 
+/// A whole name stored inline: up to `NAME_SIZE_MAX_BYTES` bytes and its length, for a table
+/// of names dense enough to stay in cache (the partitions').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InlineName {
+    bytes: [u8; NAME_SIZE_MAX_BYTES],
+    len: u8,
+}
+
+impl InlineName {
+    /// `name`, which must be a valid name (at most `NAME_SIZE_MAX_BYTES` long).
+    pub(crate) fn of(name: &str) -> InlineName {
+        assert!(name.len() <= NAME_SIZE_MAX_BYTES, "invariant broken: stored name too long");
+        let mut bytes = [0; NAME_SIZE_MAX_BYTES];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        InlineName { bytes, len: name.len() as u8 }
+    }
+
+    /// Whether this is `name`. Length and last byte first: names that differ (another hotel,
+    /// another event) are told apart without a call.
+    #[inline]
+    pub(crate) fn is(&self, name: &str) -> bool {
+        let stored = &self.bytes[..usize::from(self.len)];
+        let name = name.as_bytes();
+        stored.len() == name.len() && stored.last() == name.last() && stored == name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +119,11 @@ mod tests {
                     stored == looked_up,
                     "{stored:?} vs {looked_up:?}"
                 );
+            }
+        }
+        for &stored in names.iter().filter(|name| !name.contains('\0')) {
+            for &looked_up in &names {
+                assert_eq!(InlineName::of(stored).is(looked_up), stored == looked_up);
             }
         }
         let huge = "y".repeat(300);

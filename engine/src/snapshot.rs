@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::key::InlineName;
 use crate::limits::{CAPACITY_MAX, CLOCK_MS_MAX, HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES};
 use crate::name::name_problem;
 use crate::state::{Engine, EngineLimits, Hold, HoldItem, HoldItems, Partition, Resource};
@@ -226,6 +227,7 @@ impl Engine {
             self.holds.push(restored);
         }
         self.partition_index.insert(self.hash(&name), index);
+        self.partition_names.push(InlineName::of(&name));
         self.partitions.push(part);
         Ok(())
     }

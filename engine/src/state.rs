@@ -16,7 +16,7 @@ use crate::chunked::ChunkedVec;
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
 use crate::index::{NameHasher, NameIndex};
-use crate::key::{NameKey, ShortName};
+use crate::key::{InlineName, NameKey, ShortName};
 use crate::limits::{
     CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
     ENGINE_RESOURCES_MAX_DEFAULT,
@@ -180,6 +180,10 @@ pub struct EngineStats {
 pub struct Engine {
     pub(crate) limits: EngineLimits,
     pub(crate) partitions: Vec<Partition>,
+    /// The names of `partitions`, by index, stored inline in one dense table: a lookup compares
+    /// names there (64 KiB for a thousand hotels, which stays in cache) instead of following each
+    /// partition's `Arc` to wherever its name was allocated.
+    pub(crate) partition_names: Vec<InlineName>,
     /// Partition name -> index into `partitions`.
     pub(crate) partition_index: NameIndex,
     /// The partition `find_partition` found last (a hint only; any value is safe).
@@ -264,18 +268,11 @@ impl Engine {
     /// is cheaper than hashing the name.
     pub(crate) fn find_partition(&self, name: &str) -> Option<u32> {
         let last = self.last_partition.get();
-        let is_last = |part: &Partition| {
-            // Length and last byte first: a miss (another hotel, another event) costs no call.
-            let (a, b) = (part.name.as_bytes(), name.as_bytes());
-            a.len() == b.len() && a.last() == b.last() && a == b
-        };
-        if self.partitions.get(last as usize).is_some_and(is_last) {
+        let is = |index: u32| self.partition_names.get(index as usize).is_some_and(|n| n.is(name));
+        if is(last) {
             return Some(last);
         }
-        let partitions = &self.partitions;
-        let found = self
-            .partition_index
-            .find(self.hash(name), |index| *partitions[index as usize].name == *name);
+        let found = self.partition_index.find(self.hash(name), is);
         if let Some(index) = found {
             self.last_partition.set(index);
         }
@@ -287,9 +284,9 @@ impl Engine {
     /// changing which partition was found last.
     #[inline]
     pub(crate) fn partition_hint(&self, name: &str) -> Option<&Partition> {
-        let last = self.partitions.get(self.last_partition.get() as usize);
-        if last.is_some_and(|part| *part.name == *name) {
-            return last;
+        let last = self.last_partition.get();
+        if self.partition_names.get(last as usize).is_some_and(|stored| stored.is(name)) {
+            return self.partitions.get(last as usize);
         }
         let index = self.partition_index.candidate(self.hash(name))?;
         self.partitions.get(index as usize)
@@ -328,6 +325,7 @@ impl Engine {
         let hash = self.hash(name);
         assert!(self.find_partition(name).is_none(), "invariant broken: partition inserted twice");
         self.partitions.push(Partition::new(Arc::from(name)));
+        self.partition_names.push(InlineName::of(name));
         self.partition_index.insert(hash, index);
         index
     }
@@ -533,6 +531,9 @@ impl Engine {
             if !same {
                 return Err(format!("hold {} shows other items than it holds", hold.id));
             }
+        }
+        if self.partition_names.len() != self.partitions.len() {
+            return Err("partition names and partitions disagree".into());
         }
         for (index, part) in self.partitions.iter().enumerate() {
             if self.find_partition(&part.name) != Some(index as u32) {
