@@ -3,11 +3,14 @@
 //! (`perf record`, `valgrind --tool=callgrind`) and quick looks. Setup is reported separately.
 //!
 //! Run: `cargo run --release -p bookd-bench --example engine_mix -- [flash-sale|seat-map|hotel]
-//! [--commands N] [--clients C] [--replies]` (defaults hotel, 10 000 000, 1 024). `--replies` also
-//! builds every reply's views from the engine's receipt, as the server does. `--replay` records
-//! the run's commands first, then times applying the recording to a fresh engine (the engine
-//! alone, without the generator, as recovery and standbys apply the log). Instruction counts of the
-//! loop alone: `valgrind --tool=callgrind --toggle-collect='*run_commands*' <binary> hotel ...`.
+//! [--commands N] [--clients C] [--replies | --replay [--repeat N]]` (defaults hotel, 10 000 000,
+//! 1 024). `--replies` also builds every reply's views from the engine's receipt, as the server
+//! does. `--replay` records the run's commands first, then times applying the recording to a fresh
+//! engine (the engine alone, without the generator, as recovery and standbys apply the log);
+//! `--repeat N` does that on N fresh engines and prints the best and the median. Instruction counts
+//! of the loop alone: `valgrind --tool=callgrind --toggle-collect='*run_commands*' <binary> hotel
+//! ...` (or `'*EngineRun*replay*'` with `--replay`); a `perf` profile of the replay alone: see
+//! `perf_control`.
 
 use std::time::Instant;
 
