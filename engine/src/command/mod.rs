@@ -86,6 +86,18 @@ impl Command {
         }
     }
 
+    /// The hold id the command names (every command but `put_resource`).
+    pub fn hold_id(&self) -> Option<&str> {
+        match self {
+            Command::PutResource(_) => None,
+            Command::Hold(command) => Some(&command.hold),
+            Command::Confirm(command) => Some(&command.hold),
+            Command::Release(command) => Some(&command.hold),
+            Command::Cancel(command) => Some(&command.hold),
+            Command::Extend(command) => Some(&command.hold),
+        }
+    }
+
     /// The contract's name of the operation (`op` in a batch).
     pub fn op(&self) -> &'static str {
         match self {
@@ -206,15 +218,10 @@ impl Engine {
     /// nothing on the hotel workload for its hashing.)
     #[inline]
     pub fn prefetch_hold(&self, command: &Command) {
-        let (partition, hold) = match command {
-            Command::PutResource(_) => return,
-            Command::Hold(command) => (&command.partition, &command.hold),
-            Command::Confirm(command) => (&command.partition, &command.hold),
-            Command::Release(command) => (&command.partition, &command.hold),
-            Command::Cancel(command) => (&command.partition, &command.hold),
-            Command::Extend(command) => (&command.partition, &command.hold),
+        let Some(hold) = command.hold_id() else {
+            return;
         };
-        if let Some(part) = self.partition_hint(partition) {
+        if let Some(part) = self.partition_hint(command.partition()) {
             part.holds.prefetch(self.hash(hold));
         }
     }
