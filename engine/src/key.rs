@@ -42,6 +42,12 @@ impl ShortName {
         }
         ShortName { bytes, len: u8::try_from(from.len()).unwrap_or(u8::MAX) }
     }
+
+    /// The whole name, if it fits (else only its first bytes are kept).
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        let name = self.bytes.get(..usize::from(self.len))?;
+        std::str::from_utf8(name).ok()
+    }
 }
 
 /// A name ready for lookups: the name, its hash and its short form, computed once.
@@ -57,16 +63,55 @@ impl NameKey<'_> {
     /// bytes only for names longer than `SHORT_NAME_BYTES`.
     #[inline]
     pub(crate) fn is(&self, short: &ShortName, name: &str) -> bool {
-        self.short == *short && (self.name.len() <= SHORT_NAME_BYTES || self.name == name)
+        self.short == *short
+            && (self.name.len() <= SHORT_NAME_BYTES
+                || same_name(self.name.as_bytes(), name.as_bytes()))
     }
+}
+
+/// Whether two names are equal, by at most four overlapping loads from each instead of a call
+/// to `memcmp` (whose call and dispatch cost more than the compare itself on names this short).
+#[inline(always)]
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    match len {
+        0 => true,
+        1..4 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
+        4..8 => {
+            word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, len - 4) == word::<4>(b, len - 4)
+        }
+        8..=16 => {
+            word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, len - 8) == word::<8>(b, len - 8)
+        }
+        17..=32 => {
+            word::<16>(a, 0) == word::<16>(b, 0)
+                && word::<16>(a, len - 16) == word::<16>(b, len - 16)
+        }
+        _ => a == b,
+    }
+}
+
+/// `N` bytes of `bytes` from `at`, as an array the compiler compares in one or two loads.
+#[inline(always)]
+fn word<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut word = [0; N];
+    word.copy_from_slice(&bytes[at..at + N]);
+    word
 }
 
 /// A whole name stored inline: up to `NAME_SIZE_MAX_BYTES` bytes and its length, for a table
 /// of names dense enough to stay in cache (the partitions').
+///
+/// The length comes first and entries are 16-byte aligned (80 bytes), so a lookup of a name of
+/// up to 15 bytes reads one cache line of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(16))]
 pub(crate) struct InlineName {
-    bytes: [u8; NAME_SIZE_MAX_BYTES],
     len: u8,
+    bytes: [u8; NAME_SIZE_MAX_BYTES],
 }
 
 impl InlineName {
@@ -78,13 +123,11 @@ impl InlineName {
         InlineName { bytes, len: name.len() as u8 }
     }
 
-    /// Whether this is `name`. Length and last byte first: names that differ (another hotel,
-    /// another event) are told apart without a call.
+    /// Whether this is `name`.
     #[inline]
     pub(crate) fn is(&self, name: &str) -> bool {
-        let stored = &self.bytes[..usize::from(self.len)];
-        let name = name.as_bytes();
-        stored.len() == name.len() && stored.last() == name.last() && stored == name
+        usize::from(self.len) == name.len()
+            && same_name(&self.bytes[..usize::from(self.len)], name.as_bytes())
     }
 }
 
@@ -94,6 +137,24 @@ mod tests {
 
     fn key(name: &str) -> NameKey<'_> {
         NameKey { name, hash: 0, short: ShortName::of(name) }
+    }
+
+    #[test]
+    fn same_name_tells_apart_names_differing_in_any_one_byte_or_length() {
+        for len in 0..=NAME_SIZE_MAX_BYTES {
+            let name: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_name(&name, &name.clone()));
+            for at in 0..len {
+                let mut other = name.clone();
+                other[at] = b'-';
+                assert!(!same_name(&name, &other), "len {len}, byte {at}");
+            }
+            let mut longer = name.clone();
+            longer.push(b'a');
+            assert!(!same_name(&name, &longer) && !same_name(&longer, &name), "len {len}");
+            let stored = InlineName::of(std::str::from_utf8(&name).unwrap());
+            assert!(!stored.is(std::str::from_utf8(&longer).unwrap()));
+        }
     }
 
     #[test]

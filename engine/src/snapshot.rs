@@ -108,13 +108,15 @@ impl Engine {
                 }
             })
             .collect();
-        holds.sort_unstable_by(|&a, &b| self.holds[a as usize].id.cmp(&self.holds[b as usize].id));
+        holds.sort_unstable_by(|&a, &b| {
+            self.holds[a as usize].id().cmp(self.holds[b as usize].id())
+        });
         let holds = holds
             .into_iter()
             .map(|slot| {
                 let hold = &self.holds[slot as usize];
                 HoldImage {
-                    id: hold.id.to_string(),
+                    id: hold.id().to_string(),
                     status: hold.status as u8,
                     expires_at_ms: hold.expires_at_ms,
                     items: hold
@@ -125,7 +127,7 @@ impl Engine {
                             quantity: item.quantity,
                         })
                         .collect(),
-                    reference: hold.reference.as_ref().map(|r| r.to_string()),
+                    reference: hold.reference().map(|r| r.to_string()),
                 }
             })
             .collect();
@@ -223,7 +225,7 @@ impl Engine {
                 self.holds_live += 1;
                 self.expiry.push(restored.expires_at_ms, slot);
             }
-            part.holds.insert(self.hash(&restored.id), slot);
+            part.holds.insert(self.hash(&hold.id), slot);
             self.holds.push(restored);
         }
         self.partition_index.insert(self.hash(&name), index);
@@ -261,15 +263,14 @@ impl Engine {
             }
             items.push(HoldItem { resource: item.resource, quantity: item.quantity });
         }
-        Ok(Hold {
+        Ok(Hold::new(
             partition,
-            id: Arc::from(image.id.as_str()),
+            &self.key(&image.id),
             status,
-            expires_at_ms: image.expires_at_ms,
+            image.expires_at_ms,
             items,
-            view_items: std::cell::OnceCell::new(),
-            reference: image.reference.as_deref().map(Arc::from),
-        })
+            image.reference.as_deref(),
+        ))
     }
 }
 

@@ -7,7 +7,6 @@
 //! - the clock only moves forward, and no hold is `Held` at or after its `expires_at_ms`
 //!   once the clock has reached it.
 
-use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use crate::chunked::ChunkedVec;
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
 use crate::index::{NameHasher, NameIndex};
-use crate::key::{InlineName, NameKey, ShortName};
+use crate::key::{InlineName, NameKey, ShortName, SHORT_NAME_BYTES};
 use crate::limits::{
     CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
     ENGINE_RESOURCES_MAX_DEFAULT,
@@ -150,17 +149,59 @@ pub(crate) struct HoldItem {
     pub(crate) quantity: u32,
 }
 
+/// A hold, in one record with no allocation of its own in the common case: an id of up to
+/// [`crate::key::SHORT_NAME_BYTES`] bytes lives inline and up to two items too. Replies build
+/// their views from it ([`Engine::hold_view`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Hold {
-    pub(crate) partition: u32,
-    pub(crate) id: Arc<str>,
-    pub(crate) status: HoldStatus,
     pub(crate) expires_at_ms: u64,
+    pub(crate) partition: u32,
+    pub(crate) status: HoldStatus,
+    /// The id, whole when it fits, else its first bytes (the whole id is in `extra`).
+    pub(crate) short_id: ShortName,
     pub(crate) items: HoldItems,
-    /// The items as replies show them, built by the first reply and shared by the later ones.
-    /// Replay never builds them.
-    pub(crate) view_items: OnceCell<Arc<[ItemView]>>,
+    /// What few holds have: a long id, a reference.
+    pub(crate) extra: Option<Box<HoldExtra>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HoldExtra {
+    pub(crate) long_id: Option<Box<str>>,
     pub(crate) reference: Option<Arc<str>>,
+}
+
+impl Hold {
+    #[inline]
+    pub(crate) fn new(
+        partition: u32,
+        id: &NameKey,
+        status: HoldStatus,
+        expires_at_ms: u64,
+        items: HoldItems,
+        reference: Option<&str>,
+    ) -> Hold {
+        let long = id.name.len() > SHORT_NAME_BYTES;
+        let extra = (long || reference.is_some()).then(|| {
+            Box::new(HoldExtra {
+                long_id: long.then(|| Box::from(id.name)),
+                reference: reference.map(Arc::from),
+            })
+        });
+        Hold { expires_at_ms, partition, status, short_id: id.short, items, extra }
+    }
+
+    /// The hold's id.
+    #[inline]
+    pub(crate) fn id(&self) -> &str {
+        match self.extra.as_deref().and_then(|extra| extra.long_id.as_deref()) {
+            Some(long_id) => long_id,
+            None => self.short_id.as_str().unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn reference(&self) -> Option<&Arc<str>> {
+        self.extra.as_deref().and_then(|extra| extra.reference.as_ref())
+    }
 }
 
 /// Counts that describe the size of an engine.
@@ -304,18 +345,19 @@ impl Engine {
         NameKey { name, hash: self.hash(name), short: ShortName::of(name) }
     }
 
-    /// The slot of hold `id` (whose hash is `hash`) in partition `partition`.
+    /// The slot of the hold `id` names in partition `partition`.
     #[inline]
-    pub(crate) fn find_hold_in(&self, partition: u32, hash: u64, id: &str) -> Option<u32> {
-        self.partitions[partition as usize]
-            .holds
-            .find(hash, |slot| *self.holds[slot as usize].id == *id)
+    pub(crate) fn find_hold_in(&self, partition: u32, id: &NameKey) -> Option<u32> {
+        self.partitions[partition as usize].holds.find(id.hash, |slot| {
+            let hold = &self.holds[slot as usize];
+            id.short == hold.short_id && (id.name.len() <= SHORT_NAME_BYTES || id.name == hold.id())
+        })
     }
 
     /// The slot of hold `id` in `partition`, or `hold_not_found`.
     pub(crate) fn find_hold(&self, partition: &str, id: &str) -> Result<u32, Refusal> {
         let partition = self.find_partition(partition).ok_or(Refusal::HoldNotFound)?;
-        self.find_hold_in(partition, self.hash(id), id).ok_or(Refusal::HoldNotFound)
+        self.find_hold_in(partition, &self.key(id)).ok_or(Refusal::HoldNotFound)
     }
 
     /// Creates a partition. The caller has checked it does not exist and the table has room.
@@ -353,8 +395,7 @@ impl Engine {
     pub(crate) fn insert_hold(
         &mut self,
         partition: u32,
-        id: &str,
-        hash: u64,
+        id: &NameKey,
         items: HoldItems,
         expires_at_ms: u64,
         reference: Option<&str>,
@@ -368,16 +409,15 @@ impl Engine {
             resource.held = units_add(resource.held, u64::from(item.quantity), "held");
             resource.assert_within_capacity();
         }
-        self.holds.push(Hold {
+        self.holds.push(Hold::new(
             partition,
-            id: Arc::from(id),
-            status: HoldStatus::Held,
+            id,
+            HoldStatus::Held,
             expires_at_ms,
             items,
-            view_items: OnceCell::new(),
-            reference: reference.map(Arc::from),
-        });
-        part.holds.insert(hash, slot);
+            reference,
+        ));
+        part.holds.insert(id.hash, slot);
         self.holds_live += 1;
         self.schedule_expiry(slot, expires_at_ms);
         slot
@@ -450,11 +490,11 @@ impl Engine {
         let part = &self.partitions[hold.partition as usize];
         HoldView {
             partition: part.name.clone(),
-            id: hold.id.clone(),
+            id: Arc::from(hold.id()),
             status: hold.status,
-            items: hold.view_items.get_or_init(|| part.view_items(&hold.items)).clone(),
+            items: part.view_items(&hold.items),
             expires_at_ms: hold.expires_at_ms,
-            reference: hold.reference.clone(),
+            reference: hold.reference().cloned(),
         }
     }
 
@@ -471,13 +511,13 @@ impl Engine {
             if hold.status == HoldStatus::Held {
                 live += 1;
                 if hold.expires_at_ms <= self.clock_ms {
-                    return Err(format!("hold {} is held past its expiry", hold.id));
+                    return Err(format!("hold {} is held past its expiry", hold.id()));
                 }
             }
             for item in hold.items.iter() {
                 let count = counts
                     .get_mut(item.resource as usize)
-                    .ok_or_else(|| format!("hold {} names a missing resource", hold.id))?;
+                    .ok_or_else(|| format!("hold {} names a missing resource", hold.id()))?;
                 let quantity = u64::from(item.quantity);
                 match hold.status {
                     HoldStatus::Held => count.0 += quantity,
@@ -516,20 +556,8 @@ impl Engine {
         let mut holds_per_partition = vec![0usize; self.partitions.len()];
         for (slot, hold) in self.holds.iter().enumerate() {
             holds_per_partition[hold.partition as usize] += 1;
-            if self.find_hold_in(hold.partition, self.hash(&hold.id), &hold.id) != Some(slot as u32)
-            {
-                return Err(format!("hold {} is not indexed under its id", hold.id));
-            }
-            let resources = &self.partitions[hold.partition as usize].resources;
-            let same = hold.view_items.get().is_none_or(|views| {
-                hold.items.len() == views.len()
-                    && hold.items.iter().zip(views.iter()).all(|(item, view)| {
-                        view.quantity == item.quantity
-                            && view.resource == resources[item.resource as usize].id
-                    })
-            });
-            if !same {
-                return Err(format!("hold {} shows other items than it holds", hold.id));
+            if self.find_hold_in(hold.partition, &self.key(hold.id())) != Some(slot as u32) {
+                return Err(format!("hold {} is not indexed under its id", hold.id()));
             }
         }
         if self.partition_names.len() != self.partitions.len() {

@@ -94,8 +94,8 @@ impl Hold {
         // Every lookup below may miss the cache (a hotel stay names up to seven nights, each in
         // its own bucket and record). Ask for every bucket first, then for every record the
         // buckets point at, so the misses overlap instead of queueing.
-        let hash = engine.hash(&self.hold);
-        part.holds.prefetch(hash);
+        let id = engine.key(&self.hold);
+        part.holds.prefetch(id.hash);
         let mut keys = ItemKeys::new();
         for item in &self.items {
             let key = engine.key(&item.resource);
@@ -105,7 +105,7 @@ impl Hold {
         if keys.len() > 1 {
             keys.iter().for_each(|key| part.prefetch_record(key));
         }
-        if let Some(slot) = engine.find_hold_in(partition, hash, &self.hold) {
+        if let Some(slot) = engine.find_hold_in(partition, &id) {
             // A repeat: rare, so validated in full.
             self.validate()?;
             engine.advance(now_ms);
@@ -129,14 +129,8 @@ impl Hold {
         }
         let ttl_ms = self.ttl_ms.unwrap_or(HOLD_TTL_MS_DEFAULT);
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
-        let slot = engine.insert_hold(
-            partition,
-            &self.hold,
-            hash,
-            items,
-            expires_at_ms,
-            self.reference.as_deref(),
-        );
+        let slot =
+            engine.insert_hold(partition, &id, items, expires_at_ms, self.reference.as_deref());
         Ok(engine.hold_receipt(slot, false))
     }
 
@@ -247,6 +241,43 @@ mod tests {
         let (hold, _) = new_hold(engine.apply(T0, &command));
         assert_eq!(hold.expires_at_ms, T0 + 600_000);
         assert_eq!(hold.reference.as_deref(), Some("order-77"));
+    }
+
+    #[test]
+    fn ids_of_every_length_and_references_are_kept_whole() {
+        let mut engine = engine_with(100);
+        // Around the inline limit, and ids sharing their first 23 bytes.
+        let mut ids: Vec<String> = (20..=26).map(|len| "h".repeat(len)).collect();
+        ids.push(format!("{}-a", "x".repeat(30)));
+        ids.push(format!("{}-b", "x".repeat(30)));
+        ids.push("y".repeat(64));
+        for (n, id) in ids.iter().enumerate() {
+            let mut command = hold("p", id, &[("r", 1)], None);
+            if let Command::Hold(h) = &mut command {
+                h.reference = (n % 2 == 0).then(|| format!("order-{n}"));
+            }
+            let (view, existing) = new_hold(engine.apply(T0, &command));
+            assert!(!existing);
+            assert_eq!(&*view.id, id.as_str());
+            assert_eq!(
+                view.reference.as_deref(),
+                (n % 2 == 0).then(|| format!("order-{n}")).as_deref()
+            );
+        }
+        let restored = Engine::from_image(&engine.image(), EngineLimits::default()).unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            for engine in [&engine, &restored] {
+                let view = engine.hold("p", id).unwrap();
+                assert_eq!(&*view.id, id.as_str());
+                assert_eq!(view.reference.is_some(), n % 2 == 0);
+            }
+            assert_eq!(status(engine.apply(T0, &confirm("p", id))), Ok(HoldStatus::Confirmed));
+        }
+        assert_eq!(counts(&engine, "p", "r"), (100, 0, ids.len() as u64));
+        // A prefix or an extension of a stored id is another id.
+        assert_eq!(engine.hold("p", &"x".repeat(30)).unwrap_err(), Refusal::HoldNotFound);
+        assert_eq!(engine.hold("p", &"h".repeat(27)).unwrap_err(), Refusal::HoldNotFound);
+        assert_eq!(engine.check_invariants(), Ok(()));
     }
 
     #[test]
