@@ -124,7 +124,7 @@ impl InlineName {
     }
 
     /// Whether this is `name`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is(&self, name: &str) -> bool {
         usize::from(self.len) == name.len()
             && same_name(&self.bytes[..usize::from(self.len)], name.as_bytes())
