@@ -84,6 +84,26 @@ impl Partition {
         })
     }
 
+    /// The resource after `index` if it is named `name`: a guess, checked exactly.
+    #[inline]
+    pub(crate) fn resource_after(&self, index: u32, name: &str) -> Option<u32> {
+        let next = index.checked_add(1)?;
+        let record = self.resources.get(next as usize)?;
+        let named = record.short_id == ShortName::of(name)
+            && (name.len() <= SHORT_NAME_BYTES || *record.id == *name);
+        named.then_some(next)
+    }
+
+    /// Asks the CPU for the records from the one `first` most likely names on, `len` of them
+    /// (at most eight), once `first`'s bucket has arrived: a run of items created in order.
+    #[inline]
+    pub(crate) fn prefetch_run(&self, first: &NameKey, len: usize) {
+        if let Some(index) = self.resource_index.candidate(first.hash) {
+            let run = self.resources.iter().skip(index as usize).take(len.min(8));
+            run.for_each(crate::prefetch::read);
+        }
+    }
+
     /// Asks the CPU for the index bucket where `key`'s lookup starts (see [`crate::prefetch`]).
     #[inline]
     pub(crate) fn prefetch_bucket(&self, key: &NameKey) {

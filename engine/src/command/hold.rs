@@ -91,25 +91,23 @@ impl Hold {
             return Err(self.resource_not_found(0));
         };
         let part = &engine.partitions[partition as usize];
-        // Every lookup below may miss the cache (a hotel stay names up to seven nights, each in
-        // its own bucket and record). Ask for every bucket first, then for every record the
-        // buckets point at, so the misses overlap instead of queueing.
+        // Every lookup below may miss the cache, so the id's bucket and the first item's are
+        // asked for at once. A stay's nights and a row's seats were created in order, so the
+        // records of the items after the first most likely follow its record: they are asked
+        // for as soon as its bucket arrives, and `resolve` checks each guess by name.
         let id = engine.key(&self.hold);
         part.holds.prefetch(id.hash);
-        let mut keys = ItemKeys::new();
-        for item in &self.items {
-            let key = engine.key(&item.resource);
-            part.prefetch_bucket(&key);
-            keys.push(key);
-        }
-        if keys.len() > 1 {
-            keys.iter().for_each(|key| part.prefetch_record(key));
+        let first = engine.key(&self.items[0].resource);
+        part.prefetch_bucket(&first);
+        if self.items.len() > 1 {
+            part.prefetch_run(&first, self.items.len());
         }
         if let Some(slot) = engine.find_hold_in(partition, &id) {
             // A repeat: rare, so validated in full.
             self.validate()?;
             engine.advance(now_ms);
             let part = &engine.partitions[partition as usize];
+            let keys: ItemKeys = self.items.iter().map(|item| engine.key(&item.resource)).collect();
             if !self.same_items(part, &keys, &engine.holds[slot as usize].items) {
                 return Err(Refusal::HoldIdConflict);
             }
@@ -118,7 +116,7 @@ impl Hold {
         if name_problem(&self.hold).is_some() {
             self.validate()?;
         }
-        let (items, missing) = self.resolve(&engine.partitions[partition as usize], &keys)?;
+        let (items, missing) = self.resolve(engine, partition, &first)?;
         let (now_ms, _) = engine.advance(now_ms);
         check_available(&engine.partitions[partition as usize], &items)?;
         if let Some(index) = missing {
@@ -138,14 +136,41 @@ impl Hold {
     /// returned too). A name that is found was valid when it was stored, and distinct ids are
     /// distinct indices, so duplicates show on the indices; a command with a missing or
     /// duplicate item is validated in full, and refused as invalid if it is.
+    ///
+    /// The first item (whose key is `first`) is looked up; each later one is first guessed to be
+    /// the record after the previous item's, which comparing names confirms or refutes exactly.
+    /// From the first wrong guess on, the remaining items are looked up, every bucket and record
+    /// asked for at once so that their misses overlap.
     fn resolve(
         &self,
-        part: &Partition,
-        keys: &[NameKey],
+        engine: &Engine,
+        partition: u32,
+        first: &NameKey,
     ) -> Result<(HoldItems, Option<usize>), Refusal> {
+        let part = &engine.partitions[partition as usize];
         let mut items = HoldItems::with_capacity(self.items.len());
-        for (index, (item, key)) in self.items.iter().zip(keys).enumerate() {
-            let Some(resource) = part.find_resource(key) else {
+        let mut looked_up = ItemKeys::new();
+        let mut looked_up_from = 0;
+        for (index, item) in self.items.iter().enumerate() {
+            let guessed = items.last().and_then(|previous: &HoldItem| {
+                part.resource_after(previous.resource, &item.resource)
+            });
+            let found = match guessed {
+                Some(resource) => Some(resource),
+                None if index == 0 => part.find_resource(first),
+                None => {
+                    if looked_up.is_empty() {
+                        looked_up_from = index;
+                        looked_up.extend(
+                            self.items[index..].iter().map(|item| engine.key(&item.resource)),
+                        );
+                        looked_up.iter().for_each(|key| part.prefetch_bucket(key));
+                        looked_up.iter().for_each(|key| part.prefetch_record(key));
+                    }
+                    part.find_resource(&looked_up[index - looked_up_from])
+                }
+            };
+            let Some(resource) = found else {
                 self.validate()?;
                 return Ok((items, Some(index)));
             };
@@ -277,6 +302,40 @@ mod tests {
         // A prefix or an extension of a stored id is another id.
         assert_eq!(engine.hold("p", &"x".repeat(30)).unwrap_err(), Refusal::HoldNotFound);
         assert_eq!(engine.hold("p", &"h".repeat(27)).unwrap_err(), Refusal::HoldNotFound);
+        assert_eq!(engine.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn items_resolve_alike_whether_created_in_order_or_not() {
+        let mut engine = Engine::default();
+        let names: Vec<String> = (0..10).map(|n| format!("a{n}")).collect();
+        for name in &names {
+            engine.apply(T0, &put("p", name, 5)).unwrap();
+        }
+        // In creation order (every guess right), reversed and with gaps (every guess wrong),
+        // and a right guess followed by a wrong one.
+        let stays: [&[&str]; 4] =
+            [&["a2", "a3", "a4"], &["a6", "a5"], &["a7", "a9", "a0"], &["a1", "a8"]];
+        for (n, stay) in stays.iter().enumerate() {
+            let items: Vec<(&str, u64)> = stay.iter().map(|&name| (name, 1)).collect();
+            let (view, _) = new_hold(engine.apply(T0, &hold("p", &format!("h{n}"), &items, None)));
+            let held: Vec<&str> = view.items.iter().map(|item| &*item.resource).collect();
+            assert_eq!(held, *stay);
+        }
+        for name in &names {
+            assert_eq!(counts(&engine, "p", name), (5, 1, 0), "{name}");
+        }
+        // A missing item after a right guess, and a repeat of a guessed item.
+        let refusal = engine
+            .apply(T0, &hold("p", "x", &[("a3", 1), ("a4", 1), ("a45", 1)], None))
+            .unwrap_err();
+        assert_eq!(refusal, Refusal::ResourceNotFound { resource: "a45".into() });
+        assert_refused_unchanged(
+            &mut engine,
+            T0,
+            &hold("p", "y", &[("a3", 1), ("a4", 1), ("a3", 1)], None),
+            "invalid",
+        );
         assert_eq!(engine.check_invariants(), Ok(()));
     }
 
