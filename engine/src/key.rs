@@ -43,6 +43,22 @@ impl ShortName {
         ShortName { bytes, len: u8::try_from(from.len()).unwrap_or(u8::MAX) }
     }
 
+    /// Whether `name`, whose short form this is, is the name of a record whose short form is
+    /// `stored` and whose whole name `stored_name` gives. The whole name is read (a pointer
+    /// chase) only for names longer than `SHORT_NAME_BYTES`; shorter ones are equal exactly when
+    /// their short forms are.
+    #[inline(always)]
+    pub(crate) fn names<'s>(
+        &self,
+        name: &str,
+        stored: &ShortName,
+        stored_name: impl FnOnce() -> &'s str,
+    ) -> bool {
+        *self == *stored
+            && (name.len() <= SHORT_NAME_BYTES
+                || same_name(name.as_bytes(), stored_name().as_bytes()))
+    }
+
     /// The whole name, if it fits (else only its first bytes are kept).
     pub(crate) fn as_str(&self) -> Option<&str> {
         let name = self.bytes.get(..usize::from(self.len))?;
@@ -59,13 +75,11 @@ pub(crate) struct NameKey<'a> {
 }
 
 impl NameKey<'_> {
-    /// Whether a record whose name is `name` (short form `short`) has this name. Reads `name`'s
-    /// bytes only for names longer than `SHORT_NAME_BYTES`.
+    /// Whether a record whose name has the short form `short`, and is `name()` whole, has this
+    /// name (see [`ShortName::names`]).
     #[inline]
-    pub(crate) fn is(&self, short: &ShortName, name: &str) -> bool {
-        self.short == *short
-            && (self.name.len() <= SHORT_NAME_BYTES
-                || same_name(self.name.as_bytes(), name.as_bytes()))
+    pub(crate) fn is<'s>(&self, short: &ShortName, name: impl FnOnce() -> &'s str) -> bool {
+        self.short.names(self.name, short, name)
     }
 }
 
@@ -176,7 +190,7 @@ mod tests {
         for &stored in &names {
             for &looked_up in &names {
                 assert_eq!(
-                    key(looked_up).is(&ShortName::of(stored), stored),
+                    key(looked_up).is(&ShortName::of(stored), || stored),
                     stored == looked_up,
                     "{stored:?} vs {looked_up:?}"
                 );
@@ -188,6 +202,7 @@ mod tests {
             }
         }
         let huge = "y".repeat(300);
-        assert!(!key(&huge).is(&ShortName::of(&"y".repeat(255)), &"y".repeat(255)));
+        let stored = "y".repeat(255);
+        assert!(!key(&huge).is(&ShortName::of(&stored), || &stored));
     }
 }

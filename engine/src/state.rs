@@ -80,7 +80,7 @@ impl Partition {
     pub(crate) fn find_resource(&self, key: &NameKey) -> Option<u32> {
         self.resource_index.find(key.hash, |index| {
             let resource = &self.resources[index as usize];
-            key.is(&resource.short_id, &resource.id)
+            key.is(&resource.short_id, || &resource.id)
         })
     }
 
@@ -89,9 +89,7 @@ impl Partition {
     pub(crate) fn resource_after(&self, index: u32, name: &str) -> Option<u32> {
         let next = index.checked_add(1)?;
         let record = self.resources.get(next as usize)?;
-        let named = record.short_id == ShortName::of(name)
-            && (name.len() <= SHORT_NAME_BYTES || *record.id == *name);
-        named.then_some(next)
+        ShortName::of(name).names(name, &record.short_id, || &record.id).then_some(next)
     }
 
     /// Asks the CPU for the records from the one `first` most likely names on, `len` of them
@@ -370,7 +368,7 @@ impl Engine {
     pub(crate) fn find_hold_in(&self, partition: u32, id: &NameKey) -> Option<u32> {
         self.partitions[partition as usize].holds.find(id.hash, |slot| {
             let hold = &self.holds[slot as usize];
-            id.short == hold.short_id && (id.name.len() <= SHORT_NAME_BYTES || id.name == hold.id())
+            id.is(&hold.short_id, || hold.id())
         })
     }
 
