@@ -40,6 +40,17 @@ pub enum Refusal {
     /// The new capacity is below the units held and confirmed (409 `capacity_below_usage`).
     #[error("capacity {capacity} below usage {used}")]
     CapacityBelowUsage { capacity: u64, used: u64 },
+    /// No partition of this name (404 `not_found`): `delete_partition` of a missing partition.
+    #[error("partition not found")]
+    NotFound,
+    /// The partition still has held holds (409 `partition_has_live_holds`).
+    #[error("partition has {held} held holds")]
+    PartitionHasLiveHolds { held: u32 },
+    /// The memory budget or the data directory's disk is full (507 `storage_full`). Nothing
+    /// changed; commands that free or keep units still work, and growth resumes by itself once
+    /// there is room.
+    #[error("storage full ({})", reason.as_str())]
+    StorageFull { reason: StorageFullReason },
     /// A bounded table of the engine is full (429 `overloaded`).
     #[error("{table} table is full ({max} entries)")]
     Overloaded { table: &'static str, max: u32 },
@@ -61,6 +72,9 @@ impl Refusal {
             Refusal::HoldCancelled => "hold_cancelled",
             Refusal::CapacityBelowUsage { .. } => "capacity_below_usage",
             Refusal::Overloaded { .. } => "overloaded",
+            Refusal::NotFound => "not_found",
+            Refusal::PartitionHasLiveHolds { .. } => "partition_has_live_holds",
+            Refusal::StorageFull { .. } => "storage_full",
         }
     }
 
@@ -68,7 +82,8 @@ impl Refusal {
     pub fn http_status(&self) -> u16 {
         match self {
             Refusal::Invalid { .. } => 422,
-            Refusal::ResourceNotFound { .. } | Refusal::HoldNotFound => 404,
+            Refusal::ResourceNotFound { .. } | Refusal::HoldNotFound | Refusal::NotFound => 404,
+            Refusal::StorageFull { .. } => 507,
             Refusal::Overloaded { .. } => 429,
             Refusal::InsufficientCapacity { .. }
             | Refusal::HoldIdConflict
@@ -77,11 +92,31 @@ impl Refusal {
             | Refusal::HoldConfirmed
             | Refusal::HoldNotConfirmed
             | Refusal::HoldCancelled
-            | Refusal::CapacityBelowUsage { .. } => 409,
+            | Refusal::CapacityBelowUsage { .. }
+            | Refusal::PartitionHasLiveHolds { .. } => 409,
         }
     }
 
     pub(crate) fn invalid(field: impl Into<String>, reason: &'static str) -> Refusal {
         Refusal::Invalid { field: field.into(), reason }
+    }
+}
+
+/// What is full when a command is refused with `storage_full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFullReason {
+    /// The state's memory budget (`--memory-max`).
+    Memory,
+    /// The data directory's disk: no room for the next log segment.
+    Disk,
+}
+
+impl StorageFullReason {
+    /// The contract's `reason` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageFullReason::Memory => "memory",
+            StorageFullReason::Disk => "disk",
+        }
     }
 }

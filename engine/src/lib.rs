@@ -40,10 +40,10 @@ mod state;
 mod view;
 
 pub use command::{
-    Cancel, Command, Confirm, Extend, Hold, Item, Outcome, PutResource, Receipt, Release,
-    PREFETCH_AHEAD,
+    Cancel, Command, Confirm, DeletePartition, Extend, Hold, Item, Outcome, PutResource, Receipt,
+    Release, PREFETCH_AHEAD,
 };
-pub use error::Refusal;
+pub use error::{Refusal, StorageFullReason};
 pub use name::{check_name, is_name_byte, name_problem};
 pub use query::ListQuery;
 pub use snapshot::{

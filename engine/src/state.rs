@@ -51,6 +51,8 @@ pub(crate) struct Partition {
     pub(crate) resource_order: BTreeMap<Arc<str>, u32>,
     /// Hold id -> slot in the engine's `holds`.
     pub(crate) holds: NameIndex,
+    /// How many of its holds are held (a partition with any cannot be deleted).
+    pub(crate) holds_live: u32,
 }
 
 impl Partition {
@@ -61,6 +63,7 @@ impl Partition {
             resource_index: NameIndex::default(),
             resource_order: BTreeMap::new(),
             holds: NameIndex::default(),
+            holds_live: 0,
         }
     }
 
@@ -436,9 +439,17 @@ impl Engine {
             reference,
         ));
         part.holds.insert(id.hash, slot);
+        part.holds_live += 1;
         self.holds_live += 1;
         self.schedule_expiry(slot, expires_at_ms);
         slot
+    }
+
+    /// Removes partition `partition` (which has no held hold) with its resources and holds;
+    /// returns how many of each were removed.
+    pub(crate) fn remove_partition(&mut self, partition: u32) -> (u32, u32) {
+        let _ = partition;
+        unimplemented!("partition removal")
     }
 
     /// Sets a held hold's expiry.
@@ -486,6 +497,7 @@ impl Engine {
             resource.assert_within_capacity();
         }
         if from == HoldStatus::Held {
+            self.partitions[hold.partition as usize].holds_live -= 1;
             self.holds_live -= 1;
         }
         hold.status = to;

@@ -6,6 +6,7 @@
 
 mod cancel;
 mod confirm;
+mod delete_partition;
 mod extend;
 mod hold;
 mod put_resource;
@@ -13,6 +14,7 @@ mod release;
 
 pub use cancel::Cancel;
 pub use confirm::Confirm;
+pub use delete_partition::DeletePartition;
 pub use extend::Extend;
 pub use hold::{Hold, Item};
 pub use put_resource::PutResource;
@@ -31,6 +33,7 @@ pub enum Command {
     Release(Release),
     Cancel(Cancel),
     Extend(Extend),
+    DeletePartition(DeletePartition),
 }
 
 /// What a successful command returns.
@@ -41,6 +44,8 @@ pub enum Outcome {
     /// Every hold command: the hold, and for `hold` whether the id already existed (200) or the
     /// hold is new (201). `existing` is false for the other commands.
     Hold { hold: HoldView, existing: bool },
+    /// `delete_partition`: the partition and what was removed with it.
+    PartitionDeleted { partition: std::sync::Arc<str>, resources: u32, holds: u32 },
 }
 
 /// What a successful command decided, before any reply is built: the record it acted on, and
@@ -60,6 +65,8 @@ pub enum Receipt {
     },
     /// Every hold command: the hold's slot, status and expiry.
     Hold { slot: u32, status: HoldStatus, expires_at_ms: u64, existing: bool },
+    /// `delete_partition`: how many resources and holds were removed.
+    PartitionDeleted { resources: u32, holds: u32 },
 }
 
 impl Receipt {
@@ -69,6 +76,7 @@ impl Receipt {
         match *self {
             Receipt::Resource { created, .. } => !created,
             Receipt::Hold { existing, .. } => existing,
+            Receipt::PartitionDeleted { .. } => false,
         }
     }
 }
@@ -83,13 +91,14 @@ impl Command {
             Command::Release(command) => &command.partition,
             Command::Cancel(command) => &command.partition,
             Command::Extend(command) => &command.partition,
+            Command::DeletePartition(command) => &command.partition,
         }
     }
 
     /// The hold id the command names (every command but `put_resource`).
     pub fn hold_id(&self) -> Option<&str> {
         match self {
-            Command::PutResource(_) => None,
+            Command::PutResource(_) | Command::DeletePartition(_) => None,
             Command::Hold(command) => Some(&command.hold),
             Command::Confirm(command) => Some(&command.hold),
             Command::Release(command) => Some(&command.hold),
@@ -107,6 +116,7 @@ impl Command {
             Command::Release(_) => "release",
             Command::Cancel(_) => "cancel",
             Command::Extend(_) => "extend",
+            Command::DeletePartition(_) => "delete_partition",
         }
     }
 
@@ -119,6 +129,7 @@ impl Command {
             Command::Release(command) => command.validate(),
             Command::Cancel(command) => command.validate(),
             Command::Extend(command) => command.validate(),
+            Command::DeletePartition(command) => command.validate(),
         }
     }
 }
@@ -129,7 +140,16 @@ impl Engine {
     /// Holds due by then expire first, so a confirm at or after `expires_at_ms` finds the hold
     /// expired. An invalid command changes nothing at all.
     pub fn apply(&mut self, now_ms: u64, command: &Command) -> Result<Outcome, Refusal> {
-        self.apply_receipt(now_ms, command).map(|receipt| self.outcome(&receipt))
+        let receipt = self.apply_receipt(now_ms, command)?;
+        Ok(match receipt {
+            // The partition is gone: its name comes from the command.
+            Receipt::PartitionDeleted { resources, holds } => Outcome::PartitionDeleted {
+                partition: command.partition().into(),
+                resources,
+                holds,
+            },
+            receipt => self.outcome(&receipt),
+        })
     }
 
     /// [`Engine::apply`] without building the reply: the same decision and the same state change,
@@ -177,6 +197,11 @@ impl Engine {
                     || command.validate(),
                     |engine, slot, now_ms| command.execute(engine, slot, now_ms),
                 )
+            }
+            Command::DeletePartition(command) => {
+                command.validate()?;
+                self.advance(now_ms);
+                command.execute(self)
             }
         }
     }
@@ -230,7 +255,8 @@ impl Engine {
 impl Engine {
     /// The reply of a command that returned `receipt`: the record's names and items from the
     /// state (they never change once created), its counts, status and expiry from the receipt.
-    /// The receipt must come from this engine.
+    /// The receipt must come from this engine. A deleted partition's reply is built by
+    /// [`Engine::apply`], which has its name; here its name is empty.
     pub fn outcome(&self, receipt: &Receipt) -> Outcome {
         match *receipt {
             Receipt::Resource { partition, resource, capacity, held, confirmed, created } => {
@@ -249,6 +275,9 @@ impl Engine {
                 hold.status = status;
                 hold.expires_at_ms = expires_at_ms;
                 Outcome::Hold { hold, existing }
+            }
+            Receipt::PartitionDeleted { resources, holds } => {
+                Outcome::PartitionDeleted { partition: "".into(), resources, holds }
             }
         }
     }

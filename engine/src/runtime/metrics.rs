@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::command::Command;
 use crate::error::Refusal;
 
-/// The six commands, in [`op_index`] order.
-pub const COMMAND_OPS: [&str; 6] =
-    ["put_resource", "hold", "confirm", "release", "cancel", "extend"];
+/// The seven commands, in [`op_index`] order.
+pub const COMMAND_OPS: [&str; 7] =
+    ["put_resource", "hold", "confirm", "release", "cancel", "extend", "delete_partition"];
 
 /// Every refusal code, in [`refusal_index`] order.
-pub const REFUSAL_CODES: [&str; 12] = [
+pub const REFUSAL_CODES: [&str; 15] = [
     "invalid",
     "resource_not_found",
     "hold_not_found",
@@ -26,6 +26,9 @@ pub const REFUSAL_CODES: [&str; 12] = [
     "hold_cancelled",
     "capacity_below_usage",
     "overloaded",
+    "not_found",
+    "partition_has_live_holds",
+    "storage_full",
 ];
 
 pub fn op_index(command: &Command) -> usize {
@@ -36,6 +39,7 @@ pub fn op_index(command: &Command) -> usize {
         Command::Release(_) => 3,
         Command::Cancel(_) => 4,
         Command::Extend(_) => 5,
+        Command::DeletePartition(_) => 6,
     }
 }
 
