@@ -20,6 +20,11 @@ pub const HOLD_REF_SIZE_MAX_BYTES: usize = 256;
 pub const LIST_LIMIT_MAX: usize = 1_000;
 pub const LIST_LIMIT_DEFAULT: usize = 100;
 
+/// How long a released, expired or cancelled hold is kept after it ended, by default: 24 h.
+pub const HOLD_RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
+/// The shortest hold retention: 1 s.
+pub const HOLD_RETENTION_MS_MIN: u64 = 1000;
+
 /// The latest time the engine accepts, in Unix ms (about the year 146 million). A later stamp
 /// counts as this one, so `now + ttl` never overflows and a new expiry is always in the future.
 pub const CLOCK_MS_MAX: u64 = 1 << 62;

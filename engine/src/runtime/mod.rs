@@ -105,6 +105,8 @@ impl Default for RuntimeConfig {
                 snapshot_log_bytes: 1024 * 1024 * 1024,
                 sync_standbys: 0,
                 replication_timeout: std::time::Duration::from_secs(5),
+                hold_retention_ms: crate::limits::HOLD_RETENTION_MS_DEFAULT,
+                memory_max_bytes: u64::MAX,
             },
             queue_messages_max: 4096,
             clock: system_clock(),

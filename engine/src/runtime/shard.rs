@@ -111,6 +111,13 @@ pub struct ShardConfig {
     pub sync_standbys: usize,
     /// How long a batch waits for its standbys before its commands answer `ReplicationTimeout`.
     pub replication_timeout: Duration,
+    /// How long a released, expired or cancelled hold is kept after it ended, in ms. Part of
+    /// the state: the shard logs it when it differs from the state's, so replay and standbys
+    /// forget the same holds at the same log position.
+    pub hold_retention_ms: u64,
+    /// The memory the state of this shard may use, in bytes (the node's budget divided among
+    /// its shards). A command that would grow it further is refused with `storage_full`.
+    pub memory_max_bytes: u64,
 }
 
 /// What the shards of one runtime share.
