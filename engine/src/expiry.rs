@@ -32,6 +32,11 @@ impl ExpiryQueue {
         }
     }
 
+    /// The time of the earliest entry (which may be stale).
+    pub(crate) fn next_ms(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((expires_at_ms, _))| *expires_at_ms)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }

@@ -7,8 +7,9 @@
 //! - The bucket of an entry is its tag's top bits, so the table grows from its own entries,
 //!   without reading a record or hashing a name again: growth is one sequential pass.
 //! - Linear probing, at most half full (a lookup of a new name, the common case for hold ids,
-//!   then reads 2.5 buckets on average). Records are never removed (resources and hold ids live
-//!   for ever), so there are no tombstones.
+//!   then reads 2.5 buckets on average). A removal shifts the entries after it back into the
+//!   gap (backward-shift deletion), so there are no tombstones and lookups never slow down as
+//!   holds are forgotten and ids reused.
 //!
 //! Invariant: every slot in the index is a record whose name hashes to the entry's tag; names
 //! are unique in the index; an empty bucket ends every probe sequence.
@@ -127,6 +128,45 @@ impl NameIndex {
         self.buckets[at] = entry;
     }
 
+    /// Removes `slot`, whose name hashes to `hash`; returns whether it was there. The entries
+    /// after it on its probe run move back into the gap when that brings them closer to home,
+    /// so every probe sequence still ends at an empty bucket and finds what it found before.
+    pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
+        if self.buckets.is_empty() {
+            return false;
+        }
+        let wanted = entry(tag_of(hash), slot);
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home(tag_of(hash));
+        loop {
+            match self.buckets[at] {
+                EMPTY => return false,
+                found if found == wanted => break,
+                _ => at = (at + 1) & mask,
+            }
+        }
+        let mut hole = at;
+        let mut next = (hole + 1) & mask;
+        while self.buckets[next] != EMPTY {
+            let moved = self.buckets[next];
+            let home = self.home((moved >> 32) as u32);
+            // `moved` may fill the hole if its home is not strictly between the hole and it.
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = moved;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.buckets[hole] = EMPTY;
+        self.len -= 1;
+        true
+    }
+
+    /// Every slot in the index, in bucket order.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.buckets.iter().copied().filter(|&entry| entry != EMPTY).map(slot_of)
+    }
+
     /// Doubles the table, placing every entry again from its tag alone.
     #[cold]
     fn grow(&mut self) {
@@ -191,6 +231,50 @@ mod tests {
         assert_eq!(find(&index, &names, hash, "other"), None);
         assert_eq!(find(&index, &names, 0, "n3"), None);
         assert!(index.candidate(hash).is_some_and(|slot| (slot as usize) < names.len()));
+    }
+
+    #[test]
+    fn removal_keeps_every_other_name_findable() {
+        let hasher = NameHasher::default();
+        let names = names(5_000);
+        let mut index = NameIndex::default();
+        for (slot, name) in names.iter().enumerate() {
+            index.insert(hasher.hash_one(name), slot as u32);
+        }
+        // Remove every third name, then check all, then put them back under new slots.
+        for (slot, name) in names.iter().enumerate().filter(|(slot, _)| slot % 3 == 0) {
+            assert!(index.remove(hasher.hash_one(name), slot as u32));
+            assert!(!index.remove(hasher.hash_one(name), slot as u32), "removed twice");
+        }
+        for (slot, name) in names.iter().enumerate() {
+            let found = find(&index, &names, hasher.hash_one(name), name);
+            assert_eq!(found, (slot % 3 != 0).then_some(slot as u32), "{name}");
+        }
+        assert_eq!(index.slots().count(), index.len());
+        for (slot, name) in names.iter().enumerate().filter(|(slot, _)| slot % 3 == 0) {
+            index.insert(hasher.hash_one(name), slot as u32);
+        }
+        for (slot, name) in names.iter().enumerate() {
+            assert_eq!(find(&index, &names, hasher.hash_one(name), name), Some(slot as u32));
+        }
+    }
+
+    #[test]
+    fn removal_from_wrapped_runs_of_equal_tags() {
+        let names = names(60);
+        let mut index = NameIndex::default();
+        // One run that wraps around the end of the table, under one hash.
+        for slot in 0..names.len() as u32 {
+            index.insert(u64::MAX, slot);
+        }
+        for slot in (0..names.len() as u32).step_by(2) {
+            assert!(index.remove(u64::MAX, slot));
+        }
+        for (slot, name) in names.iter().enumerate() {
+            let found = find(&index, &names, u64::MAX, name);
+            assert_eq!(found, (slot % 2 == 1).then_some(slot as u32));
+        }
+        assert!(!index.remove(7, 1), "another tag is not removed");
     }
 
     #[test]

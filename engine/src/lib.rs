@@ -15,7 +15,10 @@
 //! - `prefetch`: the hint that lets independent cache misses overlap.
 //! - `chunked`: the hold table's storage, which grows without moving records.
 //! - `query`: read-only lookups and ordered listing.
-//! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
+//! - `image`: the canonical image of the whole state, to compare engines.
+//! - `snapshot_file`: snapshots written streaming from a frozen copy-on-write view, in slot order,
+//!   and restored with every check.
+//! - `free`: free slots, handed out lowest first.
 //! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`].
 //! - `view`, `error`: what callers get back: views of resources and holds, and refusals.
 //!
@@ -28,6 +31,8 @@ mod chunked;
 mod command;
 mod error;
 mod expiry;
+mod free;
+mod image;
 mod index;
 mod key;
 pub mod limits;
@@ -35,7 +40,7 @@ mod name;
 mod prefetch;
 mod query;
 pub mod runtime;
-mod snapshot;
+mod snapshot_file;
 mod state;
 mod view;
 
@@ -44,11 +49,9 @@ pub use command::{
     Release, PREFETCH_AHEAD,
 };
 pub use error::{Refusal, StorageFullReason};
+pub use image::{EngineImage, HoldImage, ItemImage, PartitionImage, ResourceImage};
 pub use name::{check_name, is_name_byte, name_problem};
 pub use query::ListQuery;
-pub use snapshot::{
-    EngineImage, HoldImage, ItemImage, PartitionImage, ResourceImage, SnapshotError,
-    SNAPSHOT_FORMAT_VERSION,
-};
+pub use snapshot_file::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION};
 pub use state::{Engine, EngineLimits, EngineStats};
 pub use view::{HoldStatus, HoldView, ItemView, ResourcePage, ResourceView};

@@ -31,9 +31,19 @@ pub const CLOCK_MS_MAX: u64 = 1 << 62;
 
 /// Default bounds of one engine (one shard). Every table that input can grow is bounded; a
 /// command that would grow a full table is refused with `overloaded` and changes nothing.
-pub const ENGINE_RESOURCES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
-pub const ENGINE_HOLDS_MAX_DEFAULT: u32 = 32 * 1024 * 1024;
+/// The memory budget (`--memory-max`) is the bound that matters in practice; these only keep
+/// slots within their 32-bit indices.
+pub const ENGINE_RESOURCES_MAX_DEFAULT: u32 = 1 << 30;
+pub const ENGINE_HOLDS_MAX_DEFAULT: u32 = 1 << 31;
 pub const ENGINE_PARTITIONS_MAX_DEFAULT: u32 = 1024 * 1024;
+
+/// What the memory budget counts per record: the record, its share of its index (at most half
+/// full, 8-byte buckets), and for resources their ordered-listing entry and shared id header;
+/// names and other variable parts are added at their length. An estimate kept exact for the
+/// engine's own accounting (what is added is what is removed), close to what the allocator uses.
+pub const HOLD_MEMORY_BYTES: u64 = 80 + 16 + 16;
+pub const RESOURCE_MEMORY_BYTES: u64 = 64 + 16 + 64 + 16;
+pub const PARTITION_MEMORY_BYTES: u64 = 256;
 
 /// The expiry queue is rebuilt when stale entries (holds confirmed, released or extended since
 /// they were queued) outnumber live ones by this factor, so it stays O(live holds).

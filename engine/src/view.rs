@@ -34,6 +34,13 @@ impl HoldStatus {
         }
     }
 
+    /// Whether the hold has ended (released, expired or cancelled): final, and forgotten after
+    /// the hold retention.
+    #[inline]
+    pub fn has_ended(self) -> bool {
+        matches!(self, HoldStatus::Released | HoldStatus::Expired | HoldStatus::Cancelled)
+    }
+
     /// The status with this wire value, if any.
     pub fn from_u8(value: u8) -> Option<HoldStatus> {
         HoldStatus::ALL.get(usize::from(value)).copied()

@@ -63,7 +63,12 @@ struct ModelHold {
     items: Vec<(String, u64)>,
     expires_at_ms: u64,
     reference: Option<String>,
+    /// When it was released, expired or cancelled: it is forgotten `RETENTION_MS` later.
+    ended_at_ms: Option<u64>,
 }
+
+/// The engine's default hold retention, which the model's engine keeps.
+const RETENTION_MS: u64 = bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT;
 
 #[derive(Debug, Clone, Default)]
 struct Part {
@@ -162,6 +167,7 @@ impl Model {
             for (id, hold) in part.holds.iter_mut() {
                 if hold.status == Status::Held && hold.expires_at_ms <= now_ms {
                     hold.status = Status::Expired;
+                    hold.ended_at_ms = Some(hold.expires_at_ms);
                     self.touched.push((name.clone(), id.clone()));
                     for (r, q) in &hold.items {
                         part.resources.get_mut(r).unwrap().held -= q;
@@ -169,6 +175,10 @@ impl Model {
                     expired += 1;
                 }
             }
+        }
+        // Ended holds are forgotten once their retention has passed.
+        for part in self.parts.values_mut() {
+            part.holds.retain(|_, hold| hold.ended_at_ms.is_none_or(|e| e + RETENTION_MS > now_ms));
         }
         expired
     }
@@ -193,6 +203,7 @@ impl Model {
     fn apply(&mut self, now_ms: u64, command: &Command) -> Result<Out, Denied> {
         let hold_ref = match command {
             Command::PutResource(_) => None,
+            Command::DeletePartition(_) => panic!("the model generates no deletions"),
             Command::Hold(c) => Some((&c.partition, &c.hold)),
             Command::Confirm(c) => Some((&c.partition, &c.hold)),
             Command::Release(c) => Some((&c.partition, &c.hold)),
@@ -275,6 +286,7 @@ impl Model {
                     items: requested,
                     expires_at_ms: now_ms + c.ttl_ms.unwrap_or(TTL_MS_DEFAULT),
                     reference: c.reference.clone(),
+                    ended_at_ms: None,
                 };
                 part.holds.insert(c.hold.clone(), hold);
                 Ok(Out::Hold { hold: self.hold_view(&c.partition, &c.hold), existing: false })
@@ -282,6 +294,7 @@ impl Model {
             Command::Confirm(c) => self.on_hold(now_ms, &c.partition, &c.hold, None, Verb::Confirm),
             Command::Release(c) => self.on_hold(now_ms, &c.partition, &c.hold, None, Verb::Release),
             Command::Cancel(c) => self.on_hold(now_ms, &c.partition, &c.hold, None, Verb::Cancel),
+            Command::DeletePartition(_) => panic!("the model generates no deletions"),
             Command::Extend(c) => {
                 self.on_hold(now_ms, &c.partition, &c.hold, Some(c.ttl_ms), Verb::Extend)
             }
@@ -335,6 +348,9 @@ impl Model {
                 (Confirmed, Cancelled) => res.confirmed -= q,
                 _ => {}
             }
+        }
+        if hold.status != to && matches!(to, Released | Cancelled) {
+            hold.ended_at_ms = Some(now_ms);
         }
         hold.status = to;
         Ok(Out::Hold { hold: self.hold_view(p, h), existing: false })
@@ -466,6 +482,7 @@ fn out_v(outcome: &Outcome) -> Out {
             Out::Resource { resource: res_v(resource), created: *created }
         }
         Outcome::Hold { hold, existing } => Out::Hold { hold: hold_v(hold), existing: *existing },
+        Outcome::PartitionDeleted { .. } => panic!("the model generates no deletions"),
     }
 }
 
@@ -629,6 +646,7 @@ impl Tally {
                     let existing = if *existing { ":existing" } else { "" };
                     format!("{}:ok{existing}:{}", command.op(), hold.status.as_str())
                 }
+                Ok(Outcome::PartitionDeleted { .. }) => "delete_partition:ok".into(),
                 Err(refusal) => format!("{}:{}", command.op(), refusal.code()),
             },
             (Action::Tick, EngineResult::Tick(expired)) => {

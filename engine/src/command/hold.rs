@@ -106,12 +106,17 @@ impl Hold {
             // A repeat: rare, so validated in full.
             self.validate()?;
             engine.advance(now_ms);
-            let part = &engine.partitions[partition as usize];
-            let keys: ItemKeys = self.items.iter().map(|item| engine.key(&item.resource)).collect();
-            if !self.same_items(part, &keys, &engine.holds[slot as usize].items) {
-                return Err(Refusal::HoldIdConflict);
+            // Unless the hold's retention ended as the clock moved: then the id is free again
+            // and this is a new hold.
+            if engine.holds[slot as usize].is_used() {
+                let part = &engine.partitions[partition as usize];
+                let keys: ItemKeys =
+                    self.items.iter().map(|item| engine.key(&item.resource)).collect();
+                if !self.same_items(part, &keys, &engine.holds[slot as usize].items) {
+                    return Err(Refusal::HoldIdConflict);
+                }
+                return Ok(engine.hold_receipt(slot, true));
             }
-            return Ok(engine.hold_receipt(slot, true));
         }
         if name_problem(&self.hold).is_some() {
             self.validate()?;
@@ -122,14 +127,31 @@ impl Hold {
         if let Some(index) = missing {
             return Err(self.resource_not_found(index));
         }
-        if engine.holds.len() >= engine.limits.holds_max as usize {
+        if engine.holds_len >= engine.limits.holds_max {
             return Err(Refusal::Overloaded { table: "hold", max: engine.limits.holds_max });
         }
+        engine.check_memory(self.memory_bytes())?;
         let ttl_ms = self.ttl_ms.unwrap_or(HOLD_TTL_MS_DEFAULT);
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let slot =
             engine.insert_hold(partition, &id, items, expires_at_ms, self.reference.as_deref());
         Ok(engine.hold_receipt(slot, false))
+    }
+
+    /// What the budget will count for this hold once stored (see `state::Hold::memory_bytes`).
+    #[inline]
+    fn memory_bytes(&self) -> u64 {
+        let spilled =
+            if self.items.len() > 2 { self.items.len().next_power_of_two() * 8 } else { 0 };
+        let long_id = self.hold.len() > crate::key::SHORT_NAME_BYTES;
+        let extra = if long_id || self.reference.is_some() {
+            std::mem::size_of::<crate::state::HoldExtra>()
+                + if long_id { self.hold.len() } else { 0 }
+                + self.reference.as_deref().map_or(0, |r| 16 + r.len())
+        } else {
+            0
+        };
+        crate::limits::HOLD_MEMORY_BYTES + (spilled + extra) as u64
     }
 
     /// The items as resource indices, up to the first that does not exist (whose position is
@@ -236,7 +258,7 @@ mod tests {
     fn new_hold(outcome: Result<Outcome, Refusal>) -> (crate::HoldView, bool) {
         match outcome.unwrap() {
             Outcome::Hold { hold, existing } => (hold, existing),
-            Outcome::Resource { .. } => panic!("expected a hold"),
+            other => panic!("expected a hold, got {other:?}"),
         }
     }
 
@@ -289,7 +311,9 @@ mod tests {
                 (n % 2 == 0).then(|| format!("order-{n}")).as_deref()
             );
         }
-        let restored = Engine::from_image(&engine.image(), EngineLimits::default()).unwrap();
+        let restored =
+            Engine::from_snapshot_bytes(&engine.to_snapshot_bytes(), EngineLimits::default())
+                .unwrap();
         for (n, id) in ids.iter().enumerate() {
             for engine in [&engine, &restored] {
                 let view = engine.hold("p", id).unwrap();
@@ -488,9 +512,10 @@ mod tests {
         assert_eq!(engine.clock_ms(), crate::limits::CLOCK_MS_MAX);
         assert_eq!(hold.expires_at_ms, crate::limits::CLOCK_MS_MAX + 86_400_000);
         assert!(engine.apply(u64::MAX, &extend("p", "h", 5)).is_ok());
-        let mut image = engine.image();
-        image.clock_ms = u64::MAX;
-        assert!(Engine::from_image(&image, EngineLimits::default()).is_err());
+        // A snapshot whose clock is beyond the engine's range is refused (bytes 1..9: clock).
+        let mut bytes = engine.to_snapshot_bytes();
+        bytes[1..9].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Engine::from_snapshot_bytes(&bytes, EngineLimits::default()).is_err());
     }
 
     #[test]

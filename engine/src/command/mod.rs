@@ -225,6 +225,10 @@ impl Engine {
             return Err(Refusal::HoldNotFound);
         };
         let (now_ms, _) = self.advance(now_ms);
+        if !self.holds[slot as usize].is_used() {
+            // Its retention ended as the clock moved: forgotten, as if never there.
+            return Err(Refusal::HoldNotFound);
+        }
         execute(self, slot, now_ms)
     }
 }
@@ -378,7 +382,7 @@ pub(crate) mod test_support {
     pub fn status(outcome: Result<Outcome, Refusal>) -> Result<crate::HoldStatus, Refusal> {
         match outcome? {
             Outcome::Hold { hold, .. } => Ok(hold.status),
-            Outcome::Resource { .. } => panic!("expected a hold"),
+            other => panic!("expected a hold, got {other:?}"),
         }
     }
 

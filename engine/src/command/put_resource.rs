@@ -40,7 +40,8 @@ impl PutResource {
             return Ok(engine.resource_receipt(partition, index, false));
         }
         // A new resource, and perhaps a new partition: check both tables before touching either.
-        if partition.is_none() && engine.partitions.len() >= engine.limits.partitions_max as usize {
+        if partition.is_none() && engine.partitions_live() >= engine.limits.partitions_max as usize
+        {
             return Err(Refusal::Overloaded {
                 table: "partition",
                 max: engine.limits.partitions_max,
@@ -52,6 +53,11 @@ impl PutResource {
                 max: engine.limits.resources_max,
             });
         }
+        let mut bytes = crate::state::resource_memory_bytes(&self.resource);
+        if partition.is_none() {
+            bytes += crate::state::partition_memory_bytes(&self.partition);
+        }
+        engine.check_memory(bytes)?;
         let partition = match partition {
             Some(partition) => partition,
             None => engine.insert_partition(&self.partition),
