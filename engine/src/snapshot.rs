@@ -222,6 +222,7 @@ impl Engine {
             let restored = self.restore_hold(index, &part, hold)?;
             let slot = self.holds.len() as u32;
             if restored.status == HoldStatus::Held {
+                part.holds_live += 1;
                 self.holds_live += 1;
                 self.expiry.push(restored.expires_at_ms, slot);
             }
