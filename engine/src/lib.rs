@@ -16,7 +16,8 @@
 //! - `chunked`: the hold table's storage, which grows without moving records.
 //! - `query`: read-only lookups and ordered listing.
 //! - `snapshot`: canonical rkyv image of the whole state, and checked restore.
-//! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`].
+//! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`], and
+//!   the pinned, versioned layout of the log's record payloads.
 //! - `view`, `error`: what callers get back: views of resources and holds, and refusals.
 //!
 //! # Invariants

@@ -18,7 +18,7 @@ use crate::index::{NameHasher, NameIndex};
 use crate::key::{InlineName, NameKey, ShortName, SHORT_NAME_BYTES};
 use crate::limits::{
     CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
-    ENGINE_RESOURCES_MAX_DEFAULT,
+    ENGINE_RESOURCES_MAX_DEFAULT, HOLD_RETENTION_MS_DEFAULT,
 };
 use crate::view::{HoldStatus, HoldView, ItemView, ResourceView};
 
@@ -238,7 +238,7 @@ pub struct EngineStats {
 
 /// One shard's booking state. Deterministic: the same commands with the same timestamps, in the
 /// same order, give the same results and the same state. It does no I/O and reads no clock.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) limits: EngineLimits,
     pub(crate) partitions: Vec<Partition>,
@@ -257,6 +257,27 @@ pub struct Engine {
     pub(crate) resources_len: u32,
     pub(crate) holds_live: u32,
     pub(crate) hasher: NameHasher,
+    /// How long a hold that ended is kept, in ms (set by the log's SETTINGS records).
+    pub(crate) hold_retention_ms: u64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            limits: EngineLimits::default(),
+            partitions: Vec::new(),
+            partition_names: Vec::new(),
+            partition_index: NameIndex::default(),
+            last_partition: std::cell::Cell::default(),
+            holds: ChunkedVec::default(),
+            expiry: ExpiryQueue::default(),
+            clock_ms: 0,
+            resources_len: 0,
+            holds_live: 0,
+            hasher: NameHasher::default(),
+            hold_retention_ms: HOLD_RETENTION_MS_DEFAULT,
+        }
+    }
 }
 
 #[inline]
@@ -283,6 +304,16 @@ impl Engine {
 
     pub fn limits(&self) -> EngineLimits {
         self.limits
+    }
+
+    /// How long a hold that ended is kept, in ms.
+    pub fn hold_retention_ms(&self) -> u64 {
+        self.hold_retention_ms
+    }
+
+    /// Sets how long a hold that ended is kept, in ms (a SETTINGS record).
+    pub fn set_hold_retention_ms(&mut self, hold_retention_ms: u64) {
+        self.hold_retention_ms = hold_retention_ms;
     }
 
     /// The latest time the engine has seen, in Unix ms.

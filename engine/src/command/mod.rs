@@ -25,7 +25,7 @@ use crate::state::Engine;
 use crate::view::{HoldStatus, HoldView, ResourceView};
 
 /// A state-changing command, as written to the log.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     PutResource(PutResource),
     Hold(Hold),
@@ -378,7 +378,9 @@ pub(crate) mod test_support {
     pub fn status(outcome: Result<Outcome, Refusal>) -> Result<crate::HoldStatus, Refusal> {
         match outcome? {
             Outcome::Hold { hold, .. } => Ok(hold.status),
-            Outcome::Resource { .. } => panic!("expected a hold"),
+            Outcome::Resource { .. } | Outcome::PartitionDeleted { .. } => {
+                panic!("expected a hold")
+            }
         }
     }
 
