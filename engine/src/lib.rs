@@ -19,7 +19,8 @@
 //! - `snapshot_file`: snapshots written streaming from a frozen copy-on-write view, in slot order,
 //!   and restored with every check.
 //! - `free`: free slots, handed out lowest first.
-//! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`].
+//! - [`runtime`]: shard threads, bounded queues, group commit through a [`runtime::ShardLog`], and
+//!   the pinned, versioned layout of the log's record payloads.
 //! - `view`, `error`: what callers get back: views of resources and holds, and refusals.
 //!
 //! # Invariants

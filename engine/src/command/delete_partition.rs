@@ -7,7 +7,7 @@ use crate::state::Engine;
 
 use super::Receipt;
 
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletePartition {
     pub partition: String,
 }

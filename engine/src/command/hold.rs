@@ -15,13 +15,13 @@ use super::{validate_ttl, Receipt};
 type ItemKeys<'a> = smallvec::SmallVec<[NameKey<'a>; 8]>;
 
 /// `quantity` units of `resource`.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub resource: String,
     pub quantity: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
     pub partition: String,
     pub hold: String,

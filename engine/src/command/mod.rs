@@ -25,7 +25,7 @@ use crate::state::Engine;
 use crate::view::{HoldStatus, HoldView, ResourceView};
 
 /// A state-changing command, as written to the log.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     PutResource(PutResource),
     Hold(Hold),

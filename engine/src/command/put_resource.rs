@@ -8,7 +8,7 @@ use crate::state::Engine;
 
 use super::Receipt;
 
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutResource {
     pub partition: String,
     pub resource: String,

@@ -7,7 +7,7 @@ use crate::view::HoldStatus;
 
 use super::{validate_hold_ref, Receipt};
 
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     pub partition: String,
     pub hold: String,

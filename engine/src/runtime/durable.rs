@@ -19,13 +19,17 @@ use bookd_wal::segment::{segment_name, SegmentHeader};
 use bookd_wal::storage::Area;
 
 use super::log::{
-    decode_command, LogError, RawRead, RawRecord, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+    LogError, RawRead, RawRecord, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
+use super::payload::{decode_command, decode_epoch, decode_settings, decode_tick, PayloadError};
 use crate::state::{Engine, EngineLimits};
 
 /// The file naming the data directory's format and shard count.
 pub const META_FILE: &str = "bookd.meta";
-const META_FORMAT: u32 = 1;
+/// Format 2: record payloads in the layout of `payload.rs`. Format 1 directories hold rkyv
+/// payloads, which this build does not read.
+const META_FORMAT: u32 = 2;
 const LOCK_FILE: &str = "LOCK";
 /// The file holding the node's epoch, raised by promotion.
 const EPOCH_FILE: &str = "epoch";
@@ -39,12 +43,23 @@ pub enum DataDirError {
     Locked(PathBuf),
     #[error("data directory {path} was created with {found} shards; it cannot be opened with {wanted} (the shard count of a data directory is fixed)")]
     ShardCount { path: PathBuf, found: usize, wanted: usize },
-    #[error("{0}: not a bookd data directory meta file, or a format this version does not know")]
+    #[error("{0}: not a bookd data directory meta file")]
     Meta(PathBuf),
+    #[error("data directory {path} is format {found}; this build reads format {wanted} only{}", format_hint(*found))]
+    Format { path: PathBuf, found: u32, wanted: u32 },
     #[error("shard {shard}: {source}")]
     Wal { shard: usize, source: WalError },
     #[error("log {path}: {source}")]
     Log { path: PathBuf, source: WalError },
+}
+
+/// Why a directory of another format cannot be read.
+fn format_hint(found: u32) -> &'static str {
+    match found {
+        1 => " (format 1 logs hold rkyv-encoded record payloads, which this build does not decode)",
+        found if found > META_FORMAT => " (it was written by a newer build)",
+        _ => "",
+    }
 }
 
 /// An open, locked data directory. The lock is held until this is dropped.
@@ -69,9 +84,7 @@ impl DataDir {
         let lock = lock(path)?;
         let meta_path = path.join(META_FILE);
         let found = match std::fs::read_to_string(&meta_path) {
-            Ok(text) => {
-                Some(parse_meta(&text).ok_or_else(|| DataDirError::Meta(meta_path.clone()))?)
-            }
+            Ok(text) => Some(parse_meta(&text).map_err(|problem| problem.error(path, &meta_path))?),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(DataDirError::Io { path: meta_path, source }),
         };
@@ -128,17 +141,47 @@ pub fn read_shard_count(root: &Path) -> Result<usize, DataDirError> {
     let meta_path = root.join(META_FILE);
     let text = std::fs::read_to_string(&meta_path)
         .map_err(|source| DataDirError::Io { path: meta_path.clone(), source })?;
-    parse_meta(&text).ok_or(DataDirError::Meta(meta_path))
+    parse_meta(&text).map_err(|problem| problem.error(root, &meta_path))
 }
 
-fn parse_meta(text: &str) -> Option<usize> {
-    let mut lines = text.lines();
-    if lines.next()? != "bookd data directory" {
-        return None;
+/// What is wrong with a meta file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetaProblem {
+    /// Not a meta file this or any build writes.
+    Malformed,
+    /// A well-formed meta file of another format.
+    Format(u32),
+}
+
+impl MetaProblem {
+    fn error(self, root: &Path, meta_path: &Path) -> DataDirError {
+        match self {
+            MetaProblem::Malformed => DataDirError::Meta(meta_path.to_path_buf()),
+            MetaProblem::Format(found) => {
+                DataDirError::Format { path: root.to_path_buf(), found, wanted: META_FORMAT }
+            }
+        }
     }
-    let format: u32 = lines.next()?.strip_prefix("format ")?.parse().ok()?;
-    let shards: usize = lines.next()?.strip_prefix("shards ")?.parse().ok()?;
-    (format == META_FORMAT && (1..=1024).contains(&shards)).then_some(shards)
+}
+
+/// The shard count of a meta file of this build's format.
+fn parse_meta(text: &str) -> Result<usize, MetaProblem> {
+    let mut lines = text.lines();
+    if lines.next() != Some("bookd data directory") {
+        return Err(MetaProblem::Malformed);
+    }
+    let mut line = |prefix: &str| {
+        lines.next().and_then(|line| line.strip_prefix(prefix)).ok_or(MetaProblem::Malformed)
+    };
+    let format: u32 = line("format ")?.parse().map_err(|_| MetaProblem::Malformed)?;
+    if format != META_FORMAT {
+        return Err(MetaProblem::Format(format));
+    }
+    let shards: usize = line("shards ")?.parse().map_err(|_| MetaProblem::Malformed)?;
+    if !(1..=1024).contains(&shards) {
+        return Err(MetaProblem::Malformed);
+    }
+    Ok(shards)
 }
 
 /// Writes the meta file atomically: temp file, fsync, rename, fsync the directory.
@@ -475,14 +518,11 @@ pub fn apply_record(
     timestamp_ms: u64,
     payload: &[u8],
 ) -> Result<(), String> {
+    let undecodable =
+        |kind: &'static str| move |error: PayloadError| format!("{kind} record: {error}");
     match kind {
-        // An epoch record changes no booking state; it only moves the clock.
-        RECORD_KIND_EPOCH => {
-            engine.tick(timestamp_ms);
-            Ok(())
-        }
         RECORD_KIND_COMMAND => {
-            let command = decode_command(payload)?;
+            let command = decode_command(payload).map_err(undecodable("command"))?;
             engine.apply_receipt(timestamp_ms, &command).map(|_| ()).map_err(|refusal| {
                 format!(
                     "replayed {} refused ({refusal}): log and state machine disagree",
@@ -490,7 +530,27 @@ pub fn apply_record(
                 )
             })
         }
-        kind => Err(format!("unknown record kind {kind}")),
+        // An epoch record changes no booking state; it only moves the clock.
+        RECORD_KIND_EPOCH => {
+            decode_epoch(payload).map_err(undecodable("epoch"))?;
+            engine.tick(timestamp_ms);
+            Ok(())
+        }
+        RECORD_KIND_TICK => {
+            decode_tick(payload).map_err(undecodable("tick"))?;
+            engine.tick(timestamp_ms);
+            Ok(())
+        }
+        RECORD_KIND_SETTINGS => {
+            let settings = decode_settings(payload).map_err(undecodable("settings"))?;
+            engine.set_hold_retention_ms(settings.hold_retention_ms);
+            engine.tick(timestamp_ms);
+            Ok(())
+        }
+        kind => Err(format!(
+            "unknown record kind {kind} (this build reads kinds {RECORD_KIND_COMMAND} to \
+             {RECORD_KIND_SETTINGS})"
+        )),
     }
 }
 
@@ -547,10 +607,89 @@ mod tests {
 
     #[test]
     fn meta_round_trips_and_is_strict() {
-        assert_eq!(parse_meta("bookd data directory\nformat 1\nshards 4\n"), Some(4));
-        assert_eq!(parse_meta("bookd data directory\nformat 2\nshards 4\n"), None);
-        assert_eq!(parse_meta("bookd data directory\nformat 1\nshards 0\n"), None);
-        assert_eq!(parse_meta("something else"), None);
+        assert_eq!(parse_meta("bookd data directory\nformat 2\nshards 4\n"), Ok(4));
+        assert_eq!(
+            parse_meta("bookd data directory\nformat 1\nshards 4\n"),
+            Err(MetaProblem::Format(1))
+        );
+        assert_eq!(
+            parse_meta("bookd data directory\nformat 3\nshards 4\n"),
+            Err(MetaProblem::Format(3))
+        );
+        assert_eq!(
+            parse_meta("bookd data directory\nformat 2\nshards 0\n"),
+            Err(MetaProblem::Malformed)
+        );
+        assert_eq!(
+            parse_meta("bookd data directory x\nformat 2\nshards 4\n"),
+            Err(MetaProblem::Malformed)
+        );
+        assert_eq!(
+            parse_meta("bookd data directory\nformat x\nshards 4\n"),
+            Err(MetaProblem::Malformed)
+        );
+        assert_eq!(parse_meta("something else"), Err(MetaProblem::Malformed));
+        assert_eq!(parse_meta(""), Err(MetaProblem::Malformed));
+    }
+
+    #[test]
+    fn a_format_1_directory_is_refused_naming_both_formats() {
+        let temp = tempfile::tempdir().unwrap();
+        std::fs::write(temp.path().join(META_FILE), "bookd data directory\nformat 1\nshards 2\n")
+            .unwrap();
+        let error = DataDir::open(temp.path(), None, 1).unwrap_err();
+        assert!(matches!(error, DataDirError::Format { found: 1, wanted: 2, .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("is format 1"), "{message}");
+        assert!(message.contains("reads format 2 only"), "{message}");
+        assert!(message.contains("rkyv"), "{message}");
+        let error = read_shard_count(temp.path()).unwrap_err();
+        assert!(matches!(error, DataDirError::Format { found: 1, wanted: 2, .. }), "{error:?}");
+        // Nothing was written over the old directory's meta file.
+        let text = std::fs::read_to_string(temp.path().join(META_FILE)).unwrap();
+        assert!(text.contains("format 1"));
+    }
+
+    #[test]
+    fn records_of_every_kind_apply_and_bad_payloads_are_named() {
+        use crate::command::test_support::{hold, put, T0};
+        let mut engine = Engine::default();
+        let mut payload = Vec::new();
+        crate::runtime::encode_command(&put("p", "r", 2), &mut payload);
+        apply_record(&mut engine, RECORD_KIND_COMMAND, T0, &payload).unwrap();
+        payload.clear();
+        crate::runtime::encode_command(&hold("p", "h", &[("r", 1)], Some(10)), &mut payload);
+        apply_record(&mut engine, RECORD_KIND_COMMAND, T0, &payload).unwrap();
+        payload.clear();
+        crate::runtime::encode_tick(&mut payload);
+        apply_record(&mut engine, RECORD_KIND_TICK, T0 + 10, &payload).unwrap();
+        assert_eq!(engine.hold("p", "h").unwrap().status, crate::HoldStatus::Expired);
+        payload.clear();
+        crate::runtime::encode_settings(
+            &crate::runtime::Settings { hold_retention_ms: 5_000 },
+            &mut payload,
+        );
+        apply_record(&mut engine, RECORD_KIND_SETTINGS, T0 + 20, &payload).unwrap();
+        assert_eq!((engine.hold_retention_ms(), engine.clock_ms()), (5_000, T0 + 20));
+        payload.clear();
+        crate::runtime::encode_epoch(2, &mut payload);
+        apply_record(&mut engine, RECORD_KIND_EPOCH, T0 + 30, &payload).unwrap();
+        assert_eq!(engine.clock_ms(), T0 + 30);
+
+        let before = engine.image();
+        for kind in [RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_TICK, RECORD_KIND_SETTINGS]
+        {
+            let mut bad = payload.clone();
+            bad[0] = 7;
+            let error = apply_record(&mut engine, kind, T0 + 40, &bad).unwrap_err();
+            assert!(
+                error.contains("record payload version 7 is not one this build reads (1)"),
+                "{error}"
+            );
+        }
+        let error = apply_record(&mut engine, 9, T0 + 40, &payload).unwrap_err();
+        assert!(error.contains("unknown record kind 9"), "{error}");
+        assert_eq!(engine.image(), before, "a record that does not decode changes nothing");
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! The narrow interface between a shard and its write-ahead log, the encoding of commands into
-//! log records, and an in-memory log for tests.
+//! The narrow interface between a shard and its write-ahead log, the kinds of log records (their
+//! payloads' layout is in `payload.rs`), and an in-memory log for tests.
 //!
 //! A shard appends one record per successful command, then commits once per batch (group commit);
 //! only after `commit` returns does it answer the batch. A commit error is fatal: durability is
 //! unknown, so the node stops. A standby appends the primary's records verbatim (`append_raw`).
 
-use crate::command::Command;
-
 /// Record kind of a logged command (the WAL treats kinds as opaque).
 pub const RECORD_KIND_COMMAND: u8 = 1;
-/// Record kind written by promotion: the payload is the new epoch (u64, little-endian). It
-/// changes no booking state; it fences the old history and persists the epoch in the log.
+/// Record kind written by promotion: the payload holds the new epoch. It changes no booking
+/// state but the clock; it fences the old history and persists the epoch in the log.
 pub const RECORD_KIND_EPOCH: u8 = 2;
+/// Record kind of a clock tick: the engine moves to the record's timestamp and expires what is
+/// due at that log position.
+pub const RECORD_KIND_TICK: u8 = 3;
+/// Record kind of a change of engine settings (the hold retention), then a tick.
+pub const RECORD_KIND_SETTINGS: u8 = 4;
 
 /// Errors of a shard log. Every one is fatal to the shard that sees it, but for the refusals of
 /// `append_raw` and `read_raw`, which concern the records offered or asked for.
@@ -118,23 +121,6 @@ pub trait ShardLog: Send + 'static {
 
 fn not_replicated() -> LogError {
     LogError::Failed("this log does not take part in replication".into())
-}
-
-/// Appends the log payload of `command` to `out`.
-pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
-    let start = out.len();
-    let buffer = std::mem::take(out);
-    match rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(command, buffer) {
-        Ok(buffer) => *out = buffer,
-        // Serialising owned strings and vectors into a growable buffer cannot fail.
-        Err(error) => panic!("invariant broken: command serialisation failed: {error}"),
-    }
-    debug_assert!(out.len() > start);
-}
-
-/// Decodes a log payload written by [`encode_command`], checking it in full.
-pub fn decode_command(payload: &[u8]) -> Result<Command, String> {
-    rkyv::from_bytes::<Command, rkyv::rancor::Error>(payload).map_err(|error| error.to_string())
 }
 
 /// A record of a [`MemoryLog`].
@@ -316,45 +302,6 @@ impl ShardLog for MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::test_support::*;
-
-    #[test]
-    fn commands_round_trip_through_the_log_encoding() {
-        let commands = [
-            put("p", "r", 7),
-            hold("p", "h", &[("r", 2), ("s", 1)], Some(5)),
-            confirm("p", "h"),
-            release("p", "h"),
-            cancel("p", "h"),
-            extend("p", "h", 9),
-        ];
-        let mut buffer = Vec::new();
-        for command in &commands {
-            buffer.clear();
-            encode_command(command, &mut buffer);
-            assert_eq!(&decode_command(&buffer).unwrap(), command);
-        }
-    }
-
-    /// rkyv checks an archive's structure, not its integrity: a damaged payload may decode to
-    /// another valid command. Integrity is the WAL's record checksum's job; here decoding only
-    /// has to be safe: never panic, never read out of bounds, whatever the bytes.
-    #[test]
-    fn damaged_payloads_never_panic() {
-        let mut buffer = Vec::new();
-        encode_command(&hold("p", "h", &[("r", 2)], None), &mut buffer);
-        assert!(decode_command(&[]).is_err());
-        for cut in 0..buffer.len() {
-            let _ = decode_command(&buffer[..cut]);
-        }
-        for position in 0..buffer.len() {
-            for flip in [0x01, 0x80, 0xff] {
-                let mut damaged = buffer.clone();
-                damaged[position] ^= flip;
-                let _ = decode_command(&damaged);
-            }
-        }
-    }
 
     #[test]
     fn memory_logs_ship_records_verbatim() {

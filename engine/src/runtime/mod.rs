@@ -8,6 +8,7 @@ mod durable;
 mod log;
 mod metrics;
 mod op;
+mod payload;
 mod shard;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,14 +24,18 @@ pub use durable::{
     RecoveredShard, WalLog, META_FILE,
 };
 pub use log::{
-    decode_command, encode_command, LogError, MemoryLog, MemoryRecord, RawRead, RawRecord,
-    ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+    LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, RECORD_KIND_COMMAND,
+    RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 pub use metrics::{
     op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,
     REFUSAL_CODES,
 };
 pub use op::{Op, OpResult};
+pub use payload::{
+    decode_command, decode_epoch, decode_settings, decode_tick, encode_command, encode_epoch,
+    encode_settings, encode_tick, PayloadError, Settings, PAYLOAD_VERSION, PAYLOAD_VERSIONS_READ,
+};
 pub use shard::ShardConfig;
 
 use crate::state::{Engine, EngineStats};

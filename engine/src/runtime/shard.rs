@@ -28,11 +28,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use super::durable::apply_record;
-use super::log::{
-    encode_command, LogError, RawRead, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
-};
+use super::log::{LogError, RawRead, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH};
 use super::metrics::ShardMetrics;
 use super::op::{Op, OpResult};
+use super::payload::{encode_command, encode_epoch};
 use super::{Clock, FatalHook, ShardStatus};
 use crate::command::PREFETCH_AHEAD;
 use crate::state::Engine;
@@ -538,8 +537,9 @@ impl Shard {
             }
             Message::Retain { from_lsn } => self.log.set_retain_from_lsn(from_lsn)?,
             Message::Promote { epoch, reply } => {
-                let lsn =
-                    self.log.append(RECORD_KIND_EPOCH, epoch, now_ms, &epoch.to_le_bytes())?;
+                let mut payload = Vec::new();
+                encode_epoch(epoch, &mut payload);
+                let lsn = self.log.append(RECORD_KIND_EPOCH, epoch, now_ms, &payload)?;
                 self.commit()?;
                 tracing::info!(shard = self.index, epoch, lsn, "epoch record written");
                 let _ = reply.send(Ok(lsn));
