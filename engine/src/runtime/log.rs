@@ -86,6 +86,30 @@ pub trait ShardLog: Send + 'static {
     /// unnecessary (as the retention setting allows).
     fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError>;
 
+    /// Starts a snapshot of the state after record `lsn`, which must be durable: the sink is
+    /// written on another thread (streaming, never the whole state in memory) and made durable
+    /// by [`SnapshotSink::finish`]; then [`ShardLog::snapshot_written`] registers it on the
+    /// log's own thread. The default gathers the bytes in memory for [`ShardLog::write_snapshot`].
+    fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
+        Ok(Box::new(MemorySink { lsn, bytes: Vec::new(), gate: None }))
+    }
+    /// Registers a snapshot a sink of [`ShardLog::begin_snapshot`] made durable, and drops what
+    /// it makes unnecessary.
+    fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
+        match written.inner {
+            Written::Memory(bytes) => self.write_snapshot(written.lsn, &bytes),
+        }
+    }
+    /// The position of the newest snapshot, if there is one.
+    fn newest_snapshot_lsn(&self) -> Option<u64> {
+        None
+    }
+    /// Whether a record of `payload_bytes` can be appended without new disk space or with a
+    /// segment already prepared (false: the disk is full; writes are refused meanwhile).
+    fn has_room(&mut self, _payload_bytes: usize) -> bool {
+        true
+    }
+
     // Replication. A log that does not take part in replication (a test double) keeps these
     // defaults, which refuse.
 
@@ -116,6 +140,85 @@ pub trait ShardLog: Send + 'static {
     /// either the old one or the new one.
     fn install_snapshot(&mut self, _lsn: u64, _state: &[u8]) -> Result<(), LogError> {
         Err(not_replicated())
+    }
+}
+
+/// Where a snapshot is written, on the snapshot thread: the state goes in through `Write`,
+/// `finish` makes it durable.
+pub trait SnapshotSink: std::io::Write + Send {
+    fn finish(self: Box<Self>) -> Result<SnapshotWritten, LogError>;
+}
+
+/// A durable snapshot, not yet registered with its log.
+#[derive(Debug)]
+pub struct SnapshotWritten {
+    pub lsn: u64,
+    /// Bytes of the snapshot's payload.
+    pub bytes: u64,
+    pub(crate) inner: Written,
+}
+
+#[derive(Debug)]
+pub(crate) enum Written {
+    Memory(Vec<u8>),
+}
+
+/// A gate that holds a [`MemorySink`] in `finish` until it is opened: a test's slow disk.
+#[derive(Debug, Default)]
+pub struct SnapshotGate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    /// How many sinks are waiting at the gate.
+    pub waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl SnapshotGate {
+    pub fn open(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            *open = true;
+            self.opened.notify_all();
+        }
+    }
+
+    fn pass(&self) {
+        use std::sync::atomic::Ordering;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let Ok(mut open) = self.open.lock() else { return };
+        while !*open {
+            open = match self.opened.wait(open) {
+                Ok(open) => open,
+                Err(_) => return,
+            };
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A snapshot gathered in memory (logs without their own snapshot files).
+struct MemorySink {
+    lsn: u64,
+    bytes: Vec<u8>,
+    gate: Option<std::sync::Arc<SnapshotGate>>,
+}
+
+impl std::io::Write for MemorySink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotSink for MemorySink {
+    fn finish(self: Box<Self>) -> Result<SnapshotWritten, LogError> {
+        if let Some(gate) = &self.gate {
+            gate.pass();
+        }
+        let bytes = self.bytes.len() as u64;
+        Ok(SnapshotWritten { lsn: self.lsn, bytes, inner: Written::Memory(self.bytes) })
     }
 }
 
@@ -159,6 +262,10 @@ pub struct MemoryLog {
     pub commits: u64,
     /// Position before the first record kept (after `install_snapshot`).
     pub base_lsn: u64,
+    /// When set, snapshot sinks wait here before they finish (a slow disk).
+    pub snapshot_gate: Option<std::sync::Arc<SnapshotGate>>,
+    /// When set, the log says it has no room (a full disk).
+    pub full: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl MemoryLog {
@@ -216,6 +323,32 @@ impl ShardLog for MemoryLog {
         self.snapshots.push((lsn, state.to_vec()));
         self.bytes_since_snapshot = 0;
         Ok(())
+    }
+
+    fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
+        if lsn > self.durable_lsn {
+            return Err(LogError::Failed(format!("snapshot at {lsn} is not durable yet")));
+        }
+        // What was appended from here on is what the next snapshot will not cover.
+        self.bytes_since_snapshot = 0;
+        Ok(Box::new(MemorySink { lsn, bytes: Vec::new(), gate: self.snapshot_gate.clone() }))
+    }
+
+    fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
+        match written.inner {
+            Written::Memory(bytes) => {
+                self.snapshots.push((written.lsn, bytes));
+                Ok(())
+            }
+        }
+    }
+
+    fn newest_snapshot_lsn(&self) -> Option<u64> {
+        self.snapshots.last().map(|(lsn, _)| *lsn)
+    }
+
+    fn has_room(&mut self, _payload_bytes: usize) -> bool {
+        !self.full.as_ref().is_some_and(|full| full.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {

@@ -105,9 +105,9 @@ impl Histogram {
 /// What one shard counts.
 #[derive(Debug)]
 pub struct ShardMetrics {
-    pub commands_ok: [AtomicU64; 6],
-    pub commands_refused: [AtomicU64; 6],
-    pub refusals: [AtomicU64; 12],
+    pub commands_ok: [AtomicU64; COMMAND_OPS.len()],
+    pub commands_refused: [AtomicU64; COMMAND_OPS.len()],
+    pub refusals: [AtomicU64; REFUSAL_CODES.len()],
     pub queries: AtomicU64,
     pub batches: AtomicU64,
     pub batch_ops: Histogram,
@@ -115,12 +115,23 @@ pub struct ShardMetrics {
     pub log_records: AtomicU64,
     pub log_bytes: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Snapshots that could not be written (the log is intact; the next one is tried later).
+    pub snapshots_failed: AtomicU64,
+    /// Bytes and duration of the last snapshot written.
+    pub snapshot_last_bytes: AtomicU64,
+    pub snapshot_last_duration_ms: AtomicU64,
+    /// Tick records written: an idle shard's expiries and forgotten holds, at a log position.
+    pub tick_records: AtomicU64,
     pub holds_expired: AtomicU64,
     /// Batches whose synchronous standbys did not acknowledge in time.
     pub replication_timeouts: AtomicU64,
     // Gauges, set after each batch.
     pub holds_live: AtomicU64,
     pub resources: AtomicU64,
+    /// Holds kept (held, confirmed, and ended ones within the retention).
+    pub holds: AtomicU64,
+    /// The memory the state uses, as the budget counts it.
+    pub memory_bytes: AtomicU64,
     pub last_lsn: AtomicU64,
     pub durable_lsn: AtomicU64,
 }
@@ -138,10 +149,16 @@ impl Default for ShardMetrics {
             log_records: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            snapshots_failed: AtomicU64::new(0),
+            snapshot_last_bytes: AtomicU64::new(0),
+            snapshot_last_duration_ms: AtomicU64::new(0),
+            tick_records: AtomicU64::new(0),
             holds_expired: AtomicU64::new(0),
             replication_timeouts: AtomicU64::new(0),
             holds_live: AtomicU64::new(0),
             resources: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
             last_lsn: AtomicU64::new(0),
             durable_lsn: AtomicU64::new(0),
         }

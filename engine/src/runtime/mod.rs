@@ -10,6 +10,7 @@ mod metrics;
 mod op;
 mod payload;
 mod shard;
+mod snapshotter;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,8 +25,9 @@ pub use durable::{
     RecoveredShard, WalLog, META_FILE,
 };
 pub use log::{
-    LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, RECORD_KIND_COMMAND,
-    RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, SnapshotGate, SnapshotSink,
+    SnapshotWritten, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS,
+    RECORD_KIND_TICK,
 };
 pub use metrics::{
     op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,
@@ -188,6 +190,7 @@ impl Runtime {
                 replicated_lsn: replicated_lsn.clone(),
                 committed_lsn,
                 syncer: None,
+                snapshots: snapshotter::Snapshots::new(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bookd-shard-{index}"))

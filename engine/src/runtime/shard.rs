@@ -28,15 +28,27 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use super::durable::apply_record;
-use super::log::{LogError, RawRead, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH};
+use super::log::{
+    LogError, RawRead, ShardLog, SnapshotWritten, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+};
 use super::metrics::ShardMetrics;
+use super::snapshotter::{snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_RETRY_INTERVAL};
 use super::op::{Op, OpResult};
-use super::payload::{encode_command, encode_epoch};
+use super::payload::{encode_command, encode_epoch, encode_settings, encode_tick, Settings};
 use super::{Clock, FatalHook, ShardStatus};
-use crate::command::PREFETCH_AHEAD;
+use crate::command::{Command, PREFETCH_AHEAD};
+use crate::error::{Refusal, StorageFullReason};
 use crate::state::Engine;
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// The largest payload of a command record (a hold of 64 items with 64-byte names and a
+/// 256-byte ref is about 5 KiB): a command is refused for a full disk unless this much fits.
+const COMMAND_PAYLOAD_BYTES_MAX: usize = 8 * 1024;
+/// Room kept for commands that free or keep units (confirm, release, cancel, extend, delete)
+/// when the disk is full: commands that grow the state need this much more.
+const GROWTH_RESERVE_BYTES: usize = 1024 * 1024;
 
 /// A message to a shard.
 #[derive(Debug)]
@@ -104,7 +116,8 @@ pub struct ShardConfig {
     pub tick_interval: Duration,
     /// Most ops applied in one batch before committing.
     pub batch_ops_max: usize,
-    /// Take a snapshot once this many log bytes were written since the last one.
+    /// Take a snapshot once at least this many log bytes were written since the last one, and
+    /// at least as many as the state's size (`snapshotter::snapshot_due`).
     pub snapshot_log_bytes: u64,
     /// Acknowledge a batch only once this many standbys have it on disk (0: asynchronous).
     pub sync_standbys: usize,
@@ -146,6 +159,8 @@ pub(crate) struct Shard {
     pub(crate) committed_lsn: u64,
     /// The thread that syncs the log while the shard goes on (started by `run`).
     pub(crate) syncer: Option<Syncer>,
+    /// Snapshots: when, and the thread that writes them.
+    pub(crate) snapshots: Snapshots,
 }
 
 type Replies = Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>;
@@ -208,6 +223,15 @@ impl Shard {
         let mut waiting: VecDeque<Waiting> = VecDeque::new();
         let mut unsynced: VecDeque<Unsynced> = VecDeque::new();
         self.syncer = Syncer::start(self.index);
+        match SnapshotThread::start(self.index) {
+            Ok(thread) => self.snapshots.thread = Some(thread),
+            Err(error) => {
+                tracing::warn!(shard = self.index, %error, "no snapshot thread: snapshots written in line");
+            }
+        }
+        if self.shared.writable.load(Ordering::Acquire) {
+            self.engine.set_memory_max_bytes(self.config.memory_max_bytes);
+        }
         loop {
             let wait = match waiting.front() {
                 Some(front) => self
@@ -217,25 +241,38 @@ impl Shard {
                 None => self.config.tick_interval,
             };
             let in_flight = self.syncer.as_ref().filter(|sync| sync.in_flight.is_some());
-            let first = match in_flight.map(|sync| sync.done.clone()) {
-                Some(done) => crossbeam_channel::select! {
-                    recv(self.inbox) -> message => match message {
+            let sync_done = in_flight.map(|sync| sync.done.clone());
+            let snapshot_done = self.snapshots.done_channel();
+            let first = match sync_done {
+                None if !matches!(self.snapshots.phase, Phase::Writing { .. }) => {
+                    match self.inbox.recv_timeout(wait) {
                         Ok(message) => Some(message),
-                        Err(_) => break,
-                    },
-                    recv(done) -> done => {
-                        if let Err(error) = self.synced(done) {
-                            return self.fail(error, Batch::default(), waiting, unsynced);
-                        }
-                        None
-                    },
-                    default(wait) => None,
-                },
-                None => match self.inbox.recv_timeout(wait) {
-                    Ok(message) => Some(message),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                sync_done => {
+                    let sync_done = sync_done.unwrap_or_else(crossbeam_channel::never);
+                    crossbeam_channel::select! {
+                        recv(self.inbox) -> message => match message {
+                            Ok(message) => Some(message),
+                            Err(_) => break,
+                        },
+                        recv(sync_done) -> done => {
+                            if let Err(error) = self.synced(done) {
+                                return self.fail(error, Batch::default(), waiting, unsynced);
+                            }
+                            None
+                        },
+                        recv(snapshot_done) -> done => {
+                            if let Err(error) = self.snapshot_finished(done) {
+                                return self.fail(error, Batch::default(), waiting, unsynced);
+                            }
+                            None
+                        },
+                        default(wait) => None,
+                    }
+                }
             };
             // Never below the last time in the log: on a promoted standby, the replicated
             // records carry the old primary's clock, which may be ahead of this one. A standby
@@ -246,9 +283,14 @@ impl Shard {
                 last_stamp_ms = last_stamp_ms.max((self.shared.clock)());
             }
             let now_ms = last_stamp_ms;
+            let mut batch = Batch::default();
+            if self.shared.writable.load(Ordering::Acquire) {
+                if let Err(error) = self.log_time(now_ms, &mut batch) {
+                    return self.fail(error, batch, waiting, unsynced);
+                }
+            }
             let expired = self.engine.tick(now_ms);
             self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
-            let mut batch = Batch::default();
             let mut next = first;
             while let Some(message) = next.take() {
                 batch.ops += message.ops_len();
@@ -291,7 +333,9 @@ impl Shard {
                     return self.fail(error, batch, waiting, unsynced);
                 }
             }
-            self.after_batch(batch.ops);
+            if let Err(error) = self.after_batch(batch.ops) {
+                return self.fail(error, batch, waiting, unsynced);
+            }
             // A snapshot or a control may have synced in line.
             self.release_synced(&mut unsynced, &mut waiting);
             if stop {
@@ -336,6 +380,11 @@ impl Shard {
         let engine = &mut self.engine;
         let result = match op {
             Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
+            Op::Command(command) if !self.log.has_room(record_room_bytes(command)) => {
+                let result = Err(Refusal::StorageFull { reason: StorageFullReason::Disk });
+                self.metrics.count_command(command, &result);
+                OpResult::Command(result)
+            }
             Op::Command(command) => {
                 let result = engine.apply(now_ms, command);
                 self.metrics.count_command(command, &result);
@@ -518,9 +567,7 @@ impl Shard {
 
     fn control(&mut self, message: Message, now_ms: u64) -> Result<(), LogError> {
         match message {
-            Message::Checkpoint { reply } => {
-                let _ = reply.send(self.snapshot().map_err(|error| error.to_string()));
-            }
+            Message::Checkpoint { reply } => self.checkpoint(reply)?,
             Message::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -582,6 +629,9 @@ impl Shard {
         let engine =
             Engine::from_snapshot_bytes(state, self.engine.limits()).map_err(|e| e.to_string())?;
         self.log.install_snapshot(lsn, state).map_err(|error| error.to_string())?;
+        // A snapshot of the old log being written is of no use to the new one.
+        self.snapshots.generation += 1;
+        self.snapshots.phase = Phase::Idle;
         self.engine = engine;
         self.metrics.last_lsn.store(lsn, Ordering::Relaxed);
         self.metrics.durable_lsn.store(lsn, Ordering::Relaxed);
@@ -599,35 +649,178 @@ impl Shard {
         }
     }
 
-    /// Writes a snapshot of the state after the last durable record.
-    fn snapshot(&mut self) -> Result<u64, LogError> {
-        if self.log.durable_lsn() < self.log.last_lsn() {
-            self.commit()?;
+    /// Appends what time alone changes, so that it happens at a log position on every node: a
+    /// settings record when the configured hold retention differs from the state's, and a tick
+    /// record when a hold is due to expire or be forgotten. Applied exactly as replay applies
+    /// them. On a full disk they wait (the state is the same either way; only the position of
+    /// the change moves to the next record).
+    fn log_time(&mut self, now_ms: u64, batch: &mut Batch) -> Result<(), LogError> {
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        let mut payload = Vec::with_capacity(16);
+        let retention = self.config.hold_retention_ms;
+        if self.engine.hold_retention_ms() != retention && self.log.has_room(16) {
+            encode_settings(&Settings { hold_retention_ms: retention }, &mut payload);
+            self.append_applied(RECORD_KIND_SETTINGS, epoch, now_ms, &payload)?;
+            batch.appended = true;
+            tracing::info!(shard = self.index, hold_retention_ms = retention, "hold retention set");
         }
-        let lsn = self.log.last_lsn();
-        let state = self.engine.to_snapshot_bytes();
-        self.log.write_snapshot(lsn, &state)?;
-        self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(shard = self.index, lsn, bytes = state.len(), "snapshot written");
-        Ok(lsn)
+        if self.engine.next_due_ms().is_some_and(|due| due <= now_ms) && self.log.has_room(16) {
+            payload.clear();
+            encode_tick(&mut payload);
+            self.append_applied(RECORD_KIND_TICK, epoch, now_ms, &payload)?;
+            self.metrics.tick_records.fetch_add(1, Ordering::Relaxed);
+            batch.appended = true;
+        }
+        Ok(())
     }
 
-    fn after_batch(&mut self, ops: usize) {
+    /// Appends a record the shard made itself and applies it as replay will.
+    fn append_applied(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        now_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), LogError> {
+        self.log.append(kind, epoch, now_ms, payload)?;
+        apply_record(&mut self.engine, kind, now_ms, payload)
+            .map_err(|reason| LogError::Failed(format!("own record does not apply: {reason}")))?;
+        self.metrics.log_records.fetch_add(1, Ordering::Relaxed);
+        self.metrics.log_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `POST /admin/checkpoint`: answered once a snapshot at or after the log's current end is
+    /// durable; at once when the newest snapshot already is (nothing changed since).
+    fn checkpoint(&mut self, reply: Reply<u64>) -> Result<(), LogError> {
+        let target = self.log.last_lsn();
+        if let Some(newest) = self.log.newest_snapshot_lsn().filter(|&newest| newest >= target) {
+            let _ = reply.send(Ok(newest));
+            return Ok(());
+        }
+        self.snapshots.checkpoints.push((target, reply));
+        if matches!(self.snapshots.phase, Phase::Idle) {
+            self.freeze();
+        }
+        self.advance_snapshot()
+    }
+
+    /// Freezes the state at the log's end for a snapshot (O(partitions + chunks)).
+    fn freeze(&mut self) {
+        let lsn = self.log.last_lsn();
+        let view = self.engine.freeze();
+        self.snapshots.phase = Phase::Frozen { lsn, view, started: Instant::now() };
+    }
+
+    /// Moves a frozen snapshot on: once the log is durable at its position, opens the log's
+    /// sink and hands both to the snapshot thread; until then makes sure a sync is coming.
+    fn advance_snapshot(&mut self) -> Result<(), LogError> {
+        let Phase::Frozen { lsn, .. } = self.snapshots.phase else {
+            return Ok(());
+        };
+        if self.log.durable_lsn() < lsn {
+            let syncing = self.syncer.as_ref().is_some_and(|sync| sync.in_flight.is_some());
+            return if syncing { Ok(()) } else { self.start_sync() };
+        }
+        let Phase::Frozen { lsn, view, started } =
+            std::mem::replace(&mut self.snapshots.phase, Phase::Idle)
+        else {
+            return Ok(());
+        };
+        match self.log.begin_snapshot(lsn) {
+            Ok(sink) => {
+                self.snapshots.phase = Phase::Writing { lsn, started };
+                if let Some(result) = self.snapshots.submit(view, sink) {
+                    let generation = self.snapshots.generation;
+                    return self.snapshot_finished(Ok((generation, result)));
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.snapshot_failed(lsn, &error);
+                Ok(())
+            }
+        }
+    }
+
+    /// The snapshot thread answered (or the snapshot was written in line).
+    fn snapshot_finished(
+        &mut self,
+        done: Result<Done, crossbeam_channel::RecvError>,
+    ) -> Result<(), LogError> {
+        let Phase::Writing { lsn, started } =
+            std::mem::replace(&mut self.snapshots.phase, Phase::Idle)
+        else {
+            return Ok(());
+        };
+        let (generation, result) = done.unwrap_or((
+            self.snapshots.generation,
+            Err(LogError::Failed("the snapshot thread stopped".into())),
+        ));
+        if generation != self.snapshots.generation {
+            return Ok(());
+        }
+        let registered = result.and_then(|written: SnapshotWritten| {
+            let bytes = written.bytes;
+            self.log.snapshot_written(written).map(|()| bytes)
+        });
+        match registered {
+            Ok(bytes) => {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                self.metrics.snapshot_last_bytes.store(bytes, Ordering::Relaxed);
+                self.metrics.snapshot_last_duration_ms.store(elapsed_ms, Ordering::Relaxed);
+                self.snapshots.retry_after = None;
+                tracing::info!(shard = self.index, lsn, bytes, elapsed_ms, "snapshot written");
+                let (done, pending): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut self.snapshots.checkpoints)
+                        .into_iter()
+                        .partition(|(target, _)| *target <= lsn);
+                for (_, reply) in done {
+                    let _ = reply.send(Ok(lsn));
+                }
+                self.snapshots.checkpoints = pending;
+                if !self.snapshots.checkpoints.is_empty() {
+                    self.freeze();
+                    return self.advance_snapshot();
+                }
+            }
+            Err(error) => self.snapshot_failed(lsn, &error),
+        }
+        Ok(())
+    }
+
+    /// A snapshot could not be written: the log is intact (recovery replays further), so it is
+    /// not fatal; waiting checkpoints get the error and the next try waits a little.
+    fn snapshot_failed(&mut self, lsn: u64, error: &LogError) {
+        tracing::error!(shard = self.index, lsn, %error, "snapshot failed");
+        self.metrics.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+        self.snapshots.retry_after = Some(Instant::now() + SNAPSHOT_RETRY_INTERVAL);
+        for (_, reply) in std::mem::take(&mut self.snapshots.checkpoints) {
+            let _ = reply.send(Err(format!("snapshot failed: {error}")));
+        }
+    }
+
+    fn after_batch(&mut self, ops: usize) -> Result<(), LogError> {
         if ops > 0 {
             self.metrics.batches.fetch_add(1, Ordering::Relaxed);
             self.metrics.batch_ops.observe(ops as u64);
         }
         let stats = self.engine.stats();
         self.metrics.holds_live.store(u64::from(stats.holds_live), Ordering::Relaxed);
+        self.metrics.holds.store(u64::from(stats.holds), Ordering::Relaxed);
         self.metrics.resources.store(u64::from(stats.resources), Ordering::Relaxed);
+        self.metrics.memory_bytes.store(stats.memory_bytes, Ordering::Relaxed);
         self.metrics.last_lsn.store(self.log.last_lsn(), Ordering::Relaxed);
-        if self.log.bytes_since_snapshot() >= self.config.snapshot_log_bytes {
-            if let Err(error) = self.snapshot() {
-                // A failed snapshot leaves the log intact; recovery replays further. Not fatal,
-                // unless it was the log's own sync that failed, which the next commit reports.
-                tracing::error!(shard = self.index, %error, "snapshot failed");
-            }
+        let due = snapshot_due(
+            self.log.bytes_since_snapshot(),
+            stats.memory_bytes,
+            self.config.snapshot_log_bytes,
+        );
+        if due && self.snapshots.may_start_automatically() {
+            self.freeze();
         }
+        self.advance_snapshot()
     }
 
     /// The log failed: durability of the pending batch is unknown. The node is told to stop
@@ -635,7 +828,7 @@ impl Shard {
     /// every message `Unavailable` until the runtime stops it, so no caller waits for ever on a
     /// message stranded in the queue.
     fn fail(
-        self,
+        mut self,
         error: LogError,
         batch: Batch,
         waiting: VecDeque<Waiting>,
@@ -655,6 +848,9 @@ impl Shard {
         for batch in waiting {
             unavailable(batch.replies);
         }
+        for (_, reply) in std::mem::take(&mut self.snapshots.checkpoints) {
+            let _ = reply.send(failed());
+        }
         for message in self.inbox.iter() {
             match message {
                 Message::Ops { ops, reply } => {
@@ -671,6 +867,15 @@ impl Shard {
                 Message::Stop => break,
             }
         }
+    }
+}
+
+/// The log room a command needs: its record, and for commands that grow the state the reserve
+/// kept for those that free units.
+fn record_room_bytes(command: &Command) -> usize {
+    match command {
+        Command::Hold(_) | Command::PutResource(_) => COMMAND_PAYLOAD_BYTES_MAX + GROWTH_RESERVE_BYTES,
+        _ => COMMAND_PAYLOAD_BYTES_MAX,
     }
 }
 
