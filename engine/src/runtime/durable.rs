@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bookd_wal::{
-    MmapStorage, RecordView, Replay, ReplayProgress, Snapshot, Storage, Wal, WalError,
+    MmapStorage, RecordView, Replay, ReplayProgress, SnapshotReader, Storage, Wal, WalError,
 };
 
 use bookd_wal::segment::{segment_name, SegmentHeader};
@@ -248,6 +248,10 @@ impl ShardLog for WalLog {
         log_error(self.wal.poison_with(error))
     }
 
+    fn has_room(&mut self, payload_bytes: usize) -> bool {
+        self.wal.has_room(payload_bytes)
+    }
+
     fn last_lsn(&self) -> u64 {
         self.wal.next_lsn() - 1
     }
@@ -417,7 +421,7 @@ fn finish_install(path: &Path) -> Result<(), DataDirError> {
 struct NoReplay;
 
 impl Replay for NoReplay {
-    fn snapshot(&mut self, _: &Snapshot) -> Result<(), String> {
+    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
         Ok(())
     }
 
@@ -437,10 +441,12 @@ struct EngineReplay {
 }
 
 impl Replay for EngineReplay {
-    fn snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.engine = Engine::from_snapshot_bytes(&snapshot.bytes, self.limits)
-            .map_err(|error| error.to_string())?;
-        tracing::info!(shard = self.shard, lsn = snapshot.lsn, "restored snapshot");
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        // The engine decodes from bytes: the (already checked) payload is read into memory here.
+        let bytes = snapshot.read_to_vec().map_err(|error| error.to_string())?;
+        self.engine =
+            Engine::from_snapshot_bytes(&bytes, self.limits).map_err(|error| error.to_string())?;
+        tracing::info!(shard = self.shard, lsn = snapshot.lsn(), "restored snapshot");
         Ok(())
     }
 

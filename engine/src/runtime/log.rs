@@ -73,6 +73,13 @@ pub trait ShardLog: Send + 'static {
     fn poison_with(&mut self, error: std::io::Error) -> LogError {
         LogError::Failed(format!("log sync failed: {error}"))
     }
+    /// Whether a record of `payload_bytes` can be appended now without needing disk space that
+    /// may be missing (a full disk): when `true`, the next `append` of that size cannot fail for
+    /// lack of space. The shard asks before applying a command, and refuses the command when
+    /// `false`. The default, for logs without a disk, is always `true`.
+    fn has_room(&mut self, _payload_bytes: usize) -> bool {
+        true
+    }
     /// Position of the last appended record (0 when empty).
     fn last_lsn(&self) -> u64;
     /// Position of the last durable record.
@@ -173,6 +180,8 @@ pub struct MemoryLog {
     pub commits: u64,
     /// Position before the first record kept (after `install_snapshot`).
     pub base_lsn: u64,
+    /// When set, `has_room` says `false` (a full disk, for tests of the refusal).
+    pub full: bool,
 }
 
 impl MemoryLog {
@@ -212,6 +221,10 @@ impl ShardLog for MemoryLog {
 
     fn sync(&mut self) -> Result<u64, LogError> {
         self.commit()
+    }
+
+    fn has_room(&mut self, _payload_bytes: usize) -> bool {
+        !self.full
     }
 
     fn last_lsn(&self) -> u64 {
