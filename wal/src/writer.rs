@@ -243,6 +243,7 @@ impl<S: Storage> Wal<S> {
         if wal.segments.is_empty() {
             wal.create_segment()?;
         }
+        wal.request_next_segment_when_half_full();
         let report = RecoveryReport {
             snapshot_lsn: report_snapshot,
             records_replayed,
@@ -318,7 +319,9 @@ impl<S: Storage> Wal<S> {
     /// preallocated segment is ready to roll into. When it says `true`, the next `append` of
     /// that size cannot fail for lack of space (`WalError::NoSpace`). `false` for a payload above
     /// the limit, and on a poisoned writer. When no segment is ready it starts, or retries after a
-    /// back-off of 100 ms to 1 s, preparing one; it never waits.
+    /// back-off of 100 ms to 1 s, preparing one; it never waits, so it also says `false` while a
+    /// spare is still being zero-filled (records written faster than a segment is prepared, or a
+    /// record too big for what is left right after open).
     pub fn has_room(&mut self, payload_bytes: usize) -> bool {
         if self.poisoned || payload_bytes > self.options.payload_size_max_bytes() {
             return false;
@@ -661,6 +664,9 @@ impl<S: Storage> Wal<S> {
     /// fatal error poisons the writer, as a failed sync does; a lack of space is logged (rate
     /// limited). Returns the error.
     pub fn snapshot_failed(&mut self, error: WalError) -> WalError {
+        if matches!(error, WalError::Poisoned) {
+            return error; // said and logged when it happened
+        }
         if error.is_no_space() {
             self.warn_no_space(&error, "the snapshot was not written; the log is intact");
         }
@@ -670,6 +676,7 @@ impl<S: Storage> Wal<S> {
     /// Writes a snapshot from bytes in memory: [`Wal::begin_snapshot`], the bytes,
     /// `SnapshotWriter::finish` and [`Wal::snapshot_written`] in one call.
     pub fn write_snapshot(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
+        self.check_usable()?;
         if bytes.len() as u64 > crate::limits::snapshot_size_bytes_max {
             return Err(WalError::Invalid(format!(
                 "snapshot of {} bytes above the limit",
