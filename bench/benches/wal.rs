@@ -16,7 +16,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bookd_wal::{Options, RecordView, Replay, Snapshot, SyncMethod, Wal};
+use bookd_wal::{Options, RecordView, Replay, SnapshotReader, SyncMethod, Wal};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const PAYLOAD_SIZE_BYTES: usize = 100;
@@ -26,7 +26,7 @@ const LATENCY_SAMPLES: usize = 2_000;
 struct Nothing;
 
 impl Replay for Nothing {
-    fn snapshot(&mut self, _: &Snapshot) -> Result<(), String> {
+    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
         Ok(())
     }
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {

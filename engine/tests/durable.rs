@@ -162,3 +162,18 @@ fn no_reply_before_its_record_is_durable() {
         Err(_) => panic!("a caller still holds the runtime"),
     }
 }
+
+#[test]
+fn has_room_reaches_the_log() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(temp.path(), Some(1), 1).unwrap();
+    let mut shard = recover_shard(&dir, 0, options(), EngineLimits::default()).unwrap();
+    assert!(shard.log.has_room(100), "an empty log on a roomy disk has room");
+    let too_large = options().payload_size_max_bytes() + 1;
+    assert!(!shard.log.has_room(too_large), "the log's own answer, not the default");
+
+    let mut memory = bookd_engine::runtime::MemoryLog::default();
+    assert!(memory.has_room(100));
+    memory.full = Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    assert!(!memory.has_room(100), "the knob for tests of the refusal");
+}

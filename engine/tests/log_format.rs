@@ -334,7 +334,7 @@ fn assert_fixture_state(engine: &Engine) {
 fn write_fixture(target: &Path) {
     struct Nothing;
     impl bookd_wal::Replay for Nothing {
-        fn snapshot(&mut self, _: &bookd_wal::Snapshot) -> Result<(), String> {
+        fn snapshot(&mut self, _: &mut bookd_wal::SnapshotReader) -> Result<(), String> {
             Ok(())
         }
         fn record(&mut self, _: &bookd_wal::RecordView<'_>) -> Result<(), String> {

@@ -14,7 +14,7 @@ use bookd_engine::runtime::{
 };
 use bookd_engine::{Command, Engine, EngineLimits};
 use bookd_wal::recovery::{list_snapshots, plan, read_snapshot, replay};
-use bookd_wal::{MmapStorage, RecordView, Replay, Snapshot, WalError};
+use bookd_wal::{MmapStorage, RecordView, Replay, SnapshotReader, WalError};
 
 /// Replays into a scratch engine, only to check.
 struct Check {
@@ -22,8 +22,9 @@ struct Check {
 }
 
 impl Replay for Check {
-    fn snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.engine = Engine::from_snapshot_bytes(&snapshot.bytes, EngineLimits::default())
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        let bytes = snapshot.read_to_vec().map_err(|error| error.to_string())?;
+        self.engine = Engine::from_snapshot_bytes(&bytes, EngineLimits::default())
             .map_err(|error| error.to_string())?;
         Ok(())
     }
@@ -53,7 +54,7 @@ pub fn verify_shard(path: &Path) -> Result<String, WalError> {
         }
     }
     let planned = plan(&mut storage, false)?;
-    let replayed = replay(&planned, &mut Check { engine: Engine::default() })?;
+    let replayed = replay(&storage, &planned, &mut Check { engine: Engine::default() })?;
     let records = match report.records {
         0 => "no records".to_string(),
         n => format!("{n} records (lsn {}..={})", report.first_lsn, report.last_lsn),

@@ -31,6 +31,22 @@ pub enum WalError {
         source: std::io::Error,
     },
 
+    /// The disk has no room for a new segment or a snapshot (or the new file could not be made).
+    /// Not fatal: nothing was written, the log is intact and usable, and the same call succeeds
+    /// once space is freed.
+    #[error(
+        "wal: no space: {operation} {path}: {source}; nothing was written, the log is intact, \
+         retry once space is freed"
+    )]
+    NoSpace {
+        /// What was being done, e.g. "create segment".
+        operation: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
     /// A previous sync failed; the writer refuses every further call.
     #[error("wal: the writer is poisoned by an earlier failed sync; the node must stop")]
     Poisoned,
@@ -102,6 +118,20 @@ impl WalError {
     /// Builds an `Io` error.
     pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         WalError::Io { operation, path: path.into(), source }
+    }
+
+    /// Builds a `NoSpace` error.
+    pub fn no_space(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        WalError::NoSpace { operation, path: path.into(), source }
+    }
+
+    /// True for a refusal for lack of disk space (see `WalError::NoSpace`).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, WalError::NoSpace { .. })
     }
 
     /// True for errors that mean the node must stop (a failed sync, a poisoned writer).

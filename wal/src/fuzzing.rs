@@ -8,7 +8,7 @@
 use crate::record::{self, Lsn, RecordView};
 use crate::recovery::Replay;
 use crate::segment::{decode_header, segment_name};
-use crate::snapshot::{snapshot_name, Snapshot};
+use crate::snapshot::{snapshot_name, SnapshotReader};
 use crate::storage::{Area, MemoryStorage};
 use crate::writer::{Options, Wal};
 
@@ -72,8 +72,10 @@ struct Checker {
 }
 
 impl Replay for Checker {
-    fn snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.last = Some(snapshot.lsn);
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        let bytes = snapshot.read_to_vec().map_err(|e| e.to_string())?;
+        assert_eq!(bytes.len() as u64, snapshot.size_bytes(), "snapshot read short");
+        self.last = Some(snapshot.lsn());
         Ok(())
     }
     fn record(&mut self, view: &RecordView<'_>) -> Result<(), String> {

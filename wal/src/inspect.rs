@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::WalError;
 use crate::limits::segment_header_size_bytes;
 use crate::record::{self, Lsn, RecordView};
-use crate::recovery::{self, list_snapshots, read_snapshot};
+use crate::recovery::{self, check_snapshot, list_snapshots};
 use crate::storage::{MmapStorage, SegmentFile, Storage};
 
 /// What `verify` found in a sound log.
@@ -34,7 +34,7 @@ pub fn verify<S: Storage>(storage: &mut S) -> Result<VerifyReport, WalError> {
     let plan = recovery::plan(storage, false)?;
     let names = list_snapshots(storage)?;
     for (lsn, name) in &names {
-        if let Err(d) = read_snapshot(storage, *lsn, name)? {
+        if let Err(d) = check_snapshot(storage, *lsn, name)? {
             return Err(WalError::corrupt(&d.path, d.offset, d.reason));
         }
     }

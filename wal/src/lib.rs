@@ -14,10 +14,12 @@
 //! - `segment.rs`: segment file names and the segment header's byte map.
 //! - `storage.rs`: the narrow `Storage` trait and its backends: `MmapStorage` (real files),
 //!   `MemoryStorage`, and `CrashStorage` (live and durable images, for in-process crash tests).
-//! - `writer.rs`: `Wal`: open (recovery), append, group commit, segment roll, snapshots, retention.
+//! - `writer.rs`: `Wal`: open (recovery), append, group commit, segment roll, room checks
+//!   (`has_room`: a full disk is a refusal, never a crash), snapshots, retention.
 //! - `reader.rs`: `Wal::read_raw`, framed records by LSN for replication.
 //! - `recovery.rs`: the recovery decision table, the scan, the snapshot choice, replay.
-//! - `snapshot.rs`: snapshot files and their byte map.
+//! - `snapshot.rs`: snapshot files and their byte map; the streaming `SnapshotWriter` and
+//!   `SnapshotReader`.
 //! - `inspect.rs`: `verify` and `dump` for the `bookd wal` commands.
 //! - `fuzzing.rs`: the fuzz target's logic, also run as a test over the corpus.
 //! - `error.rs`: `WalError`.
@@ -41,9 +43,9 @@ pub use error::WalError;
 pub use inspect::{dump, dump_dir, verify, verify_dir, VerifyReport};
 pub use record::{Lsn, RecordHeader, RecordView};
 pub use recovery::{Replay, ReplayProgress};
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotDone, SnapshotReader, SnapshotWriter};
 pub use storage::{
-    Area, CrashStorage, CrashTail, MemoryStorage, MmapStorage, SegmentFile, Storage, SyncHandle,
-    SyncMethod,
+    Area, CrashStorage, CrashTail, FileReader, FileSink, MemoryStorage, MmapStorage, SegmentFile,
+    Storage, SyncHandle, SyncMethod,
 };
 pub use writer::{Options, RecoveryReport, SyncPolicy, Wal};

@@ -38,6 +38,21 @@ pub const snapshot_size_bytes_max: u64 = 16 * 1024 * 1024 * 1024;
 /// Default number of newest snapshots kept by retention.
 pub const snapshots_retained_default: usize = 2;
 
+/// Buffer of a streaming snapshot writer and reader (`SnapshotWriter`, `SnapshotReader`), and the
+/// chunk the checksum pass over a snapshot reads at a time.
+pub const snapshot_io_buffer_size_bytes: u32 = 256 * 1024;
+
+/// First wait before trying again to make a segment that could not be made (disk full); doubles
+/// after each failure up to `segment_retry_backoff_max_ms`.
+pub const segment_retry_backoff_min_ms: u64 = 100;
+
+/// Longest wait between two attempts to make a segment that could not be made.
+pub const segment_retry_backoff_max_ms: u64 = 1000;
+
+/// A lack of disk space is logged at most once per this interval (with the count of the
+/// occurrences not logged), however often writes are refused.
+pub const no_space_warning_interval_ms: u64 = 10_000;
+
 /// Replay reports progress at least this often (in records), and once at the end.
 pub const replay_progress_interval_records: u64 = 1 << 20;
 
@@ -51,6 +66,8 @@ const _: () = assert!(
             + record_alignment_bytes as u64
 );
 const _: () = assert!(segment_size_bytes_min <= segment_size_bytes_default);
+const _: () = assert!(segment_retry_backoff_min_ms <= segment_retry_backoff_max_ms);
+const _: () = assert!(snapshot_io_buffer_size_bytes >= snapshot_header_size_bytes);
 const _: () = assert!(segment_size_bytes_default <= segment_size_bytes_max);
 const _: () = assert!(segment_size_bytes_max <= u32::MAX as u64);
 const _: () = assert!(segment_size_bytes_min.is_multiple_of(record_alignment_bytes as u64));

@@ -33,6 +33,9 @@
 //! - snapshots are tried newest first; a damaged snapshot is corrupt unless an older valid one
 //!   (or none at all, meaning the empty state at LSN 0) plus a complete log can be used instead, in
 //!   which case a warning names the damaged file and says which snapshot is used.
+//!
+//! Snapshots are checked in one streaming pass (header, then the payload's CRC32C over a fixed
+//! buffer: no copy of the payload), then handed to `Replay::snapshot` as a stream.
 
 use std::path::PathBuf;
 
@@ -40,10 +43,11 @@ use crate::error::WalError;
 use crate::limits::{
     record_alignment_bytes, replay_progress_interval_records, segment_header_size_bytes,
 };
+use crate::limits::{snapshot_header_size_bytes, snapshot_io_buffer_size_bytes};
 use crate::record::{self, Lsn, RecordView};
 use crate::segment::{decode_header, parse_segment_name};
-use crate::snapshot::{self, parse_snapshot_name};
-use crate::storage::{Area, SegmentFile, Storage, TEMP_SUFFIX};
+use crate::snapshot::{self, parse_snapshot_name, read_up_to, SnapshotHeader, SnapshotReader};
+use crate::storage::{Area, FileReader, SegmentFile, Storage, TEMP_SUFFIX};
 
 /// What a record slot looks like (see the decision table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,14 +355,32 @@ pub struct DamagedSnapshot {
     pub reason: &'static str,
 }
 
+/// A snapshot file whose checksums passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its file name.
+    pub name: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its header: LSN, payload size and checksum.
+    pub header: SnapshotHeader,
+}
+
+impl SnapshotInfo {
+    /// The state includes every record up to this LSN.
+    pub fn lsn(&self) -> Lsn {
+        self.header.lsn
+    }
+}
+
 /// Everything recovery decided before touching anything: the scanned log, the snapshot to start
 /// from, and the damaged snapshots passed over.
 #[derive(Debug)]
 pub struct Plan<F> {
     /// The scanned log.
     pub scan: Scan<F>,
-    /// The snapshot to start from and its path (`None`: start from the empty state at LSN 0).
-    pub snapshot: Option<(PathBuf, snapshot::Snapshot)>,
+    /// The snapshot to start from (`None`: start from the empty state at LSN 0).
+    pub snapshot: Option<SnapshotInfo>,
     /// Newer snapshots that are damaged (newest first).
     pub damaged_snapshots: Vec<DamagedSnapshot>,
     /// LSNs of all snapshot files present, oldest first (for retention).
@@ -368,7 +390,7 @@ pub struct Plan<F> {
 impl<F> Plan<F> {
     /// The LSN the chosen snapshot includes (0 without one).
     pub fn base_lsn(&self) -> Lsn {
-        self.snapshot.as_ref().map_or(0, |(_, s)| s.lsn)
+        self.snapshot.as_ref().map_or(0, SnapshotInfo::lsn)
     }
 }
 
@@ -388,21 +410,90 @@ pub fn list_snapshots<S: Storage>(storage: &S) -> Result<Vec<(Lsn, String)>, Wal
     Ok(names)
 }
 
-/// Reads and checks one snapshot file.
+const SNAPSHOT_HEADER: usize = snapshot_header_size_bytes as usize;
+
+/// Opens a snapshot file and checks its header: the open file positioned at the payload.
+fn open_snapshot_file<S: Storage>(
+    storage: &S,
+    lsn: Lsn,
+    name: &str,
+) -> Result<Result<(SnapshotHeader, FileReader), DamagedSnapshot>, WalError> {
+    let path = storage.path(Area::Snapshots, name);
+    let mut file = storage.open_read(Area::Snapshots, name)?;
+    let mut head = [0u8; SNAPSHOT_HEADER];
+    let got = read_up_to(&mut file.reader, &mut head)
+        .map_err(|e| WalError::io("read snapshot", &path, e))?;
+    if got < SNAPSHOT_HEADER {
+        let reason = "snapshot shorter than its header";
+        return Ok(Err(DamagedSnapshot { path, offset: 0, reason }));
+    }
+    match snapshot::decode_header(&head, lsn, file.size_bytes) {
+        Ok(header) => Ok(Ok((header, file))),
+        Err((offset, reason)) => Ok(Err(DamagedSnapshot { path, offset, reason })),
+    }
+}
+
+/// Checks one snapshot file in a single streaming pass: its header, then its payload's CRC32C
+/// read through a fixed buffer (the payload is never held in memory).
+pub fn check_snapshot<S: Storage>(
+    storage: &S,
+    lsn: Lsn,
+    name: &str,
+) -> Result<Result<SnapshotInfo, DamagedSnapshot>, WalError> {
+    let path = storage.path(Area::Snapshots, name);
+    let (header, mut file) = match open_snapshot_file(storage, lsn, name)? {
+        Ok(opened) => opened,
+        Err(damaged) => return Ok(Err(damaged)),
+    };
+    let mut buffer = vec![0u8; snapshot_io_buffer_size_bytes as usize];
+    let mut left = header.payload_size_bytes;
+    let mut checksum = 0u32;
+    while left > 0 {
+        let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = read_up_to(&mut file.reader, &mut buffer[..want])
+            .map_err(|e| WalError::io("read snapshot", &path, e))?;
+        if got == 0 {
+            let reason = "snapshot payload size does not match the file";
+            return Ok(Err(DamagedSnapshot { path, offset: 24, reason }));
+        }
+        checksum = crc32c::crc32c_append(checksum, &buffer[..got]);
+        left -= got as u64;
+    }
+    if checksum != header.payload_checksum {
+        let reason = "snapshot payload checksum mismatch";
+        return Ok(Err(DamagedSnapshot { path, offset: SNAPSHOT_HEADER as u64, reason }));
+    }
+    Ok(Ok(SnapshotInfo { name: name.to_owned(), path, header }))
+}
+
+/// Opens a checked snapshot's payload as a stream. A file that changed since it was checked is
+/// refused (here if its header differs; by the reader if its payload does).
+pub fn open_snapshot<S: Storage>(
+    storage: &S,
+    info: &SnapshotInfo,
+) -> Result<SnapshotReader, WalError> {
+    match open_snapshot_file(storage, info.lsn(), &info.name)? {
+        Ok((header, file)) if header == info.header => {
+            Ok(SnapshotReader::new(header, info.path.clone(), file.reader))
+        }
+        Ok(_) => Err(WalError::corrupt(&info.path, 0, "snapshot changed since it was checked")),
+        Err(damaged) => Err(WalError::corrupt(&damaged.path, damaged.offset, damaged.reason)),
+    }
+}
+
+/// Reads and checks one snapshot file, whole, into memory (a checksum pass, then the read).
 pub fn read_snapshot<S: Storage>(
     storage: &S,
     lsn: Lsn,
     name: &str,
 ) -> Result<Result<snapshot::Snapshot, DamagedSnapshot>, WalError> {
-    let path = storage.path(Area::Snapshots, name);
-    let mut bytes = storage.read_file(Area::Snapshots, name)?;
-    match snapshot::decode(&bytes, lsn) {
-        Ok(_) => {
-            bytes.drain(..crate::limits::snapshot_header_size_bytes as usize);
-            Ok(Ok(snapshot::Snapshot { lsn, bytes }))
-        }
-        Err((offset, reason)) => Ok(Err(DamagedSnapshot { path, offset, reason })),
-    }
+    let info = match check_snapshot(storage, lsn, name)? {
+        Ok(info) => info,
+        Err(damaged) => return Ok(Err(damaged)),
+    };
+    let mut reader = open_snapshot(storage, &info)?;
+    let bytes = reader.read_to_vec().map_err(|e| WalError::io("read snapshot", &info.path, e))?;
+    Ok(Ok(snapshot::Snapshot { lsn, bytes }))
 }
 
 /// Scans the log and chooses the snapshot to start from. Modifies nothing.
@@ -416,9 +507,9 @@ pub fn plan<S: Storage>(
     let mut damaged_snapshots = Vec::new();
     let mut snapshot = None;
     for (lsn, name) in names.iter().rev() {
-        match read_snapshot(storage, *lsn, name)? {
-            Ok(s) => {
-                snapshot = Some((storage.path(Area::Snapshots, name), s));
+        match check_snapshot(storage, *lsn, name)? {
+            Ok(info) => {
+                snapshot = Some(info);
                 break;
             }
             Err(damaged) => damaged_snapshots.push(damaged),
@@ -442,7 +533,7 @@ pub fn plan<S: Storage>(
 fn check_coverage<S: Storage, F>(storage: &S, plan: &Plan<F>) -> Result<(), WalError> {
     let base = plan.base_lsn();
     let from = match &plan.snapshot {
-        Some((path, s)) => format!("snapshot {} at lsn {}", path.display(), s.lsn),
+        Some(s) => format!("snapshot {} at lsn {}", s.path.display(), s.lsn()),
         None => "the empty state".to_owned(),
     };
     let Some(first) = plan.scan.segments.first() else {
@@ -484,8 +575,10 @@ pub struct ReplayProgress {
 /// What recovery hands the node: the snapshot, then every record after it in order.
 /// A refusal (e.g. bytes that do not decode) stops recovery with `WalError::ReplayRefused`.
 pub trait Replay {
-    /// Called once, before any record, with the snapshot recovery starts from (if any).
-    fn snapshot(&mut self, snapshot: &snapshot::Snapshot) -> Result<(), String>;
+    /// Called once, before any record, with the snapshot recovery starts from (if any): its
+    /// checksums already passed; its payload is read from `snapshot` (`std::io::Read`, with
+    /// `lsn()` and `size_bytes()`), and a read error is a refusal to return.
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String>;
     /// Called for every record after the snapshot's LSN, in LSN order.
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String>;
     /// Progress, for long logs.
@@ -494,13 +587,18 @@ pub trait Replay {
     }
 }
 
-/// Replays a planned log into `replay`; returns the number of records replayed.
-pub fn replay<F: SegmentFile>(plan: &Plan<F>, replay: &mut dyn Replay) -> Result<u64, WalError> {
+/// Replays a planned log of `storage` into `replay`; returns the number of records replayed.
+pub fn replay<S: Storage, F: SegmentFile>(
+    storage: &S,
+    plan: &Plan<F>,
+    replay: &mut dyn Replay,
+) -> Result<u64, WalError> {
     let base = plan.base_lsn();
-    if let Some((path, s)) = &plan.snapshot {
-        replay.snapshot(s).map_err(|reason| WalError::ReplayRefused {
-            lsn: s.lsn,
-            path: path.clone(),
+    if let Some(info) = &plan.snapshot {
+        let mut reader = open_snapshot(storage, info)?;
+        replay.snapshot(&mut reader).map_err(|reason| WalError::ReplayRefused {
+            lsn: info.lsn(),
+            path: info.path.clone(),
             offset: 0,
             reason,
         })?;

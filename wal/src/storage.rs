@@ -2,19 +2,26 @@
 //! a crash simulator that keeps a "live" and a "durable" image of every file.
 //!
 //! Invariant: after `SegmentFile::sync()` returns `Ok`, every byte written before survives a crash; after
-//! `create_segment` and `write_file_durable` return `Ok`, the file exists under its final name with
-//! its full contents (temp file, sync, rename, directory sync). Nothing else is promised durable.
+//! `create_segment` and `FileSink::publish` (so `write_file_durable`) return `Ok`, the file exists
+//! under its final name with its full contents (temp file, sync, rename, directory sync). Nothing
+//! else is promised durable. A segment or file that could not be made (a full disk) leaves no
+//! partial file behind and is `WalError::NoSpace`, never a fatal error.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
 use crate::error::WalError;
+use crate::limits::{
+    no_space_warning_interval_ms, segment_retry_backoff_max_ms, segment_retry_backoff_min_ms,
+};
 
 /// The two directories of a log directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,6 +78,34 @@ pub trait SegmentFile {
     }
 }
 
+/// A file being written under a temp name (from `Storage::create_file`): appended to, patched,
+/// then published under its final name. Dropping a sink that was not published removes its temp
+/// file. `Send`, so a snapshot can be written on another thread than the log's writer.
+pub trait FileSink: Send {
+    /// Appends `bytes` at the end of the file (not durable).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Overwrites bytes already appended, from `offset` (a header written last).
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes the file durable under its final name: fsync, rename, directory fsync. On a failure
+    /// before the rename the temp file is removed; a full disk is `WalError::NoSpace`, another
+    /// failed fsync `WalError::SyncFailed`.
+    fn publish(self: Box<Self>) -> Result<(), WalError>;
+}
+
+/// A file opened for reading from its first byte.
+pub struct FileReader {
+    /// The file's size when it was opened.
+    pub size_bytes: u64,
+    /// Its bytes, from offset 0.
+    pub reader: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader").field("size_bytes", &self.size_bytes).finish_non_exhaustive()
+    }
+}
+
 /// The file operations the log needs, and nothing else.
 pub trait Storage {
     /// An open segment.
@@ -80,25 +115,27 @@ pub trait Storage {
     /// The file names in an area, in no particular order.
     fn list(&self, area: Area) -> Result<Vec<String>, WalError>;
     /// Creates a zero-filled segment of `size_bytes` starting with `header`, durably (temp file,
-    /// sync, rename, directory sync), and opens it for writing.
+    /// sync, rename, directory sync), and opens it for writing. A segment that cannot be made
+    /// (full disk, or any error on the new file) leaves no file behind and is `WalError::NoSpace`;
+    /// only a failed directory sync is fatal.
     fn create_segment(
         &mut self,
         name: &str,
         size_bytes: u64,
         header: &[u8],
     ) -> Result<Self::Segment, WalError>;
+    /// Whether `create_segment` of `size_bytes` needs no new disk space now (a zero-filled spare
+    /// is ready), so it cannot fail for lack of space. A spare under way is waited for (the
+    /// writer asks only when a record does not fit the active segment, where it would wait for
+    /// the roll anyway); none prepared is prepared now, unless the last attempt failed less than
+    /// a back-off ago (a full disk): then it says `false` at once.
+    fn segment_ready(&mut self, size_bytes: u64) -> bool;
     /// Opens an existing segment, for writing or read-only.
     fn open_segment(&mut self, name: &str, writable: bool) -> Result<Self::Segment, WalError>;
-    /// Reads a whole file.
-    fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError>;
-    /// Writes a whole file, the concatenation of `parts`, durably under `name` (temp file, fsync,
-    /// rename, directory fsync).
-    fn write_file_durable(
-        &mut self,
-        area: Area,
-        name: &str,
-        parts: &[&[u8]],
-    ) -> Result<(), WalError>;
+    /// Opens a file for reading, with its size.
+    fn open_read(&self, area: Area, name: &str) -> Result<FileReader, WalError>;
+    /// Starts writing the file `name` under a temp name (see `FileSink`).
+    fn create_file(&self, area: Area, name: &str) -> Result<Box<dyn FileSink>, WalError>;
     /// Removes a file and syncs its directory.
     fn remove_file(&mut self, area: Area, name: &str) -> Result<(), WalError>;
     /// A hint that a segment of `size_bytes` will be created soon (the active one is half full):
@@ -106,6 +143,86 @@ pub trait Storage {
     fn prepare_segment(&mut self, size_bytes: u64) {
         let _ = size_bytes;
     }
+    /// Reads a whole file.
+    fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError> {
+        let path = self.path(area, name);
+        let mut file = self.open_read(area, name)?;
+        let mut bytes = Vec::new();
+        file.reader.read_to_end(&mut bytes).map_err(|e| WalError::io("read file", &path, e))?;
+        Ok(bytes)
+    }
+    /// Writes a whole file, the concatenation of `parts`, durably under `name` (temp file, fsync,
+    /// rename, directory fsync). A full disk is `WalError::NoSpace` and leaves no file behind.
+    fn write_file_durable(
+        &mut self,
+        area: Area,
+        name: &str,
+        parts: &[&[u8]],
+    ) -> Result<(), WalError> {
+        let path = self.path(area, name);
+        let mut sink = self.create_file(area, name)?;
+        for part in parts {
+            sink.append(part).map_err(|e| write_error("write file", &path, e))?;
+        }
+        sink.publish()
+    }
+}
+
+/// Whether an I/O error means the disk (or the quota) is full.
+pub fn io_error_is_no_space(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || error.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// A failed write: `NoSpace` for a full disk, else `Io`.
+pub(crate) fn write_error(
+    operation: &'static str,
+    path: &Path,
+    source: std::io::Error,
+) -> WalError {
+    if io_error_is_no_space(&source) {
+        WalError::no_space(operation, path, source)
+    } else {
+        WalError::io(operation, path, source)
+    }
+}
+
+/// A copy of an I/O error (they are not `Clone`), keeping the OS error code when there is one.
+pub(crate) fn copy_io_error(error: &std::io::Error) -> std::io::Error {
+    match error.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(error.kind(), error.to_string()),
+    }
+}
+
+/// A rate limit for a warning that may repeat often (a full disk is retried often, logged rarely).
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(count of occurrences not logged since the last one)` when the warning may be logged
+    /// now (at most once per `no_space_warning_interval_ms`), else `None`.
+    pub(crate) fn allow(&mut self) -> Option<u64> {
+        let interval = Duration::from_millis(no_space_warning_interval_ms);
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < interval) {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Temp files of `create_file` get a number unique in the process, so two sinks never share one.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+fn temp_name(name: &str) -> String {
+    let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    format!("{name}.{n}{TEMP_SUFFIX}")
 }
 
 /// Suffix of files being written; they are removed on open.
@@ -120,14 +237,32 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// Creating a segment means writing and syncing `segment_size_bytes` of zeroes; to keep that off
 /// the commit path, a helper thread prepares the next one (`wal/spare.seg.tmp`) once the writer
 /// says it will be needed (`prepare_segment`), and `create_segment` then only writes the header
-/// into it, syncs and renames it.
+/// into it, syncs and renames it. A spare that cannot be made (full disk) is removed, logged (rate
+/// limited) and tried again after a back-off of 100 ms doubling to 1 s, when the writer next asks
+/// (`segment_ready`, `prepare_segment`, `create_segment`).
 #[derive(Debug)]
 pub struct MmapStorage {
     root: PathBuf,
     sync_method: SyncMethod,
     read_only: bool,
-    /// The spare segment being prepared: (size, thread returning the zero-filled, synced file).
-    spare: Option<(u64, std::thread::JoinHandle<std::io::Result<File>>)>,
+    spare: Spare,
+    /// Wait after the next failure to make a segment (doubles up to the maximum).
+    spare_backoff: Duration,
+    /// Rate limit of the warnings about spares that could not be made.
+    warnings: Throttle,
+}
+
+/// Where the next segment stands.
+#[derive(Debug)]
+enum Spare {
+    /// None prepared or under way.
+    Absent,
+    /// The helper thread is writing it: it returns the zero-filled, synced file.
+    Preparing { size_bytes: u64, thread: std::thread::JoinHandle<std::io::Result<File>> },
+    /// Zero-filled and synced: a roll needs no new disk space.
+    Ready { size_bytes: u64, file: File },
+    /// The last attempt failed (its partial file removed); the next one not before `retry_at`.
+    Failed { error: std::io::Error, retry_at: Instant },
 }
 
 /// File name of the spare segment (a temp file: removed at open if a crash left it).
@@ -144,7 +279,7 @@ impl MmapStorage {
                 sync_dir(&root)?;
             }
         }
-        Ok(MmapStorage { root, sync_method, read_only: false, spare: None })
+        Ok(Self::with(root, sync_method, false))
     }
 
     /// Opens an existing log directory without ever writing to it (for `bookd wal verify`/`dump`).
@@ -154,7 +289,18 @@ impl MmapStorage {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
             return Err(WalError::io("open log directory", &root, e));
         }
-        Ok(MmapStorage { root, sync_method: SyncMethod::default(), read_only: true, spare: None })
+        Ok(Self::with(root, SyncMethod::default(), true))
+    }
+
+    fn with(root: PathBuf, sync_method: SyncMethod, read_only: bool) -> Self {
+        MmapStorage {
+            root,
+            sync_method,
+            read_only,
+            spare: Spare::Absent,
+            spare_backoff: Duration::from_millis(segment_retry_backoff_min_ms),
+            warnings: Throttle::default(),
+        }
     }
 
     /// The log directory.
@@ -175,40 +321,125 @@ impl MmapStorage {
         Ok(())
     }
 
-    /// Starts preparing a spare segment of `size_bytes` unless one is already under way.
+    /// Starts preparing a spare segment of `size_bytes` unless one is ready, under way, or a
+    /// failed attempt's back-off has not passed yet.
     fn prepare_spare(&mut self, size_bytes: u64) {
-        if self.spare.is_some() || self.read_only {
+        if self.read_only {
+            return;
+        }
+        self.poll_spare();
+        let start = match &self.spare {
+            Spare::Absent => true,
+            Spare::Failed { retry_at, .. } => Instant::now() >= *retry_at,
+            Spare::Ready { size_bytes: ready, .. } => *ready != size_bytes,
+            Spare::Preparing { .. } => false,
+        };
+        if !start {
             return;
         }
         let path = self.path(Area::Wal, SPARE_NAME);
-        let thread = std::thread::Builder::new()
-            .name("wal-spare-segment".into())
-            .spawn(move || zero_filled_file(&path, size_bytes));
-        // Could not start a thread: the next segment is simply created on the writer's thread.
-        if let Ok(thread) = thread {
-            self.spare = Some((size_bytes, thread));
+        let thread =
+            std::thread::Builder::new().name("wal-spare-segment".into()).spawn(move || {
+                let made = zero_filled_file(&path, size_bytes);
+                if made.is_err() {
+                    // Give the space back at once; the writer tries again later.
+                    let _ = fs::remove_file(&path);
+                }
+                made
+            });
+        match thread {
+            Ok(thread) => self.spare = Spare::Preparing { size_bytes, thread },
+            // Could not start a thread: tried again after the back-off, or made in line at a roll.
+            Err(error) => self.spare_failed(error),
         }
     }
 
-    /// The spare segment file if one of `size_bytes` was prepared (waiting for it if needed).
-    fn take_spare(&mut self, size_bytes: u64) -> Option<File> {
-        let (spare_size, thread) = self.spare.take()?;
-        let file = thread.join().ok()?.ok()?;
-        (spare_size == size_bytes).then_some(file)
+    /// Collects a finished helper's result, without waiting.
+    fn poll_spare(&mut self) {
+        if matches!(&self.spare, Spare::Preparing { thread, .. } if thread.is_finished()) {
+            self.join_spare();
+        }
+    }
+
+    /// Waits for a helper under way; the spare is then ready or failed.
+    fn join_spare(&mut self) {
+        match std::mem::replace(&mut self.spare, Spare::Absent) {
+            Spare::Preparing { size_bytes, thread } => match thread.join() {
+                Ok(Ok(file)) => {
+                    self.spare_backoff = Duration::from_millis(segment_retry_backoff_min_ms);
+                    self.spare = Spare::Ready { size_bytes, file };
+                }
+                Ok(Err(error)) => {
+                    if let Some(suppressed) = self.warnings.allow() {
+                        let path = self.path(Area::Wal, SPARE_NAME);
+                        tracing::warn!(
+                            file = %path.display(), error = %error, suppressed,
+                            retry_in_ms = self.spare_backoff.as_millis() as u64,
+                            "wal: could not prepare the next segment (disk full?); writes that need \
+                             a new segment are refused until one can be made"
+                        );
+                    }
+                    self.spare_failed(error);
+                }
+                Err(_) => self.spare_failed(std::io::Error::other("spare segment helper panicked")),
+            },
+            other => self.spare = other,
+        }
+    }
+
+    /// Records a failed attempt to make a segment; the next one waits for the back-off.
+    fn spare_failed(&mut self, error: std::io::Error) {
+        self.spare = Spare::Failed { error, retry_at: Instant::now() + self.spare_backoff };
+        let max = Duration::from_millis(segment_retry_backoff_max_ms);
+        self.spare_backoff = self.spare_backoff.saturating_mul(2).min(max);
+    }
+
+    /// A zero-filled, synced file of `size_bytes` to turn into a segment named `name`: the spare
+    /// if one is ready, else made in line (unless a failed attempt's back-off has not passed).
+    /// On failure no file is left behind.
+    fn segment_file(&mut self, name: &str, size_bytes: u64) -> Result<(PathBuf, File), WalError> {
+        self.join_spare();
+        match std::mem::replace(&mut self.spare, Spare::Absent) {
+            Spare::Ready { size_bytes: ready, file } if ready == size_bytes => {
+                return Ok((self.path(Area::Wal, SPARE_NAME), file));
+            }
+            Spare::Failed { error, retry_at } if Instant::now() < retry_at => {
+                let copy = copy_io_error(&error);
+                self.spare = Spare::Failed { error, retry_at };
+                let path = self.path(Area::Wal, SPARE_NAME);
+                return Err(WalError::no_space("prepare segment", path, copy));
+            }
+            // Absent, failed long enough ago, or ready at another size (dropped: overwritten later).
+            _ => {}
+        }
+        let temp = self.path(Area::Wal, &format!("{name}{TEMP_SUFFIX}"));
+        match zero_filled_file(&temp, size_bytes) {
+            Ok(file) => {
+                self.spare_backoff = Duration::from_millis(segment_retry_backoff_min_ms);
+                Ok((temp, file))
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&temp);
+                let copy = copy_io_error(&error);
+                self.spare_failed(error);
+                Err(WalError::no_space("preallocate segment", temp, copy))
+            }
+        }
     }
 }
 
 impl Drop for MmapStorage {
     fn drop(&mut self) {
         // Never leave the helper writing into a directory we no longer own.
-        if let Some((_, thread)) = self.spare.take() {
+        if let Spare::Preparing { thread, .. } = std::mem::replace(&mut self.spare, Spare::Absent) {
             let _ = thread.join();
         }
     }
 }
 
 /// Creates (truncating) `path` filled with `size_bytes` real zeroes, synced. Real zeroes, not a
-/// sparse file, so later syncs write data only, with no block allocation to commit.
+/// sparse file, so later writes need no new disk space and later syncs write data only, with no
+/// block allocation to commit.
 fn zero_filled_file(path: &Path, size_bytes: u64) -> std::io::Result<File> {
     let mut file =
         OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
@@ -226,6 +457,48 @@ fn zero_filled_file(path: &Path, size_bytes: u64) -> std::io::Result<File> {
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     let file = File::open(dir).map_err(|e| WalError::io("open directory", dir, e))?;
     file.sync_all().map_err(|source| WalError::SyncFailed { path: dir.to_path_buf(), source })
+}
+
+/// A file being written on the real backend: `<name>.<n>.tmp`, renamed to `name` by `publish`.
+#[derive(Debug)]
+struct MmapFileSink {
+    file: File,
+    temp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    renamed: bool,
+}
+
+impl FileSink for MmapFileSink {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn publish(mut self: Box<Self>) -> Result<(), WalError> {
+        if let Err(source) = self.file.sync_all() {
+            // Dropping `self` removes the temp file: nothing refers to it.
+            if io_error_is_no_space(&source) {
+                return Err(WalError::no_space("sync file", &self.temp, source));
+            }
+            return Err(WalError::SyncFailed { path: self.temp.clone(), source });
+        }
+        fs::rename(&self.temp, &self.path)
+            .map_err(|e| write_error("rename file", &self.path, e))?;
+        self.renamed = true;
+        sync_dir(&self.dir)
+    }
+}
+
+impl Drop for MmapFileSink {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// A segment file: a read-only mapping of all of it, and `pwrite` + `fdatasync` for writing.
@@ -339,20 +612,28 @@ impl Storage for MmapStorage {
     ) -> Result<MmapSegment, WalError> {
         let path = self.path(Area::Wal, name);
         self.refuse_if_read_only("create segment", &path)?;
-        let (temp, file) = match self.take_spare(size_bytes) {
-            Some(file) => (self.path(Area::Wal, SPARE_NAME), file),
-            None => {
-                let temp = self.path(Area::Wal, &format!("{name}{TEMP_SUFFIX}"));
-                let file = zero_filled_file(&temp, size_bytes)
-                    .map_err(|e| WalError::io("preallocate segment", &temp, e))?;
-                (temp, file)
-            }
+        let (temp, file) = self.segment_file(name, size_bytes)?;
+        // Any failure on the new file: remove it, refuse the segment; the log is untouched.
+        let discard = |operation: &'static str, error: std::io::Error| {
+            let _ = fs::remove_file(&temp);
+            WalError::no_space(operation, &temp, error)
         };
-        file.write_all_at(header, 0).map_err(|e| WalError::io("write segment header", &temp, e))?;
-        file.sync_data().map_err(|source| WalError::SyncFailed { path: temp.clone(), source })?;
-        fs::rename(&temp, &path).map_err(|e| WalError::io("rename segment", &path, e))?;
+        file.write_all_at(header, 0).map_err(|e| discard("write segment header", e))?;
+        file.sync_data().map_err(|e| discard("sync new segment", e))?;
+        fs::rename(&temp, &path).map_err(|e| discard("rename segment", e))?;
         sync_dir(&self.root.join(Area::Wal.dir_name()))?;
-        MmapSegment::map(path, file, true)
+        MmapSegment::map(path.clone(), file, true).inspect_err(|_| {
+            // Not in use: an empty segment at the log's end is harmless, but leave none.
+            let _ = fs::remove_file(&path);
+        })
+    }
+
+    fn segment_ready(&mut self, size_bytes: u64) -> bool {
+        self.prepare_spare(size_bytes);
+        if matches!(self.spare, Spare::Preparing { .. }) {
+            self.join_spare();
+        }
+        matches!(self.spare, Spare::Ready { size_bytes: ready, .. } if ready == size_bytes)
     }
 
     fn open_segment(&mut self, name: &str, writable: bool) -> Result<MmapSegment, WalError> {
@@ -366,33 +647,25 @@ impl Storage for MmapStorage {
         MmapSegment::map(path, file, writable)
     }
 
-    fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError> {
+    fn open_read(&self, area: Area, name: &str) -> Result<FileReader, WalError> {
         let path = self.path(area, name);
-        fs::read(&path).map_err(|e| WalError::io("read file", &path, e))
+        let file = File::open(&path).map_err(|e| WalError::io("open file", &path, e))?;
+        let size_bytes = file.metadata().map_err(|e| WalError::io("stat file", &path, e))?.len();
+        Ok(FileReader { size_bytes, reader: Box::new(file) })
     }
 
-    fn write_file_durable(
-        &mut self,
-        area: Area,
-        name: &str,
-        parts: &[&[u8]],
-    ) -> Result<(), WalError> {
+    fn create_file(&self, area: Area, name: &str) -> Result<Box<dyn FileSink>, WalError> {
         let path = self.path(area, name);
-        self.refuse_if_read_only("write file", &path)?;
-        let temp = self.path(area, &format!("{name}{TEMP_SUFFIX}"));
-        let mut file = OpenOptions::new()
+        self.refuse_if_read_only("create file", &path)?;
+        let temp = self.path(area, &temp_name(name));
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temp)
-            .map_err(|e| WalError::io("create file", &temp, e))?;
-        for part in parts {
-            file.write_all(part).map_err(|e| WalError::io("write file", &temp, e))?;
-        }
-        file.sync_all().map_err(|source| WalError::SyncFailed { path: temp.clone(), source })?;
-        drop(file);
-        fs::rename(&temp, &path).map_err(|e| WalError::io("rename file", &path, e))?;
-        sync_dir(&self.root.join(area.dir_name()))
+            .map_err(|e| write_error("create file", &temp, e))?;
+        let dir = self.root.join(area.dir_name());
+        Ok(Box::new(MmapFileSink { file, temp, path, dir, renamed: false }))
     }
 
     fn remove_file(&mut self, area: Area, name: &str) -> Result<(), WalError> {
@@ -412,6 +685,9 @@ impl Storage for MmapStorage {
 
 #[derive(Debug, Default)]
 struct SimFile {
+    /// Which file this is: a file replaced under the same name gets a new id, so a handle on the
+    /// old one never writes into the new one.
+    id: u64,
     /// What survives a crash.
     durable: Vec<u8>,
     /// The image a dropped writable handle left behind (unsynced bytes included), if any.
@@ -423,6 +699,46 @@ struct SimDisk {
     files: BTreeMap<(Area, String), SimFile>,
     /// Syncs left before every sync fails (`None`: never fail).
     syncs_before_failure: Option<u64>,
+    /// The disk's size: new bytes beyond it are refused with ENOSPC (`None`: unlimited).
+    capacity_bytes: Option<u64>,
+    /// The next file id.
+    next_id: u64,
+    /// The next temp file number.
+    next_temp: u64,
+}
+
+impl SimDisk {
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Bytes held by every file but `except`.
+    fn used_bytes(&self, except: Option<&(Area, String)>) -> u64 {
+        let held = self.files.iter().filter(|(key, _)| Some(*key) != except);
+        held.map(|(_, file)| file.durable.len() as u64).sum()
+    }
+
+    /// Refuses, as a full disk does, a file `except` growing to, or a new file of, `bytes` more.
+    fn room_for(&self, except: Option<&(Area, String)>, bytes: u64) -> std::io::Result<()> {
+        match self.capacity_bytes {
+            Some(capacity) if self.used_bytes(except).saturating_add(bytes) > capacity => {
+                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A sync, which fails once the injected budget of syncs is spent.
+    fn sync_allowed(&mut self) -> std::io::Result<()> {
+        if let Some(left) = self.syncs_before_failure.as_mut() {
+            if *left == 0 {
+                return Err(std::io::Error::other("injected sync failure"));
+            }
+            *left -= 1;
+        }
+        Ok(())
+    }
 }
 
 type SharedDisk = Arc<Mutex<SimDisk>>;
@@ -438,6 +754,7 @@ fn lock(disk: &SharedDisk) -> MutexGuard<'_, SimDisk> {
 pub struct SimSegment {
     disk: SharedDisk,
     name: String,
+    id: u64,
     live: Vec<u8>,
     writable: bool,
     /// Range written since the last sync.
@@ -465,14 +782,13 @@ impl SegmentFile for SimSegment {
 
     fn sync(&mut self) -> std::io::Result<()> {
         let mut disk = lock(&self.disk);
-        if let Some(left) = disk.syncs_before_failure.as_mut() {
-            if *left == 0 {
-                return Err(std::io::Error::other("injected sync failure"));
-            }
-            *left -= 1;
-        }
+        disk.sync_allowed()?;
         let Some((start, end)) = self.dirty.take() else { return Ok(()) };
-        let file = disk.files.entry((Area::Wal, self.name.clone())).or_default();
+        let key = (Area::Wal, self.name.clone());
+        let file = disk.files.get_mut(&key).filter(|file| file.id == self.id);
+        let Some(file) = file else {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "segment was removed"));
+        };
         if file.durable.len() < self.live.len() {
             file.durable.resize(self.live.len(), 0);
         }
@@ -489,12 +805,92 @@ impl Drop for SimSegment {
         let mut disk = lock(&self.disk);
         let durable_on_drop = self.durable_on_drop;
         let live = std::mem::take(&mut self.live);
-        if let Some(file) = disk.files.get_mut(&(Area::Wal, self.name.clone())) {
+        let key = (Area::Wal, self.name.clone());
+        if let Some(file) = disk.files.get_mut(&key).filter(|file| file.id == self.id) {
             if durable_on_drop {
                 file.durable = live;
             } else {
                 file.live_at_drop = Some(live);
             }
+        }
+    }
+}
+
+/// A file being written on a simulated disk, held in the disk under its temp name (a crash keeps
+/// it there, as a real disk would; open removes it).
+#[derive(Debug)]
+struct SimFileSink {
+    disk: SharedDisk,
+    area: Area,
+    temp: String,
+    name: String,
+    published: bool,
+}
+
+impl SimFileSink {
+    fn with_file<T>(
+        &self,
+        grow_by: u64,
+        change: impl FnOnce(&mut Vec<u8>) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let mut disk = lock(&self.disk);
+        let key = (self.area, self.temp.clone());
+        disk.room_for(None, grow_by)?;
+        match disk.files.get_mut(&key) {
+            Some(file) => change(&mut file.durable),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "temp file removed")),
+        }
+    }
+}
+
+impl FileSink for SimFileSink {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.with_file(bytes.len() as u64, |file| {
+            file.extend_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.with_file(0, |file| {
+            let start = usize::try_from(offset).ok();
+            let range = start.and_then(|s| Some(s..s.checked_add(bytes.len())?));
+            match range.filter(|r| r.end <= file.len()) {
+                Some(range) => {
+                    file[range].copy_from_slice(bytes);
+                    Ok(())
+                }
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "write past the end of the file",
+                )),
+            }
+        })
+    }
+
+    fn publish(mut self: Box<Self>) -> Result<(), WalError> {
+        let mut disk = lock(&self.disk);
+        let temp_path = sim_path(self.area, &self.temp);
+        if let Err(source) = disk.sync_allowed() {
+            drop(disk); // dropping `self` removes the temp file
+            return Err(WalError::SyncFailed { path: temp_path, source });
+        }
+        let Some(file) = disk.files.remove(&(self.area, self.temp.clone())) else {
+            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "temp file removed");
+            return Err(WalError::io("rename file", temp_path, e));
+        };
+        let id = disk.new_id();
+        let file = SimFile { id, durable: file.durable, live_at_drop: None };
+        disk.files.insert((self.area, self.name.clone()), file);
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl Drop for SimFileSink {
+    fn drop(&mut self) {
+        if !self.published {
+            lock(&self.disk).files.remove(&(self.area, self.temp.clone()));
         }
     }
 }
@@ -521,20 +917,29 @@ fn sim_create_segment(
 ) -> Result<SimSegment, WalError> {
     let size =
         usize::try_from(size_bytes).map_err(|_| WalError::Invalid("segment too big".into()))?;
+    let key = (Area::Wal, name.to_owned());
+    let mut guard = lock(disk);
+    guard
+        .room_for(Some(&key), size_bytes)
+        .map_err(|e| WalError::no_space("preallocate segment", sim_path(Area::Wal, name), e))?;
     let mut image = vec![0u8; size];
     image[..header.len()].copy_from_slice(header);
-    lock(disk).files.insert(
-        (Area::Wal, name.to_owned()),
-        SimFile { durable: image.clone(), live_at_drop: None },
-    );
+    let id = guard.new_id();
+    guard.files.insert(key, SimFile { id, durable: image.clone(), live_at_drop: None });
+    drop(guard);
     Ok(SimSegment {
         disk: disk.clone(),
         name: name.to_owned(),
+        id,
         live: image,
         writable: true,
         dirty: None,
         durable_on_drop,
     })
+}
+
+fn sim_segment_ready(disk: &SharedDisk, size_bytes: u64) -> bool {
+    lock(disk).room_for(None, size_bytes).is_ok()
 }
 
 fn sim_open_segment(
@@ -546,11 +951,12 @@ fn sim_open_segment(
     let guard = lock(disk);
     let file =
         guard.files.get(&(Area::Wal, name.to_owned())).ok_or_else(|| not_found(Area::Wal, name))?;
-    let live = file.durable.clone();
+    let (id, live) = (file.id, file.durable.clone());
     drop(guard);
     Ok(SimSegment {
         disk: disk.clone(),
         name: name.to_owned(),
+        id,
         live,
         writable,
         dirty: None,
@@ -564,10 +970,38 @@ fn sim_read(disk: &SharedDisk, area: Area, name: &str) -> Result<Vec<u8>, WalErr
     Ok(file.durable.clone())
 }
 
+fn sim_open_read(disk: &SharedDisk, area: Area, name: &str) -> Result<FileReader, WalError> {
+    let bytes = sim_read(disk, area, name)?;
+    Ok(FileReader { size_bytes: bytes.len() as u64, reader: Box::new(std::io::Cursor::new(bytes)) })
+}
+
+fn sim_create_file(
+    disk: &SharedDisk,
+    area: Area,
+    name: &str,
+) -> Result<Box<dyn FileSink>, WalError> {
+    let mut guard = lock(disk);
+    guard.next_temp += 1;
+    let temp = format!("{name}.{}{TEMP_SUFFIX}", guard.next_temp);
+    let id = guard.new_id();
+    guard.files.insert((area, temp.clone()), SimFile { id, ..SimFile::default() });
+    drop(guard);
+    Ok(Box::new(SimFileSink {
+        disk: disk.clone(),
+        area,
+        temp,
+        name: name.to_owned(),
+        published: false,
+    }))
+}
+
 fn sim_write(disk: &SharedDisk, area: Area, name: &str, bytes: &[u8]) {
-    lock(disk)
-        .files
-        .insert((area, name.to_owned()), SimFile { durable: bytes.to_vec(), live_at_drop: None });
+    let mut guard = lock(disk);
+    let id = guard.new_id();
+    guard.files.insert(
+        (area, name.to_owned()),
+        SimFile { id, durable: bytes.to_vec(), live_at_drop: None },
+    );
 }
 
 fn sim_remove(disk: &SharedDisk, area: Area, name: &str) -> Result<(), WalError> {
@@ -575,6 +1009,14 @@ fn sim_remove(disk: &SharedDisk, area: Area, name: &str) -> Result<(), WalError>
         Some(_) => Ok(()),
         None => Err(not_found(area, name)),
     }
+}
+
+fn sim_set_capacity(disk: &SharedDisk, capacity_bytes: Option<u64>) {
+    lock(disk).capacity_bytes = capacity_bytes;
+}
+
+fn sim_used(disk: &SharedDisk) -> u64 {
+    lock(disk).used_bytes(None)
 }
 
 /// An in-memory log directory: every byte written is kept (no crash model). Clones share the
@@ -604,6 +1046,17 @@ impl MemoryStorage {
     pub fn list_names(&self, area: Area) -> Vec<String> {
         sim_list(&self.disk, area)
     }
+
+    /// Sets the disk's size: a new segment, or snapshot bytes, beyond it are refused with ENOSPC
+    /// (`None`, the default: unlimited). Lowering it below what is held refuses every new byte.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        sim_set_capacity(&self.disk, capacity_bytes);
+    }
+
+    /// Bytes held by all files.
+    pub fn used_bytes(&self) -> u64 {
+        sim_used(&self.disk)
+    }
 }
 
 impl Storage for MemoryStorage {
@@ -622,20 +1075,17 @@ impl Storage for MemoryStorage {
     ) -> Result<SimSegment, WalError> {
         sim_create_segment(&self.disk, name, size, header, true)
     }
+    fn segment_ready(&mut self, size_bytes: u64) -> bool {
+        sim_segment_ready(&self.disk, size_bytes)
+    }
     fn open_segment(&mut self, name: &str, writable: bool) -> Result<SimSegment, WalError> {
         sim_open_segment(&self.disk, name, writable, true)
     }
-    fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError> {
-        sim_read(&self.disk, area, name)
+    fn open_read(&self, area: Area, name: &str) -> Result<FileReader, WalError> {
+        sim_open_read(&self.disk, area, name)
     }
-    fn write_file_durable(
-        &mut self,
-        area: Area,
-        name: &str,
-        parts: &[&[u8]],
-    ) -> Result<(), WalError> {
-        sim_write(&self.disk, area, name, &parts.concat());
-        Ok(())
+    fn create_file(&self, area: Area, name: &str) -> Result<Box<dyn FileSink>, WalError> {
+        sim_create_file(&self.disk, area, name)
     }
     fn remove_file(&mut self, area: Area, name: &str) -> Result<(), WalError> {
         sim_remove(&self.disk, area, name)
@@ -676,8 +1126,25 @@ impl CrashStorage {
         lock(&self.disk).syncs_before_failure = Some(syncs_ok);
     }
 
+    /// Sets the disk's size: a new segment, or snapshot bytes, beyond it are refused with ENOSPC
+    /// (`None`, the default: unlimited). The size survives `crash`.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        sim_set_capacity(&self.disk, capacity_bytes);
+    }
+
+    /// Bytes held by all files.
+    pub fn used_bytes(&self) -> u64 {
+        sim_used(&self.disk)
+    }
+
+    /// The names of the files in an area, sorted.
+    pub fn list_names(&self, area: Area) -> Vec<String> {
+        sim_list(&self.disk, area)
+    }
+
     /// The disk after a crash. Call it once every writer using this storage has been dropped
-    /// (dropping a writer is a crash: it never syncs on drop).
+    /// (dropping a writer is a crash: it never syncs on drop); a file being written (a snapshot
+    /// under its temp name) is kept as far as it got.
     pub fn crash(&self, tail: CrashTail) -> CrashStorage {
         let disk = lock(&self.disk);
         let mut files = BTreeMap::new();
@@ -687,9 +1154,16 @@ impl CrashStorage {
             {
                 apply_torn_prefix(&mut durable, live, cut, garble);
             }
-            files.insert(key.clone(), SimFile { durable, live_at_drop: None });
+            files.insert(key.clone(), SimFile { id: file.id, durable, live_at_drop: None });
         }
-        CrashStorage { disk: Arc::new(Mutex::new(SimDisk { files, syncs_before_failure: None })) }
+        let crashed = SimDisk {
+            files,
+            syncs_before_failure: None,
+            capacity_bytes: disk.capacity_bytes,
+            next_id: disk.next_id,
+            next_temp: disk.next_temp,
+        };
+        CrashStorage { disk: Arc::new(Mutex::new(crashed)) }
     }
 
     /// The durable contents of a file, if it exists.
@@ -729,20 +1203,17 @@ impl Storage for CrashStorage {
     ) -> Result<SimSegment, WalError> {
         sim_create_segment(&self.disk, name, size, header, false)
     }
+    fn segment_ready(&mut self, size_bytes: u64) -> bool {
+        sim_segment_ready(&self.disk, size_bytes)
+    }
     fn open_segment(&mut self, name: &str, writable: bool) -> Result<SimSegment, WalError> {
         sim_open_segment(&self.disk, name, writable, false)
     }
-    fn read_file(&self, area: Area, name: &str) -> Result<Vec<u8>, WalError> {
-        sim_read(&self.disk, area, name)
+    fn open_read(&self, area: Area, name: &str) -> Result<FileReader, WalError> {
+        sim_open_read(&self.disk, area, name)
     }
-    fn write_file_durable(
-        &mut self,
-        area: Area,
-        name: &str,
-        parts: &[&[u8]],
-    ) -> Result<(), WalError> {
-        sim_write(&self.disk, area, name, &parts.concat());
-        Ok(())
+    fn create_file(&self, area: Area, name: &str) -> Result<Box<dyn FileSink>, WalError> {
+        sim_create_file(&self.disk, area, name)
     }
     fn remove_file(&mut self, area: Area, name: &str) -> Result<(), WalError> {
         sim_remove(&self.disk, area, name)

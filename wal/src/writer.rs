@@ -8,8 +8,12 @@
 //! segment's bytes are `[written to the file | pending]` ending at `end_offset`; once `sync`
 //! returns, every record up to `durable_lsn` is durable, and every byte of every older segment is;
 //! a failed write or sync poisons the writer for good (every later call fails) because after such
-//! an error the page cache may have dropped the data and durability is unknown.
+//! an error the page cache may have dropped the data and durability is unknown. A lack of disk
+//! space poisons nothing: appending inside a preallocated segment needs no new space, so only a
+//! roll (a new segment) or a snapshot can be refused (`WalError::NoSpace`), and the refused call
+//! changes nothing; `has_room` says beforehand whether an append can be refused.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,9 +26,9 @@ use crate::limits::{
 use crate::record::{self, Lsn, RecordHeader};
 use crate::recovery::{self, Replay};
 use crate::segment::{encode_header, segment_name, SegmentHeader};
-use crate::snapshot::{self, snapshot_name, Snapshot};
+use crate::snapshot::{snapshot_name, Snapshot, SnapshotDone, SnapshotReader, SnapshotWriter};
 use crate::storage::{
-    Area, MmapStorage, SegmentFile, Storage, SyncHandle, SyncMethod, TEMP_SUFFIX,
+    Area, MmapStorage, SegmentFile, Storage, SyncHandle, SyncMethod, Throttle, TEMP_SUFFIX,
 };
 
 /// When appended records are made durable.
@@ -135,6 +139,8 @@ pub struct Wal<S: Storage> {
     retain_from_lsn: Lsn,
     /// Read position cache for `read_raw`: (lsn, segment index, offset).
     pub(crate) read_cursor: Option<(Lsn, usize, usize)>,
+    /// Rate limit of the warnings about refusals for lack of disk space.
+    space_warnings: Throttle,
 }
 
 impl<S: Storage> std::fmt::Debug for Wal<S> {
@@ -201,9 +207,9 @@ impl<S: Storage> Wal<S> {
                 return Err(sync_failed(&last.path, source));
             }
         }
-        let records_replayed = recovery::replay(&plan, replay)?;
+        let records_replayed = recovery::replay(&storage, &plan, replay)?;
         let bytes_since_snapshot = log_bytes_after(&plan.scan, plan.base_lsn());
-        let report_snapshot = plan.snapshot.as_ref().map(|(_, s)| s.lsn);
+        let report_snapshot = plan.snapshot.as_ref().map(|s| s.lsn());
         let base = plan.base_lsn();
         let next_lsn = plan.scan.last_lsn().max(base) + 1;
         let damaged = plan.damaged_snapshots.iter().map(|d| (d.path.clone(), d.offset)).collect();
@@ -232,10 +238,12 @@ impl<S: Storage> Wal<S> {
             snapshot_lsns: plan.snapshot_lsns,
             retain_from_lsn: Lsn::MAX,
             read_cursor: None,
+            space_warnings: Throttle::default(),
         };
         if wal.segments.is_empty() {
             wal.create_segment()?;
         }
+        wal.request_next_segment_when_half_full();
         let report = RecoveryReport {
             snapshot_lsn: report_snapshot,
             records_replayed,
@@ -306,7 +314,29 @@ impl<S: Storage> Wal<S> {
         Ok(())
     }
 
+    /// Whether a record of `payload_bytes` can be appended now without needing disk space that
+    /// may be missing: it fits in the active segment after what is already appended, or a
+    /// preallocated segment is ready to roll into. When it says `true`, the next `append` of
+    /// that size cannot fail for lack of space (`WalError::NoSpace`). `false` for a payload above
+    /// the limit, and on a poisoned writer. When the record does not fit and no segment is ready,
+    /// it waits for the one under way, or prepares one now, unless the last attempt failed less
+    /// than a back-off (100 ms to 1 s) ago: a full disk answers `false` at once.
+    pub fn has_room(&mut self, payload_bytes: usize) -> bool {
+        if self.poisoned || payload_bytes > self.options.payload_size_max_bytes() {
+            return false;
+        }
+        let size = record::record_size_bytes(payload_bytes);
+        let active = self.active();
+        let end = active.end_offset.checked_add(size);
+        if end.is_some_and(|end| end <= active.file.bytes().len()) {
+            return true;
+        }
+        self.storage.segment_ready(self.options.segment_size_bytes)
+    }
+
     /// Appends a record into the active segment (not yet durable; see `commit`). Returns its LSN.
+    /// `WalError::NoSpace` when the record needs a new segment and none can be made (a full
+    /// disk): nothing is appended and the writer stays usable (see `has_room`).
     pub fn append(
         &mut self,
         kind: u8,
@@ -334,6 +364,8 @@ impl<S: Storage> Wal<S> {
 
     /// Appends whole records exactly as another log framed them (from `read_raw`), after checking
     /// every checksum and that their LSNs continue this log. Returns the last LSN appended.
+    /// `WalError::NoSpace` when a record needs a new segment and none can be made: the records
+    /// before it are appended (`next_lsn` says how far), none from it on; the writer stays usable.
     pub fn append_raw(&mut self, bytes: &[u8]) -> Result<Lsn, WalError> {
         self.check_usable()?;
         let max = self.options.payload_size_max_bytes();
@@ -483,21 +515,14 @@ impl<S: Storage> Wal<S> {
     }
 
     /// Rolls to a new segment if `size` more bytes do not fit the active one. The full segment is
-    /// synced first, so only the last segment can ever hold unsynced (tearable) records.
+    /// synced first, so only the last segment can ever hold unsynced (tearable) records. When no
+    /// segment can be made, `WalError::NoSpace` and the log is as before (but synced).
     fn make_room(&mut self, size: usize) -> Result<(), WalError> {
         let active = self.active();
         if active.end_offset + size <= active.file.bytes().len() {
             return Ok(());
         }
         self.sync()?;
-        if self.active().end_offset == segment_header_size_bytes as usize {
-            // An empty segment too small for this record (its size came from older options):
-            // replace it, so two segments never share a first LSN.
-            let Some(empty) = self.segments.pop() else { panic!("no active segment") };
-            drop(empty.file);
-            self.storage.remove_file(Area::Wal, &empty.name)?;
-            self.read_cursor = None;
-        }
         self.create_segment()?;
         let active = self.active();
         assert!(
@@ -519,11 +544,24 @@ impl<S: Storage> Wal<S> {
         }
     }
 
+    /// Creates the segment starting at `next_lsn` and makes it the active one. If the active
+    /// segment is empty (too small for a record: its size came from older options), the new one
+    /// takes its name and replaces it, so two segments never share a first LSN; it is only let go
+    /// once the new one exists. A segment that cannot be made changes nothing.
     fn create_segment(&mut self) -> Result<(), WalError> {
+        assert!(self.pending.is_empty(), "rolling with records not yet written");
         let first_lsn = self.next_lsn;
-        if let Some(last) = self.segments.last() {
-            assert!(first_lsn > last.first_lsn, "segment first lsns only grow");
-        }
+        let replaces_empty = match self.segments.last() {
+            Some(last) if last.first_lsn == first_lsn => {
+                assert_eq!(last.end_offset, segment_header_size_bytes as usize, "empty segment");
+                true
+            }
+            Some(last) => {
+                assert!(first_lsn > last.first_lsn, "segment first lsns only grow");
+                false
+            }
+            None => false,
+        };
         let name = segment_name(first_lsn);
         let header = encode_header(SegmentHeader {
             first_lsn,
@@ -532,22 +570,47 @@ impl<S: Storage> Wal<S> {
         let file =
             match self.storage.create_segment(&name, self.options.segment_size_bytes, &header) {
                 Ok(file) => file,
-                Err(e) => return Err(self.fatal_if_sync(e)),
+                Err(e) => return Err(self.segment_not_made(e)),
             };
-        assert!(self.pending.is_empty(), "rolling with records not yet written");
+        if replaces_empty {
+            self.segments.pop();
+            self.read_cursor = None;
+        }
         self.segments.push(Segment { name, first_lsn, end_offset: header.len(), file });
         self.next_segment_requested = false;
         Ok(())
     }
 
+    /// A segment could not be made: fatal only for a failed directory sync; otherwise a
+    /// `NoSpace` refusal, logged (rate limited).
+    fn segment_not_made(&mut self, error: WalError) -> WalError {
+        if error.is_fatal() {
+            return self.fatal_if_sync(error);
+        }
+        let error = match error {
+            WalError::Io { operation, path, source } => {
+                WalError::NoSpace { operation, path, source }
+            }
+            other => other,
+        };
+        self.warn_no_space(
+            &error,
+            "writes that need a new segment are refused until one can be made",
+        );
+        error
+    }
+
+    fn warn_no_space(&mut self, error: &WalError, consequence: &str) {
+        if let Some(suppressed) = self.space_warnings.allow() {
+            tracing::warn!(suppressed, next_lsn = self.next_lsn, "{error}; {consequence}");
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Snapshots and retention.
 
-    /// Writes a snapshot of the node's state including every record up to `lsn` (temp file,
-    /// checksum, fsync, rename, directory fsync), then applies retention. `lsn` must be durable
-    /// and newer than every existing snapshot.
-    pub fn write_snapshot(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
-        self.check_usable()?;
+    /// Checks that a snapshot at `lsn` may be written: durable and newer than every snapshot.
+    fn check_snapshot_lsn(&self, lsn: Lsn) -> Result<(), WalError> {
         if lsn > self.durable_lsn {
             return Err(WalError::Invalid(format!(
                 "snapshot lsn {lsn} is ahead of the durable log (durable lsn {})",
@@ -561,33 +624,92 @@ impl<S: Storage> Wal<S> {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Starts writing a snapshot of the node's state including every record up to `lsn`, as a
+    /// stream, on any thread: write the payload into the returned writer, `finish` it, then give
+    /// the result to [`Wal::snapshot_written`]. `lsn` must be durable and newer than every
+    /// existing snapshot. Dropping the writer unfinished removes its temp file.
+    pub fn begin_snapshot(&self, lsn: Lsn) -> Result<SnapshotWriter, WalError> {
+        self.check_usable()?;
+        self.check_snapshot_lsn(lsn)?;
+        let name = snapshot_name(lsn);
+        let sink = self.storage.create_file(Area::Snapshots, &name)?;
+        Ok(SnapshotWriter::new(lsn, self.storage.path(Area::Snapshots, &name), sink))
+    }
+
+    /// Registers a snapshot written by [`Wal::begin_snapshot`] and `SnapshotWriter::finish`, then
+    /// applies retention (keep the newest `snapshots_retained`; delete segments wholly before both
+    /// the oldest kept snapshot and the `retain_from_lsn` floor).
+    pub fn snapshot_written(&mut self, done: SnapshotDone) -> Result<(), WalError> {
+        self.check_usable()?;
+        let lsn = done.lsn();
+        assert!(lsn <= self.durable_lsn, "a snapshot at lsn {lsn} is ahead of the durable log");
+        match self.snapshot_lsns.binary_search(&lsn) {
+            // Written twice: the later file replaced the earlier one, both complete.
+            Ok(_) => {}
+            Err(at) => self.snapshot_lsns.insert(at, lsn),
+        }
+        if self.snapshot_lsns.last() == Some(&lsn) {
+            let pending = self.pending.len();
+            self.bytes_since_snapshot =
+                log_bytes_after_lsn(&self.segments, lsn, pending) + pending as u64;
+        }
+        self.apply_retention()
+    }
+
+    /// A snapshot could not be written (`SnapshotWriter::finish` failed, on whatever thread): a
+    /// fatal error poisons the writer, as a failed sync does; a lack of space is logged (rate
+    /// limited). Returns the error.
+    pub fn snapshot_failed(&mut self, error: WalError) -> WalError {
+        if matches!(error, WalError::Poisoned) {
+            return error; // said and logged when it happened
+        }
+        if error.is_no_space() {
+            self.warn_no_space(&error, "the snapshot was not written; the log is intact");
+        }
+        self.fatal_if_sync(error)
+    }
+
+    /// Writes a snapshot from bytes in memory: [`Wal::begin_snapshot`], the bytes,
+    /// `SnapshotWriter::finish` and [`Wal::snapshot_written`] in one call.
+    pub fn write_snapshot(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
+        self.check_usable()?;
         if bytes.len() as u64 > crate::limits::snapshot_size_bytes_max {
             return Err(WalError::Invalid(format!(
                 "snapshot of {} bytes above the limit",
                 bytes.len()
             )));
         }
-        let header = snapshot::encode_header(lsn, bytes);
-        let written = self.storage.write_file_durable(
-            Area::Snapshots,
-            &snapshot_name(lsn),
-            &[&header, bytes],
-        );
-        if let Err(e) = written {
-            return Err(self.fatal_if_sync(e));
+        let mut writer = match self.begin_snapshot(lsn) {
+            Ok(writer) => writer,
+            Err(e) => return Err(self.snapshot_failed(e)),
+        };
+        // A failed write is kept by the writer and reported by `finish`.
+        let _ = writer.write_all(bytes);
+        match writer.finish() {
+            Ok(done) => self.snapshot_written(done),
+            Err(e) => Err(self.snapshot_failed(e)),
         }
-        self.snapshot_lsns.push(lsn);
-        let pending = self.pending.len();
-        self.bytes_since_snapshot =
-            log_bytes_after_lsn(&self.segments, lsn, pending) + pending as u64;
-        self.apply_retention()
     }
 
-    /// The newest snapshot whose checksums pass, if any.
+    /// The newest snapshot whose checksums pass, if any, read whole into memory.
     pub fn latest_valid_snapshot(&self) -> Result<Option<Snapshot>, WalError> {
         for &lsn in self.snapshot_lsns.iter().rev() {
             if let Ok(s) = recovery::read_snapshot(&self.storage, lsn, &snapshot_name(lsn))? {
                 return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest snapshot whose checksums pass, if any, as a stream (checked in one pass first,
+    /// without holding the payload). The reader is `Send`: it may be read on another thread.
+    pub fn latest_valid_snapshot_reader(&self) -> Result<Option<SnapshotReader>, WalError> {
+        for &lsn in self.snapshot_lsns.iter().rev() {
+            if let Ok(info) = recovery::check_snapshot(&self.storage, lsn, &snapshot_name(lsn))? {
+                return recovery::open_snapshot(&self.storage, &info).map(Some);
             }
         }
         Ok(None)

@@ -12,8 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use bookd_wal::{
-    CrashStorage, CrashTail, Lsn, MemoryStorage, Options, RecordView, Replay, Snapshot, SyncPolicy,
-    Wal, WalError,
+    CrashStorage, CrashTail, Lsn, MemoryStorage, Options, RecordView, Replay, SnapshotReader,
+    SyncPolicy, Wal, WalError,
 };
 use common::{append_n, assert_records, payload_for, Collect, Rng};
 use proptest::prelude::*;
@@ -140,9 +140,10 @@ impl Kv {
 }
 
 impl Replay for Kv {
-    fn snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.map = snapshot.bytes.chunks(2).map(|c| (c[0], c[1])).collect();
-        self.lsn = snapshot.lsn;
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        let bytes = snapshot.read_to_vec().map_err(|e| e.to_string())?;
+        self.map = bytes.chunks(2).map(|c| (c[0], c[1])).collect();
+        self.lsn = snapshot.lsn();
         Ok(())
     }
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
@@ -247,7 +248,7 @@ fn interval_policy_syncs_when_due_and_sync_forces() {
 fn replay_refusal_names_the_record() {
     struct Refuse;
     impl Replay for Refuse {
-        fn snapshot(&mut self, _: &Snapshot) -> Result<(), String> {
+        fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
             Ok(())
         }
         fn record(&mut self, r: &RecordView<'_>) -> Result<(), String> {

@@ -335,3 +335,31 @@ fn an_empty_or_short_segment_file_is_refused() {
     fs::copy(&first, &bogus).unwrap();
     expect_corrupt(open(dir.path()).map(|_| ()), &bogus, 16);
 }
+
+#[test]
+fn an_empty_segment_too_small_for_a_record_is_replaced_by_a_larger_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options { segment_size_bytes: 8 * 1024, ..Options::default() };
+    let (wal, _) = Wal::open_dir(dir.path(), small, &mut Collect::default()).unwrap();
+    drop(wal); // one empty 8 KiB segment
+    let large = Options { segment_size_bytes: 64 * 1024, ..Options::default() };
+    let (mut wal, _) = Wal::open_dir(dir.path(), large, &mut Collect::default()).unwrap();
+    let payload = vec![9u8; 20 * 1024];
+    // `has_room` never waits: it says yes once the spare segment it asked for is ready.
+    let started = std::time::Instant::now();
+    while !wal.has_room(payload.len()) {
+        assert!(started.elapsed().as_secs() < 60, "a new segment was never made");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(wal.append(1, 1, 1, &payload).unwrap(), 1);
+    assert_eq!(wal.commit().unwrap(), 1);
+    drop(wal);
+    let files = segments(dir.path());
+    let seg: Vec<&PathBuf> =
+        files.iter().filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
+    assert_eq!(seg.len(), 1, "the empty segment was replaced, not kept beside: {files:?}");
+    assert_eq!(fs::metadata(seg[0]).unwrap().len(), 64 * 1024);
+    let (_, _, collect) = open(dir.path()).unwrap();
+    assert_eq!(collect.lsns(), vec![1]);
+    assert_eq!(collect.records[0].1, payload);
+}

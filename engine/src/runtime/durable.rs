@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bookd_wal::{
-    MmapStorage, RecordView, Replay, ReplayProgress, Snapshot, Storage, Wal, WalError,
+    MmapStorage, RecordView, Replay, ReplayProgress, SnapshotReader, Storage, Wal, WalError,
 };
 
 use bookd_wal::segment::{segment_name, SegmentHeader};
 use bookd_wal::storage::Area;
 
 use super::log::{
-    LogError, RawRead, RawRecord, ShardLog, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
-    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    LogError, RawRead, RawRecord, ShardLog, SnapshotSink, SnapshotWritten, WalSink, Written,
+    RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::payload::{decode_command, decode_epoch, decode_settings, decode_tick, PayloadError};
 use crate::state::{Engine, EngineLimits};
@@ -291,6 +291,43 @@ impl ShardLog for WalLog {
         log_error(self.wal.poison_with(error))
     }
 
+    fn has_room(&mut self, payload_bytes: usize) -> bool {
+        self.wal.has_room(payload_bytes)
+    }
+
+    fn payload_size_max_bytes(&self) -> usize {
+        self.wal.options().payload_size_max_bytes()
+    }
+
+    fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
+        let writer = self.wal.begin_snapshot(lsn).map_err(LogError::Snapshot)?;
+        // What is appended from here on is what this snapshot does not cover.
+        self.bytes_since_snapshot = 0;
+        Ok(Box::new(WalSink(writer)))
+    }
+
+    fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
+        match written.inner {
+            Written::Wal(done) => self.wal.snapshot_written(done).map_err(LogError::Snapshot),
+            Written::Memory(bytes) => self.write_snapshot(written.lsn, &bytes),
+        }
+    }
+
+    fn snapshot_failed(&mut self, error: LogError) -> (LogError, bool) {
+        match error {
+            LogError::Snapshot(error) => {
+                let error = self.wal.snapshot_failed(error);
+                let fatal = self.wal.is_poisoned();
+                (LogError::Snapshot(error), fatal)
+            }
+            other => (other, false),
+        }
+    }
+
+    fn newest_snapshot_lsn(&self) -> Option<u64> {
+        self.wal.snapshot_lsns().last().copied()
+    }
+
     fn last_lsn(&self) -> u64 {
         self.wal.next_lsn() - 1
     }
@@ -460,7 +497,7 @@ fn finish_install(path: &Path) -> Result<(), DataDirError> {
 struct NoReplay;
 
 impl Replay for NoReplay {
-    fn snapshot(&mut self, _: &Snapshot) -> Result<(), String> {
+    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
         Ok(())
     }
 
@@ -480,10 +517,11 @@ struct EngineReplay {
 }
 
 impl Replay for EngineReplay {
-    fn snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.engine = Engine::from_snapshot_bytes(&snapshot.bytes, self.limits)
-            .map_err(|error| error.to_string())?;
-        tracing::info!(shard = self.shard, lsn = snapshot.lsn, "restored snapshot");
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        // Decoded as it streams from the file: only the engine is built in memory.
+        self.engine =
+            Engine::read_snapshot(snapshot, self.limits).map_err(|error| error.to_string())?;
+        tracing::info!(shard = self.shard, lsn = snapshot.lsn(), "restored snapshot");
         Ok(())
     }
 

@@ -25,6 +25,10 @@ pub enum LogError {
     /// Records offered to `append_raw` that are damaged or do not continue this log.
     #[error("records refused: {0}")]
     Refused(String),
+    /// A snapshot could not be written. The log is intact (recovery replays further) unless
+    /// [`ShardLog::snapshot_failed`] says the log must stop.
+    #[error("snapshot not written: {0}")]
+    Snapshot(bookd_wal::WalError),
 }
 
 /// One record, decoded from framed bytes.
@@ -76,6 +80,17 @@ pub trait ShardLog: Send + 'static {
     fn poison_with(&mut self, error: std::io::Error) -> LogError {
         LogError::Failed(format!("log sync failed: {error}"))
     }
+    /// Whether a record of `payload_bytes` can be appended now without needing disk space that
+    /// may be missing (a full disk): when `true`, the next `append` of that size cannot fail for
+    /// lack of space. The shard asks before applying a command, and refuses the command when
+    /// `false`. The default, for logs without a disk, is always `true`.
+    fn has_room(&mut self, _payload_bytes: usize) -> bool {
+        true
+    }
+    /// The largest payload one record may have.
+    fn payload_size_max_bytes(&self) -> usize {
+        usize::MAX
+    }
     /// Position of the last appended record (0 when empty).
     fn last_lsn(&self) -> u64;
     /// Position of the last durable record.
@@ -98,16 +113,17 @@ pub trait ShardLog: Send + 'static {
     fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
         match written.inner {
             Written::Memory(bytes) => self.write_snapshot(written.lsn, &bytes),
+            Written::Wal(_) => Err(LogError::Failed("a snapshot of another log".into())),
         }
+    }
+    /// A snapshot sink failed: returns the error, and whether the log can no longer be used
+    /// (a failed sync: the node must stop). A full disk is not fatal.
+    fn snapshot_failed(&mut self, error: LogError) -> (LogError, bool) {
+        (error, false)
     }
     /// The position of the newest snapshot, if there is one.
     fn newest_snapshot_lsn(&self) -> Option<u64> {
         None
-    }
-    /// Whether a record of `payload_bytes` can be appended without new disk space or with a
-    /// segment already prepared (false: the disk is full; writes are refused meanwhile).
-    fn has_room(&mut self, _payload_bytes: usize) -> bool {
-        true
     }
 
     // Replication. A log that does not take part in replication (a test double) keeps these
@@ -161,6 +177,27 @@ pub struct SnapshotWritten {
 #[derive(Debug)]
 pub(crate) enum Written {
     Memory(Vec<u8>),
+    Wal(bookd_wal::SnapshotDone),
+}
+
+/// A snapshot streamed into the write-ahead log's snapshot file.
+pub(crate) struct WalSink(pub(crate) bookd_wal::SnapshotWriter);
+
+impl std::io::Write for WalSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl SnapshotSink for WalSink {
+    fn finish(self: Box<Self>) -> Result<SnapshotWritten, LogError> {
+        let done = self.0.finish().map_err(LogError::Snapshot)?;
+        Ok(SnapshotWritten { lsn: done.lsn(), bytes: done.size_bytes(), inner: Written::Wal(done) })
+    }
 }
 
 /// A gate that holds a [`MemorySink`] in `finish` until it is opened: a test's slow disk.
@@ -340,6 +377,7 @@ impl ShardLog for MemoryLog {
                 self.snapshots.push((written.lsn, bytes));
                 Ok(())
             }
+            Written::Wal(_) => Err(LogError::Failed("a snapshot of another log".into())),
         }
     }
 

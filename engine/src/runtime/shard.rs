@@ -33,9 +33,11 @@ use super::log::{
     RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::metrics::ShardMetrics;
-use super::snapshotter::{snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_RETRY_INTERVAL};
 use super::op::{Op, OpResult};
 use super::payload::{encode_command, encode_epoch, encode_settings, encode_tick, Settings};
+use super::snapshotter::{
+    snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_RETRY_INTERVAL,
+};
 use super::{Clock, FatalHook, ShardStatus};
 use crate::command::{Command, PREFETCH_AHEAD};
 use crate::error::{Refusal, StorageFullReason};
@@ -47,8 +49,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, String>>;
 /// 256-byte ref is about 5 KiB): a command is refused for a full disk unless this much fits.
 const COMMAND_PAYLOAD_BYTES_MAX: usize = 8 * 1024;
 /// Room kept for commands that free or keep units (confirm, release, cancel, extend, delete)
-/// when the disk is full: commands that grow the state need this much more.
-const GROWTH_RESERVE_BYTES: usize = 1024 * 1024;
+/// when the disk is full: a command that grows the state needs this much room.
+const GROWTH_RESERVE_BYTES: usize = 256 * 1024;
 
 /// A message to a shard.
 #[derive(Debug)]
@@ -380,7 +382,11 @@ impl Shard {
         let engine = &mut self.engine;
         let result = match op {
             Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
-            Op::Command(command) if !self.log.has_room(record_room_bytes(command)) => {
+            Op::Command(command)
+                if !self
+                    .log
+                    .has_room(record_room_bytes(command, self.log.payload_size_max_bytes())) =>
+            {
                 let result = Err(Refusal::StorageFull { reason: StorageFullReason::Disk });
                 self.metrics.count_command(command, &result);
                 OpResult::Command(result)
@@ -737,6 +743,10 @@ impl Shard {
                 Ok(())
             }
             Err(error) => {
+                let (error, fatal) = self.log.snapshot_failed(error);
+                if fatal {
+                    return Err(error);
+                }
                 self.snapshot_failed(lsn, &error);
                 Ok(())
             }
@@ -785,7 +795,13 @@ impl Shard {
                     return self.advance_snapshot();
                 }
             }
-            Err(error) => self.snapshot_failed(lsn, &error),
+            Err(error) => {
+                let (error, fatal) = self.log.snapshot_failed(error);
+                if fatal {
+                    return Err(error);
+                }
+                self.snapshot_failed(lsn, &error);
+            }
         }
         Ok(())
     }
@@ -870,13 +886,15 @@ impl Shard {
     }
 }
 
-/// The log room a command needs: its record, and for commands that grow the state the reserve
-/// kept for those that free units.
-fn record_room_bytes(command: &Command) -> usize {
-    match command {
-        Command::Hold(_) | Command::PutResource(_) => COMMAND_PAYLOAD_BYTES_MAX + GROWTH_RESERVE_BYTES,
+/// The log room a command needs when no new segment can be made: its record, and for commands
+/// that grow the state the reserve kept for those that free units (at most what one record of
+/// the log may hold).
+fn record_room_bytes(command: &Command, payload_max_bytes: usize) -> usize {
+    let room = match command {
+        Command::Hold(_) | Command::PutResource(_) => GROWTH_RESERVE_BYTES,
         _ => COMMAND_PAYLOAD_BYTES_MAX,
-    }
+    };
+    room.min(payload_max_bytes)
 }
 
 /// The answer to a control message sent to a shard whose log failed.

@@ -69,7 +69,8 @@ impl SnapshotThread {
 
 /// Streams `view` into `sink` and makes it durable.
 fn write(view: SnapshotView, mut sink: Box<dyn SnapshotSink>) -> Result<SnapshotWritten, LogError> {
-    view.write_to(&mut sink).map_err(|error| LogError::Failed(format!("snapshot write: {error}")))?;
+    view.write_to(&mut sink)
+        .map_err(|error| LogError::Failed(format!("snapshot write: {error}")))?;
     drop(view);
     sink.finish()
 }
@@ -78,9 +79,16 @@ fn write(view: SnapshotView, mut sink: Box<dyn SnapshotSink>) -> Result<Snapshot
 pub(crate) enum Phase {
     Idle,
     /// Frozen at `lsn`, waiting for the log to be durable there.
-    Frozen { lsn: u64, view: SnapshotView, started: Instant },
+    Frozen {
+        lsn: u64,
+        view: SnapshotView,
+        started: Instant,
+    },
     /// On the snapshot thread.
-    Writing { lsn: u64, started: Instant },
+    Writing {
+        lsn: u64,
+        started: Instant,
+    },
 }
 
 /// A shard's snapshot machinery.

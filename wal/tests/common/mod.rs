@@ -5,7 +5,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use bookd_wal::{Lsn, RecordHeader, RecordView, Replay, Snapshot};
+use bookd_wal::{Lsn, RecordHeader, RecordView, Replay, Snapshot, SnapshotReader};
 
 /// Collects what recovery replays.
 #[derive(Debug, Default)]
@@ -16,8 +16,9 @@ pub struct Collect {
 }
 
 impl Replay for Collect {
-    fn snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.snapshot = Some(snapshot.clone());
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        let bytes = snapshot.read_to_vec().map_err(|e| e.to_string())?;
+        self.snapshot = Some(Snapshot { lsn: snapshot.lsn(), bytes });
         Ok(())
     }
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
