@@ -77,6 +77,7 @@ OUT="$(cd "$OUT" && pwd)"
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/bookd-long-run.XXXXXX")"
 SERVER_PID=""
 SAMPLER_PID=""
+BENCH_PID=""
 
 now() { date +%s.%N; }
 
@@ -84,6 +85,10 @@ now() { date +%s.%N; }
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    if [[ -n "$BENCH_PID" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true
+        wait "$BENCH_PID" 2>/dev/null || true
+    fi
     if [[ -n "$SAMPLER_PID" ]] && kill -0 "$SAMPLER_PID" 2>/dev/null; then
         kill "$SAMPLER_PID" 2>/dev/null || true
         wait "$SAMPLER_PID" 2>/dev/null || true
@@ -166,11 +171,15 @@ RUN_START="$(now)"
 ) &
 SAMPLER_PID=$!
 
+# In the background and waited for, so a signal to this script stops the run at once.
 BENCH_STATUS=0
 "$BIN" bench --addr "$BINARY_ADDR" --workload "$WORKLOAD" --duration "$DURATION" \
     --warmup "$WARMUP" --interval "$INTERVAL" --json --clients "$CLIENTS" \
     --connections "$CONNECTIONS" --windows-plot "$OUT/windows.svg" \
-    >"$OUT/bench.json" 2>"$OUT/bench.log" || BENCH_STATUS=$?
+    >"$OUT/bench.json" 2>"$OUT/bench.log" &
+BENCH_PID=$!
+wait "$BENCH_PID" || BENCH_STATUS=$?
+BENCH_PID=""
 
 kill "$SAMPLER_PID" 2>/dev/null || true
 wait "$SAMPLER_PID" 2>/dev/null || true
@@ -220,7 +229,9 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
             "sell-out          \(.success.units_sold) of \(.success.units) units sold, sold out at \(.success.sold_out_at_s // "never") s, \(.success.refusals_per_s_after_sell_out // "no") holds refused/s after"
           else empty end)
     ' "$OUT/bench.json"
-    echo "peak RSS          $(mib "$HWM_KB") MiB (kernel high-water mark; sampled peak $(mib "$PEAK_SAMPLED_KB") MiB)"
+    # The kernel's high-water mark and the samples are each approximate: the larger of the two.
+    PEAK_KB=$((HWM_KB > PEAK_SAMPLED_KB ? HWM_KB : PEAK_SAMPLED_KB))
+    echo "peak RSS          $(mib "$PEAK_KB") MiB (high-water mark $(mib "$HWM_KB") MiB, highest sample $(mib "$PEAK_SAMPLED_KB") MiB)"
     echo "RSS at the end    $(mib "$END_RSS_KB") MiB"
     echo "disk used         $(awk -v b="$END_DISK" 'BEGIN { printf "%.1f", b / 1048576 }') MiB"
     echo "node exit         $RUN_STOP_STATUS after SIGTERM"
