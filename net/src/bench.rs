@@ -74,10 +74,8 @@ impl Driver for BookdDriver {
             Command::Cancel(c) => answer(client.cancel(&c.partition, &c.hold).await),
             Command::Extend(c) => answer(client.extend(&c.partition, &c.hold, c.ttl_ms).await),
             Command::PutResource(_) => answer(client.call(&Op::Command(command.clone())).await),
-            // No workload deletes a partition; answered without sending anything.
-            Command::DeletePartition(_) => {
-                Answer::Failed("the load generator does not send delete_partition".into())
-            }
+            // No workload deletes; a driver still answers one faithfully.
+            Command::DeletePartition(c) => answer(client.delete_partition(&c.partition).await),
         }
     }
 

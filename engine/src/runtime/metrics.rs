@@ -123,6 +123,8 @@ pub struct ShardMetrics {
     pub resources: AtomicU64,
     pub last_lsn: AtomicU64,
     pub durable_lsn: AtomicU64,
+    /// Bytes of memory the shard's state uses (the figure `--memory-max` bounds).
+    pub memory_bytes: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -144,6 +146,7 @@ impl Default for ShardMetrics {
             resources: AtomicU64::new(0),
             last_lsn: AtomicU64::new(0),
             durable_lsn: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
         }
     }
 }
