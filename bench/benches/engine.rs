@@ -40,7 +40,7 @@ fn commands_group<'a>(
 
 fn engine_mixes(c: &mut Criterion) {
     let mut group = commands_group(c, "engine", Duration::from_secs(3));
-    for workload in Workload::ALL {
+    for workload in Workload::STEADY {
         for clients in CLIENTS {
             // Set up before the case: criterion sizes its samples from the wall time of the
             // warm-up calls, so set-up work inside them would shrink every sample to 1 command.
@@ -72,7 +72,7 @@ const RECORDED_COMMANDS: u64 = 2_000_000;
 /// recording runs out, a fresh engine is set up (untimed) and the recording starts again.
 fn engine_replay(c: &mut Criterion) {
     let mut group = commands_group(c, "engine-replay", Duration::from_secs(3));
-    for workload in Workload::ALL {
+    for workload in Workload::STEADY {
         let clients = CLIENTS[1];
         let mut recording = Vec::with_capacity(RECORDED_COMMANDS as usize);
         let mut recorder = EngineRun::new(workload, SEED, clients, COMMANDS_PER_MS);
@@ -128,7 +128,7 @@ fn report(run: &EngineRun) {
 /// engine, so the engine's share is the difference from the cases above.
 fn generator_only(c: &mut Criterion) {
     let mut group = commands_group(c, "generator-only", Duration::from_secs(2));
-    for workload in Workload::ALL {
+    for workload in Workload::STEADY {
         let mut clients: Vec<ClientLoop> =
             (0..CLIENTS[1]).map(|client| workload.client(SEED, client)).collect();
         let mut next = 0;

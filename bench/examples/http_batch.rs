@@ -148,6 +148,9 @@ fn push_json(out: &mut String, command: &Command) {
             r#"{{"op":"extend","partition":"{}","id":"{}","ttl_ms":{}}}"#,
             c.partition, c.hold, c.ttl_ms
         ),
+        Command::DeletePartition(c) => {
+            write!(out, r#"{{"op":"delete_partition","partition":"{}"}}"#, c.partition)
+        }
     };
 }
 

@@ -10,7 +10,8 @@ use crate::rng::SplitMix64;
 use crate::workload::{
     Names, Workload, FLASH_SALE_PARTITION, FLASH_SALE_QUANTITY_MAX, FLASH_SALE_RESOURCE,
     HOLD_TTL_MS, HOTEL_NIGHTS, HOTEL_PARTITIONS, HOTEL_ROOM_TYPES, HOTEL_STAY_NIGHTS_MAX,
-    SEAT_MAP_PARTITIONS, SEAT_MAP_SEATS, SEAT_MAP_SEATS_PER_HOLD_MAX,
+    SEAT_MAP_PARTITIONS, SEAT_MAP_SEATS, SEAT_MAP_SEATS_PER_HOLD_MAX, SELL_OUT_PARTITION,
+    SELL_OUT_SKUS,
 };
 
 /// Longest hold-id prefix: a name is at most 64 bytes and the sequence takes up to 20 digits.
@@ -21,7 +22,7 @@ const ID_PREFIX_SIZE_MAX_BYTES: usize = bookd_engine::limits::NAME_SIZE_MAX_BYTE
 pub enum Phase {
     /// A new hold with a fresh id: the start of every loop.
     Hold,
-    /// Confirm the hold just granted (flash-sale, hotel).
+    /// Confirm the hold just granted (flash-sale, hotel, sell-out).
     Confirm,
     /// Release the hold just granted (seat-map).
     Release,
@@ -195,7 +196,7 @@ impl ClientLoop {
             (Phase::Hold, true) => {
                 self.counters.holds_granted += 1;
                 let next = match self.workload {
-                    Workload::FlashSale | Workload::Hotel => Phase::Confirm,
+                    Workload::FlashSale | Workload::Hotel | Workload::SellOut => Phase::Confirm,
                     Workload::SeatMap => Phase::Release,
                 };
                 self.aim_follow_up_at_hold(next);
@@ -246,6 +247,18 @@ impl ClientLoop {
                     hold.items[0].resource.push_str(FLASH_SALE_RESOURCE);
                 }
                 hold.items[0].quantity = rng.between(1, FLASH_SALE_QUANTITY_MAX);
+            }
+            Workload::SellOut => {
+                // One partition, one unit of a random sku.
+                if hold.partition.is_empty() {
+                    hold.partition.push_str(SELL_OUT_PARTITION);
+                    set_items_len(&mut hold.items, &mut self.spare_items, 1);
+                    hold.items[0].quantity = 1;
+                }
+                let sku = rng.below(u64::from(SELL_OUT_SKUS)) as usize;
+                let item = &mut hold.items[0];
+                item.resource.clear();
+                item.resource.push_str(&self.names.resources[sku]);
             }
             Workload::SeatMap => {
                 let event = rng.below(u64::from(SEAT_MAP_PARTITIONS)) as u32;
@@ -453,6 +466,7 @@ mod tests {
                         assert!(!existing, "{command:?} reused an id")
                     }
                     Ok(Outcome::Resource { .. }) => panic!("a client put a resource"),
+                    Ok(Outcome::PartitionDeleted { .. }) => panic!("a client deleted a partition"),
                     Err(Refusal::InsufficientCapacity { .. }) => {
                         assert_eq!(client.phase(), Phase::Hold, "only holds may be refused");
                     }
@@ -573,6 +587,45 @@ mod tests {
             })
             .collect();
         assert_eq!(quantities, (1..=4).collect::<HashSet<u64>>());
+    }
+
+    #[test]
+    fn sell_out_holds_one_unit_of_every_sku_and_confirms_it() {
+        let mut skus = HashSet::new();
+        for hold in holds(Workload::SellOut, 4, 5_000) {
+            assert_eq!((&*hold.partition, hold.items.len()), ("drop-1", 1));
+            assert_eq!((hold.items[0].quantity, hold.ttl_ms), (1, Some(600_000)));
+            skus.insert(Workload::sell_out_sku(&hold.items[0].resource).unwrap());
+        }
+        assert_eq!(skus, (0..100).collect::<HashSet<u32>>());
+        let mut client = Workload::SellOut.client(4, 0);
+        let hold = hold_of(client.next_command()).hold.clone();
+        client.on_reply(true);
+        assert_eq!(client.phase(), Phase::Confirm);
+        match client.next_command() {
+            Command::Confirm(confirm) => {
+                assert_eq!((&*confirm.partition, &confirm.hold), ("drop-1", &hold))
+            }
+            other => panic!("expected a confirm, got {other:?}"),
+        }
+        client.on_reply(true);
+        assert_eq!(client.phase(), Phase::Hold);
+        assert_eq!(Workload::SellOut.successes(client.counters()), 1);
+    }
+
+    #[test]
+    fn sell_out_sells_exactly_the_stock_then_refuses_every_hold() {
+        // 64 clients × 5 000 steps: 320 000 commands, well past the 200 000 (a hold and a
+        // confirm per unit) plus the refusals of skus sold out early that the sale takes.
+        let (counters, lazy) = run(Workload::SellOut, 64, 5_000);
+        assert_eq!(counters.confirmed, 100_000, "every unit sold once, none oversold");
+        assert_eq!(counters.holds_granted, 100_000);
+        assert!(counters.holds_refused > 0);
+        assert_eq!(counters.follow_ups_refused, 0);
+        for sku in 0..100 {
+            let resource = lazy.engine.resource("drop-1", &format!("sku-{sku}")).unwrap();
+            assert_eq!((resource.confirmed, resource.held, resource.capacity), (1_000, 0, 1_000));
+        }
     }
 
     #[test]

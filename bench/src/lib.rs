@@ -1,4 +1,4 @@
-//! bookd's workload generators: the three workloads of WORKLOADS.md as seeded, reusable setup
+//! bookd's workload generators: the workloads of WORKLOADS.md as seeded, reusable setup
 //! commands and closed-loop client state machines. Same seed, same commands, on every machine.
 //!
 //! The criterion benchmarks (`benches/`) apply them straight to an engine; the network load
@@ -43,4 +43,4 @@ mod workload;
 pub use client::{ClientLoop, Counters, Phase};
 pub use in_memory::{EngineRun, RUN_START_MS};
 pub use rng::SplitMix64;
-pub use workload::{Setup, Workload, HOLD_TTL_MS};
+pub use workload::{Setup, Workload, HOLD_TTL_MS, SELL_OUT_SKUS, SELL_OUT_UNITS};

@@ -1,5 +1,5 @@
-//! The three workloads of WORKLOADS.md: their names, shapes and setup commands (one
-//! `put_resource` per resource). Setup is a plain iterator, so it costs no memory up front.
+//! The workloads of WORKLOADS.md: their names, shapes and setup commands (one `put_resource` per
+//! resource). Setup is a plain iterator, so it costs no memory up front.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -32,12 +32,19 @@ pub(crate) const HOTEL_CAPACITY: u64 = 20;
 /// hotel: a stay of L nights, L uniform in 1..=7, from a first night in 0..=358.
 pub(crate) const HOTEL_STAY_NIGHTS_MAX: u32 = 7;
 
+/// sell-out: one partition, `sku-0` .. `sku-99` of capacity 1 000 (100 000 units in all).
+pub(crate) const SELL_OUT_PARTITION: &str = "drop-1";
+pub const SELL_OUT_SKUS: u32 = 100;
+pub(crate) const SELL_OUT_CAPACITY: u64 = 1_000;
+/// Every unit the sell-out's setup creates.
+pub const SELL_OUT_UNITS: u64 = SELL_OUT_SKUS as u64 * SELL_OUT_CAPACITY;
+
 const _: () = assert!(SEAT_MAP_SEATS_PER_HOLD_MAX as usize <= bookd_engine::limits::HOLD_ITEMS_MAX);
 const _: () = assert!(HOTEL_STAY_NIGHTS_MAX as usize <= bookd_engine::limits::HOLD_ITEMS_MAX);
 const _: () =
     assert!(HOTEL_STAY_NIGHTS_MAX <= HOTEL_NIGHTS && SEAT_MAP_SEATS_PER_HOLD_MAX <= SEAT_MAP_SEATS);
 
-/// One of the three workloads.
+/// One of the workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Workload {
     /// One hot resource: hold q ∈ 1..=4 of `concert-1/ga`, then confirm. Success: bookings.
@@ -48,17 +55,25 @@ pub enum Workload {
     /// 1 825 000 room-nights: hold L ∈ 1..=7 nights, confirm then cancel if held. Success: stays
     /// booked.
     Hotel,
+    /// Demand far above supply: hold 1 unit of one of 100 skus of 1 000 units, confirm if held.
+    /// Once the 100 000 units are sold every hold is refused. Success: units sold.
+    SellOut,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 3] = [Workload::FlashSale, Workload::SeatMap, Workload::Hotel];
+    pub const ALL: [Workload; 4] =
+        [Workload::FlashSale, Workload::SeatMap, Workload::Hotel, Workload::SellOut];
+    /// The workloads whose command mix stays the same for the whole run (sell-out turns into
+    /// refusals alone once sold out): the engine benchmarks' mixes.
+    pub const STEADY: [Workload; 3] = [Workload::FlashSale, Workload::SeatMap, Workload::Hotel];
 
-    /// The workload's name in WORKLOADS.md (`flash-sale`, `seat-map`, `hotel`).
+    /// The workload's name in WORKLOADS.md (`flash-sale`, `seat-map`, `hotel`, `sell-out`).
     pub fn name(self) -> &'static str {
         match self {
             Workload::FlashSale => "flash-sale",
             Workload::SeatMap => "seat-map",
             Workload::Hotel => "hotel",
+            Workload::SellOut => "sell-out",
         }
     }
 
@@ -70,7 +85,7 @@ impl Workload {
     /// How many partitions the setup creates.
     pub fn partitions(self) -> u32 {
         match self {
-            Workload::FlashSale => 1,
+            Workload::FlashSale | Workload::SellOut => 1,
             Workload::SeatMap => SEAT_MAP_PARTITIONS,
             Workload::Hotel => HOTEL_PARTITIONS,
         }
@@ -82,15 +97,16 @@ impl Workload {
             Workload::FlashSale => 1,
             Workload::SeatMap => SEAT_MAP_SEATS,
             Workload::Hotel => HOTEL_ROOM_TYPES * HOTEL_NIGHTS,
+            Workload::SellOut => SELL_OUT_SKUS,
         }
     }
 
-    /// How many resources the setup creates (1, 1 000 000, 1 825 000).
+    /// How many resources the setup creates (1, 1 000 000, 1 825 000, 100).
     pub fn resources(self) -> u64 {
         u64::from(self.partitions()) * u64::from(self.resources_per_partition())
     }
 
-    /// The name of partition `index` (`concert-1`, `event-{index}`, `hotel-{index}`).
+    /// The name of partition `index` (`concert-1`, `event-{index}`, `hotel-{index}`, `drop-1`).
     pub fn partition_name(self, index: u32) -> String {
         assert!(index < self.partitions(), "{} has no partition {index}", self.name());
         let mut name = String::with_capacity(16);
@@ -118,10 +134,10 @@ impl Workload {
     }
 
     /// The workload's success figure out of `counters`: bookings (flash-sale), holds granted
-    /// (seat-map), stays booked (hotel).
+    /// (seat-map), stays booked (hotel), units sold (sell-out: one unit per confirmed hold).
     pub fn successes(self, counters: &crate::Counters) -> u64 {
         match self {
-            Workload::FlashSale | Workload::Hotel => counters.confirmed,
+            Workload::FlashSale | Workload::Hotel | Workload::SellOut => counters.confirmed,
             Workload::SeatMap => counters.holds_granted,
         }
     }
@@ -132,12 +148,24 @@ impl Workload {
             Workload::FlashSale => "bookings",
             Workload::SeatMap => "holds granted",
             Workload::Hotel => "stays booked",
+            Workload::SellOut => "units sold",
         }
+    }
+
+    /// The sku number of a sell-out resource id (`sku-17` → 17); `None` for any other id.
+    pub fn sell_out_sku(resource: &str) -> Option<u32> {
+        let digits = resource.strip_prefix("sku-")?;
+        // Canonical decimal only: `sku-07` names no resource of the setup.
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        digits.parse().ok().filter(|&sku| sku < SELL_OUT_SKUS)
     }
 
     pub(crate) fn write_partition(self, out: &mut String, index: u32) {
         match self {
             Workload::FlashSale => out.push_str(FLASH_SALE_PARTITION),
+            Workload::SellOut => out.push_str(SELL_OUT_PARTITION),
             Workload::SeatMap => {
                 out.push_str("event-");
                 push_decimal(out, u64::from(index));
@@ -149,7 +177,8 @@ impl Workload {
         }
     }
 
-    /// Writes the id of resource `index` of a partition (`ga`, `s-{seat}`, `rt{t}@{night}`).
+    /// Writes the id of resource `index` of a partition (`ga`, `s-{seat}`, `rt{t}@{night}`,
+    /// `sku-{index}`).
     pub(crate) fn write_resource(self, out: &mut String, index: u32) {
         match self {
             Workload::FlashSale => out.push_str(FLASH_SALE_RESOURCE),
@@ -158,6 +187,10 @@ impl Workload {
                 push_decimal(out, u64::from(index));
             }
             Workload::Hotel => write_room_night(out, index / HOTEL_NIGHTS, index % HOTEL_NIGHTS),
+            Workload::SellOut => {
+                out.push_str("sku-");
+                push_decimal(out, u64::from(index));
+            }
         }
     }
 
@@ -166,10 +199,12 @@ impl Workload {
         static FLASH_SALE: OnceLock<Names> = OnceLock::new();
         static SEAT_MAP: OnceLock<Names> = OnceLock::new();
         static HOTEL: OnceLock<Names> = OnceLock::new();
+        static SELL_OUT: OnceLock<Names> = OnceLock::new();
         let names = match self {
             Workload::FlashSale => &FLASH_SALE,
             Workload::SeatMap => &SEAT_MAP,
             Workload::Hotel => &HOTEL,
+            Workload::SellOut => &SELL_OUT,
         };
         names.get_or_init(|| Names::new(self))
     }
@@ -179,6 +214,7 @@ impl Workload {
             Workload::FlashSale => FLASH_SALE_CAPACITY,
             Workload::SeatMap => 1,
             Workload::Hotel => HOTEL_CAPACITY,
+            Workload::SellOut => SELL_OUT_CAPACITY,
         }
     }
 }
@@ -295,6 +331,7 @@ mod tests {
         assert_eq!(Workload::FlashSale.resources(), 1);
         assert_eq!(Workload::SeatMap.resources(), 1_000_000);
         assert_eq!(Workload::Hotel.resources(), 1_825_000);
+        assert_eq!(Workload::SellOut.resources(), 100);
         for workload in Workload::ALL {
             assert_eq!(workload.setup().len() as u64, workload.resources());
         }
@@ -339,6 +376,26 @@ mod tests {
         assert_eq!(ids.len(), 5 * 365);
         let last = Workload::Hotel.setup().nth(1_825_000 - 1).unwrap();
         assert_eq!((&*put(&last).partition, &*put(&last).resource), ("hotel-999", "rt4@364"));
+    }
+
+    #[test]
+    fn sell_out_setup_is_a_hundred_skus_of_a_thousand() {
+        let commands: Vec<Command> = Workload::SellOut.setup().collect();
+        assert_eq!(commands.len(), 100);
+        assert!(commands.iter().all(|c| put(c).partition == "drop-1" && put(c).capacity == 1_000));
+        let ids: Vec<&str> = commands.iter().map(|c| &*put(c).resource).collect();
+        assert_eq!((ids[0], ids[1], ids[99]), ("sku-0", "sku-1", "sku-99"));
+        let units: u64 = commands.iter().map(|c| put(c).capacity).sum();
+        assert_eq!(units, SELL_OUT_UNITS);
+        assert_eq!(SELL_OUT_UNITS, 100_000);
+        assert_eq!(Workload::from_name("sell-out"), Some(Workload::SellOut));
+        assert_eq!(Workload::SellOut.partition_name(0), "drop-1");
+        for (index, id) in ids.iter().enumerate() {
+            assert_eq!(Workload::sell_out_sku(id), Some(index as u32));
+        }
+        for id in ["sku-100", "sku-", "sku-07", "sku--1", "ga", "s-1"] {
+            assert_eq!(Workload::sell_out_sku(id), None, "{id}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bookd_bench::load::{self, Answer, BenchArgs, Driver};
 use bookd_engine::runtime::Op;
@@ -35,11 +36,13 @@ impl BookdDriver {
     }
 }
 
-/// A client error as the bench's answer: contract refusals are refusals, the rest failures.
+/// A client error as the bench's answer: contract refusals are refusals, a call past its
+/// timeout is unanswered, the rest failures.
 fn answer<T>(result: Result<T, ClientError>) -> Answer {
     match result {
         Ok(_) => Answer::Ok,
         Err(ClientError::Refused(refused)) => Answer::Refused(refused.code.as_str()),
+        Err(ClientError::Timeout) => Answer::TimedOut,
         Err(error) => Answer::Failed(error.to_string()),
     }
 }
@@ -71,6 +74,8 @@ impl Driver for BookdDriver {
             Command::Cancel(c) => answer(client.cancel(&c.partition, &c.hold).await),
             Command::Extend(c) => answer(client.extend(&c.partition, &c.hold, c.ttl_ms).await),
             Command::PutResource(_) => answer(client.call(&Op::Command(command.clone())).await),
+            // No workload deletes; a driver still answers one faithfully.
+            Command::DeletePartition(c) => answer(client.delete_partition(&c.partition).await),
         }
     }
 
@@ -90,7 +95,10 @@ impl Driver for BookdDriver {
                 })
                 .collect(),
             Err(error) => {
-                let failed = Answer::Failed(error.to_string());
+                let failed = match error {
+                    ClientError::Timeout => Answer::TimedOut,
+                    error => Answer::Failed(error.to_string()),
+                };
                 vec![failed; commands.len()]
             }
         }
@@ -169,16 +177,23 @@ impl EmbeddedNode {
     }
 }
 
-/// Connects a pool of `connections` to `addr` for the bench.
+/// The client's own call timeout past the bench's `--timeout`: the bench's timer decides
+/// which commands went unanswered, the client's only frees calls it would otherwise keep.
+const CALL_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+/// Connects a pool of `connections` to `addr` for the bench; a call without an answer
+/// `timeout` after it was made is given up.
 pub async fn connect(
     addr: &str,
     connections: usize,
     token: Option<String>,
+    timeout: Duration,
 ) -> Result<BookdDriver, String> {
     let config = ClientConfig {
         connections,
         token,
         client_name: "bookd-bench".into(),
+        call_timeout: Some(timeout.saturating_add(CALL_TIMEOUT_SLACK)),
         ..ClientConfig::default()
     };
     let client = Client::connect(addr, config).await.map_err(|error| format!("{addr}: {error}"))?;
@@ -209,7 +224,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
                 (node.bound.binary.to_string(), Some(node))
             }
         };
-        let driver = connect(&addr, args.connections as usize, args.token.clone()).await?;
+        let connections = args.connections as usize;
+        let driver = connect(&addr, connections, args.token.clone(), args.timeout).await?;
         let out = load::bench(args, &driver).await;
         if !args.json {
             let stats = driver.client().stats();
@@ -226,7 +242,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
         out
     });
-    tokio.shutdown_timeout(std::time::Duration::from_secs(5));
+    tokio.shutdown_timeout(Duration::from_secs(5));
     match result {
         Ok(out) => {
             print!("{out}");
@@ -246,6 +262,8 @@ mod tests {
     #[test]
     fn refusals_and_failures_are_told_apart() {
         assert_eq!(answer::<()>(Ok(())), Answer::Ok);
-        assert!(matches!(answer::<()>(Err(ClientError::Timeout)), Answer::Failed(_)));
+        assert_eq!(answer::<()>(Err(ClientError::Timeout)), Answer::TimedOut);
+        let unavailable = ClientError::Unavailable("stopping".into());
+        assert!(matches!(answer::<()>(Err(unavailable)), Answer::Failed(_)));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -64,6 +65,16 @@ pub struct ServeArgs {
     /// `replication_timeout` (the command did take effect here; retry with the same hold id).
     #[arg(long, env = "BOOKD_REPLICATION_TIMEOUT_MS", default_value_t = 5000)]
     pub replication_timeout_ms: u64,
+    /// How long a released, expired or cancelled hold is kept after it ended (its id is
+    /// reserved and repeats answer as before until then): `24h`, `90s`, `500ms`, `2m`, `1d`,
+    /// `1h30m`; at least 1s.
+    #[arg(long, env = "BOOKD_HOLD_RETENTION", default_value = "24h", value_parser = parse_hold_retention)]
+    pub hold_retention: Duration,
+    /// The memory the state may use, in bytes, or with a suffix: K, M, G, T (powers of 1000)
+    /// or KiB, MiB, GiB, TiB (powers of 1024). Past it, commands that would grow the state
+    /// are refused with `storage_full`. Default: 80 % of the machine's physical memory.
+    #[arg(long, env = "BOOKD_MEMORY_MAX", value_parser = parse_bytes)]
+    pub memory_max: Option<u64>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -127,10 +138,110 @@ impl ServeArgs {
             insecure: self.insecure,
             sync_interval_ms: self.sync_interval_ms,
             replication_timeout: std::time::Duration::from_millis(self.replication_timeout_ms),
+            hold_retention: self.hold_retention,
+            memory_max_bytes: self.memory_max.unwrap_or_else(crate::node::default_memory_max_bytes),
             role,
             ..NodeConfig::default()
         }
     }
+}
+
+/// Why a flag's value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("{0:?} is not a duration (a number and a unit: 24h, 90s, 500ms, 2m, 1d, or 1h30m)")]
+    Duration(String),
+    #[error("{0:?} is shorter than the shortest hold retention, 1s")]
+    RetentionTooShort(String),
+    #[error("{0:?} is too long a duration")]
+    DurationTooLong(String),
+    #[error(
+        "{0:?} is not a size in bytes (a number, optionally with K, M, G, T, KiB, MiB, GiB or TiB)"
+    )]
+    Bytes(String),
+    #[error("{0:?} does not fit in 64 bits")]
+    BytesTooLarge(String),
+    #[error("the memory budget must be at least 1 byte")]
+    BytesZero,
+}
+
+/// A duration: one or more `<integer><unit>` parts, unit `ms`, `s`, `m`, `h` or `d`
+/// (`24h`, `90s`, `500ms`, `1h30m`). At most 2^62 ms (the engine's clock range).
+pub fn parse_duration(text: &str) -> Result<Duration, FlagError> {
+    let bad = || FlagError::Duration(text.to_string());
+    let too_long = || FlagError::DurationTooLong(text.to_string());
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total_ms: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| too_long())?;
+        rest = &rest[digits..];
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..letters] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[letters..];
+        total_ms = number
+            .checked_mul(unit_ms)
+            .and_then(|part| total_ms.checked_add(part))
+            .ok_or_else(too_long)?;
+    }
+    if total_ms > bookd_engine::limits::CLOCK_MS_MAX {
+        return Err(too_long());
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+/// `--hold-retention`: a [`parse_duration`] of at least 1 s.
+pub fn parse_hold_retention(text: &str) -> Result<Duration, FlagError> {
+    let retention = parse_duration(text)?;
+    if retention.as_millis() < u128::from(bookd_engine::limits::HOLD_RETENTION_MS_MIN) {
+        return Err(FlagError::RetentionTooShort(text.to_string()));
+    }
+    Ok(retention)
+}
+
+/// A size in bytes: an integer, optionally followed by `K`, `M`, `G`, `T` (powers of 1000; a
+/// trailing `B` is allowed) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), case-insensitive.
+/// Zero is refused.
+pub fn parse_bytes(text: &str) -> Result<u64, FlagError> {
+    let bad = || FlagError::Bytes(text.to_string());
+    let trimmed = text.trim();
+    let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let number: u64 =
+        trimmed[..digits].parse().map_err(|_| FlagError::BytesTooLarge(text.to_string()))?;
+    let unit: u64 = match trimmed[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes =
+        number.checked_mul(unit).ok_or_else(|| FlagError::BytesTooLarge(text.to_string()))?;
+    if bytes == 0 {
+        return Err(FlagError::BytesZero);
+    }
+    Ok(bytes)
 }
 
 /// Runs the parsed command line; returns the process exit status.
@@ -278,5 +389,124 @@ fn print_status(body: &str) {
             }
             other => println!("{key}: {other}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_in_every_accepted_form() {
+        let ms = |text: &str| parse_duration(text).map(|d| d.as_millis());
+        assert_eq!(ms("24h"), Ok(86_400_000));
+        assert_eq!(ms("90s"), Ok(90_000));
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("2m"), Ok(120_000));
+        assert_eq!(ms("1d"), Ok(86_400_000));
+        assert_eq!(ms("1h30m"), Ok(5_400_000));
+        assert_eq!(ms(" 7s "), Ok(7_000));
+        for bad in ["", "24", "h", "1.5h", "-1s", "1x", "1 h", "1hh", "s1"] {
+            assert_eq!(parse_duration(bad), Err(FlagError::Duration(bad.into())), "{bad:?}");
+        }
+        assert!(matches!(
+            parse_duration("99999999999999999999d"),
+            Err(FlagError::DurationTooLong(_))
+        ));
+        assert!(matches!(parse_duration("9999999999999d"), Err(FlagError::DurationTooLong(_))));
+    }
+
+    #[test]
+    fn hold_retention_is_at_least_one_second() {
+        assert_eq!(parse_hold_retention("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_hold_retention("1000ms"), Ok(Duration::from_secs(1)));
+        let short = parse_hold_retention("999ms").unwrap_err();
+        assert_eq!(short, FlagError::RetentionTooShort("999ms".into()));
+        assert!(short.to_string().contains("1s"), "{short}");
+        assert!(parse_hold_retention("0s").is_err());
+    }
+
+    #[test]
+    fn sizes_in_bytes_with_and_without_suffixes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512K"), Ok(512_000));
+        assert_eq!(parse_bytes("8M"), Ok(8_000_000));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("2gb"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1T"), Ok(1_000_000_000_000));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("4 GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("1tib"), Ok(1 << 40));
+        assert_eq!(parse_bytes("0"), Err(FlagError::BytesZero));
+        for bad in ["", "G", "1.5G", "-1", "1X", "1 KiBs", "0x10"] {
+            assert_eq!(parse_bytes(bad), Err(FlagError::Bytes(bad.into())), "{bad:?}");
+        }
+        assert!(matches!(parse_bytes("20000000000000000000"), Err(FlagError::BytesTooLarge(_))));
+        assert!(matches!(parse_bytes("17179869184GiB"), Err(FlagError::BytesTooLarge(_))));
+    }
+
+    /// Parses a command line without reading the process environment's values for the flags
+    /// under test (they have no `BOOKD_*` variable set in the test process).
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bookd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_and_standby_take_the_retention_and_memory_flags() {
+        let Command::Serve(serve) =
+            parse(&["serve", "--hold-retention", "90s", "--memory-max", "2GiB"]).unwrap().command
+        else {
+            panic!("not serve");
+        };
+        let config = serve.node_config(Role::Primary);
+        assert_eq!(config.hold_retention, Duration::from_secs(90));
+        assert_eq!(config.memory_max_bytes, 2 << 30);
+
+        let Command::Standby(standby) = parse(&[
+            "standby",
+            "--primary",
+            "127.0.0.1:7070",
+            "--hold-retention",
+            "2m",
+            "--memory-max",
+            "500M",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not standby");
+        };
+        let config = standby.serve.node_config(Role::Standby);
+        assert_eq!(config.hold_retention, Duration::from_secs(120));
+        assert_eq!(config.memory_max_bytes, 500_000_000);
+
+        let error = parse(&["serve", "--hold-retention", "500ms"]).unwrap_err();
+        assert!(error.to_string().contains("shorter than the shortest hold retention"), "{error}");
+        let error = parse(&["serve", "--memory-max", "lots"]).unwrap_err();
+        assert!(error.to_string().contains("not a size in bytes"), "{error}");
+    }
+
+    #[test]
+    fn the_defaults_are_a_day_and_most_of_the_memory() {
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        let flag =
+            |name: &str| serve.get_arguments().find(|arg| arg.get_id() == name).unwrap().clone();
+        let retention = flag("hold_retention");
+        assert_eq!(retention.get_env().and_then(|env| env.to_str()), Some("BOOKD_HOLD_RETENTION"));
+        let defaults: Vec<_> = retention.get_default_values().iter().collect();
+        assert_eq!(defaults, ["24h"]);
+        assert_eq!(parse_hold_retention("24h"), Ok(Duration::from_secs(24 * 3600)));
+        let memory = flag("memory_max");
+        assert_eq!(memory.get_env().and_then(|env| env.to_str()), Some("BOOKD_MEMORY_MAX"));
+        assert!(memory.get_default_values().is_empty());
+
+        let physical = crate::system::physical_memory_bytes().unwrap();
+        let default = crate::node::default_memory_max_bytes();
+        assert!(default < physical && default >= physical / 10 * 7, "{default} of {physical}");
+        assert_eq!(NodeConfig::default().memory_max_bytes, default);
+        assert_eq!(NodeConfig::default().hold_retention, Duration::from_secs(24 * 3600));
     }
 }

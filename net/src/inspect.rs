@@ -153,5 +153,7 @@ fn describe_command(line: &mut String, command: &Command) {
         Command::Release(c) => write!(line, " id={}", c.hold),
         Command::Cancel(c) => write!(line, " id={}", c.hold),
         Command::Extend(c) => write!(line, " id={} ttl_ms={}", c.hold, c.ttl_ms),
+        // The partition is already on the line.
+        Command::DeletePartition(_) => Ok(()),
     };
 }

@@ -18,6 +18,7 @@
 //! - [`client`]: the async Rust client of the binary protocol (pool, batching, retries).
 //! - [`replication`]: standbys over the binary port, the standby's TCP connector, and the
 //!   replication role, status and promotion as the HTTP layer sees them.
+//! - [`system`]: physical memory and free disk space, asked of the operating system.
 
 pub mod bench;
 pub mod cli;
@@ -29,3 +30,4 @@ pub mod listener;
 pub mod node;
 pub mod protocol;
 pub mod replication;
+pub mod system;

@@ -14,8 +14,8 @@ use bookd_engine::runtime::{
 use bookd_engine::EngineLimits;
 use bookd_wal::SyncPolicy;
 
-use crate::http::HttpApp;
 pub use crate::http::Role;
+use crate::http::{HttpApp, StorageInfo};
 use crate::replication::{Replication, TcpConnector};
 use bookd_replication::{EpochStore, ReplicatedNode};
 
@@ -43,6 +43,11 @@ pub struct NodeConfig {
     pub reseed: bool,
     /// How long a command waits for its synchronous standbys before `replication_timeout`.
     pub replication_timeout: Duration,
+    /// How long a released, expired or cancelled hold is kept after it ended (at least 1 s).
+    pub hold_retention: Duration,
+    /// The memory the whole node's state may use, in bytes (`u64::MAX`: no limit); the
+    /// runtime divides it among the shards.
+    pub memory_max_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -64,8 +69,16 @@ impl Default for NodeConfig {
             primary: None,
             reseed: false,
             replication_timeout: Duration::from_secs(5),
+            hold_retention: Duration::from_millis(bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT),
+            memory_max_bytes: default_memory_max_bytes(),
         }
     }
+}
+
+/// The default `--memory-max`: 80 % of the machine's physical memory, or no limit
+/// (`u64::MAX`) when the system does not say how much it has.
+pub fn default_memory_max_bytes() -> u64 {
+    crate::system::physical_memory_bytes().map_or(u64::MAX, |bytes| bytes / 5 * 4)
 }
 
 /// Why a node could not start.
@@ -106,6 +119,18 @@ impl Node {
         if config.role == Role::Standby && config.primary.is_none() {
             return Err(NodeError::Config("a standby needs --primary ADDR".into()));
         }
+        let hold_retention_ms = u64::try_from(config.hold_retention.as_millis())
+            .ok()
+            .filter(|&ms| ms <= bookd_engine::limits::CLOCK_MS_MAX)
+            .ok_or_else(|| NodeError::Config("--hold-retention is too long".into()))?;
+        if hold_retention_ms < bookd_engine::limits::HOLD_RETENTION_MS_MIN {
+            return Err(NodeError::Config(format!(
+                "--hold-retention must be at least 1s, not {hold_retention_ms} ms"
+            )));
+        }
+        if config.memory_max_bytes == 0 {
+            return Err(NodeError::Config("--memory-max must be at least 1 byte".into()));
+        }
         let wanted = config.shards.map(|shards| shards.clamp(1, 1024));
         let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
         let options = bookd_wal::Options {
@@ -124,6 +149,8 @@ impl Node {
                 snapshot_log_bytes: config.snapshot_log_bytes,
                 sync_standbys: config.sync_standbys,
                 replication_timeout: config.replication_timeout,
+                hold_retention_ms,
+                memory_max_bytes: config.memory_max_bytes,
                 ..RuntimeConfig::default().shard
             },
             queue_messages_max: config.queue_messages_max,
@@ -178,11 +205,14 @@ impl Node {
         };
         let replication = self.replicated_node();
         let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(replication.clone());
-        let app = Arc::new(HttpApp::new(
-            self.runtime.clone(),
-            self.config.token.clone(),
-            node_info.clone(),
-        ));
+        let storage = StorageInfo {
+            memory_max_bytes: self.config.memory_max_bytes,
+            data_dir: Some(self.config.data_dir.clone()),
+        };
+        let app = Arc::new(
+            HttpApp::new(self.runtime.clone(), self.config.token.clone(), node_info.clone())
+                .with_storage(storage),
+        );
         let binary_app = Arc::new(
             crate::protocol::BinaryApp::new(
                 self.runtime.clone(),
@@ -337,5 +367,26 @@ async fn stop_signal() {
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_under_a_second_or_an_empty_budget_is_refused_before_anything_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |hold_retention, memory_max_bytes| NodeConfig {
+            data_dir: dir.path().join("data"),
+            hold_retention,
+            memory_max_bytes,
+            ..NodeConfig::default()
+        };
+        let error = Node::open(config(Duration::from_millis(999), 1 << 30)).unwrap_err();
+        assert!(error.to_string().contains("--hold-retention must be at least 1s"), "{error}");
+        let error = Node::open(config(Duration::from_secs(1), 0)).unwrap_err();
+        assert!(error.to_string().contains("--memory-max"), "{error}");
+        assert!(!dir.path().join("data").exists(), "nothing was created");
     }
 }

@@ -2,6 +2,7 @@
 //! embedded durable node through the binary-protocol driver, then every resource it touched is
 //! read back: no oversell (capacity ≥ held + confirmed), every attempt answered (successes +
 //! refusals = attempts), and held and confirmed units match what the clients were told.
+//! And `bookd bench --workload sell-out --json` end to end: the binary against its embedded node.
 //! Bounded: loopback only, one-second windows, no timed assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,6 +58,7 @@ impl Tracking {
             Workload::FlashSale => 100_000_000,
             Workload::SeatMap => 1,
             Workload::Hotel => 20,
+            Workload::SellOut => 1_000,
         }
     }
 
@@ -97,7 +99,7 @@ impl Tracking {
         match answer {
             Answer::Ok => ledger.ok += 1,
             Answer::Refused(_) => ledger.refused += 1,
-            Answer::Failed(_) => ledger.failed += 1,
+            Answer::Failed(_) | Answer::TimedOut => ledger.failed += 1,
         }
         if *answer == Answer::Ok {
             let (key, state) = match command {
@@ -161,7 +163,8 @@ impl Driver for Tracking {
 
 async fn run_and_check(workload: Workload, batched: bool) {
     let node = EmbeddedNode::start(false).await.unwrap();
-    let inner = connect(&node.bound.binary.to_string(), 4, None).await.unwrap();
+    let addr = node.bound.binary.to_string();
+    let inner = connect(&addr, 4, None, Duration::from_secs(30)).await.unwrap();
     let driver = Tracking {
         inner: inner.clone(),
         workload,
@@ -183,6 +186,8 @@ async fn run_and_check(workload: Workload, batched: bool) {
     // The report: every counted command was answered, and each op adds up.
     assert!(report.commands > 0, "{workload:?} completed nothing");
     assert_eq!(report.errors(), 0, "{:?}", report.first_failure);
+    assert_eq!(report.unanswered, 0);
+    assert_eq!(report.windows.iter().map(|w| w.commands).sum::<u64>(), report.commands);
     let by_op: u64 = report.by_op.iter().map(|op| op.count).sum();
     assert_eq!(by_op, report.commands);
     for op in &report.by_op {
@@ -260,4 +265,41 @@ async fn seat_map_counts_add_up() {
 async fn hotel_counts_add_up() {
     run_and_check(Workload::Hotel, true).await;
     run_and_check(Workload::Hotel, false).await;
+}
+
+/// `bookd bench --workload sell-out --json` as a user runs it: the binary, its embedded node,
+/// one JSON object on stdout with a window per interval and the sell-out's figures.
+#[test]
+fn sell_out_json_end_to_end() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bookd"))
+        .args(["bench", "--workload", "sell-out", "--json", "--duration", "2s", "--interval", "1s"])
+        .args(["--warmup", "500ms", "--clients", "64", "--connections", "4"])
+        .env_remove("BOOKD_ADDR")
+        .env_remove("BOOKD_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(value["workload"], "sell-out");
+    let windows = value["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2);
+    for (index, window) in windows.iter().enumerate() {
+        assert_eq!(window["t_s"].as_f64(), Some(index as f64));
+        assert!(window["commands"].is_u64() && window["p99_us"].is_u64());
+        assert!(window["max_us"].is_u64());
+    }
+    let window_commands: u64 = windows.iter().map(|w| w["commands"].as_u64().unwrap()).sum();
+    assert_eq!(Some(window_commands), value["commands"].as_u64());
+    assert_eq!(value["unanswered"].as_u64(), Some(0));
+    let success = &value["success"];
+    let sold = success["units_sold"].as_u64().unwrap();
+    assert!(sold <= 100_000, "{success}");
+    assert_eq!(success["units"], 100_000);
+    // Sold out or not, the figures are there: a time and a rate, or nulls while selling.
+    assert!(success["sold_out_at_s"].is_number() || success["sold_out_at_s"].is_null());
+    if sold < 100_000 {
+        assert!(success["sold_out_at_s"].is_null(), "{success}");
+    }
+    assert_eq!(value["by_op"]["confirm"]["refused"], 0);
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bookd_net::http::router::ROUTES;
-use bookd_net::http::{openapi, HttpConfig, NodeInfo, PromoteFuture, Role};
+use bookd_net::http::{openapi, HttpConfig, NodeInfo, PromoteFuture, Role, StorageInfo};
 use http_support::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -425,6 +425,102 @@ async fn batch_runs_independent_commands_in_order() {
     assert_error(&client.post_json("/v1/batch", &json!([1])).await, 400, "bad_request");
 }
 
+// ----- partitions ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_partition_that_does_not_exist_is_not_found() {
+    let server = server().await;
+    let mut client = server.client();
+    let missing = client.delete("/v1/partitions/nowhere").await;
+    assert_error(&missing, 404, "not_found");
+    assert_eq!(missing.json()["message"], "partition not found");
+    let with_body = client.request("DELETE", "/v1/partitions/nowhere", Some(b"{}")).await;
+    assert_error(&with_body, 404, "not_found");
+    let bad_body = client.request("DELETE", "/v1/partitions/nowhere", Some(br#"{"x":1}"#)).await;
+    assert_error(&bad_body, 400, "bad_request");
+    assert_invalid(&client.delete("/v1/partitions/bad%20name").await, "partition");
+    // The route serves DELETE only.
+    let wrong = client.get("/v1/partitions/nowhere").await;
+    assert_error(&wrong, 404, "not_found");
+    assert_eq!(wrong.header("allow"), Some("DELETE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_a_held_hold_is_not_deleted_and_still_serves() {
+    let server = server().await;
+    let mut client = server.client();
+    put(&mut client, "a", 3).await;
+    assert_eq!(hold(&mut client, "h", json!([{"resource":"a","quantity":2}])).await.status, 201);
+    let refused = client.delete(P).await;
+    assert_error(&refused, 409, "partition_has_live_holds");
+    assert_eq!(refused.json()["held"], 1, "{}", refused.text());
+    // Nothing changed: the resource, the hold and new holds are still served.
+    assert_eq!(counts(&resource(&mut client, "a").await), (3, 2, 0, 1));
+    let held = client.get(&format!("{P}/holds/h")).await;
+    assert_eq!(held.status, 200);
+    assert_eq!(held.json()["status"], "held");
+    assert_eq!(hold(&mut client, "h2", json!([{"resource":"a","quantity":1}])).await.status, 201);
+    let refused = client.delete(P).await;
+    assert_eq!(refused.json()["held"], 2, "{}", refused.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_without_held_holds_is_deleted_with_everything_in_it() {
+    let server = server().await;
+    let mut client = server.client();
+    put(&mut client, "a", 3).await;
+    put(&mut client, "b", 3).await;
+    hold(&mut client, "h1", json!([{"resource":"a","quantity":1}])).await;
+    assert_eq!(client.post(&format!("{P}/holds/h1/release")).await.status, 200);
+    hold(&mut client, "h2", json!([{"resource":"b","quantity":2}])).await;
+    assert_eq!(client.post(&format!("{P}/holds/h2/confirm")).await.status, 200);
+
+    let deleted = client.delete(P).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.header("content-type"), Some("application/json"));
+    assert_eq!(deleted.json(), json!({"partition": "event-1", "resources": 2, "holds": 2}));
+    assert_error(&client.get(&format!("{P}/resources/a")).await, 404, "resource_not_found");
+    assert_error(&client.get(&format!("{P}/resources/b")).await, 404, "resource_not_found");
+    assert_error(&client.get(&format!("{P}/holds/h1")).await, 404, "hold_not_found");
+    assert_error(&client.get(&format!("{P}/holds/h2")).await, 404, "hold_not_found");
+    let listing = client.get(&format!("{P}/resources")).await;
+    assert_eq!(listing.json()["resources"], json!([]));
+    // A repeat finds nothing; the name can be used again.
+    assert_error(&client.delete(P).await, 404, "not_found");
+    assert_eq!(put(&mut client, "a", 1).await.status, 201);
+    assert_eq!(hold(&mut client, "h1", json!([{"resource":"a","quantity":1}])).await.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_deletes_partitions() {
+    let server = server().await;
+    let mut client = server.client();
+    let body = json!({"commands": [
+        {"op":"put_resource","partition":"p1","id":"r","capacity":2},
+        {"op":"hold","partition":"p1","id":"h","items":[{"resource":"r","quantity":1}]},
+        {"op":"put_resource","partition":"p2","id":"r","capacity":2},
+        {"op":"delete_partition","partition":"p1"},
+        {"op":"delete_partition","partition":"p2","id":"ignored"},
+        {"op":"delete_partition","partition":"p3"},
+        {"op":"delete_partition","partition":"p2","capacity":1},
+        {"op":"delete_partition","partition":"bad partition"},
+        {"op":"confirm","partition":"p1"}
+    ]});
+    let response = client.post_json("/v1/batch", &body).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let results = response.json()["results"].as_array().unwrap().clone();
+    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 201, 201, 409, 200, 404, 400, 422, 400]);
+    assert_eq!(results[3]["body"]["error"], "partition_has_live_holds");
+    assert_eq!(results[3]["body"]["held"], 1);
+    assert_eq!(results[4]["body"], json!({"partition": "p2", "resources": 1, "holds": 0}));
+    assert_eq!(results[5]["body"]["error"], "not_found");
+    assert_eq!(results[7]["body"]["field"], "partition");
+    assert!(results[8]["body"]["message"].as_str().unwrap().contains("id"), "{}", results[8]);
+    assert_eq!(client.get("/v1/partitions/p1/resources/r").await.status, 200);
+    assert_error(&client.get("/v1/partitions/p2/resources/r").await, 404, "resource_not_found");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_takes_a_thousand_commands_and_refuses_more() {
     let server = server().await;
@@ -761,7 +857,10 @@ async fn a_full_queue_answers_overloaded_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_status_metrics_checkpoint_and_promote_on_a_primary() {
-    let server = server().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let storage =
+        StorageInfo { memory_max_bytes: 1 << 30, data_dir: Some(data_dir.path().to_path_buf()) };
+    let server = TestServer::start(Options { storage, ..Options::default() }).await;
     let mut client = server.client();
     put(&mut client, "a", 3).await;
     hold(&mut client, "h", json!([{"resource":"a","quantity":1}])).await;
@@ -814,6 +913,14 @@ async fn health_status_metrics_checkpoint_and_promote_on_a_primary() {
         "bookd_resources{shard=\"1\"}",
         "bookd_snapshots_total{shard=\"0\"}",
         "bookd_http_responses_total{status=\"201\"} 2",
+        "bookd_http_responses_total{status=\"507\"} 0",
+        "bookd_commands_total{op=\"delete_partition\",result=\"ok\"} 0",
+        "bookd_command_latency_seconds_count{op=\"delete_partition\"} 0",
+        "bookd_command_latency_seconds_count{op=\"list_resources\"} 0",
+        "bookd_refusals_total{code=\"storage_full\"} 0",
+        "bookd_refusals_total{code=\"partition_has_live_holds\"} 0",
+        "bookd_memory_max_bytes 1073741824\n",
+        "bookd_memory_bytes ",
     ] {
         assert!(text.contains(expected), "missing {expected}\n{text}");
     }
@@ -824,6 +931,12 @@ async fn health_status_metrics_checkpoint_and_promote_on_a_primary() {
             doc.name
         );
     }
+    let gauge = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(gauge("bookd_disk_free_bytes") > 0, "{text}");
+    let _ = gauge("bookd_memory_bytes");
     let holds_live: u64 = text
         .lines()
         .filter(|l| l.starts_with("bookd_holds_live{"))
@@ -878,12 +991,17 @@ async fn a_standby_serves_reads_refuses_writes_and_promotes() {
     assert_error(&extend, 503, "standby_read_only");
     let batch = client.post_json("/v1/batch", &json!({"commands": []})).await;
     assert_error(&batch, 503, "standby_read_only");
+    assert_error(&client.delete(P).await, 503, "standby_read_only");
     assert_error(&client.get(&format!("{P}/resources/a")).await, 404, "resource_not_found");
     assert_eq!(client.get(&format!("{P}/resources")).await.status, 200);
     let status = client.get("/v1/status").await.json();
     assert_eq!(status["role"], "standby");
     assert_eq!(status["primary"]["lag"], 0);
-    assert!(client.get("/metrics").await.text().contains("bookd_role{role=\"standby\"} 1"));
+    let metrics = client.get("/metrics").await.text();
+    assert!(metrics.contains("bookd_role{role=\"standby\"} 1"));
+    // Without a budget or a data directory: no limit, and no disk to measure.
+    assert!(metrics.contains("bookd_memory_max_bytes +Inf\n"), "{metrics}");
+    assert!(!metrics.lines().any(|l| l.starts_with("bookd_disk_free_bytes ")), "{metrics}");
 
     let promoted = client.post("/admin/promote").await;
     assert_eq!(promoted.status, 200, "{}", promoted.text());
@@ -1063,7 +1181,11 @@ async fn the_openapi_document_matches_the_router_both_ways() {
             template.replace("{partition}", "p").replace("{resource}", "r").replace("{hold}", "h");
         let body: Option<&[u8]> = if method == "GET" { None } else { Some(b"{}") };
         let response = client.request(method, &path, body).await;
-        assert_ne!(response.code_or_none().as_deref(), Some("not_found"), "{method} {path}");
+        // The router's own `not_found` (no route); deleting a missing partition is the
+        // engine's, "partition not found".
+        let routed_away = response.code_or_none().as_deref() == Some("not_found")
+            && response.json()["message"] != "partition not found";
+        assert!(!routed_away, "{method} {path}: {}", response.text());
         // Every documented status covers what the route answered.
         let operation = &document["paths"][template][method.to_ascii_lowercase()];
         let status = response.status.to_string();

@@ -205,6 +205,42 @@ async fn every_engine_error_code_with_its_details() {
 }
 
 #[tokio::test]
+async fn delete_partition_refuses_live_holds_then_removes_everything() {
+    let server = TestServer::start(Options::default()).await;
+    let client = client(&server, 1).await;
+    let error = client.delete_partition("nowhere").await.unwrap_err();
+    let ClientError::Refused(refused) = &error else { panic!("{error:?}") };
+    assert_eq!((refused.code, &refused.detail), (ErrorCode::NotFound, &Detail::None));
+    assert_eq!(refused.to_string(), "partition not found");
+    let error = client.delete_partition("bad name").await.unwrap_err();
+    assert_eq!(code(&error), ErrorCode::Invalid);
+    let error = client.delete_partition(&"x".repeat(300)).await.unwrap_err();
+    assert_eq!(code(&error), ErrorCode::Invalid, "a name that cannot be encoded is invalid");
+
+    client.put_resource("ev", "a", 5).await.unwrap();
+    client.put_resource("ev", "b", 5).await.unwrap();
+    client.hold("ev", "h1", &[("a", 1)], None, None).await.unwrap();
+    client.hold("ev", "h2", &[("b", 1)], None, None).await.unwrap();
+    let error = client.delete_partition("ev").await.unwrap_err();
+    let ClientError::Refused(refused) = &error else { panic!("{error:?}") };
+    assert_eq!(refused.code, ErrorCode::PartitionHasLiveHolds);
+    assert_eq!(refused.detail, Detail::Held { held: 2 });
+    assert_eq!(refused.to_string(), "partition has 2 held holds");
+    assert_eq!(client.get_resource("ev", "a").await.unwrap().held, 1);
+
+    client.release("ev", "h1").await.unwrap();
+    client.confirm("ev", "h2").await.unwrap();
+    let deleted = client.delete_partition("ev").await.unwrap();
+    assert_eq!((&*deleted.partition, deleted.resources, deleted.holds), ("ev", 2, 2));
+    assert_eq!(
+        code(&client.get_resource("ev", "a").await.unwrap_err()),
+        ErrorCode::ResourceNotFound
+    );
+    assert_eq!(code(&client.get_hold("ev", "h2").await.unwrap_err()), ErrorCode::HoldNotFound);
+    assert_eq!(code(&client.delete_partition("ev").await.unwrap_err()), ErrorCode::NotFound);
+}
+
+#[tokio::test]
 async fn a_full_shard_queue_is_overloaded_and_a_failed_log_unavailable() {
     let server =
         TestServer::start(Options { shards: 1, queue_messages_max: 1, ..Options::default() }).await;
@@ -275,6 +311,7 @@ async fn a_standby_refuses_writes_and_serves_reads() {
         code(&client.hold("p", "h", &[("r", 1)], None, None).await.unwrap_err()),
         ErrorCode::StandbyReadOnly
     );
+    assert_eq!(code(&client.delete_partition("p").await.unwrap_err()), ErrorCode::StandbyReadOnly);
     assert_eq!(
         code(&client.get_resource("p", "r").await.unwrap_err()),
         ErrorCode::ResourceNotFound

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bookd_engine::runtime::{Op, OpResult};
 use bookd_engine::{
-    Cancel, Command, Confirm, Extend, Hold, HoldStatus, HoldView, Item, ItemView, ListQuery,
-    Outcome, PutResource, Refusal, Release, ResourcePage, ResourceView,
+    Cancel, Command, Confirm, DeletePartition, Extend, Hold, HoldStatus, HoldView, Item, ItemView,
+    ListQuery, Outcome, PutResource, Refusal, Release, ResourcePage, ResourceView,
+    StorageFullReason,
 };
 use bookd_net::protocol::command::{decode_request, put_request_count, CommandRef};
 use bookd_net::protocol::frame::{self, Kind};
@@ -77,6 +78,9 @@ fn op() -> impl Strategy<Value = Op> {
                 Op::ListResources { partition, query: ListQuery { prefix, after, limit } }
             }
         ),
+        name().prop_map(|partition| {
+            Op::Command(Command::DeletePartition(DeletePartition { partition }))
+        }),
     ]
 }
 
@@ -148,6 +152,10 @@ fn refusal() -> impl Strategy<Value = Refusal> {
             .prop_map(|(capacity, used)| Refusal::CapacityBelowUsage { capacity, used }),
         (prop::sample::select(vec!["hold", "resource", "partition"]), any::<u32>())
             .prop_map(|(table, max)| Refusal::Overloaded { table, max }),
+        Just(Refusal::NotFound),
+        any::<u32>().prop_map(|held| Refusal::PartitionHasLiveHolds { held }),
+        prop::sample::select(vec![StorageFullReason::Memory, StorageFullReason::Disk])
+            .prop_map(|reason| Refusal::StorageFull { reason }),
     ]
 }
 
@@ -162,6 +170,9 @@ fn op_result() -> impl Strategy<Value = OpResult> {
         ))),
         (hold_view(), any::<bool>())
             .prop_map(|(hold, existing)| OpResult::Command(Ok(Outcome::Hold { hold, existing }))),
+        (arc(name()), any::<u32>(), any::<u32>()).prop_map(|(partition, resources, holds)| {
+            OpResult::Command(Ok(Outcome::PartitionDeleted { partition, resources, holds }))
+        }),
         refusal().prop_map(|refusal| OpResult::Command(Err(refusal))),
         resource().prop_map(|resource| OpResult::Resource(Ok(resource))),
         refusal().prop_map(|refusal| OpResult::Resource(Err(refusal))),

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bookd_engine::runtime::{Op, OpResult};
 use bookd_engine::{
-    Cancel, Command, Confirm, Extend, Hold, HoldStatus, HoldView, Item, ItemView, ListQuery,
-    Outcome, PutResource, Refusal, Release, ResourcePage, ResourceView,
+    Cancel, Command, Confirm, DeletePartition, Extend, Hold, HoldStatus, HoldView, Item, ItemView,
+    ListQuery, Outcome, PutResource, Refusal, Release, ResourcePage, ResourceView,
+    StorageFullReason,
 };
 use bookd_net::http::Role;
 use bookd_net::protocol::command::{decode_request, put_request_count};
@@ -91,6 +92,9 @@ fn request_ops(name: &str) -> Vec<Op> {
                 reference: None,
             })),
         ],
+        "request-delete-partition" => {
+            vec![Op::Command(Command::DeletePartition(DeletePartition { partition: p() }))]
+        }
         other => panic!("no request vector {other}"),
     }
 }
@@ -148,6 +152,17 @@ fn response_results(name: &str) -> Vec<OpResult> {
                 next: Some("ga".into()),
             })),
         ],
+        "response-delete-partition" => vec![
+            OpResult::Command(Ok(Outcome::PartitionDeleted {
+                partition: "concert-1".into(),
+                resources: 3,
+                holds: 7,
+            })),
+            OpResult::Command(Err(Refusal::NotFound)),
+            OpResult::Command(Err(Refusal::PartitionHasLiveHolds { held: 2 })),
+            OpResult::Command(Err(Refusal::StorageFull { reason: StorageFullReason::Memory })),
+            OpResult::Command(Err(Refusal::StorageFull { reason: StorageFullReason::Disk })),
+        ],
         other => panic!("no response vector {other}"),
     }
 }
@@ -176,9 +191,14 @@ fn vectors() -> Vec<Vector> {
         Vector { name: "request-put-resource", bytes: request("request-put-resource", 7) },
         Vector { name: "request-hold", bytes: request("request-hold", 8) },
         Vector { name: "request-many", bytes: request("request-many", 9) },
+        Vector { name: "request-delete-partition", bytes: request("request-delete-partition", 10) },
         Vector { name: "response-resource", bytes: response("response-resource", 7) },
         Vector { name: "response-hold", bytes: response("response-hold", 8) },
         Vector { name: "response-many", bytes: response("response-many", 9) },
+        Vector {
+            name: "response-delete-partition",
+            bytes: response("response-delete-partition", 10),
+        },
         Vector { name: "error", bytes: error_frame() },
     ]
 }

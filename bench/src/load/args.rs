@@ -13,10 +13,10 @@ pub const CONNECTIONS_MAX: usize = 1_024;
 /// Longest measured window or warm-up.
 pub const DURATION_MAX: Duration = Duration::from_secs(3_600);
 
-/// `bookd bench`: runs a workload of WORKLOADS.md and reports what it measured.
+/// `bookd bench`: runs a workload and reports what it measured.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// flash-sale, seat-map or hotel.
+    /// flash-sale, seat-map, hotel or sell-out.
     #[arg(long, value_parser = parse_workload)]
     pub workload: Workload,
     /// A node's binary protocol address; without it, an embedded node on a temporary directory.
@@ -34,6 +34,16 @@ pub struct BenchArgs {
     /// Warm-up before the window (run but not counted).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Cut the measured window into windows of this length, each reported (commands, p99,
+    /// max); the duration must be a whole number of them (a shorter duration is one window).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A command without an answer this long after it was sent counts as unanswered.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Draw commands/s and p99 of each window over time into this SVG file.
+    #[arg(long)]
+    pub windows_plot: Option<PathBuf>,
     /// Print only the result as one JSON object (the contract's `bookd bench --json`).
     #[arg(long)]
     pub json: bool,
@@ -59,8 +69,9 @@ pub struct BenchArgs {
 }
 
 fn parse_workload(text: &str) -> Result<Workload, String> {
-    Workload::from_name(text)
-        .ok_or_else(|| format!("unknown workload {text:?}: flash-sale, seat-map or hotel"))
+    Workload::from_name(text).ok_or_else(|| {
+        format!("unknown workload {text:?}: flash-sale, seat-map, hotel or sell-out")
+    })
 }
 
 /// Parses `20s`, `500ms`, `1.5s`, `2m` or a bare number of seconds (`20`), up to one hour.
@@ -114,6 +125,7 @@ mod tests {
     #[test]
     fn workloads_by_name() {
         assert_eq!(parse_workload("seat-map"), Ok(Workload::SeatMap));
+        assert_eq!(parse_workload("sell-out"), Ok(Workload::SellOut));
         assert!(parse_workload("seatmap").is_err());
     }
 }

@@ -14,7 +14,9 @@
 //! - `redis`: a RESP client with the four operations as Lua scripts, and a local `redis-server`.
 //! - `postgres`: the four operations as SQL functions, and a local PostgreSQL.
 //! - `peers`: `--compare`: starts each peer, runs the same workload, stops it.
-//! - `plot`: `--plot`: an open-loop sweep drawn as latency percentiles against throughput.
+//! - `plot`: `--plot`: an open-loop sweep drawn as latency percentiles against throughput;
+//!   `--windows-plot`: commands/s and p99 of each window over time.
+//! - `windows`: the per-`--interval` figures ([`WindowSummary`]) and their bounded recorder.
 
 mod args;
 mod peers;
@@ -23,6 +25,7 @@ mod postgres;
 mod redis;
 mod report;
 mod run;
+mod windows;
 
 use std::future::Future;
 
@@ -30,11 +33,12 @@ use bookd_engine::Command;
 
 pub use args::{parse_duration, BenchArgs};
 pub use peers::{compare, Peer};
-pub use plot::{sweep_and_plot, SweepPoint};
+pub use plot::{draw_windows, sweep_and_plot, SweepPoint};
 pub use postgres::{PostgresDriver, PostgresServer};
 pub use redis::{RedisDriver, RedisServer};
-pub use report::{comparison_table, OpReport, Report};
+pub use report::{comparison_table, OpReport, Report, SellOutFigures};
 pub use run::{run_closed_loop, run_open_loop, setup, RunConfig, SETUP_BATCH_COMMANDS};
+pub use windows::{WindowPlan, WindowStats, WindowSummary, WindowsError, WINDOWS_MAX};
 
 /// What a system answered to one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +47,11 @@ pub enum Answer {
     Ok,
     /// A business refusal of the contract (`insufficient_capacity`, `hold_expired`, …).
     Refused(&'static str),
-    /// No answer: a lost connection, a timeout, a protocol or server error.
+    /// No usable answer: a lost connection, a protocol or server error.
     Failed(String),
+    /// No answer within the run's timeout: whether it took effect is unknown. Counted in the
+    /// report's `unanswered`.
+    TimedOut,
 }
 
 /// A system under test, seen by the load generator: send one command, get its answer.
@@ -94,9 +101,10 @@ pub trait Driver: Clone + Send + Sync + 'static {
 }
 
 /// `bookd bench` once bookd is reachable through `bookd`: sets the workload up, runs it (closed
-/// loop, or open loop with `--rate`), then the `--plot` sweep and the `--compare` peers. Notes go
-/// to stderr (none with `--json`); returns what to print on stdout: the report table (and the
-/// comparison table), or the contract's JSON object alone.
+/// loop, or open loop with `--rate`), then the `--windows-plot` chart, the `--plot` sweep and the
+/// `--compare` peers. Notes and each window's line go to stderr (none with `--json`); returns
+/// what to print on stdout: the report table (and the comparison table), or the contract's JSON
+/// object alone.
 pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, String> {
     let quiet = args.json;
     let log = move |line: &str| {
@@ -111,8 +119,16 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Str
         seed: args.seed,
         progress: !args.json,
         mode,
+        interval: args.interval,
+        timeout: args.timeout,
+        print_windows: !args.json,
         ..RunConfig::new("bookd", args.workload, args.clients as usize, args.connections as usize)
     };
+    // Refused before any setup: a duration the interval does not divide, too many windows.
+    config.window_plan()?;
+    if args.timeout.is_zero() {
+        return Err("--timeout must be longer than zero".into());
+    }
     let peers = args
         .compare
         .iter()
@@ -131,7 +147,12 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Str
     };
     report.rate = args.rate;
     let mut out = if args.json { String::new() } else { report.table() };
+    if let Some(path) = &args.windows_plot {
+        draw_windows(&report, path)?;
+        log(&format!("windows plot: {}", path.display()));
+    }
     if let Some(path) = &args.plot {
+        let config = RunConfig { print_windows: false, ..config.clone() };
         sweep_and_plot(bookd, &config, report.commands_per_s, path, &log).await?;
         log(&format!("plot: {}", path.display()));
     }

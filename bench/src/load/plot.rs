@@ -1,5 +1,7 @@
 //! `--plot FILE.svg`: an open-loop sweep (offered rates from a tenth of the closed loop's
-//! throughput to past it) drawn as latency p50/p99/p99.9 against achieved commands/s.
+//! throughput to past it) drawn as latency p50/p99/p99.9 against achieved commands/s; and
+//! `--windows-plot FILE.svg`: a run's windows over time, commands/s above and p99 and max below.
+//! Invariant: drawing only reads the figures; an empty or flat series still draws valid axes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use plotters::prelude::*;
 
 use super::report::Report;
 use super::run::{run_open_loop, RunConfig};
+use super::windows::WindowSummary;
 use super::Driver;
 
 /// Offered rates of the sweep, as fractions of the closed loop's commands/s.
@@ -121,9 +124,127 @@ pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), Strin
     root.present().map_err(|e| error(&e))
 }
 
+/// Draws a run's windows into `path`: commands/s per window (top panel) and p99 and max per
+/// window on a log scale (bottom panel), against the time into the measured window.
+pub fn draw_windows(report: &Report, path: &Path) -> Result<(), String> {
+    let title = format!(
+        "{} {}: {} clients, {} ({} windows of {} s)",
+        report.system,
+        report.workload.name(),
+        report.clients,
+        report.mode,
+        report.windows.len(),
+        report.interval_s
+    );
+    draw_window_series(&report.windows, &title, path)
+}
+
+fn draw_window_series(windows: &[WindowSummary], title: &str, path: &Path) -> Result<(), String> {
+    let error = |error: &dyn std::fmt::Display| format!("plot {}: {error}", path.display());
+    let x_max = windows.iter().map(|w| w.t_s + w.length_s).fold(1e-3, f64::max);
+    let rate_max = windows.iter().map(WindowSummary::commands_per_s).fold(1.0, f64::max) * 1.1;
+    let latency_max =
+        windows.iter().map(|w| w.max_us.max(w.p99_us)).max().unwrap_or(1).max(10) as f64 * 2.0;
+    let root = SVGBackend::new(path, (1100, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(|e| error(&e))?;
+    let (top, bottom) = root.split_vertically(330);
+    // A point per window, at its middle.
+    let middle = |w: &WindowSummary| w.t_s + w.length_s / 2.0;
+
+    let mut rates = ChartBuilder::on(&top)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..x_max, 0f64..rate_max)
+        .map_err(|e| error(&e))?;
+    rates
+        .configure_mesh()
+        .x_desc("time into the measured window (s)")
+        .y_desc("commands/s")
+        .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+        .draw()
+        .map_err(|e| error(&e))?;
+    let line: Vec<(f64, f64)> = windows.iter().map(|w| (middle(w), w.commands_per_s())).collect();
+    rates
+        .draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))
+        .map_err(|e| error(&e))?
+        .label("commands/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    rates
+        .draw_series(line.into_iter().map(|point| Circle::new(point, 2, BLUE.filled())))
+        .map_err(|e| error(&e))?;
+    rates
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| error(&e))?;
+
+    let mut latency = ChartBuilder::on(&bottom)
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..x_max, (1f64..latency_max).log_scale())
+        .map_err(|e| error(&e))?;
+    latency
+        .configure_mesh()
+        .x_desc("time into the measured window (s)")
+        .y_desc("latency (µs, log scale)")
+        .draw()
+        .map_err(|e| error(&e))?;
+    let series: [WindowSeries; 2] =
+        [("p99", RGBColor(230, 120, 0), |w| w.p99_us), ("max", RED, |w| w.max_us)];
+    for (label, color, value) in series {
+        let line: Vec<(f64, f64)> =
+            windows.iter().map(|w| (middle(w), value(w).max(1) as f64)).collect();
+        latency
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(|e| error(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        latency
+            .draw_series(line.into_iter().map(|point| Circle::new(point, 2, color.filled())))
+            .map_err(|e| error(&e))?;
+    }
+    latency
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))
+}
+
+/// A line of the windows chart's latency panel: its label, colour and value.
+type WindowSeries = (&'static str, RGBColor, fn(&WindowSummary) -> u64);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draws_windows_throughput_and_p99_panels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("windows.svg");
+        let windows: Vec<WindowSummary> = (0..30)
+            .map(|i: u32| WindowSummary {
+                t_s: f64::from(i) * 10.0,
+                length_s: 10.0,
+                commands: if i == 17 { 0 } else { 10_000_000 + u64::from(i) * 1000 },
+                p99_us: 800 + u64::from(i),
+                max_us: 5_000,
+                holds_refused: 0,
+            })
+            .collect();
+        draw_window_series(&windows, "windows", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("commands/s") && svg.contains("p99"));
+        // No windows at all still draws the axes.
+        draw_window_series(&[], "none", &path).unwrap();
+    }
 
     #[test]
     fn draws_an_svg_with_every_percentile() {

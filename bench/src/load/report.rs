@@ -1,7 +1,8 @@
 //! What a run measured: the [`Report`], its table for people, the contract's `--json` object
 //! (`{"workload","clients","connections","duration_s","commands","commands_per_s",
 //! "latency_us":{"p50","p99","p999","max"},"by_op":{OP:{"count","ok","refused","p50_us",
-//! "p99_us"}},"success":{…}}`), and the comparison table of several systems.
+//! "p99_us"}},"success":{…},"windows":[{"t_s","commands","p99_us","max_us"},…],
+//! "unanswered"}`), and the comparison table of several systems.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 use super::run::RunConfig;
+use super::windows::{WindowStats, WindowSummary};
 use crate::{Counters, Workload};
 
 /// One op's figures over the measured window.
@@ -53,6 +55,30 @@ pub struct Report {
     /// The durability mode, for the table (`durable` / `relaxed`).
     pub mode: &'static str,
     pub first_failure: Option<String>,
+    /// The length of each window.
+    pub interval_s: f64,
+    /// One per interval of the measured window, in order.
+    pub windows: Vec<WindowSummary>,
+    /// Commands of the run (warm-up included) without an answer within the timeout.
+    pub unanswered: u64,
+    /// The sell-out's own figures (that workload only).
+    pub sell_out: Option<SellOutFigures>,
+}
+
+/// What a sell-out run sold, and how fast it refused once sold out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SellOutFigures {
+    /// Every unit of the setup (100 000).
+    pub units: u64,
+    /// Holds confirmed over the whole run (warm-up included), one unit each.
+    pub units_sold: u64,
+    /// When the last hold was granted, in seconds from the start of the run (warm-up
+    /// included), once every sku has refused a hold for capacity; `None` while stock is left.
+    /// 0 when the run granted nothing (sold out before it).
+    pub sold_out_at_s: Option<f64>,
+    /// Holds refused per second over the windows that began after the sell-out; `None` when
+    /// none did.
+    pub refusals_per_s_after: Option<f64>,
 }
 
 impl Report {
@@ -87,6 +113,10 @@ impl Report {
             rate: None,
             mode: config.mode,
             first_failure,
+            interval_s: config.interval.min(config.duration).as_secs_f64(),
+            windows: Vec::new(),
+            unanswered: 0,
+            sell_out: None,
         }
     }
 
@@ -130,6 +160,13 @@ impl Report {
             },
             "by_op": by_op,
             "success": self.success_json(),
+            "windows": self.windows.iter().map(|window| json!({
+                "t_s": round3(window.t_s),
+                "commands": window.commands,
+                "p99_us": window.p99_us,
+                "max_us": window.max_us,
+            })).collect::<Vec<Value>>(),
+            "unanswered": self.unanswered,
         })
     }
 
@@ -153,6 +190,18 @@ impl Report {
                 "stays_booked": c.confirmed,
                 "stays_booked_per_s": per_s(c.confirmed),
             }),
+            Workload::SellOut => {
+                let figures = self.sell_out;
+                json!({
+                    "units": figures.map(|f| f.units),
+                    "units_sold": figures.map(|f| f.units_sold),
+                    "sold_out_at_s": figures.and_then(|f| f.sold_out_at_s).map(round3),
+                    "refusals_per_s_after_sell_out":
+                        figures.and_then(|f| f.refusals_per_s_after).map(round3),
+                    "holds_refused": c.holds_refused,
+                    "holds_refused_per_s": per_s(c.holds_refused),
+                })
+            }
         };
         if let Value::Object(fields) = &mut success {
             fields.insert("follow_ups_refused".into(), c.follow_ups_refused.into());
@@ -184,18 +233,35 @@ impl Report {
             "  commands       {:>12}  {:>12.0}/s",
             self.commands, self.commands_per_s
         );
-        let successes = self.workload.successes(&self.counters);
-        let _ = writeln!(
-            out,
-            "  {:<14} {:>12}  {:>12.0}/s",
-            self.workload.success_name(),
-            successes,
-            self.successes_per_s()
-        );
-        if self.workload == Workload::SeatMap {
+        if self.sell_out.is_none() {
+            let successes = self.workload.successes(&self.counters);
+            let _ = writeln!(
+                out,
+                "  {:<14} {:>12}  {:>12.0}/s",
+                self.workload.success_name(),
+                successes,
+                self.successes_per_s()
+            );
+        }
+        if matches!(self.workload, Workload::SeatMap | Workload::SellOut) {
             let refused = self.counters.holds_refused;
             let per_s = refused as f64 / self.duration_s.max(1e-9);
             let _ = writeln!(out, "  {:<14} {:>12}  {:>12.0}/s", "holds refused", refused, per_s);
+        }
+        if let Some(figures) = &self.sell_out {
+            let sold_out = match figures.sold_out_at_s {
+                Some(at_s) => format!("sold out {at_s:.2} s into the run"),
+                None => "not sold out".into(),
+            };
+            let after = match figures.refusals_per_s_after {
+                Some(per_s) => format!("{per_s:.0} holds refused/s after"),
+                None => "no whole window after it".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  sell-out       {} of {} units sold over the run (warm-up included), {sold_out}, {after}",
+                figures.units_sold, figures.units
+            );
         }
         let _ = writeln!(
             out,
@@ -214,6 +280,21 @@ impl Report {
                 op.op, op.count, op.ok, op.refused, op.failed, op.p50_us, op.p99_us
             );
         }
+        if let Some(stats) = WindowStats::of(&self.windows) {
+            let _ = writeln!(
+                out,
+                "  windows        {} × {:.1} s: median {:.0}/s, lowest {:.0}/s ({:.2}× the median, at {:.1} s); highest p99 {} µs, max {} µs",
+                self.windows.len(),
+                self.interval_s,
+                stats.median_per_s,
+                stats.lowest_per_s,
+                stats.lowest_per_s / stats.median_per_s.max(1e-9),
+                stats.lowest_t_s,
+                stats.highest_p99_us,
+                stats.highest_max_us
+            );
+        }
+        let _ = writeln!(out, "  unanswered     {:>12}", self.unanswered);
         if self.dropped > 0 {
             let _ = writeln!(out, "  offered but not sent before the end: {}", self.dropped);
         }
@@ -321,7 +402,21 @@ mod tests {
             released: 400,
             ..Counters::default()
         };
-        Report::new(&config, Duration::from_secs(2), &latency, by_op, counters, 0, None)
+        let mut report =
+            Report::new(&config, Duration::from_secs(2), &latency, by_op, counters, 0, None);
+        report.windows = (0..2)
+            .map(|index| WindowSummary {
+                t_s: f64::from(index),
+                length_s: 1.0,
+                commands: 500,
+                p99_us: 990 + u64::from(index as u8),
+                max_us: 1000,
+                holds_refused: 50,
+            })
+            .collect();
+        report.unanswered = 3;
+        report.interval_s = 1.0;
+        report
     }
 
     fn keys(value: &Value) -> Vec<&str> {
@@ -344,9 +439,21 @@ mod tests {
                 "duration_s",
                 "latency_us",
                 "success",
+                "unanswered",
+                "windows",
                 "workload"
             ]
         );
+        assert_eq!(value["unanswered"].as_u64(), Some(3));
+        let windows = value["windows"].as_array().unwrap();
+        assert_eq!(windows.len(), 2);
+        for (index, window) in windows.iter().enumerate() {
+            assert_eq!(keys(window), ["commands", "max_us", "p99_us", "t_s"]);
+            assert_eq!(window["t_s"].as_f64(), Some(index as f64));
+            assert!(window["commands"].is_u64() && window["p99_us"].is_u64());
+            assert!(window["max_us"].is_u64());
+        }
+        assert_eq!(windows[1]["p99_us"], 991);
         assert_eq!(keys(&value["latency_us"]), ["max", "p50", "p99", "p999"]);
         assert_eq!(keys(&value["by_op"]), ["hold", "release"]);
         for op in ["hold", "release"] {
@@ -372,6 +479,41 @@ mod tests {
     fn success_figures_are_each_workloads_own() {
         assert!(report(Workload::FlashSale).to_json()["success"]["bookings_per_s"].is_number());
         assert!(report(Workload::Hotel).to_json()["success"]["stays_booked"].is_number());
+    }
+
+    #[test]
+    fn sell_out_figures_in_json_and_table() {
+        let mut sold_out = report(Workload::SellOut);
+        sold_out.sell_out = Some(SellOutFigures {
+            units: 100_000,
+            units_sold: 100_000,
+            sold_out_at_s: Some(1.2345),
+            refusals_per_s_after: Some(50.0),
+        });
+        let success = &sold_out.to_json()["success"];
+        assert_eq!(success["units"], 100_000);
+        assert_eq!(success["units_sold"], 100_000);
+        assert_eq!(success["sold_out_at_s"], 1.235);
+        assert_eq!(success["refusals_per_s_after_sell_out"], 50.0);
+        assert_eq!(success["holds_refused"], 100);
+        let table = sold_out.table();
+        assert!(table.contains("100000 of 100000 units sold"), "{table}");
+        assert!(table.contains("50 holds refused/s after"), "{table}");
+        assert!(table.contains("windows        2 × 1.0 s"), "{table}");
+        // Still selling: no sell-out time, no rate after it, as JSON nulls.
+        let mut selling = sold_out.clone();
+        selling.sell_out = Some(SellOutFigures {
+            units_sold: 10,
+            sold_out_at_s: None,
+            refusals_per_s_after: None,
+            ..sold_out.sell_out.unwrap()
+        });
+        let success = &selling.to_json()["success"];
+        assert!(
+            success["sold_out_at_s"].is_null()
+                && success["refusals_per_s_after_sell_out"].is_null()
+        );
+        assert_eq!(success["units_sold"], 10);
     }
 
     #[test]

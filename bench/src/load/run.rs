@@ -2,10 +2,12 @@
 //! command, awaits its answer, sends the next) and the open loop (commands offered on a fixed
 //! schedule, latency measured from each command's intended send time).
 //!
-//! Invariant: a command counts (histogram, op counters, client counters) only if it completed
-//! inside the measured window `[measure_from, end)`; every loop stops by itself at `end`.
+//! Invariant: a command counts (histogram, op counters, client counters, its window) only if it
+//! completed inside the measured window `[measure_from, end)`; every loop stops by itself at
+//! `end`, once its command in flight is answered or timed out. Run-wide figures (commands
+//! without an answer, the sell-out's sales) count every command of the run, warm-up included.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,10 @@ use bookd_engine::Command;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
-use super::report::{OpReport, Report};
+use super::report::{OpReport, Report, SellOutFigures};
+use super::windows::{window_line, ShardWindow, WindowPlan, Windows};
 use super::{Answer, Driver};
+use crate::workload::{SELL_OUT_SKUS, SELL_OUT_UNITS};
 use crate::{ClientLoop, Counters, Workload};
 
 /// Commands per setup batch (the contract's batch limit).
@@ -27,6 +31,11 @@ const LATENCY_US_MAX: u64 = 60_000_000;
 const RECORDER_SHARDS: usize = 16;
 /// The ops a workload client sends, in report order.
 pub(crate) const OPS: [&str; 4] = ["hold", "confirm", "release", "cancel"];
+const HOLD: usize = 0;
+const CONFIRM: usize = 1;
+/// Longest wait, after a window boundary, for the shards' last commands of the window before it
+/// is closed and printed (a tenth of the interval when that is shorter).
+const WINDOW_CLOSE_GRACE_MAX: Duration = Duration::from_millis(100);
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -46,6 +55,13 @@ pub struct RunConfig {
     pub id_prefix: String,
     /// The durability mode, for reports: `durable` or `relaxed`.
     pub mode: &'static str,
+    /// Length of each window of the measured window (see [`WindowPlan::new`]).
+    pub interval: Duration,
+    /// A command without an answer this long after it was sent counts as unanswered (the
+    /// client then goes on as if it had been refused).
+    pub timeout: Duration,
+    /// Print each window's line on stderr as it ends.
+    pub print_windows: bool,
 }
 
 impl RunConfig {
@@ -65,7 +81,15 @@ impl RunConfig {
             progress: false,
             id_prefix: format!("b{now_ms}"),
             mode: "durable",
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            print_windows: false,
         }
+    }
+
+    /// How the measured window is cut into windows.
+    pub fn window_plan(&self) -> Result<WindowPlan, String> {
+        WindowPlan::new(self.duration, self.interval).map_err(|error| error.to_string())
     }
 
     fn client(&self, index: usize) -> ClientLoop {
@@ -82,17 +106,97 @@ struct OpStats {
     failed: u64,
 }
 
-/// Where clients record completed commands: per-op stats in a few mutex-guarded shards.
+/// One recorder shard: per-op stats and its share of the current window.
+struct Shard {
+    ops: Vec<OpStats>,
+    window: ShardWindow,
+}
+
+/// The sell-out's run-wide figures: units sold, when the last hold was granted, which skus
+/// refused a hold for capacity (a sku that refuses one is sold out: its units never come back
+/// within a run, every hold being confirmed).
+struct SellOutTracker {
+    units_sold: AtomicU64,
+    /// Nanoseconds from the run's start to the last granted hold, plus one; 0: none yet.
+    last_grant_ns: AtomicU64,
+    refused: Vec<AtomicBool>,
+    skus_refused: AtomicUsize,
+}
+
+impl SellOutTracker {
+    fn new() -> SellOutTracker {
+        SellOutTracker {
+            units_sold: AtomicU64::new(0),
+            last_grant_ns: AtomicU64::new(0),
+            refused: (0..SELL_OUT_SKUS).map(|_| AtomicBool::new(false)).collect(),
+            skus_refused: AtomicUsize::new(0),
+        }
+    }
+
+    fn note(&self, op: usize, sku: Option<u32>, since_start: Duration, answer: &Answer) {
+        match (op, answer) {
+            (HOLD, Answer::Ok) => {
+                let ns = u64::try_from(since_start.as_nanos()).unwrap_or(u64::MAX - 1);
+                self.last_grant_ns.fetch_max(ns.saturating_add(1), Ordering::Relaxed);
+            }
+            (HOLD, Answer::Refused("insufficient_capacity")) => {
+                let Some(flag) = sku.and_then(|sku| self.refused.get(sku as usize)) else {
+                    return;
+                };
+                // A read first: once a sku is marked, its refusals write nothing shared.
+                if !flag.load(Ordering::Relaxed) && !flag.swap(true, Ordering::Relaxed) {
+                    self.skus_refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (CONFIRM, Answer::Ok) => {
+                self.units_sold.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// The figures, with the refusal rate over the windows that began after the sell-out.
+    fn figures(&self, report: &Report) -> SellOutFigures {
+        let sold_out = self.skus_refused.load(Ordering::Relaxed) == self.refused.len();
+        let last_grant_ns = self.last_grant_ns.load(Ordering::Relaxed);
+        let sold_out_at_s =
+            sold_out.then(|| Duration::from_nanos(last_grant_ns.saturating_sub(1)).as_secs_f64());
+        let refusals_per_s_after = sold_out_at_s.and_then(|at_s| {
+            let after: Vec<_> =
+                report.windows.iter().filter(|w| report.warmup_s + w.t_s >= at_s).collect();
+            let span_s: f64 = after.iter().map(|w| w.length_s).sum();
+            let refused: u64 = after.iter().map(|w| w.holds_refused).sum();
+            (span_s > 0.0).then(|| refused as f64 / span_s)
+        });
+        SellOutFigures {
+            units: SELL_OUT_UNITS,
+            units_sold: self.units_sold.load(Ordering::Relaxed),
+            sold_out_at_s,
+            refusals_per_s_after,
+        }
+    }
+}
+
+/// Where clients record completed commands: per-op stats and windows in a few mutex-guarded
+/// shards, and the run-wide counts.
 struct Recorder {
-    shards: Vec<Mutex<Vec<OpStats>>>,
+    shards: Vec<Mutex<Shard>>,
     /// Commands completed in the window so far (for the progress bar only; `Relaxed`).
     completed: AtomicU64,
     /// The first failure's message, to print once.
     first_failure: Mutex<Option<String>>,
+    windows: Windows,
+    /// Windows whose line was printed.
+    printed: AtomicUsize,
+    /// Commands of the whole run that got no answer within the timeout.
+    unanswered: AtomicU64,
+    sell_out: Option<SellOutTracker>,
+    window: Window,
 }
 
 impl Recorder {
-    fn new() -> Result<Recorder, String> {
+    fn new(config: &RunConfig, window: Window) -> Result<Recorder, String> {
+        let plan = config.window_plan()?;
         let mut shards = Vec::with_capacity(RECORDER_SHARDS);
         for _ in 0..RECORDER_SHARDS {
             let mut ops = Vec::with_capacity(OPS.len());
@@ -101,15 +205,37 @@ impl Recorder {
                     .map_err(|error| format!("histogram: {error}"))?;
                 ops.push(OpStats { latency_us, ok: 0, refused: 0, failed: 0 });
             }
-            shards.push(Mutex::new(ops));
+            let window = ShardWindow::new().map_err(|error| error.to_string())?;
+            shards.push(Mutex::new(Shard { ops, window }));
         }
-        Ok(Recorder { shards, completed: AtomicU64::new(0), first_failure: Mutex::new(None) })
+        Ok(Recorder {
+            shards,
+            completed: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
+            windows: Windows::new(plan),
+            printed: AtomicUsize::new(0),
+            unanswered: AtomicU64::new(0),
+            sell_out: (config.workload == Workload::SellOut).then(SellOutTracker::new),
+            window,
+        })
     }
 
-    fn record(&self, client: usize, op: usize, latency: Duration, answer: &Answer) {
+    /// Records a command completed at `finished`, inside the measured window.
+    fn record(
+        &self,
+        client: usize,
+        op: usize,
+        finished: Instant,
+        latency: Duration,
+        answer: &Answer,
+    ) {
         let micros = (latency.as_micros() as u64).clamp(1, LATENCY_US_MAX);
-        if let Ok(mut ops) = self.shards[client % RECORDER_SHARDS].lock() {
-            let stats = &mut ops[op];
+        let offset = finished.saturating_duration_since(self.window.measure_from);
+        let hold_refused = op == HOLD && matches!(answer, Answer::Refused(_));
+        if let Ok(mut shard) = self.shards[client % RECORDER_SHARDS].lock() {
+            let shard = &mut *shard;
+            self.windows.record(&mut shard.window, offset, micros, hold_refused);
+            let stats = &mut shard.ops[op];
             let _ = stats.latency_us.record(micros);
             match answer {
                 Answer::Ok => stats.ok += 1,
@@ -120,9 +246,60 @@ impl Recorder {
                         first.get_or_insert_with(|| message.clone());
                     }
                 }
+                Answer::TimedOut => {
+                    stats.failed += 1;
+                    if let Ok(mut first) = self.first_failure.lock() {
+                        first.get_or_insert_with(|| "no answer within the timeout".into());
+                    }
+                }
             }
         }
         self.completed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes any answer of the run, in the window or not: commands without an answer, and the
+    /// sell-out's sales.
+    fn note(&self, op: usize, sku: Option<u32>, finished: Instant, answer: &Answer) {
+        if *answer == Answer::TimedOut {
+            self.unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(sell_out) = &self.sell_out {
+            sell_out.note(op, sku, finished.saturating_duration_since(self.window.start), answer);
+        }
+    }
+
+    /// The sell-out sku a hold names (only tracked for the sell-out).
+    fn sku_of(&self, command: &Command) -> Option<u32> {
+        match command {
+            Command::Hold(hold) if self.sell_out.is_some() => {
+                hold.items.first().and_then(|item| Workload::sell_out_sku(&item.resource))
+            }
+            _ => None,
+        }
+    }
+
+    /// Closes the windows before `before`: every shard's share of them first.
+    fn close_windows(&self, before: usize) {
+        for shard in &self.shards {
+            if let Ok(mut shard) = shard.lock() {
+                self.windows.flush(&mut shard.window);
+            }
+        }
+        self.windows.close_before(before);
+    }
+
+    /// Prints the lines of the windows closed since the last call.
+    fn print_windows(&self, system: &str, bar: Option<&indicatif::ProgressBar>) {
+        let from = self.printed.load(Ordering::Relaxed);
+        let lines = self.windows.closed_from(from);
+        self.printed.store(from + lines.len(), Ordering::Relaxed);
+        for window in &lines {
+            let line = window_line(system, window);
+            match bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
     }
 
     /// Merges the shards into a report.
@@ -141,8 +318,8 @@ impl Recorder {
                 .map_err(|error| format!("histogram: {error}"))?;
             let (mut ok, mut refused, mut failed) = (0, 0, 0);
             for shard in &self.shards {
-                let ops = shard.lock().map_err(|_| "a client panicked".to_string())?;
-                let stats = &ops[index];
+                let shard = shard.lock().map_err(|_| "a client panicked".to_string())?;
+                let stats = &shard.ops[index];
                 merged.add(&stats.latency_us).map_err(|error| format!("histogram: {error}"))?;
                 ok += stats.ok;
                 refused += stats.refused;
@@ -163,7 +340,27 @@ impl Recorder {
             });
         }
         let first_failure = self.first_failure.lock().ok().and_then(|first| first.clone());
-        Ok(Report::new(config, elapsed, &all, by_op, counters, dropped, first_failure))
+        let mut report =
+            Report::new(config, elapsed, &all, by_op, counters, dropped, first_failure);
+        self.close_windows(usize::MAX);
+        report.interval_s = self.windows.plan().interval.as_secs_f64();
+        report.windows = self.windows.closed_from(0);
+        report.unanswered = self.unanswered.load(Ordering::Relaxed);
+        report.sell_out = self.sell_out.as_ref().map(|sell_out| sell_out.figures(&report));
+        Ok(report)
+    }
+}
+
+/// Sends one command; no answer within `timeout` is [`Answer::TimedOut`].
+async fn send<D: Driver>(driver: &D, command: &Command, timeout: Duration) -> Answer {
+    tokio::time::timeout(timeout, driver.execute(command)).await.unwrap_or(Answer::TimedOut)
+}
+
+/// Sends commands together; no answers within `timeout` is [`Answer::TimedOut`] for each.
+async fn send_many<D: Driver>(driver: &D, commands: &[&Command], timeout: Duration) -> Vec<Answer> {
+    match tokio::time::timeout(timeout, driver.execute_many(commands)).await {
+        Ok(answers) => answers,
+        Err(_) => vec![Answer::TimedOut; commands.len()],
     }
 }
 
@@ -177,17 +374,21 @@ fn op_index(command: &Command) -> usize {
     }
 }
 
-/// The times of a run: warm-up from `start`, measured window `[measure_from, end)`.
+/// The times of a run: warm-up from `start`, measured window `[measure_from, end)`, and how
+/// long a command may wait for its answer.
 #[derive(Debug, Clone, Copy)]
 struct Window {
+    start: Instant,
     measure_from: Instant,
     end: Instant,
+    timeout: Duration,
 }
 
 impl Window {
     fn new(config: &RunConfig) -> Window {
-        let measure_from = Instant::now() + config.warmup;
-        Window { measure_from, end: measure_from + config.duration }
+        let start = Instant::now();
+        let measure_from = start + config.warmup;
+        Window { start, measure_from, end: measure_from + config.duration, timeout: config.timeout }
     }
 
     fn contains(&self, at: Instant) -> bool {
@@ -236,9 +437,10 @@ pub async fn setup<D: Driver>(driver: &D, workload: Workload) -> Result<u64, Str
 /// Runs `config.clients` closed-loop clients against `driver`: each sends one command, awaits
 /// its answer, then sends the next, for the warm-up and then the measured window.
 pub async fn run_closed_loop<D: Driver>(driver: &D, config: &RunConfig) -> Result<Report, String> {
-    let recorder = Arc::new(Recorder::new()?);
     let window = Window::new(config);
+    let recorder = Arc::new(Recorder::new(config, window)?);
     let progress = Progress::start(config, recorder.clone(), window);
+    let closer = WindowCloser::start(config, recorder.clone(), &progress);
     let mut clients = JoinSet::new();
     if driver.batches() {
         // Client `i` on connection `i mod connections`, as `Driver::for_client` pins them.
@@ -261,6 +463,7 @@ pub async fn run_closed_loop<D: Driver>(driver: &D, config: &RunConfig) -> Resul
     while let Some(done) = clients.join_next().await {
         counters.add(&done.map_err(|error| format!("client task: {error}"))?);
     }
+    closer.finish(config, &recorder, &progress).await;
     progress.finish();
     recorder.report(config, window.end - window.measure_from, counters, 0)
 }
@@ -296,6 +499,7 @@ async fn closed_group<D: Driver>(
 ) -> Counters {
     let mut measuring = vec![false; clients.len()];
     let mut ops = vec![0usize; clients.len()];
+    let mut skus: Vec<Option<u32>> = vec![None; clients.len()];
     loop {
         let started = Instant::now();
         if started >= window.end {
@@ -303,12 +507,16 @@ async fn closed_group<D: Driver>(
         }
         let commands: Vec<&Command> =
             clients.iter_mut().map(|client| client.next_command()).collect();
-        for (op, command) in ops.iter_mut().zip(&commands) {
+        for ((op, sku), command) in ops.iter_mut().zip(skus.iter_mut()).zip(&commands) {
             *op = op_index(command);
+            *sku = recorder.sku_of(command);
         }
-        let answers = driver.execute_many(&commands).await;
+        let answers = send_many(&driver, &commands, window.timeout).await;
         drop(commands);
         let finished = Instant::now();
+        for ((answer, &op), &sku) in answers.iter().zip(&ops).zip(&skus) {
+            recorder.note(op, sku, finished, answer);
+        }
         if finished >= window.end {
             // Answers after the window count nowhere, as in `ClientRun::step`.
             break;
@@ -321,7 +529,8 @@ async fn closed_group<D: Driver>(
                     client.take_counters();
                     measuring[position] = true;
                 }
-                recorder.record(indices[position], ops[position], finished - started, answer);
+                let latency = finished - started;
+                recorder.record(indices[position], ops[position], finished, latency, answer);
             }
             client.on_reply(*answer == Answer::Ok);
         }
@@ -355,8 +564,10 @@ impl ClientRun<'_> {
     async fn step<D: Driver>(&mut self, driver: &D, from: Instant, counts: bool) -> bool {
         let command = self.client.next_command();
         let op = op_index(command);
-        let answer = driver.execute(command).await;
+        let sku = self.recorder.sku_of(command);
+        let answer = send(driver, command, self.window.timeout).await;
         let finished = Instant::now();
+        self.recorder.note(op, sku, finished, &answer);
         if finished >= self.window.end {
             return false;
         }
@@ -365,7 +576,7 @@ impl ClientRun<'_> {
                 self.client.take_counters();
                 self.measuring = true;
             }
-            self.recorder.record(self.index, op, finished - from, &answer);
+            self.recorder.record(self.index, op, finished, finished - from, &answer);
         }
         self.client.on_reply(answer == Answer::Ok);
         true
@@ -395,9 +606,9 @@ pub async fn run_open_loop<D: Driver>(
     if !(rate.is_finite() && rate > 0.0) {
         return Err(format!("--rate {rate} must be a positive number of commands per second"));
     }
-    let recorder = Arc::new(Recorder::new()?);
-    let start = Instant::now();
     let window = Window::new(config);
+    let start = window.start;
+    let recorder = Arc::new(Recorder::new(config, window)?);
     let schedule = Arc::new(Schedule {
         start,
         period_s: 1.0 / rate,
@@ -405,6 +616,7 @@ pub async fn run_open_loop<D: Driver>(
         end: window.end,
     });
     let progress = Progress::start(config, recorder.clone(), window);
+    let closer = WindowCloser::start(config, recorder.clone(), &progress);
     let mut clients = JoinSet::new();
     for index in 0..config.clients {
         let driver = driver.for_client(index);
@@ -416,6 +628,7 @@ pub async fn run_open_loop<D: Driver>(
     while let Some(done) = clients.join_next().await {
         counters.add(&done.map_err(|error| format!("client task: {error}"))?);
     }
+    closer.finish(config, &recorder, &progress).await;
     progress.finish();
     let due = ((window.end - start).as_secs_f64() * rate).ceil() as u64;
     let taken = schedule.next.load(Ordering::Relaxed).min(due);
@@ -463,16 +676,53 @@ async fn open_client<D: Driver>(
     run.counters()
 }
 
+/// Closes each window (and prints its line, if asked) shortly after it ends; the last window
+/// is closed once every client is done.
+struct WindowCloser {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WindowCloser {
+    fn start(config: &RunConfig, recorder: Arc<Recorder>, progress: &Progress) -> WindowCloser {
+        let plan = recorder.windows.plan();
+        let grace = (plan.interval / 10).min(WINDOW_CLOSE_GRACE_MAX);
+        let (system, print, bar) = (config.system.clone(), config.print_windows, progress.bar());
+        let task = tokio::spawn(async move {
+            let measure_from = recorder.window.measure_from;
+            for next in 1..plan.count {
+                let due = measure_from + plan.start(next) + grace;
+                tokio::time::sleep_until(due.into()).await;
+                recorder.close_windows(next);
+                if print {
+                    recorder.print_windows(&system, bar.as_ref());
+                }
+            }
+        });
+        WindowCloser { task }
+    }
+
+    /// Stops the closer and closes (and prints) the windows still open.
+    async fn finish(self, config: &RunConfig, recorder: &Recorder, progress: &Progress) {
+        self.task.abort();
+        let _ = self.task.await;
+        recorder.close_windows(usize::MAX);
+        if config.print_windows {
+            recorder.print_windows(&config.system, progress.bar().as_ref());
+        }
+    }
+}
+
 /// A live progress bar on stderr (only when asked and stderr is a terminal).
 struct Progress {
     task: Option<tokio::task::JoinHandle<()>>,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     fn start(config: &RunConfig, recorder: Arc<Recorder>, window: Window) -> Progress {
         use std::io::IsTerminal;
         if !config.progress || !std::io::stderr().is_terminal() {
-            return Progress { task: None };
+            return Progress { task: None, bar: None };
         }
         let total = (window.end - Instant::now()).as_millis() as u64;
         let bar = indicatif::ProgressBar::with_draw_target(
@@ -483,6 +733,7 @@ impl Progress {
             bar.set_style(style);
         }
         let label = format!("{} {}", config.system, config.workload.name());
+        let shown = bar.clone();
         let task = tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
             loop {
@@ -503,12 +754,20 @@ impl Progress {
                 }
             }
         });
-        Progress { task: Some(task) }
+        Progress { task: Some(task), bar: Some(shown) }
+    }
+
+    /// The bar, to print lines above it.
+    fn bar(&self) -> Option<indicatif::ProgressBar> {
+        self.bar.clone()
     }
 
     fn finish(self) {
         if let Some(task) = self.task {
             task.abort();
+        }
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
         }
     }
 }
@@ -527,7 +786,7 @@ mod tests {
             let Ok(mut engine) = self.0.lock() else { return Answer::Failed("poisoned".into()) };
             match engine.apply(crate::RUN_START_MS, command) {
                 Ok(_) => Answer::Ok,
-                Err(_) => Answer::Refused("refused"),
+                Err(refusal) => Answer::Refused(refusal.code()),
             }
         }
 
@@ -568,5 +827,153 @@ mod tests {
         // 1 000/s for 0.3 s: about 300 commands (no timed assertion, just a sane bound).
         assert!(report.commands > 0 && report.commands <= 400, "{}", report.commands);
         assert!(run_open_loop(&driver, &config(Workload::FlashSale), 0.0).await.is_err());
+    }
+
+    /// The engine driver, except that every confirm is never answered (a stalled node): its
+    /// commands wait forever, alone or in a batch.
+    #[derive(Clone)]
+    struct Stalling {
+        engine: EngineDriver,
+        batched: bool,
+        /// Confirms sent (each never answered), and commands sent in batches that hang.
+        hung: Arc<AtomicU64>,
+    }
+
+    impl Driver for Stalling {
+        async fn execute(&self, command: &Command) -> Answer {
+            if matches!(command, Command::Confirm(_)) {
+                self.hung.fetch_add(1, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+            self.engine.execute(command).await
+        }
+
+        fn batches(&self) -> bool {
+            self.batched
+        }
+
+        async fn execute_many(&self, commands: &[&Command]) -> Vec<Answer> {
+            if commands.iter().any(|command| matches!(command, Command::Confirm(_))) {
+                self.hung.fetch_add(commands.len() as u64, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+            let mut answers = Vec::with_capacity(commands.len());
+            for command in commands {
+                answers.push(self.engine.execute(command).await);
+            }
+            answers
+        }
+
+        async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
+            self.engine.setup_batch(commands).await
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_never_answered_are_counted_unanswered() {
+        for batched in [false, true] {
+            let engine = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
+            let driver = Stalling { engine, batched, hung: Arc::default() };
+            setup(&driver, Workload::FlashSale).await.unwrap();
+            let config = RunConfig {
+                timeout: Duration::from_millis(30),
+                interval: Duration::from_millis(100),
+                connections: 2,
+                ..config(Workload::FlashSale)
+            };
+            let report = run_closed_loop(&driver, &config).await.unwrap();
+            // Every command that hung counts once, those still waiting at the end included.
+            let hung = driver.hung.load(Ordering::Relaxed);
+            assert!(hung > 0);
+            assert_eq!(report.unanswered, hung, "batched: {batched}");
+            let confirms = report.by_op.iter().find(|op| op.op == "confirm").unwrap();
+            assert_eq!((confirms.ok, confirms.refused), (0, 0));
+            assert!(confirms.failed <= hung);
+            assert_eq!(report.to_json()["unanswered"].as_u64(), Some(hung));
+        }
+    }
+
+    #[tokio::test]
+    async fn windows_add_up_to_the_measured_window() {
+        let driver = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
+        setup(&driver, Workload::SeatMap).await.unwrap();
+        let config = RunConfig {
+            duration: Duration::from_millis(400),
+            interval: Duration::from_millis(100),
+            ..config(Workload::SeatMap)
+        };
+        let report = run_closed_loop(&driver, &config).await.unwrap();
+        assert_eq!(report.windows.len(), 4);
+        let starts: Vec<f64> = report.windows.iter().map(|w| w.t_s).collect();
+        assert_eq!(starts, [0.0, 0.1, 0.2, 0.3]);
+        assert_eq!(report.windows.iter().map(|w| w.commands).sum::<u64>(), report.commands);
+        let refused: u64 = report.windows.iter().map(|w| w.holds_refused).sum();
+        assert_eq!(refused, report.counters.holds_refused);
+        assert!(report.windows.iter().all(|w| w.p99_us <= w.max_us));
+        // The windows' exact max is within the whole run's (rounded up) max.
+        assert!(report.windows.iter().map(|w| w.max_us).max() <= Some(report.max_us));
+        assert_eq!(report.unanswered, 0);
+        // A duration the interval does not divide is refused before anything runs.
+        let uneven = RunConfig { interval: Duration::from_millis(150), ..config };
+        assert!(run_closed_loop(&driver, &uneven).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn sell_out_counts_units_sold_and_the_sell_out() {
+        let engine = Arc::new(Mutex::new(bookd_engine::Engine::default()));
+        let driver = EngineDriver(engine.clone());
+        setup(&driver, Workload::SellOut).await.unwrap();
+        // Sell all but 10 units of sku-0 beforehand.
+        {
+            let mut engine = engine.lock().unwrap();
+            for sku in 0..SELL_OUT_SKUS {
+                let units = if sku == 0 { 990 } else { 1_000 };
+                let hold = Command::Hold(bookd_engine::Hold {
+                    partition: "drop-1".into(),
+                    hold: format!("before-{sku}"),
+                    items: vec![bookd_engine::Item {
+                        resource: format!("sku-{sku}"),
+                        quantity: units,
+                    }],
+                    ttl_ms: Some(crate::HOLD_TTL_MS),
+                    reference: None,
+                });
+                engine.apply(crate::RUN_START_MS, &hold).unwrap();
+                let confirm = Command::Confirm(bookd_engine::Confirm {
+                    partition: "drop-1".into(),
+                    hold: format!("before-{sku}"),
+                });
+                engine.apply(crate::RUN_START_MS, &confirm).unwrap();
+            }
+        }
+        let report = run_closed_loop(&driver, &config(Workload::SellOut)).await.unwrap();
+        let figures = report.sell_out.unwrap();
+        assert_eq!((figures.units, figures.units_sold), (100_000, 10));
+        let sold_out_at = figures.sold_out_at_s.expect("every sku refused: sold out");
+        assert!(sold_out_at <= report.warmup_s + report.duration_s);
+        if let Some(per_s) = figures.refusals_per_s_after {
+            assert!(per_s > 0.0);
+        }
+        let sku0 = engine.lock().unwrap().resource("drop-1", "sku-0").unwrap();
+        assert_eq!((sku0.confirmed, sku0.held), (1_000, 0));
+        let success = &report.to_json()["success"];
+        assert_eq!(success["units_sold"], 10);
+        assert!(success["sold_out_at_s"].is_number());
+    }
+
+    #[tokio::test]
+    async fn sell_out_still_selling_has_no_sell_out_time() {
+        let driver = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
+        setup(&driver, Workload::SellOut).await.unwrap();
+        let config = RunConfig {
+            duration: Duration::from_millis(20),
+            warmup: Duration::ZERO,
+            ..RunConfig::new("engine", Workload::SellOut, 2, 1)
+        };
+        let report = run_closed_loop(&driver, &config).await.unwrap();
+        let figures = report.sell_out.unwrap();
+        // Two clients in 20 ms sell far fewer than 100 000 units; no sku refuses.
+        assert!(figures.units_sold > 0 && figures.units_sold < 100_000);
+        assert_eq!((figures.sold_out_at_s, figures.refusals_per_s_after), (None, None));
     }
 }

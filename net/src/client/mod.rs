@@ -15,7 +15,8 @@
 //! Every command is safe to resend: a hold is idempotent by its hold id (a resent hold that had
 //! taken effect answers `existing: true`), confirm/release/cancel are idempotent by the
 //! contract, `put_resource` sets a value, reads read; `extend` sets the expiry to now + ttl, so
-//! a resent extend only moves the expiry a little later. Results (including `overloaded` and
+//! a resent extend only moves the expiry a little later; a resent `delete_partition` that had
+//! taken effect answers `not_found`. Results (including `overloaded` and
 //! `unavailable`) are never retried automatically: they are returned to the caller.
 
 mod connection;
@@ -31,7 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::protocol::command::{encode_command, put_hold_ref, Opcode};
 use crate::protocol::reply::Status;
 use crate::protocol::wire::{put_flag, put_str16, put_str8, put_u64, put_u8, EncodeError};
-use crate::protocol::{encode_op, Detail, ErrorCode, ErrorFrame, HelloOk, Refused, Reply};
+use crate::protocol::{
+    encode_op, Detail, ErrorCode, ErrorFrame, HelloOk, PartitionDeleted, Refused, Reply,
+};
 
 pub use connection::connect_one;
 
@@ -340,6 +343,19 @@ impl Client {
         ttl_ms: u64,
     ) -> Result<HoldView, ClientError> {
         self.hold_op(Opcode::Extend, partition, hold, Some(ttl_ms)).await
+    }
+
+    /// Removes `partition` with every resource and hold in it; refused with
+    /// `partition_has_live_holds` while any of its holds is held, `not_found` if there is no
+    /// such partition (also when a resent delete had already taken effect).
+    pub async fn delete_partition(&self, partition: &str) -> Result<PartitionDeleted, ClientError> {
+        let mut bytes = Vec::with_capacity(2 + partition.len());
+        put_u8(&mut bytes, Opcode::DeletePartition as u8);
+        put_str8(&mut bytes, partition, "partition").map_err(ClientError::invalid)?;
+        match self.call_bytes(bytes).await? {
+            Reply::PartitionDeleted(deleted) => Ok(deleted),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The hold `hold` of `partition`.

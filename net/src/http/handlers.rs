@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bookd_engine::runtime::{op_index, Op, OpResult};
-use bookd_engine::{Cancel, Command, Confirm, Release};
+use bookd_engine::{Cancel, Command, Confirm, DeletePartition, Release};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
@@ -119,13 +119,20 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
             Ok(command) => command_response(app, command, started).await,
             Err(error) => error_response(&error),
         },
+        Route::DeletePartition => {
+            if let Err(error) = json::no_body(&body) {
+                return error_response(&error);
+            }
+            let command = Command::DeletePartition(DeletePartition { partition: partition() });
+            command_response(app, command, started).await
+        }
         Route::Batch => batch(app, &body, started).await,
         Route::OpenApi => bytes_response(StatusCode::OK, JSON, openapi::document()),
         Route::Health => health(app),
         Route::Metrics => {
             let role = app.node.role();
             let epoch = app.node.epoch(&app.runtime);
-            let mut text = metrics::render(app.metrics(), &app.runtime, role, epoch);
+            let mut text = metrics::render(app.metrics(), &app.runtime, app.storage(), role, epoch);
             app.node.render_metrics(&mut text);
             bytes_response(StatusCode::OK, PROMETHEUS, Bytes::from(text))
         }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use bookd_engine::runtime::OpResult;
 use bookd_engine::{
-    Cancel, Command, Confirm, Extend, Hold, HoldView, Item, Outcome, PutResource, Refusal, Release,
-    ResourcePage, ResourceView,
+    Cancel, Command, Confirm, DeletePartition, Extend, Hold, HoldView, Item, Outcome, PutResource,
+    Refusal, Release, ResourcePage, ResourceView,
 };
 use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
@@ -55,6 +55,10 @@ pub enum Detail {
         capacity: u64,
         used: u64,
     },
+    /// `partition_has_live_holds`: how many of the partition's holds are held.
+    Held(u32),
+    /// `storage_full`: what is full (`memory` or `disk`).
+    Storage(&'static str),
 }
 
 impl ApiError {
@@ -131,6 +135,8 @@ impl ApiError {
             Refusal::CapacityBelowUsage { capacity, used } => {
                 Detail::CapacityBelowUsage { capacity, used }
             }
+            Refusal::PartitionHasLiveHolds { held } => Detail::Held(held),
+            Refusal::StorageFull { reason } => Detail::Storage(reason.as_str()),
             _ => Detail::None,
         };
         ApiError { status, code, message, detail }
@@ -155,6 +161,8 @@ impl Serialize for ApiError {
                 map.serialize_entry("capacity", capacity)?;
                 map.serialize_entry("used", used)?;
             }
+            Detail::Held(held) => map.serialize_entry("held", held)?,
+            Detail::Storage(reason) => map.serialize_entry("reason", reason)?,
         }
         map.end()
     }
@@ -250,13 +258,14 @@ struct TypedBatchBody<'a> {
 }
 
 /// One element of `/v1/batch`: `op`, `partition`, `id` and the fields of its single-command body.
+/// `id` is required by every op but `delete_partition`, which names no id and ignores one.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchCommand<'a> {
     #[serde(borrow)]
     op: Cow<'a, str>,
     partition: String,
-    id: String,
+    id: Option<String>,
     capacity: Option<JsonU64>,
     items: Option<Vec<ItemBody>>,
     ttl_ms: Option<JsonU64>,
@@ -303,7 +312,7 @@ pub fn extend(partition: String, hold: String, body: &[u8]) -> Result<Command, A
     Ok(Command::Extend(Extend { partition, hold, ttl_ms: ttl_ms.0 }))
 }
 
-/// The body of a route that takes none (confirm, release, cancel, admin): empty, or `{}`.
+/// The body of a route that takes none (confirm, release, cancel, delete, admin): empty, or `{}`.
 pub fn no_body(body: &[u8]) -> Result<(), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
@@ -344,7 +353,8 @@ fn batch_by_element(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiEr
         .collect())
 }
 
-const OPS_EXPECTED: &str = "must be one of put_resource, hold, confirm, release, cancel, extend";
+const OPS_EXPECTED: &str =
+    "must be one of put_resource, hold, confirm, release, cancel, extend, delete_partition";
 
 /// The command a well-formed batch element names, or why it names none.
 fn batch_command(element: BatchCommand<'_>) -> Result<Command, ApiError> {
@@ -361,6 +371,7 @@ fn batch_command(element: BatchCommand<'_>) -> Result<Command, ApiError> {
         "hold" => &["items", "ttl_ms", "ref"],
         "confirm" | "release" | "cancel" => &[],
         "extend" => &["ttl_ms"],
+        "delete_partition" => &[],
         _ => return Err(ApiError::invalid("op", OPS_EXPECTED)),
     };
     if let Some((field, _)) =
@@ -370,7 +381,10 @@ fn batch_command(element: BatchCommand<'_>) -> Result<Command, ApiError> {
     }
     let missing =
         |field: &str| ApiError::bad_request(format!("missing field `{field}` for op `{op}`"));
-    let hold = id;
+    if op == "delete_partition" {
+        return Ok(Command::DeletePartition(DeletePartition { partition }));
+    }
+    let hold = id.ok_or_else(|| missing("id"))?;
     Ok(match &*op {
         "put_resource" => Command::PutResource(PutResource {
             partition,
@@ -413,6 +427,12 @@ pub enum Reply {
         existing: Option<bool>,
     },
     Page(ResourcePage),
+    /// `delete_partition`: the partition and what was removed with it.
+    PartitionDeleted {
+        partition: Arc<str>,
+        resources: u32,
+        holds: u32,
+    },
     Error(ApiError),
 }
 
@@ -429,6 +449,9 @@ impl Reply {
                 hold,
                 existing: Some(existing),
             },
+            OpResult::Command(Ok(Outcome::PartitionDeleted { partition, resources, holds })) => {
+                Reply::PartitionDeleted { partition, resources, holds }
+            }
             OpResult::Command(Ok(Outcome::Hold { hold, .. })) | OpResult::Hold(Ok(hold)) => {
                 Reply::Hold { status: 200, hold, existing: None }
             }
@@ -451,7 +474,7 @@ impl Reply {
     pub fn status(&self) -> u16 {
         match self {
             Reply::Resource { status, .. } | Reply::Hold { status, .. } => *status,
-            Reply::Page(_) => 200,
+            Reply::Page(_) | Reply::PartitionDeleted { .. } => 200,
             Reply::Error(error) => error.status,
         }
     }
@@ -465,6 +488,13 @@ impl Serialize for Reply {
                 HoldJson { hold, existing: *existing }.serialize(serializer)
             }
             Reply::Page(page) => PageJson(page).serialize(serializer),
+            Reply::PartitionDeleted { partition, resources, holds } => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("partition", &**partition)?;
+                map.serialize_entry("resources", resources)?;
+                map.serialize_entry("holds", holds)?;
+                map.end()
+            }
             Reply::Error(error) => error.serialize(serializer),
         }
     }
@@ -690,5 +720,44 @@ mod tests {
         assert_eq!(value["requested"], 3);
         assert_eq!(value["available"], 2);
         assert!(value["message"].is_string());
+
+        let error = ApiError::from_refusal(Refusal::PartitionHasLiveHolds { held: 4 });
+        assert_eq!((error.status, error.code), (409, "partition_has_live_holds"));
+        let value: serde_json::Value = serde_json::from_slice(&encode(&error, 64)).unwrap();
+        assert_eq!(value["held"], 4);
+        for (reason, name) in [
+            (bookd_engine::StorageFullReason::Memory, "memory"),
+            (bookd_engine::StorageFullReason::Disk, "disk"),
+        ] {
+            let error = ApiError::from_refusal(Refusal::StorageFull { reason });
+            assert_eq!((error.status, error.code), (507, "storage_full"));
+            let value: serde_json::Value = serde_json::from_slice(&encode(&error, 64)).unwrap();
+            assert_eq!(value["reason"], name);
+            assert_eq!(value["message"], format!("storage full ({name})"));
+        }
+        let error = ApiError::from_refusal(Refusal::NotFound);
+        assert_eq!((error.status, error.code), (404, "not_found"));
+    }
+
+    #[test]
+    fn batch_delete_partition_needs_no_id_and_ignores_one() {
+        let body = br#"{"commands":[
+            {"op":"delete_partition","partition":"p"},
+            {"op":"delete_partition","partition":"p","id":"x"},
+            {"op":"delete_partition","partition":"p","id":null},
+            {"op":"delete_partition","partition":"p","ttl_ms":5},
+            {"op":"delete_partition"},
+            {"op":"cancel","partition":"p"},
+            {"op":"cancel","partition":"p","id":null}
+        ]}"#;
+        let parsed = batch(body).unwrap();
+        assert_eq!(parsed, batch_by_element(body).unwrap());
+        let delete = Ok(Command::DeletePartition(DeletePartition { partition: "p".into() }));
+        assert_eq!(parsed[0], delete);
+        assert_eq!(parsed[1], delete);
+        assert_eq!(parsed[2], delete);
+        for element in &parsed[3..] {
+            assert_eq!(element.as_ref().unwrap_err().code, "bad_request", "{element:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use bookd_engine::runtime::{
     Histogram, Runtime, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US, REFUSAL_CODES,
 };
 
-use super::Role;
+use super::{Role, StorageInfo};
 
 /// The kind of a metric family (Prometheus `# TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,8 @@ macro_rules! metric {
 
 metric! {
     /// Commands the shards executed, by `op` (put_resource, hold, confirm, release, cancel,
-    /// extend) and `result` (`ok`, or `refused` with a business or validation refusal).
+    /// extend, delete_partition) and `result` (`ok`, or `refused` with a business or
+    /// validation refusal).
     COMMANDS_TOTAL = "bookd_commands_total", Counter, ["op", "result"]
 }
 metric! {
@@ -71,7 +72,7 @@ metric! {
 }
 metric! {
     /// Time from a request's arrival at the HTTP layer until its command or query result is
-    /// known (durable for commands), in seconds, by `op` (the six commands, get_resource,
+    /// known (durable for commands), in seconds, by `op` (the seven commands, get_resource,
     /// get_hold, list_resources). Every command of a /v1/batch observes the batch's time.
     COMMAND_LATENCY = "bookd_command_latency_seconds", Histogram, ["op"]
 }
@@ -140,6 +141,19 @@ metric! {
     SNAPSHOTS_TOTAL = "bookd_snapshots_total", Counter, ["shard"]
 }
 metric! {
+    /// Bytes of memory the state uses, all shards together (what --memory-max bounds).
+    MEMORY_BYTES = "bookd_memory_bytes", Gauge, []
+}
+metric! {
+    /// The memory budget of the state (--memory-max), in bytes; +Inf without a limit. Past
+    /// it, commands that would grow the state are refused with storage_full.
+    MEMORY_MAX_BYTES = "bookd_memory_max_bytes", Gauge, []
+}
+metric! {
+    /// Bytes still free for the node on the data directory's filesystem, read at scrape time.
+    DISK_FREE_BYTES = "bookd_disk_free_bytes", Gauge, []
+}
+metric! {
     /// 1 for this node's current `role` (primary or standby), 0 for the other.
     ROLE = "bookd_role", Gauge, ["role"]
 }
@@ -170,6 +184,9 @@ pub const METRICS: &[MetricDoc] = &[
     HOLDS_EXPIRED_TOTAL,
     RESOURCES,
     SNAPSHOTS_TOTAL,
+    MEMORY_BYTES,
+    MEMORY_MAX_BYTES,
+    DISK_FREE_BYTES,
     ROLE,
     EPOCH,
 ];
@@ -192,26 +209,27 @@ pub fn reference_markdown() -> String {
 }
 
 /// Ops whose latency the HTTP layer records: the commands in engine order, then the queries.
-pub const LATENCY_OPS: [&str; 9] = [
+pub const LATENCY_OPS: [&str; COMMAND_OPS.len() + 3] = [
     COMMAND_OPS[0],
     COMMAND_OPS[1],
     COMMAND_OPS[2],
     COMMAND_OPS[3],
     COMMAND_OPS[4],
     COMMAND_OPS[5],
+    COMMAND_OPS[6],
     "get_resource",
     "get_hold",
     "list_resources",
 ];
-pub const OP_GET_RESOURCE: usize = 6;
-pub const OP_GET_HOLD: usize = 7;
-pub const OP_LIST_RESOURCES: usize = 8;
+pub const OP_GET_RESOURCE: usize = COMMAND_OPS.len();
+pub const OP_GET_HOLD: usize = COMMAND_OPS.len() + 1;
+pub const OP_LIST_RESOURCES: usize = COMMAND_OPS.len() + 2;
 
 /// Bucket bounds for commands per `/v1/batch`.
 pub const HTTP_BATCH_BOUNDS: &[u64] = &[1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000];
 
 /// Statuses counted one by one; anything else counts as `other`.
-const STATUSES: [u16; 12] = [200, 201, 400, 401, 404, 409, 413, 422, 429, 500, 503, 504];
+const STATUSES: [u16; 13] = [200, 201, 400, 401, 404, 409, 413, 422, 429, 500, 503, 504, 507];
 
 /// What the HTTP layer counts.
 #[derive(Debug)]
@@ -268,22 +286,30 @@ impl HttpMetrics {
 }
 
 /// Renders every family of [`METRICS`] in Prometheus text format 0.0.4.
-pub fn render(http: &HttpMetrics, runtime: &Runtime, role: Role, epoch: u64) -> String {
+pub fn render(
+    http: &HttpMetrics,
+    runtime: &Runtime,
+    storage: &StorageInfo,
+    role: Role,
+    epoch: u64,
+) -> String {
     let shards = runtime.metrics();
     let mut out = String::with_capacity(16 * 1024);
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    // A counter the shards do not have (yet) reads as 0.
+    let load_at = |counters: &[AtomicU64], index: usize| counters.get(index).map_or(0, load);
 
     header(&mut out, &COMMANDS_TOTAL);
     for (op, name) in COMMAND_OPS.iter().enumerate() {
-        let ok: u64 = shards.iter().map(|s| load(&s.commands_ok[op])).sum();
-        let refused: u64 = shards.iter().map(|s| load(&s.commands_refused[op])).sum();
+        let ok: u64 = shards.iter().map(|s| load_at(&s.commands_ok, op)).sum();
+        let refused: u64 = shards.iter().map(|s| load_at(&s.commands_refused, op)).sum();
         let _ = writeln!(out, "{}{{op=\"{name}\",result=\"ok\"}} {ok}", COMMANDS_TOTAL.name);
         let _ =
             writeln!(out, "{}{{op=\"{name}\",result=\"refused\"}} {refused}", COMMANDS_TOTAL.name);
     }
     header(&mut out, &REFUSALS_TOTAL);
     for (index, code) in REFUSAL_CODES.iter().enumerate() {
-        let count: u64 = shards.iter().map(|s| load(&s.refusals[index])).sum();
+        let count: u64 = shards.iter().map(|s| load_at(&s.refusals, index)).sum();
         let _ = writeln!(out, "{}{{code=\"{code}\"}} {count}", REFUSALS_TOTAL.name);
     }
     header(&mut out, &QUERIES_TOTAL);
@@ -349,6 +375,20 @@ pub fn render(http: &HttpMetrics, runtime: &Runtime, role: Role, epoch: u64) -> 
     per_shard(&mut out, &HOLDS_EXPIRED_TOTAL, shards, |s| load(&s.holds_expired));
     per_shard(&mut out, &RESOURCES, shards, |s| load(&s.resources));
     per_shard(&mut out, &SNAPSHOTS_TOTAL, shards, |s| load(&s.snapshots));
+
+    header(&mut out, &MEMORY_BYTES);
+    let memory = shards.iter().fold(0u64, |sum, s| sum.saturating_add(load(&s.memory_bytes)));
+    let _ = writeln!(out, "{} {memory}", MEMORY_BYTES.name);
+    header(&mut out, &MEMORY_MAX_BYTES);
+    let _ = match storage.memory_max_bytes {
+        u64::MAX => writeln!(out, "{} +Inf", MEMORY_MAX_BYTES.name),
+        max => writeln!(out, "{} {max}", MEMORY_MAX_BYTES.name),
+    };
+    header(&mut out, &DISK_FREE_BYTES);
+    // No sample when there is no data directory or the filesystem cannot be asked.
+    if let Some(free) = storage.data_dir.as_deref().and_then(crate::system::disk_free_bytes) {
+        let _ = writeln!(out, "{} {free}", DISK_FREE_BYTES.name);
+    }
 
     header(&mut out, &ROLE);
     for candidate in [Role::Primary, Role::Standby] {

@@ -19,15 +19,18 @@
 //!   the route table is not disclosed to unauthenticated clients.
 //! - Request bodies: unknown fields, duplicate fields and non-object bodies are `bad_request`;
 //!   `null` for an optional field (`ttl_ms`, `ref`) means absent. Routes without a body
-//!   (confirm, release, cancel, admin) accept an empty body or `{}`. `Content-Type` is not
-//!   checked. An integral number written as `5.0` is the integer 5.
+//!   (confirm, release, cancel, delete, admin) accept an empty body or `{}`. `Content-Type`
+//!   is not checked. An integral number written as `5.0` is the integer 5.
 //! - Listing: an unknown or repeated query parameter is `bad_request`; a `limit` that is not a
 //!   decimal integer is `invalid` (field `limit`); `after=` (empty) means from the start.
 //!   Path segments and query values are percent-decoded; in queries `+` is a space.
 //! - `/v1/batch`: an element that is not a valid command gets its own 400 or 422 result; an
 //!   unknown `op` is `invalid` (field `op`); a field that does not belong to the element's op
-//!   is `bad_request`. The response is 200 with a `Retry-After` header when any element was
-//!   `overloaded`. On a standby the whole batch is `503 standby_read_only`.
+//!   is `bad_request`. `delete_partition` needs no `id` and ignores one. The response is 200
+//!   with a `Retry-After` header when any element was `overloaded`. On a standby the whole
+//!   batch is `503 standby_read_only`.
+//! - `storage_full` (507) carries `"reason"` (`memory` or `disk`); `partition_has_live_holds`
+//!   (409) carries `"held"`, the partition's held holds.
 //! - A body that does not arrive within the body timeout is `bad_request`, and the connection
 //!   is closed; so is a connection after `413`.
 //! - `OpResult::Unavailable` (node stopping, log failed) is `503 unavailable`; so is a failed
@@ -55,6 +58,7 @@ pub mod router;
 mod server;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,12 +164,29 @@ impl Default for HttpConfig {
     }
 }
 
+/// The node's storage limits as `/metrics` reports them.
+#[derive(Debug, Clone)]
+pub struct StorageInfo {
+    /// The node's memory budget (`--memory-max`), in bytes; `u64::MAX`: no limit.
+    pub memory_max_bytes: u64,
+    /// The data directory, whose filesystem's free space is reported; `None` for a node
+    /// without one (in-memory logs).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for StorageInfo {
+    fn default() -> Self {
+        StorageInfo { memory_max_bytes: u64::MAX, data_dir: None }
+    }
+}
+
 /// Everything a request needs: shared by every connection, read-only after start.
 pub struct HttpApp {
     runtime: Arc<Runtime>,
     token: Option<String>,
     node: Arc<dyn NodeInfo>,
     config: HttpConfig,
+    storage: StorageInfo,
     metrics: metrics::HttpMetrics,
 }
 
@@ -177,6 +198,7 @@ impl std::fmt::Debug for HttpApp {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("node", &self.node)
             .field("config", &self.config)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
@@ -190,8 +212,15 @@ impl HttpApp {
             token: token.filter(|token| !token.is_empty()),
             node,
             config: HttpConfig::default(),
+            storage: StorageInfo::default(),
             metrics: metrics::HttpMetrics::default(),
         }
+    }
+
+    /// The same app reporting these storage limits.
+    pub fn with_storage(mut self, storage: StorageInfo) -> Self {
+        self.storage = storage;
+        self
     }
 
     /// The same app with other server settings.
@@ -210,6 +239,10 @@ impl HttpApp {
 
     pub fn config(&self) -> &HttpConfig {
         &self.config
+    }
+
+    pub fn storage(&self) -> &StorageInfo {
+        &self.storage
     }
 
     pub fn metrics(&self) -> &metrics::HttpMetrics {

@@ -23,6 +23,7 @@ pub enum Route {
     ReleaseHold,
     CancelHold,
     ExtendHold,
+    DeletePartition,
     Batch,
     OpenApi,
     Health,
@@ -43,6 +44,7 @@ impl Route {
                 | Route::ReleaseHold
                 | Route::CancelHold
                 | Route::ExtendHold
+                | Route::DeletePartition
                 | Route::Batch
         )
     }
@@ -76,6 +78,7 @@ pub const ROUTES: &[RouteSpec] = &[
     spec("POST", "/v1/partitions/{partition}/holds/{hold}/release", Route::ReleaseHold),
     spec("POST", "/v1/partitions/{partition}/holds/{hold}/cancel", Route::CancelHold),
     spec("POST", "/v1/partitions/{partition}/holds/{hold}/extend", Route::ExtendHold),
+    spec("DELETE", "/v1/partitions/{partition}", Route::DeletePartition),
     spec("POST", "/v1/batch", Route::Batch),
     spec("GET", "/openapi.json", Route::OpenApi),
     spec("GET", "/health", Route::Health),
@@ -254,6 +257,14 @@ mod tests {
         assert_eq!(
             route("GET", "/v1/partitions/p/resources"),
             Routing::Found { route: Route::ListResources, params: ["p", ""] }
+        );
+        assert_eq!(
+            route("DELETE", "/v1/partitions/p"),
+            Routing::Found { route: Route::DeletePartition, params: ["p", ""] }
+        );
+        assert_eq!(
+            route("GET", "/v1/partitions/p"),
+            Routing::WrongMethod { allow: "DELETE".into() }
         );
         assert_eq!(route("GET", "/v1/partitions/p/holds/h/x/y"), Routing::NotFound);
         assert_eq!(route("GET", "/nope"), Routing::NotFound);

@@ -25,10 +25,12 @@ pub enum ErrorCode {
     StandbyReadOnly = 18,
     ReplicationTimeout = 19,
     Unavailable = 20,
+    PartitionHasLiveHolds = 21,
+    StorageFull = 22,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::ResourceNotFound,
@@ -49,6 +51,8 @@ impl ErrorCode {
         ErrorCode::StandbyReadOnly,
         ErrorCode::ReplicationTimeout,
         ErrorCode::Unavailable,
+        ErrorCode::PartitionHasLiveHolds,
+        ErrorCode::StorageFull,
     ];
 
     /// The code with this wire number, if any.
@@ -79,6 +83,8 @@ impl ErrorCode {
             ErrorCode::StandbyReadOnly => "standby_read_only",
             ErrorCode::ReplicationTimeout => "replication_timeout",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::PartitionHasLiveHolds => "partition_has_live_holds",
+            ErrorCode::StorageFull => "storage_full",
         }
     }
 
@@ -106,6 +112,6 @@ mod tests {
             assert_eq!(ErrorCode::of_refusal(code.as_str()), Some(*code));
         }
         assert_eq!(ErrorCode::from_u8(0), None);
-        assert_eq!(ErrorCode::from_u8(21), None);
+        assert_eq!(ErrorCode::from_u8(23), None);
     }
 }

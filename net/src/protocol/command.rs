@@ -5,7 +5,9 @@
 //! exactly the bytes it was decoded from.
 
 use bookd_engine::runtime::Op;
-use bookd_engine::{Cancel, Command, Confirm, Extend, Hold, Item, ListQuery, PutResource, Release};
+use bookd_engine::{
+    Cancel, Command, Confirm, DeletePartition, Extend, Hold, Item, ListQuery, PutResource, Release,
+};
 
 use super::limits::COMMANDS_PER_FRAME_MAX;
 use super::wire::{
@@ -25,6 +27,7 @@ pub enum Opcode {
     GetResource = 7,
     GetHold = 8,
     ListResources = 9,
+    DeletePartition = 10,
 }
 
 impl Opcode {
@@ -39,6 +42,7 @@ impl Opcode {
             7 => Opcode::GetResource,
             8 => Opcode::GetHold,
             9 => Opcode::ListResources,
+            10 => Opcode::DeletePartition,
             _ => return None,
         })
     }
@@ -53,6 +57,7 @@ impl Opcode {
                 | Opcode::Release
                 | Opcode::Cancel
                 | Opcode::Extend
+                | Opcode::DeletePartition
         )
     }
 }
@@ -132,6 +137,9 @@ pub enum CommandRef<'a> {
         after: Option<&'a str>,
         limit: Option<u64>,
     },
+    DeletePartition {
+        partition: &'a str,
+    },
 }
 
 impl<'a> CommandRef<'a> {
@@ -183,6 +191,7 @@ impl<'a> CommandRef<'a> {
                 after: reader.opt_str8("after")?,
                 limit: reader.opt_u64("limit")?,
             },
+            Opcode::DeletePartition => CommandRef::DeletePartition { partition },
         })
     }
 
@@ -197,6 +206,7 @@ impl<'a> CommandRef<'a> {
             CommandRef::GetResource { .. } => Opcode::GetResource,
             CommandRef::GetHold { .. } => Opcode::GetHold,
             CommandRef::ListResources { .. } => Opcode::ListResources,
+            CommandRef::DeletePartition { .. } => Opcode::DeletePartition,
         }
     }
 
@@ -257,6 +267,11 @@ impl<'a> CommandRef<'a> {
                     limit,
                 },
             },
+            CommandRef::DeletePartition { partition } => {
+                Op::Command(Command::DeletePartition(DeletePartition {
+                    partition: partition.to_owned(),
+                }))
+            }
         }
     }
 
@@ -309,6 +324,7 @@ impl<'a> CommandRef<'a> {
                 }
                 put_opt_u64(buf, limit);
             }
+            CommandRef::DeletePartition { partition } => name(buf, partition),
         }
     }
 }
@@ -389,6 +405,10 @@ fn encode_command_inner(command: &Command, buf: &mut Vec<u8>) -> Result<(), Enco
         Command::Extend(c) => {
             put_hold_ref(buf, Opcode::Extend, &c.partition, &c.hold)?;
             put_u64(buf, c.ttl_ms);
+        }
+        Command::DeletePartition(c) => {
+            put_u8(buf, Opcode::DeletePartition as u8);
+            put_str8(buf, &c.partition, "partition")?;
         }
     }
     Ok(())

@@ -32,6 +32,6 @@ pub use codes::ErrorCode;
 pub use command::{encode_op, CommandRef, Opcode};
 pub use frame::{Frame, FrameError, Kind};
 pub use handshake::{ErrorFrame, Hello, HelloOk};
-pub use reply::{Detail, Refused, Reply};
+pub use reply::{Detail, PartitionDeleted, Refused, Reply};
 pub use server::{serve_binary, BinaryApp, BinaryConfig, BinaryMetrics};
 pub use wire::{DecodeError, EncodeError};

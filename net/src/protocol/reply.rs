@@ -9,7 +9,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use bookd_engine::runtime::OpResult;
-use bookd_engine::{HoldStatus, HoldView, ItemView, Outcome, Refusal, ResourcePage, ResourceView};
+use bookd_engine::{
+    HoldStatus, HoldView, ItemView, Outcome, Refusal, ResourcePage, ResourceView, StorageFullReason,
+};
 
 use super::codes::ErrorCode;
 use super::wire::{
@@ -21,6 +23,11 @@ use super::wire::{
 const TAG_RESOURCE: u8 = 1;
 const TAG_HOLD: u8 = 2;
 const TAG_PAGE: u8 = 3;
+const TAG_PARTITION_DELETED: u8 = 4;
+
+/// The `reason` byte of `storage_full`.
+const REASON_MEMORY: u8 = 0;
+const REASON_DISK: u8 = 1;
 
 /// One command's result as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +38,19 @@ pub enum Reply {
     Hold { hold: HoldView, existing: bool },
     /// `list_resources`.
     Page(ResourcePage),
+    /// `delete_partition`: what was removed.
+    PartitionDeleted(PartitionDeleted),
     /// Any error of the contract, with its details.
     Refused(Refused),
+}
+
+/// The result of `delete_partition`: the partition and how many resources and holds were
+/// removed with it (HTTP `{"partition", "resources", "holds"}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDeleted {
+    pub partition: Arc<str>,
+    pub resources: u32,
+    pub holds: u32,
 }
 
 /// An error result: the contract's code and the details HTTP puts in the error body.
@@ -71,6 +89,14 @@ pub enum Detail {
         table: String,
         max: u32,
     },
+    /// `partition_has_live_holds`: how many of the partition's holds are held.
+    Held {
+        held: u32,
+    },
+    /// `storage_full`: what is full.
+    Storage {
+        reason: StorageFullReason,
+    },
 }
 
 impl Refused {
@@ -78,6 +104,8 @@ impl Refused {
     pub fn plain(code: ErrorCode) -> Refused {
         let detail = match code {
             ErrorCode::Overloaded => Detail::Table { table: String::new(), max: 0 },
+            ErrorCode::PartitionHasLiveHolds => Detail::Held { held: 0 },
+            ErrorCode::StorageFull => Detail::Storage { reason: StorageFullReason::Memory },
             _ => Detail::None,
         };
         Refused { code, detail }
@@ -114,6 +142,13 @@ impl Refused {
             Refusal::Overloaded { table, max } => {
                 (ErrorCode::Overloaded, Detail::Table { table: (*table).to_string(), max: *max })
             }
+            Refusal::NotFound => (ErrorCode::NotFound, Detail::None),
+            Refusal::PartitionHasLiveHolds { held } => {
+                (ErrorCode::PartitionHasLiveHolds, Detail::Held { held: *held })
+            }
+            Refusal::StorageFull { reason } => {
+                (ErrorCode::StorageFull, Detail::Storage { reason: *reason })
+            }
         };
         Refused { code, detail }
     }
@@ -135,6 +170,9 @@ impl fmt::Display for Refused {
                 write!(f, "{table} table is full ({max} entries)")
             }
             (ErrorCode::Overloaded, _) => f.write_str("shard queue is full; retry later"),
+            (_, Detail::Held { held }) => write!(f, "partition has {held} held holds"),
+            (_, Detail::Storage { reason }) => write!(f, "storage full ({})", reason.as_str()),
+            (ErrorCode::NotFound, _) => f.write_str("partition not found"),
             // The code in words: `hold_not_found` reads "hold not found".
             (code, _) => {
                 for (index, word) in code.as_str().split('_').enumerate() {
@@ -167,6 +205,13 @@ impl Reply {
             OpResult::Command(Ok(Outcome::Hold { hold, existing })) => {
                 Reply::Hold { hold: hold.clone(), existing: *existing }
             }
+            OpResult::Command(Ok(Outcome::PartitionDeleted { partition, resources, holds })) => {
+                Reply::PartitionDeleted(PartitionDeleted {
+                    partition: partition.clone(),
+                    resources: *resources,
+                    holds: *holds,
+                })
+            }
             OpResult::Resource(Ok(resource)) => {
                 Reply::Resource { resource: resource.clone(), created: false }
             }
@@ -193,6 +238,9 @@ pub fn encode_op_result(result: &OpResult, buf: &mut Vec<u8>) {
             put_resource(buf, resource, *created);
         }
         OpResult::Command(Ok(Outcome::Hold { hold, existing })) => put_hold(buf, hold, *existing),
+        OpResult::Command(Ok(Outcome::PartitionDeleted { partition, resources, holds })) => {
+            put_partition_deleted(buf, partition, *resources, *holds);
+        }
         OpResult::Resource(Ok(resource)) => put_resource(buf, resource, false),
         OpResult::Hold(Ok(hold)) => put_hold(buf, hold, false),
         OpResult::Page(Ok(page)) => put_page(buf, page),
@@ -215,6 +263,9 @@ pub fn encode_reply(reply: &Reply, buf: &mut Vec<u8>) {
         Reply::Resource { resource, created } => put_resource(buf, resource, *created),
         Reply::Hold { hold, existing } => put_hold(buf, hold, *existing),
         Reply::Page(page) => put_page(buf, page),
+        Reply::PartitionDeleted(deleted) => {
+            put_partition_deleted(buf, &deleted.partition, deleted.resources, deleted.holds);
+        }
         Reply::Refused(refused) => put_refused(buf, refused),
     }
 }
@@ -271,6 +322,14 @@ fn put_page(buf: &mut Vec<u8>, page: &ResourcePage) {
     }
 }
 
+fn put_partition_deleted(buf: &mut Vec<u8>, partition: &str, resources: u32, holds: u32) {
+    put_u8(buf, 0);
+    put_u8(buf, TAG_PARTITION_DELETED);
+    put_str8_lossy(buf, partition);
+    put_u32(buf, resources);
+    put_u32(buf, holds);
+}
+
 /// Appends an error result.
 pub fn put_refused(buf: &mut Vec<u8>, refused: &Refused) {
     put_u8(buf, refused.code as u8);
@@ -294,6 +353,14 @@ pub fn put_refused(buf: &mut Vec<u8>, refused: &Refused) {
             put_str8_lossy(buf, table);
             put_u32(buf, *max);
         }
+        Detail::Held { held } => put_u32(buf, *held),
+        Detail::Storage { reason } => put_u8(
+            buf,
+            match reason {
+                StorageFullReason::Memory => REASON_MEMORY,
+                StorageFullReason::Disk => REASON_DISK,
+            },
+        ),
     }
 }
 
@@ -323,6 +390,11 @@ pub fn decode_reply(reader: &mut Reader<'_>) -> Result<Reply, DecodeError> {
             let next = reader.opt_str8("next")?.map(Arc::from);
             Ok(Reply::Page(ResourcePage { resources, next }))
         }
+        TAG_PARTITION_DELETED => Ok(Reply::PartitionDeleted(PartitionDeleted {
+            partition: reader.str8("partition")?.into(),
+            resources: reader.u32("resources")?,
+            holds: reader.u32("holds")?,
+        })),
         other => Err(DecodeError::UnknownValue("tag", u64::from(other))),
     }
 }
@@ -382,6 +454,14 @@ fn decode_detail(code: ErrorCode, reader: &mut Reader<'_>) -> Result<Detail, Dec
         ErrorCode::Overloaded => {
             Detail::Table { table: reader.str8("table")?.to_owned(), max: reader.u32("max")? }
         }
+        ErrorCode::PartitionHasLiveHolds => Detail::Held { held: reader.u32("held")? },
+        ErrorCode::StorageFull => Detail::Storage {
+            reason: match reader.u8("reason")? {
+                REASON_MEMORY => StorageFullReason::Memory,
+                REASON_DISK => StorageFullReason::Disk,
+                other => return Err(DecodeError::UnknownValue("reason", u64::from(other))),
+            },
+        },
         _ => Detail::None,
     })
 }
@@ -439,6 +519,10 @@ pub fn decode_statuses(payload: &[u8], statuses: &mut Vec<Status>) -> Result<(),
                 if reader.flag("next")? {
                     skip8(&mut reader, "next")?;
                 }
+            }
+            TAG_PARTITION_DELETED => {
+                skip8(&mut reader, "partition")?;
+                reader.bytes(8, "counts")?;
             }
             other => return Err(DecodeError::UnknownValue("tag", u64::from(other))),
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bookd_engine::runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use bookd_engine::Engine;
-use bookd_net::http::{serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode};
+use bookd_net::http::{serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode, StorageInfo};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,6 +59,8 @@ pub struct Options {
     pub config: HttpConfig,
     pub node: Arc<dyn NodeInfo>,
     pub queue_messages_max: usize,
+    /// What `/metrics` reports as the memory budget and the data directory.
+    pub storage: StorageInfo,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             config: HttpConfig::default(),
             node: Arc::new(PrimaryNode),
             queue_messages_max: 4096,
+            storage: StorageInfo::default(),
         }
     }
 }
@@ -103,7 +106,9 @@ impl TestServer {
             .collect();
         let runtime = Arc::new(Runtime::start(config, shards).unwrap());
         let app = Arc::new(
-            HttpApp::new(runtime.clone(), options.token, options.node).with_config(options.config),
+            HttpApp::new(runtime.clone(), options.token, options.node)
+                .with_config(options.config)
+                .with_storage(options.storage),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -204,6 +209,10 @@ impl Client {
 
     pub async fn put_json(&mut self, path: &str, body: &Value) -> Response {
         self.request("PUT", path, Some(body.to_string().as_bytes())).await
+    }
+
+    pub async fn delete(&mut self, path: &str) -> Response {
+        self.request("DELETE", path, None).await
     }
 
     /// A request with a `Content-Length` body (or none), on the kept-alive connection.
