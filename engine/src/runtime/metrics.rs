@@ -134,8 +134,6 @@ pub struct ShardMetrics {
     pub memory_bytes: AtomicU64,
     pub last_lsn: AtomicU64,
     pub durable_lsn: AtomicU64,
-    /// Bytes of memory the shard's state uses (the figure `--memory-max` bounds).
-    pub memory_bytes: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -163,7 +161,6 @@ impl Default for ShardMetrics {
             memory_bytes: AtomicU64::new(0),
             last_lsn: AtomicU64::new(0),
             durable_lsn: AtomicU64::new(0),
-            memory_bytes: AtomicU64::new(0),
         }
     }
 }

@@ -172,6 +172,9 @@ impl Runtime {
             writable: shared.writable.clone(),
             durable_changed: shared.durable_changed.clone(),
         };
+        // The node's memory budget, shared evenly: each shard bounds its own state.
+        let mut shard_config = config.shard;
+        shard_config.memory_max_bytes = config.shard.memory_max_bytes / shards.len() as u64;
         for (index, (engine, log)) in shards.into_iter().enumerate() {
             let (sender, inbox) = crossbeam_channel::bounded(config.queue_messages_max);
             let metrics = Arc::new(ShardMetrics::default());
@@ -184,7 +187,7 @@ impl Runtime {
                 engine,
                 log,
                 inbox,
-                config: config.shard,
+                config: shard_config,
                 shared: shared.clone(),
                 metrics: metrics.clone(),
                 replicated_lsn: replicated_lsn.clone(),

@@ -594,6 +594,9 @@ impl Shard {
                 encode_epoch(epoch, &mut payload);
                 let lsn = self.log.append(RECORD_KIND_EPOCH, epoch, now_ms, &payload)?;
                 self.commit()?;
+                // Writable from now on: growth is bounded by the budget (a standby replays
+                // what its primary accepted, unbounded).
+                self.engine.set_memory_max_bytes(self.config.memory_max_bytes);
                 tracing::info!(shard = self.index, epoch, lsn, "epoch record written");
                 let _ = reply.send(Ok(lsn));
             }
