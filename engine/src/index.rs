@@ -25,18 +25,122 @@ const EMPTY: u64 = 0;
 /// Buckets of the first table.
 const BUCKETS_MIN: usize = 8;
 
+/// Buckets an old table may have and still be moved over at once when the index grows; a
+/// larger one moves over a few runs at each insert.
+const MIGRATE_AT_ONCE_BUCKETS_MAX: usize = 4096;
+/// Old buckets moved over per insert while the index grows (at least 2: the old table has
+/// twice as many buckets as entries, and must be empty before the new one is half full).
+const MIGRATE_BUCKETS_PER_INSERT: usize = 8;
+
+/// One open-addressing table: `tag << 32 | (slot + 1)` per bucket, or `EMPTY`.
 #[derive(Debug, Clone)]
-pub(crate) struct NameIndex {
-    /// `tag << 32 | (slot + 1)`, or `EMPTY`. The length is zero or a power of two.
+struct Table {
+    /// The length is zero or a power of two.
     buckets: Box<[u64]>,
-    len: usize,
     /// `32 - log2(buckets.len())`: a tag's home bucket is `tag >> shift`.
     shift: u32,
 }
 
+impl Table {
+    fn with_buckets(buckets: usize) -> Table {
+        Table {
+            buckets: vec![EMPTY; buckets].into_boxed_slice(),
+            shift: 32 - buckets.trailing_zeros(),
+        }
+    }
+
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        // `shift` is 32 only for the empty table, which no caller indexes.
+        (u64::from(tag) >> self.shift) as usize
+    }
+
+    #[inline(always)]
+    fn find(&self, tag: u32, is_named: &impl Fn(u32) -> bool) -> Option<u32> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home(tag);
+        loop {
+            let found = self.buckets[at];
+            if found == EMPTY {
+                return None;
+            }
+            if (found >> 32) as u32 == tag && is_named(slot_of(found)) {
+                return Some(slot_of(found));
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Puts `entry` in the first empty bucket from its home.
+    #[inline]
+    fn place(&mut self, entry: u64) {
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home((entry >> 32) as u32);
+        while self.buckets[at] != EMPTY {
+            at = (at + 1) & mask;
+        }
+        self.buckets[at] = entry;
+    }
+
+    /// Removes `wanted`; the entries after it on its run move back into the gap when that
+    /// brings them closer to home, so every probe sequence still ends at an empty bucket and
+    /// finds what it found before.
+    fn remove(&mut self, wanted: u64) -> bool {
+        if self.buckets.is_empty() {
+            return false;
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home((wanted >> 32) as u32);
+        loop {
+            match self.buckets[at] {
+                EMPTY => return false,
+                found if found == wanted => break,
+                _ => at = (at + 1) & mask,
+            }
+        }
+        let mut hole = at;
+        let mut next = (hole + 1) & mask;
+        while self.buckets[next] != EMPTY {
+            let moved = self.buckets[next];
+            let home = self.home((moved >> 32) as u32);
+            // `moved` may fill the hole if its home is not strictly between the hole and it.
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = moved;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.buckets[hole] = EMPTY;
+        true
+    }
+}
+
+/// The table an index is growing out of, emptied a few runs at a time.
+#[derive(Debug, Clone)]
+struct Migration {
+    table: Table,
+    /// The next old bucket to move.
+    cursor: usize,
+    /// Old buckets not yet visited.
+    left: usize,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NameIndex {
+    table: Table,
+    /// Entries in both tables.
+    len: usize,
+    /// While growing: the previous table. A whole run of it moves at a time, so a lookup that
+    /// misses in the new table finds any entry still in the old one.
+    old: Option<Migration>,
+}
+
 impl Default for NameIndex {
     fn default() -> Self {
-        NameIndex { buckets: Box::new([]), len: 0, shift: 32 }
+        NameIndex { table: Table { buckets: Box::new([]), shift: 32 }, len: 0, old: None }
     }
 }
 
@@ -61,31 +165,14 @@ impl NameIndex {
         self.len
     }
 
-    #[inline]
-    fn home(&self, tag: u32) -> usize {
-        // `shift` is 32 only for the empty table, which no caller indexes.
-        (u64::from(tag) >> self.shift) as usize
-    }
-
     /// The slot of the record with this name, whose hash is `hash`: `is_named(slot)` compares a
     /// record's name with it, and is asked only of slots whose tag matches.
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64, is_named: impl Fn(u32) -> bool) -> Option<u32> {
-        if self.buckets.is_empty() {
-            return None;
-        }
         let tag = tag_of(hash);
-        let mask = self.buckets.len() - 1;
-        let mut at = self.home(tag);
-        loop {
-            let found = self.buckets[at];
-            if found == EMPTY {
-                return None;
-            }
-            if (found >> 32) as u32 == tag && is_named(slot_of(found)) {
-                return Some(slot_of(found));
-            }
-            at = (at + 1) & mask;
+        match self.table.find(tag, &is_named) {
+            Some(slot) => Some(slot),
+            None => self.old.as_ref().and_then(|old| old.table.find(tag, &is_named)),
         }
     }
 
@@ -100,8 +187,14 @@ impl NameIndex {
     /// several names (a hold's items) wait for memory at the same time rather than in turn.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        if let Some(bucket) = self.buckets.get(self.home(tag_of(hash))) {
+        let tag = tag_of(hash);
+        if let Some(bucket) = self.table.buckets.get(self.table.home(tag)) {
             crate::prefetch::read(bucket);
+        }
+        if let Some(old) = &self.old {
+            if let Some(bucket) = old.table.buckets.get(old.table.home(tag)) {
+                crate::prefetch::read(bucket);
+            }
         }
     }
 
@@ -109,74 +202,82 @@ impl NameIndex {
     #[inline]
     pub(crate) fn insert(&mut self, hash: u64, slot: u32) {
         assert!(slot < u32::MAX, "invariant broken: slot {slot} does not fit an entry");
+        if self.old.is_some() {
+            self.migrate(MIGRATE_BUCKETS_PER_INSERT);
+        }
         // At most half full after the insert.
-        if (self.len + 1) * 2 > self.buckets.len() {
+        if (self.len + 1) * 2 > self.table.buckets.len() {
             self.grow();
         }
-        self.place(entry(tag_of(hash), slot));
+        self.table.place(entry(tag_of(hash), slot));
         self.len += 1;
     }
 
-    /// Puts `entry` in the first empty bucket from its home.
-    #[inline]
-    fn place(&mut self, entry: u64) {
-        let mask = self.buckets.len() - 1;
-        let mut at = self.home((entry >> 32) as u32);
-        while self.buckets[at] != EMPTY {
-            at = (at + 1) & mask;
-        }
-        self.buckets[at] = entry;
-    }
-
-    /// Removes `slot`, whose name hashes to `hash`; returns whether it was there. The entries
-    /// after it on its probe run move back into the gap when that brings them closer to home,
-    /// so every probe sequence still ends at an empty bucket and finds what it found before.
+    /// Removes `slot`, whose name hashes to `hash`; returns whether it was there.
     pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
-        if self.buckets.is_empty() {
-            return false;
-        }
         let wanted = entry(tag_of(hash), slot);
-        let mask = self.buckets.len() - 1;
-        let mut at = self.home(tag_of(hash));
-        loop {
-            match self.buckets[at] {
-                EMPTY => return false,
-                found if found == wanted => break,
-                _ => at = (at + 1) & mask,
-            }
+        let removed = self.table.remove(wanted)
+            || self.old.as_mut().is_some_and(|old| old.table.remove(wanted));
+        if removed {
+            self.len -= 1;
         }
-        let mut hole = at;
-        let mut next = (hole + 1) & mask;
-        while self.buckets[next] != EMPTY {
-            let moved = self.buckets[next];
-            let home = self.home((moved >> 32) as u32);
-            // `moved` may fill the hole if its home is not strictly between the hole and it.
-            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
-                self.buckets[hole] = moved;
-                hole = next;
-            }
-            next = (next + 1) & mask;
-        }
-        self.buckets[hole] = EMPTY;
-        self.len -= 1;
-        true
+        removed
     }
 
-    /// Every slot in the index, in bucket order.
+    /// Every slot in the index.
     pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.buckets.iter().copied().filter(|&entry| entry != EMPTY).map(slot_of)
+        let old = self.old.iter().flat_map(|old| old.table.buckets.iter());
+        self.table.buckets.iter().chain(old).copied().filter(|&entry| entry != EMPTY).map(slot_of)
     }
 
-    /// Doubles the table, placing every entry again from its tag alone.
+    /// Doubles the table. A small old table moves over at once; a large one a few runs at each
+    /// later insert, so no insert pays for moving millions of entries (a stall of hundreds of
+    /// milliseconds on a shard's thread at tens of millions of holds).
     #[cold]
     fn grow(&mut self) {
-        let buckets = (self.buckets.len() * 2).max(BUCKETS_MIN);
-        let old = std::mem::replace(&mut self.buckets, vec![EMPTY; buckets].into_boxed_slice());
-        // Entries come out of the old table almost in home order (all but a wrapped run), so they
-        // go into the new one in that order too: both passes stream through memory.
-        self.shift = 32 - buckets.trailing_zeros();
-        for entry in old.iter().copied().filter(|&entry| entry != EMPTY) {
-            self.place(entry);
+        if self.old.is_some() {
+            // Not empty yet (cannot happen at the migration rate above): finish it first.
+            self.migrate(usize::MAX);
+        }
+        let buckets = (self.table.buckets.len() * 2).max(BUCKETS_MIN);
+        let old = std::mem::replace(&mut self.table, Table::with_buckets(buckets));
+        if old.buckets.len() <= MIGRATE_AT_ONCE_BUCKETS_MAX {
+            // Entries come out of the old table almost in home order (all but a wrapped run),
+            // so they go into the new one in that order too: both passes stream through memory.
+            for entry in old.buckets.iter().copied().filter(|&entry| entry != EMPTY) {
+                self.table.place(entry);
+            }
+            return;
+        }
+        // Start right after an empty bucket (one exists: the table is at most half full), so
+        // the moves below always begin at the start of a run.
+        let start = old.buckets.iter().position(|&entry| entry == EMPTY).map_or(0, |at| at + 1);
+        let left = old.buckets.len();
+        self.old = Some(Migration { table: old, cursor: start, left });
+    }
+
+    /// Moves at least `budget` old buckets (then on to the end of the run it is in) into the
+    /// new table; drops the old table once it is empty.
+    fn migrate(&mut self, budget: usize) {
+        let Some(old) = self.old.as_mut() else {
+            return;
+        };
+        let mask = old.table.buckets.len() - 1;
+        let mut visited = 0usize;
+        while old.left > 0 {
+            let entry = std::mem::replace(&mut old.table.buckets[old.cursor], EMPTY);
+            old.cursor = (old.cursor + 1) & mask;
+            old.left -= 1;
+            visited += 1;
+            if entry != EMPTY {
+                self.table.place(entry);
+            } else if visited >= budget {
+                // Stopped on an empty bucket: no run is left half moved.
+                break;
+            }
+        }
+        if old.left == 0 {
+            self.old = None;
         }
     }
 }
@@ -207,7 +308,11 @@ mod tests {
             index.insert(hash, slot as u32);
         }
         assert_eq!(index.len(), names.len());
-        assert_eq!(index.buckets.len(), 32 * 1024, "at most half full, and no more than twice");
+        assert_eq!(
+            index.table.buckets.len(),
+            32 * 1024,
+            "at most half full, and no more than twice"
+        );
         for (slot, name) in names.iter().enumerate() {
             let hash = hasher.hash_one(name);
             assert_eq!(find(&index, &names, hash, name), Some(slot as u32));
@@ -275,6 +380,38 @@ mod tests {
             assert_eq!(found, (slot % 2 == 1).then_some(slot as u32));
         }
         assert!(!index.remove(7, 1), "another tag is not removed");
+    }
+
+    #[test]
+    fn a_large_index_grows_a_few_runs_at_a_time_and_finds_everything_meanwhile() {
+        let hasher = NameHasher::default();
+        let names = names(40_000);
+        let hash = |name: &String| hasher.hash_one(name);
+        let mut index = NameIndex::default();
+        let mut migrating_seen = false;
+        for (slot, name) in names.iter().enumerate() {
+            index.insert(hash(name), slot as u32);
+            migrating_seen |= index.old.is_some();
+            // Every few inserts, everything so far is found, in whichever table it is.
+            if slot % 997 == 0 {
+                for (earlier, name) in names[..=slot].iter().enumerate() {
+                    let removed = earlier % 5 == 2 && earlier + 2 < slot;
+                    let found = find(&index, &names, hash(name), name);
+                    assert_eq!(found, (!removed).then_some(earlier as u32));
+                }
+            }
+            // Removals while growing, from either table.
+            if slot % 5 == 4 {
+                assert!(index.remove(hash(&names[slot - 2]), (slot - 2) as u32));
+            }
+        }
+        assert!(migrating_seen, "the test never saw a growth in progress");
+        for (slot, name) in names.iter().enumerate() {
+            let removed = slot % 5 == 2 && slot + 2 < names.len();
+            let found = find(&index, &names, hash(name), name);
+            assert_eq!(found, (!removed).then_some(slot as u32), "{name}");
+        }
+        assert_eq!(index.slots().count(), index.len());
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// are refused with `storage_full`. Default: 80 % of the machine's physical memory.
     #[arg(long, env = "BOOKD_MEMORY_MAX", value_parser = parse_bytes)]
     pub memory_max: Option<u64>,
+    /// Size of each log segment file, in bytes or with a suffix as for --memory-max (4KiB to
+    /// 1GiB). Segments are preallocated: the disk needs room for two beyond the log.
+    #[arg(long, env = "BOOKD_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub segment_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -140,6 +144,7 @@ impl ServeArgs {
             replication_timeout: std::time::Duration::from_millis(self.replication_timeout_ms),
             hold_retention: self.hold_retention,
             memory_max_bytes: self.memory_max.unwrap_or_else(crate::node::default_memory_max_bytes),
+            segment_size_bytes: self.segment_size,
             role,
             ..NodeConfig::default()
         }

@@ -285,6 +285,8 @@ pub fn scan<S: Storage>(
         let later_has_records = starts_with_record[index + 1..].iter().any(|&b| b);
         let (last_lsn, end_offset, torn) =
             scan_segment(&path, file.bytes(), first_lsn, last_segment, later_has_records)?;
+        // Scanned: its pages need not stay in this process's memory until replay reads them.
+        file.release_pages();
         if torn.is_some() {
             torn_tail = torn;
         }
@@ -638,6 +640,9 @@ pub fn replay<S: Storage, F: SegmentFile>(
             }
             offset += view.raw.len();
         }
+        // Replayed: the log's pages go back to the page cache, so recovery's memory is the
+        // state's, not the state's plus the log's.
+        segment.file.release_pages();
     }
     assert_eq!(replayed, records_total, "replayed a different number of records than scanned");
     replay.progress(ReplayProgress { records_replayed: replayed, records_total, lsn });

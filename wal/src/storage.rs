@@ -65,6 +65,10 @@ pub trait SegmentFile {
     fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()>;
     /// Makes every write so far durable. An error is fatal for the writer.
     fn sync(&mut self) -> std::io::Result<()>;
+    /// A hint that the file's pages will not be read again soon (recovery has read them): a
+    /// mapping gives them back to the page cache, so they stop counting in the process's
+    /// memory, and reads fault them in again. The default does nothing.
+    fn release_pages(&self) {}
     /// A handle that makes this file's writes so far durable from another thread (a duplicate
     /// of its descriptor), so the writer can go on writing while the disk flushes. `None` (the
     /// default) where there is no such thing (test doubles); callers then sync in line.
@@ -528,6 +532,16 @@ impl MmapSegment {
 impl SegmentFile for MmapSegment {
     fn bytes(&self) -> &[u8] {
         &self.map
+    }
+
+    fn release_pages(&self) {
+        // SAFETY: the mapping is a shared, read-only map of a file: MADV_DONTNEED drops this
+        // process's copies of its pages, and a later read faults the same bytes in again from
+        // the page cache or the file, so no reader ever sees anything but the file's contents.
+        let released = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        if let Err(error) = released {
+            tracing::debug!(path = %self.path.display(), %error, "madvise(DONTNEED) refused");
+        }
     }
 
     fn write(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {

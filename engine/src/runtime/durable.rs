@@ -263,7 +263,7 @@ impl ShardLog for WalLog {
         payload: &[u8],
     ) -> Result<u64, LogError> {
         let lsn = self.wal.append(kind, epoch, timestamp_ms, payload).map_err(log_error)?;
-        self.bytes_since_snapshot += payload.len() as u64;
+        self.bytes_since_snapshot += bookd_wal::record::record_size_bytes(payload.len()) as u64;
         Ok(lsn)
     }
 

@@ -141,6 +141,29 @@ metric! {
     SNAPSHOTS_TOTAL = "bookd_snapshots_total", Counter, ["shard"]
 }
 metric! {
+    /// Snapshots each `shard` could not write (a full disk): the log is intact, the next is
+    /// tried a second later.
+    SNAPSHOTS_FAILED_TOTAL = "bookd_snapshots_failed_total", Counter, ["shard"]
+}
+metric! {
+    /// Size of the last snapshot each `shard` wrote, in bytes.
+    SNAPSHOT_LAST_BYTES = "bookd_snapshot_last_bytes", Gauge, ["shard"]
+}
+metric! {
+    /// How long each `shard`'s last snapshot took, from freeze to durable, in seconds (written
+    /// in the background: no command waits for it).
+    SNAPSHOT_LAST_SECONDS = "bookd_snapshot_last_seconds", Gauge, ["shard"]
+}
+metric! {
+    /// Tick records each `shard` wrote: expiries and forgotten holds of an idle shard, logged
+    /// at a position so every node applies them at the same one.
+    TICK_RECORDS_TOTAL = "bookd_tick_records_total", Counter, ["shard"]
+}
+metric! {
+    /// Holds kept, per `shard`: held, confirmed, and ended ones within the hold retention.
+    HOLDS = "bookd_holds", Gauge, ["shard"]
+}
+metric! {
     /// Bytes of memory the state uses, all shards together (what --memory-max bounds).
     MEMORY_BYTES = "bookd_memory_bytes", Gauge, []
 }
@@ -184,6 +207,11 @@ pub const METRICS: &[MetricDoc] = &[
     HOLDS_EXPIRED_TOTAL,
     RESOURCES,
     SNAPSHOTS_TOTAL,
+    SNAPSHOTS_FAILED_TOTAL,
+    SNAPSHOT_LAST_BYTES,
+    SNAPSHOT_LAST_SECONDS,
+    TICK_RECORDS_TOTAL,
+    HOLDS,
     MEMORY_BYTES,
     MEMORY_MAX_BYTES,
     DISK_FREE_BYTES,
@@ -375,6 +403,15 @@ pub fn render(
     per_shard(&mut out, &HOLDS_EXPIRED_TOTAL, shards, |s| load(&s.holds_expired));
     per_shard(&mut out, &RESOURCES, shards, |s| load(&s.resources));
     per_shard(&mut out, &SNAPSHOTS_TOTAL, shards, |s| load(&s.snapshots));
+    per_shard(&mut out, &SNAPSHOTS_FAILED_TOTAL, shards, |s| load(&s.snapshots_failed));
+    per_shard(&mut out, &SNAPSHOT_LAST_BYTES, shards, |s| load(&s.snapshot_last_bytes));
+    header(&mut out, &SNAPSHOT_LAST_SECONDS);
+    for (shard, metrics) in shards.iter().enumerate() {
+        let seconds = load(&metrics.snapshot_last_duration_ms) as f64 / 1000.0;
+        let _ = writeln!(out, "{}{{shard=\"{shard}\"}} {seconds}", SNAPSHOT_LAST_SECONDS.name);
+    }
+    per_shard(&mut out, &TICK_RECORDS_TOTAL, shards, |s| load(&s.tick_records));
+    per_shard(&mut out, &HOLDS, shards, |s| load(&s.holds));
 
     header(&mut out, &MEMORY_BYTES);
     let memory = shards.iter().fold(0u64, |sum, s| sum.saturating_add(load(&s.memory_bytes)));
