@@ -1,5 +1,5 @@
 //! Every limit of the engine, in one place, with units last. Relations between limits are checked
-//! at compile time; the values come from ../shared/CONTRACT.md ("Names and limits").
+//! at compile time; the values are the public contract's ("Names and limits").
 
 /// Longest partition, resource or hold id, in bytes.
 pub const NAME_SIZE_MAX_BYTES: usize = 64;

@@ -29,7 +29,8 @@ pub enum Command {
     /// Inspect a data directory's write-ahead logs and snapshots.
     #[command(subcommand)]
     Wal(WalCommand),
-    /// Run a workload of WORKLOADS.md against --addr or an embedded node and report it.
+    /// Run a workload (flash-sale, seat-map, hotel, sell-out) against --addr or an embedded node
+    /// and report it.
     Bench(bookd_bench::load::BenchArgs),
 }
 

@@ -1,4 +1,4 @@
-//! bookd's network edge: the HTTP/JSON API of ../shared/CONTRACT.md over hyper 1.x.
+//! bookd's network edge: the public HTTP/JSON API over hyper 1.x.
 //! Invariant: the network layer only maps shapes; every decision about state is the engine's.
 //!
 //! # Layout

@@ -1,5 +1,5 @@
 //! The HTTP/JSON API over real HTTP on 127.0.0.1 (port 0), against in-memory shard logs:
-//! every route, status and error code of ../shared/CONTRACT.md, idempotent repeats, expiry on
+//! every route, status and error code of the public API, idempotent repeats, expiry on
 //! an idle server (fake clock), paging, batches, auth, body limits, bad input that changes
 //! nothing, concurrency, overload, timeouts, the connection limit, graceful shutdown, and the
 //! OpenAPI document against the router.

@@ -502,8 +502,11 @@ async fn a_standby_snapshots_its_own_log_and_restarts_from_it() {
     let standby = open(&b_path, standby_options(), &stop);
     let standby_runtime = standby.node.runtime().clone();
     wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
-    let snapshot = standby_runtime.latest_snapshot(0).await.unwrap();
-    assert!(snapshot.is_some(), "the standby snapshots its replicated log");
+    // Snapshots are written in the background: wait for the standby's first.
+    wait_for("the standby snapshots its replicated log", async || {
+        standby_runtime.latest_snapshot(0).await.is_ok_and(|snapshot| snapshot.is_some())
+    })
+    .await;
     drop(standby_runtime);
     close(standby).await;
     load(&runtime, &mut rng, "y", 300).await;

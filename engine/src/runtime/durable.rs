@@ -51,6 +51,9 @@ pub enum DataDirError {
     Wal { shard: usize, source: WalError },
     #[error("log {path}: {source}")]
     Log { path: PathBuf, source: WalError },
+    /// A record at the end of the log does not apply (the log and the state machine disagree).
+    #[error("shard {shard}: {reason}")]
+    Replay { shard: usize, reason: String },
 }
 
 /// Why a directory of another format cannot be read.
@@ -514,10 +517,60 @@ struct EngineReplay {
     epoch: u64,
     limits: EngineLimits,
     last_report: Instant,
+    /// Records decoded but not yet applied: the engine is asked for each command's hold bucket
+    /// when it is decoded and applies it `REPLAY_AHEAD` records later, so the cache misses of a
+    /// large state overlap with the records in between (as the shard does with a batch).
+    ahead: std::collections::VecDeque<Decoded>,
+}
+
+/// Records decoded ahead of the one replay applies.
+const REPLAY_AHEAD: usize = crate::command::PREFETCH_AHEAD;
+
+/// A record decoded, waiting to be applied.
+struct Decoded {
+    lsn: u64,
+    timestamp_ms: u64,
+    record: DecodedRecord,
+}
+
+enum DecodedRecord {
+    Command(crate::command::Command),
+    /// Any other kind: its payload, applied by [`apply_record`].
+    Other {
+        kind: u8,
+        payload: Vec<u8>,
+    },
+}
+
+impl EngineReplay {
+    /// Applies the oldest decoded record.
+    fn apply_oldest(&mut self) -> Result<(), String> {
+        let Some(decoded) = self.ahead.pop_front() else {
+            return Ok(());
+        };
+        let applied = match &decoded.record {
+            DecodedRecord::Command(command) => {
+                apply_command(&mut self.engine, decoded.timestamp_ms, command)
+            }
+            DecodedRecord::Other { kind, payload } => {
+                apply_record(&mut self.engine, *kind, decoded.timestamp_ms, payload)
+            }
+        };
+        applied.map_err(|reason| format!("record {}: {reason}", decoded.lsn))
+    }
+
+    /// Applies every record still decoded ahead (the end of the log, or a snapshot next).
+    fn flush(&mut self) -> Result<(), String> {
+        while !self.ahead.is_empty() {
+            self.apply_oldest()?;
+        }
+        Ok(())
+    }
 }
 
 impl Replay for EngineReplay {
     fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        self.flush()?;
         // Decoded as it streams from the file: only the engine is built in memory.
         self.engine =
             Engine::read_snapshot(snapshot, self.limits).map_err(|error| error.to_string())?;
@@ -527,12 +580,24 @@ impl Replay for EngineReplay {
 
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
         self.epoch = self.epoch.max(record.header.epoch);
-        apply_record(
-            &mut self.engine,
-            record.header.kind,
-            record.header.timestamp_ms,
-            record.payload,
-        )
+        let header = &record.header;
+        let decoded = if header.kind == RECORD_KIND_COMMAND {
+            let command = decode_command(record.payload)
+                .map_err(|error| format!("record {}: command record: {error}", header.lsn))?;
+            self.engine.prefetch_hold(&command);
+            DecodedRecord::Command(command)
+        } else {
+            DecodedRecord::Other { kind: header.kind, payload: record.payload.to_vec() }
+        };
+        self.ahead.push_back(Decoded {
+            lsn: header.lsn,
+            timestamp_ms: header.timestamp_ms,
+            record: decoded,
+        });
+        if self.ahead.len() > REPLAY_AHEAD {
+            self.apply_oldest()?;
+        }
+        Ok(())
     }
 
     fn progress(&mut self, progress: ReplayProgress) {
@@ -549,6 +614,17 @@ impl Replay for EngineReplay {
     }
 }
 
+/// Applies one logged command to `engine`, which must accept it again.
+fn apply_command(
+    engine: &mut Engine,
+    timestamp_ms: u64,
+    command: &crate::command::Command,
+) -> Result<(), String> {
+    engine.apply_receipt(timestamp_ms, command).map(|_| ()).map_err(|refusal| {
+        format!("replayed {} refused ({refusal}): log and state machine disagree", command.op())
+    })
+}
+
 /// Applies one log record to `engine`: it must decode and the engine must accept it again.
 pub fn apply_record(
     engine: &mut Engine,
@@ -561,12 +637,7 @@ pub fn apply_record(
     match kind {
         RECORD_KIND_COMMAND => {
             let command = decode_command(payload).map_err(undecodable("command"))?;
-            engine.apply_receipt(timestamp_ms, &command).map(|_| ()).map_err(|refusal| {
-                format!(
-                    "replayed {} refused ({refusal}): log and state machine disagree",
-                    command.op()
-                )
-            })
+            apply_command(engine, timestamp_ms, &command)
         }
         // An epoch record changes no booking state; it only moves the clock.
         RECORD_KIND_EPOCH => {
@@ -620,12 +691,14 @@ pub fn recover_shard(
         epoch: 0,
         limits,
         last_report: Instant::now(),
+        ahead: std::collections::VecDeque::with_capacity(REPLAY_AHEAD + 1),
     };
     let started = Instant::now();
     let path = dir.shard_path(index);
     finish_install(&path)?;
     let (wal, report) = Wal::open_dir(&path, options, &mut replay)
         .map_err(|source| DataDirError::Wal { shard: index, source })?;
+    replay.flush().map_err(|reason| DataDirError::Replay { shard: index, reason })?;
     tracing::info!(
         shard = index,
         snapshot_lsn = report.snapshot_lsn,

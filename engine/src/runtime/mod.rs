@@ -162,6 +162,7 @@ impl Runtime {
             writable: Arc::new(AtomicBool::new(config.writable)),
             fatal: config.fatal.clone(),
             durable_changed: Arc::new(tokio::sync::Notify::new()),
+            memory_used: (0..shards.len()).map(|_| AtomicU64::new(0)).collect(),
         };
         let mut runtime = Runtime {
             inboxes: Vec::new(),
@@ -172,9 +173,7 @@ impl Runtime {
             writable: shared.writable.clone(),
             durable_changed: shared.durable_changed.clone(),
         };
-        // The node's memory budget, shared evenly: each shard bounds its own state.
-        let mut shard_config = config.shard;
-        shard_config.memory_max_bytes = config.shard.memory_max_bytes / shards.len() as u64;
+        let shard_config = config.shard;
         for (index, (engine, log)) in shards.into_iter().enumerate() {
             let (sender, inbox) = crossbeam_channel::bounded(config.queue_messages_max);
             let metrics = Arc::new(ShardMetrics::default());

@@ -36,7 +36,8 @@ use super::metrics::ShardMetrics;
 use super::op::{Op, OpResult};
 use super::payload::{encode_command, encode_epoch, encode_settings, encode_tick, Settings};
 use super::snapshotter::{
-    snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_RETRY_INTERVAL,
+    snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_BYTES_PER_MEMORY_BYTE_DIVISOR,
+    SNAPSHOT_RETRY_INTERVAL,
 };
 use super::{Clock, FatalHook, ShardStatus};
 use crate::command::{Command, PREFETCH_AHEAD};
@@ -129,8 +130,10 @@ pub struct ShardConfig {
     /// the state: the shard logs it when it differs from the state's, so replay and standbys
     /// forget the same holds at the same log position.
     pub hold_retention_ms: u64,
-    /// The memory the state of this shard may use, in bytes (the node's budget divided among
-    /// its shards). A command that would grow it further is refused with `storage_full`.
+    /// The memory the state of the whole node may use, in bytes: shared by its shards, each of
+    /// which may grow while the sum stays below it (partitions are rarely spread evenly: one
+    /// flash sale is one partition on one shard). A command that would grow it further is
+    /// refused with `storage_full`.
     pub memory_max_bytes: u64,
 }
 
@@ -144,6 +147,9 @@ pub(crate) struct Shared {
     pub(crate) fatal: FatalHook,
     /// Woken after a commit moved the durable position (replication's sender waits on it).
     pub(crate) durable_changed: Arc<tokio::sync::Notify>,
+    /// The memory each shard's state uses, published after each batch (Relaxed: a gauge read
+    /// to size the others' budgets; a little stale only moves the refusal by a batch).
+    pub(crate) memory_used: Arc<[AtomicU64]>,
 }
 
 pub(crate) struct Shard {
@@ -231,9 +237,6 @@ impl Shard {
                 tracing::warn!(shard = self.index, %error, "no snapshot thread: snapshots written in line");
             }
         }
-        if self.shared.writable.load(Ordering::Acquire) {
-            self.engine.set_memory_max_bytes(self.config.memory_max_bytes);
-        }
         loop {
             let wait = match waiting.front() {
                 Some(front) => self
@@ -287,6 +290,7 @@ impl Shard {
             let now_ms = last_stamp_ms;
             let mut batch = Batch::default();
             if self.shared.writable.load(Ordering::Acquire) {
+                self.engine.set_memory_max_bytes(self.memory_budget());
                 if let Err(error) = self.log_time(now_ms, &mut batch) {
                     return self.fail(error, batch, waiting, unsynced);
                 }
@@ -594,9 +598,6 @@ impl Shard {
                 encode_epoch(epoch, &mut payload);
                 let lsn = self.log.append(RECORD_KIND_EPOCH, epoch, now_ms, &payload)?;
                 self.commit()?;
-                // Writable from now on: growth is bounded by the budget (a standby replays
-                // what its primary accepted, unbounded).
-                self.engine.set_memory_max_bytes(self.config.memory_max_bytes);
                 tracing::info!(shard = self.index, epoch, lsn, "epoch record written");
                 let _ = reply.send(Ok(lsn));
             }
@@ -656,6 +657,20 @@ impl Shard {
             clock_ms: self.engine.clock_ms(),
             stats: self.engine.stats(),
         }
+    }
+
+    /// What this shard's state may use: the node's budget less what the other shards use. Set
+    /// before each batch of a writable shard; a standby replays what its primary accepted, so
+    /// its engine has no budget until it is promoted.
+    fn memory_budget(&self) -> u64 {
+        let others = self
+            .shared
+            .memory_used
+            .iter()
+            .enumerate()
+            .filter(|(shard, _)| *shard != self.index)
+            .fold(0u64, |sum, (_, used)| sum.saturating_add(used.load(Ordering::Relaxed)));
+        self.config.memory_max_bytes.saturating_sub(others)
     }
 
     /// Appends what time alone changes, so that it happens at a log position on every node: a
@@ -784,6 +799,7 @@ impl Shard {
                 self.metrics.snapshot_last_bytes.store(bytes, Ordering::Relaxed);
                 self.metrics.snapshot_last_duration_ms.store(elapsed_ms, Ordering::Relaxed);
                 self.snapshots.retry_after = None;
+                self.snapshots.last_bytes = Some(bytes);
                 tracing::info!(shard = self.index, lsn, bytes, elapsed_ms, "snapshot written");
                 let (done, pending): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut self.snapshots.checkpoints)
@@ -830,10 +846,17 @@ impl Shard {
         self.metrics.holds.store(u64::from(stats.holds), Ordering::Relaxed);
         self.metrics.resources.store(u64::from(stats.resources), Ordering::Relaxed);
         self.metrics.memory_bytes.store(stats.memory_bytes, Ordering::Relaxed);
+        if let Some(used) = self.shared.memory_used.get(self.index) {
+            used.store(stats.memory_bytes, Ordering::Relaxed);
+        }
         self.metrics.last_lsn.store(self.log.last_lsn(), Ordering::Relaxed);
+        let state_bytes = self
+            .snapshots
+            .last_bytes
+            .unwrap_or(stats.memory_bytes / SNAPSHOT_BYTES_PER_MEMORY_BYTE_DIVISOR);
         let due = snapshot_due(
             self.log.bytes_since_snapshot(),
-            stats.memory_bytes,
+            state_bytes,
             self.config.snapshot_log_bytes,
         );
         if due && self.snapshots.may_start_automatically() {

@@ -1,4 +1,4 @@
-//! Every limit of the HTTP layer, units last. Contract values come from ../shared/CONTRACT.md
+//! Every limit of the HTTP layer, units last. Contract values are the public contract's limits
 //! ("Names and limits"); the rest are defaults of [`super::HttpConfig`].
 
 use std::time::Duration;

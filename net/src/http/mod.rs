@@ -1,4 +1,4 @@
-//! The HTTP/JSON API of ../shared/CONTRACT.md on hyper 1.x (HTTP/1.1).
+//! The public HTTP/JSON API on hyper 1.x (HTTP/1.1).
 //!
 //! Invariant: HTTP only maps shapes. It turns requests into engine
 //! [`Op`](bookd_engine::runtime::Op)s and results into the contract's statuses and bodies; every name, limit and business rule is

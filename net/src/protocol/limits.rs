@@ -1,5 +1,5 @@
 //! Every limit of the binary protocol, in one place, units last. Contract values come from
-//! ../shared/CONTRACT.md ("Names and limits"); the rest are defaults of
+//! public contract ("Names and limits"); the rest are defaults of
 //! [`super::BinaryConfig`]. Relations between limits are checked at compile time.
 
 use std::time::Duration;
