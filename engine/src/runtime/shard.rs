@@ -760,14 +760,7 @@ impl Shard {
                 }
                 Ok(())
             }
-            Err(error) => {
-                let (error, fatal) = self.log.snapshot_failed(error);
-                if fatal {
-                    return Err(error);
-                }
-                self.snapshot_failed(lsn, &error);
-                Ok(())
-            }
+            Err(error) => self.snapshot_failed(lsn, error),
         }
     }
 
@@ -814,26 +807,26 @@ impl Shard {
                     return self.advance_snapshot();
                 }
             }
-            Err(error) => {
-                let (error, fatal) = self.log.snapshot_failed(error);
-                if fatal {
-                    return Err(error);
-                }
-                self.snapshot_failed(lsn, &error);
-            }
+            Err(error) => return self.snapshot_failed(lsn, error),
         }
         Ok(())
     }
 
-    /// A snapshot could not be written: the log is intact (recovery replays further), so it is
-    /// not fatal; waiting checkpoints get the error and the next try waits a little.
-    fn snapshot_failed(&mut self, lsn: u64, error: &LogError) {
+    /// A snapshot could not be written. Unless the log says it can no longer be used (a failed
+    /// sync: returned, fatal), the log is intact and recovery replays further, so it is not
+    /// fatal: waiting checkpoints get the error and the next try waits a little.
+    fn snapshot_failed(&mut self, lsn: u64, error: LogError) -> Result<(), LogError> {
+        let (error, fatal) = self.log.snapshot_failed(error);
+        if fatal {
+            return Err(error);
+        }
         tracing::error!(shard = self.index, lsn, %error, "snapshot failed");
         self.metrics.snapshots_failed.fetch_add(1, Ordering::Relaxed);
         self.snapshots.retry_after = Some(Instant::now() + SNAPSHOT_RETRY_INTERVAL);
         for (_, reply) in std::mem::take(&mut self.snapshots.checkpoints) {
             let _ = reply.send(Err(format!("snapshot failed: {error}")));
         }
+        Ok(())
     }
 
     fn after_batch(&mut self, ops: usize) -> Result<(), LogError> {
