@@ -63,7 +63,7 @@ impl Default for NodeConfig {
             sync_interval_ms: None,
             role: Role::Primary,
             segment_size_bytes: 64 * 1024 * 1024,
-            snapshot_log_bytes: 256 * 1024 * 1024,
+            snapshot_log_bytes: bookd_engine::runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
             limits: EngineLimits::default(),
             queue_messages_max: 4096,
             primary: None,

@@ -11,6 +11,7 @@ mod op;
 mod payload;
 mod shard;
 mod snapshotter;
+pub use snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -109,7 +110,7 @@ impl Default for RuntimeConfig {
             shard: ShardConfig {
                 tick_interval: std::time::Duration::from_millis(10),
                 batch_ops_max: 4096,
-                snapshot_log_bytes: 1024 * 1024 * 1024,
+                snapshot_log_bytes: snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
                 sync_standbys: 0,
                 replication_timeout: std::time::Duration::from_secs(5),
                 hold_retention_ms: crate::limits::HOLD_RETENTION_MS_DEFAULT,

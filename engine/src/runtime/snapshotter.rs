@@ -25,6 +25,8 @@ use crate::SnapshotView;
 /// written is paid for by at least a byte of log, so the cost per command stays bounded however
 /// large the state grows.
 pub const SNAPSHOT_LOG_TO_STATE_RATIO: u64 = 1;
+/// The least log written since the last snapshot before the next is taken, by default.
+pub const SNAPSHOT_LOG_BYTES_MIN_DEFAULT: u64 = 64 * 1024 * 1024;
 /// After a snapshot fails (a full disk, say), the next is not tried before this.
 pub const SNAPSHOT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Before the first snapshot a shard writes, the state's snapshot size is estimated from the
