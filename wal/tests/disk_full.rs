@@ -16,8 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bookd_wal::{MmapStorage, Options, Wal, WalError};
-use common::{assert_records, payload_for, Collect};
+use bookd_wal::{Options, Wal, WalError};
+use common::{assert_records, fill, payload_for, Collect};
 
 const SEGMENT: u64 = 1024 * 1024;
 const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -82,23 +82,6 @@ fn ballast(dir: &Path) -> PathBuf {
     panic!("the 8 MiB tmpfs never filled up");
 }
 
-/// Appends and commits one record at a time, asking `has_room` first, until it says no (bounded).
-/// Returns the last acknowledged LSN.
-fn fill(wal: &mut Wal<MmapStorage>) -> u64 {
-    let mut acknowledged = wal.durable_lsn();
-    for _ in 0..1_000_000 {
-        let lsn = wal.next_lsn();
-        let payload = payload_for(lsn);
-        if !wal.has_room(payload.len()) {
-            return acknowledged;
-        }
-        let got = wal.append((lsn % 7) as u8, 1, 1_700_000_000_000 + lsn, &payload);
-        assert_eq!(got.unwrap(), lsn, "an append after has_room said true never fails");
-        acknowledged = wal.commit().unwrap();
-    }
-    panic!("has_room never said no on a full disk");
-}
-
 fn expect_no_space<T: std::fmt::Debug>(result: Result<T, WalError>) {
     match result {
         Err(error @ WalError::NoSpace { .. }) => assert!(!error.is_fatal()),
@@ -125,7 +108,7 @@ fn a_full_tmpfs_refuses_writes_then_resumes_and_loses_nothing() {
     let ballast = ballast(&mount_dir);
 
     // The first segment fills; no second one can be made.
-    let acknowledged = fill(&mut wal);
+    let acknowledged = fill(&mut wal, 1_000_000);
     assert!(acknowledged > 1000, "a segment of records was written ({acknowledged})");
     assert_eq!(files_in(&log.join("wal")).iter().filter(|n| n.ends_with(".seg")).count(), 1);
     let next = wal.next_lsn();
@@ -160,7 +143,7 @@ fn a_full_tmpfs_refuses_writes_then_resumes_and_loses_nothing() {
         assert!(started.elapsed() < WAIT_MAX, "no room came back after space was freed");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let acknowledged = fill(&mut wal);
+    let acknowledged = fill(&mut wal, 1_000_000);
     let segments = files_in(&log.join("wal")).iter().filter(|n| n.ends_with(".seg")).count();
     assert!(segments >= 4, "several more segments were written ({segments})");
     assert!(!wal.is_poisoned());

@@ -9,30 +9,13 @@
 
 mod common;
 
-use bookd_wal::{Area, CrashStorage, CrashTail, MemoryStorage, Options, Storage, Wal, WalError};
-use common::{append_n, assert_records, payload_for, Collect};
+use bookd_wal::{Area, CrashStorage, CrashTail, MemoryStorage, Options, Wal, WalError};
+use common::{append_n, assert_records, fill, payload_for, Collect};
 
 const SEGMENT: u64 = 8 * 1024;
 
 fn small() -> Options {
     Options { segment_size_bytes: SEGMENT, ..Options::default() }
-}
-
-/// Appends and commits one record at a time, asking `has_room` first, until it says no (bounded).
-/// Returns the last acknowledged LSN.
-fn fill<S: Storage>(wal: &mut Wal<S>) -> u64 {
-    let mut acknowledged = wal.durable_lsn();
-    for _ in 0..100_000 {
-        let lsn = wal.next_lsn();
-        let payload = payload_for(lsn);
-        if !wal.has_room(payload.len()) {
-            return acknowledged;
-        }
-        let got = wal.append((lsn % 7) as u8, 1, 1_700_000_000_000 + lsn, &payload);
-        assert_eq!(got.unwrap(), lsn, "an append after has_room said true never fails");
-        acknowledged = wal.commit().unwrap();
-    }
-    panic!("has_room never said no on a full disk");
 }
 
 fn segment_count(storage: &CrashStorage) -> usize {
@@ -51,7 +34,7 @@ fn a_full_disk_refuses_then_resumes_and_a_crash_loses_nothing_acknowledged() {
     let (mut wal, _) = Wal::open(storage.clone(), small(), &mut Collect::default()).unwrap();
     // Room for exactly one more segment after the first.
     storage.set_capacity_bytes(Some(storage.used_bytes() + SEGMENT));
-    let acknowledged = fill(&mut wal);
+    let acknowledged = fill(&mut wal, 100_000);
     assert_eq!(segment_count(&storage), 2, "the second segment was made, no third");
     assert!(acknowledged > 60, "two segments of records were written ({acknowledged})");
 
@@ -84,7 +67,7 @@ fn a_full_disk_refuses_then_resumes_and_a_crash_loses_nothing_acknowledged() {
     assert!(wal.has_room(payload_for(wal.next_lsn()).len()));
     let snapshot_lsn = acknowledged;
     wal.write_snapshot(snapshot_lsn, b"state").unwrap();
-    let acknowledged = fill(&mut wal);
+    let acknowledged = fill(&mut wal, 100_000);
     assert!(acknowledged > snapshot_lsn + 60, "more segments were written");
     drop(wal);
     let mut collect = Collect::default();

@@ -58,6 +58,24 @@ pub fn append_n<S: bookd_wal::Storage>(wal: &mut bookd_wal::Wal<S>, count: u64) 
 }
 
 /// Checks records are exactly `1..=last` (or `from..=last`) with their expected payloads.
+/// Appends and commits one record at a time, asking `has_room` first, until it says no (at most
+/// `records_max` records). Returns the last acknowledged LSN.
+#[allow(dead_code)]
+pub fn fill<S: bookd_wal::Storage>(wal: &mut bookd_wal::Wal<S>, records_max: usize) -> Lsn {
+    let mut acknowledged = wal.durable_lsn();
+    for _ in 0..records_max {
+        let lsn = wal.next_lsn();
+        let payload = payload_for(lsn);
+        if !wal.has_room(payload.len()) {
+            return acknowledged;
+        }
+        let got = wal.append((lsn % 7) as u8, 1, 1_700_000_000_000 + lsn, &payload);
+        assert_eq!(got.unwrap(), lsn, "an append after has_room said true never fails");
+        acknowledged = wal.commit().unwrap();
+    }
+    panic!("has_room never said no on a full disk");
+}
+
 pub fn assert_records(collect: &Collect, from: Lsn, last: Lsn) {
     let lsns = collect.lsns();
     let expected: Vec<Lsn> = (from..=last).collect();
