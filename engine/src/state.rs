@@ -163,7 +163,9 @@ impl Resource {
 }
 
 /// A hold's items: one or two (flash-sale's one, most short stays) live in the record itself.
-pub(crate) type HoldItems = smallvec::SmallVec<[HoldItem; 2]>;
+pub(crate) type HoldItems = smallvec::SmallVec<[HoldItem; HOLD_ITEMS_INLINE]>;
+/// Items kept inside the hold's record.
+pub(crate) const HOLD_ITEMS_INLINE: usize = 2;
 
 /// `quantity` units of the resource at dense index `resource` of the hold's partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,13 +240,12 @@ impl Hold {
     /// The memory the state spends on this hold, as the budget counts it (see
     /// [`crate::limits::HOLD_MEMORY_BYTES`]).
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let spilled = if self.items.spilled() { self.items.len() * 8 } else { 0 };
-        let extra = self.extra.as_deref().map_or(0, |extra| {
-            std::mem::size_of::<HoldExtra>()
-                + extra.long_id.as_deref().map_or(0, str::len)
-                + extra.reference.as_deref().map_or(0, |r| 16 + r.len())
-        });
-        crate::limits::HOLD_MEMORY_BYTES + (spilled + extra) as u64
+        let extra = self.extra.as_deref();
+        hold_memory_bytes(
+            self.items.len(),
+            extra.and_then(|extra| extra.long_id.as_deref()).map(str::len),
+            extra.and_then(|extra| extra.reference.as_deref()).map(str::len),
+        )
     }
 
     /// The hold's id.
@@ -899,6 +900,23 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The memory the budget counts for a hold of `items` items, with a long id of that many bytes
+/// (one that does not fit inline) and a reference of that many bytes: the record and its index
+/// share, the items array when they do not fit in the record, and the boxed extra.
+pub(crate) fn hold_memory_bytes(
+    items: usize,
+    long_id: Option<usize>,
+    reference: Option<usize>,
+) -> u64 {
+    let spilled = if items > HOLD_ITEMS_INLINE { items * 8 } else { 0 };
+    let extra = if long_id.is_some() || reference.is_some() {
+        std::mem::size_of::<HoldExtra>() + long_id.unwrap_or(0) + reference.map_or(0, |r| 16 + r)
+    } else {
+        0
+    };
+    crate::limits::HOLD_MEMORY_BYTES + (spilled + extra) as u64
 }
 
 /// The memory the budget counts for a resource named `id`: its record, its index entry, its

@@ -141,17 +141,9 @@ impl Hold {
     /// What the budget will count for this hold once stored (see `state::Hold::memory_bytes`).
     #[inline]
     fn memory_bytes(&self) -> u64 {
-        let spilled =
-            if self.items.len() > 2 { self.items.len().next_power_of_two() * 8 } else { 0 };
-        let long_id = self.hold.len() > crate::key::SHORT_NAME_BYTES;
-        let extra = if long_id || self.reference.is_some() {
-            std::mem::size_of::<crate::state::HoldExtra>()
-                + if long_id { self.hold.len() } else { 0 }
-                + self.reference.as_deref().map_or(0, |r| 16 + r.len())
-        } else {
-            0
-        };
-        crate::limits::HOLD_MEMORY_BYTES + (spilled + extra) as u64
+        let long_id = (self.hold.len() > crate::key::SHORT_NAME_BYTES).then_some(self.hold.len());
+        let reference = self.reference.as_deref().map(str::len);
+        crate::state::hold_memory_bytes(self.items.len(), long_id, reference)
     }
 
     /// The items as resource indices, up to the first that does not exist (whose position is
