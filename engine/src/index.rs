@@ -161,6 +161,15 @@ fn slot_of(entry: u64) -> u32 {
 }
 
 impl NameIndex {
+    /// An empty index sized for `entries` names: filling it to that many never grows it.
+    pub(crate) fn with_capacity(entries: usize) -> NameIndex {
+        if entries == 0 {
+            return NameIndex::default();
+        }
+        let buckets = entries.saturating_mul(2).max(BUCKETS_MIN).next_power_of_two();
+        NameIndex { table: Table::with_buckets(buckets), len: 0, old: None }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -319,6 +328,23 @@ mod tests {
             assert_eq!(index.candidate(hash), Some(slot as u32));
         }
         assert_eq!(find(&index, &names, hasher.hash_one("m1"), "m1"), None);
+    }
+
+    #[test]
+    fn an_index_sized_for_its_names_never_grows() {
+        let hasher = NameHasher::default();
+        for count in [0usize, 1, 4, 5, 1000, 4097] {
+            let mut index = NameIndex::with_capacity(count);
+            let buckets = index.table.buckets.len();
+            for slot in 0..count {
+                index.insert(hasher.hash_one(slot), slot as u32);
+            }
+            assert_eq!(index.table.buckets.len(), buckets, "{count} names");
+            assert!(index.old.is_none());
+            for slot in 0..count {
+                assert_eq!(index.candidate(hasher.hash_one(slot)), Some(slot as u32));
+            }
+        }
     }
 
     #[test]

@@ -24,8 +24,9 @@
 //! | hold | u8 used (0/1); if used: u32 partition, u8 status, u64 expires_at_ms, u64 ended_at_ms, str8 id, u8 items, per item u32 resource u32 quantity, u8 has_ref, if 1: u16 length + ref | |
 //! | end | u32 | `0x444E4521` ("!END"): a truncated snapshot never restores |
 //!
-//! A restore checks every name, limit, index, status and counter (`Engine::check_invariants`)
-//! and allocates only as the bytes arrive, so a damaged snapshot is refused, never half-loaded.
+//! A restore checks every name, limit, status and counter as it reads them, refuses a name
+//! that appears twice as it builds the indexes from the records, and allocates only as the
+//! bytes arrive, so a damaged snapshot is refused, never half-loaded.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -308,14 +309,18 @@ fn restore<R: Read>(input: &mut Input<R>, limits: EngineLimits) -> Result<Engine
     if hold_slots > limits.holds_max {
         return Err(inconsistent("more holds than holds_max".into()));
     }
+    let mut holds_per_partition = vec![0usize; engine.partitions.len()];
     for slot in 0..hold_slots {
-        restore_hold(input, &mut engine, slot)?;
+        if let Some(partition) = restore_hold(input, &mut engine, slot)? {
+            holds_per_partition[partition as usize] += 1;
+        }
     }
     if input.u32("end marker")? != END_MARKER {
         return Err(SnapshotError::Decode("no end marker".into()));
     }
+    engine.index_holds(&holds_per_partition)?;
     engine.finish_restore();
-    engine.check_invariants().map_err(inconsistent)?;
+    engine.check_counts().map_err(inconsistent)?;
     Ok(engine)
 }
 
@@ -365,15 +370,17 @@ fn restore_partition<R: Read>(
     Ok(())
 }
 
+/// Restores the hold in `slot` (not yet indexed: see [`Engine::index_holds`]); its partition,
+/// or `None` for a free slot.
 fn restore_hold<R: Read>(
     input: &mut Input<R>,
     engine: &mut Engine,
     slot: u32,
-) -> Result<(), SnapshotError> {
+) -> Result<Option<u32>, SnapshotError> {
     if !input.flag("hold used")? {
         engine.holds.push(Hold::free());
         engine.free_holds.free(slot);
-        return Ok(());
+        return Ok(None);
     }
     let partition = input.u32("hold partition")?;
     let part = match engine.partitions.get(partition as usize) {
@@ -407,22 +414,61 @@ fn restore_hold<R: Read>(
     } else {
         None
     };
-    let key = engine.key(&id);
-    if engine.find_hold_in(partition, &key).is_some() {
-        return Err(inconsistent(format!("hold {id} appears twice")));
-    }
     let ended = status.has_ended();
     if ended != (ended_at_ms != 0) || ended_at_ms > engine.clock_ms {
         return Err(inconsistent(format!("hold {id} has a bad end time")));
     }
+    let key = engine.key(&id);
     let mut hold = Hold::new(partition, &key, status, expires_at_ms, items, reference.as_deref());
     hold.ended_at_ms = ended_at_ms;
-    engine.partitions[partition as usize].holds.insert(key.hash, slot);
     engine.holds.push(hold);
-    Ok(())
+    Ok(Some(partition))
 }
 
+/// Holds indexed by [`Engine::index_holds`] while the bucket of the hold this many slots later
+/// is being fetched.
+const INDEX_AHEAD: usize = 16;
+
 impl Engine {
+    /// Indexes every restored hold under its partition. Each partition's index is sized for its
+    /// holds at once (it never grows here), and the holds go in in slot order with the bucket of
+    /// the hold [`INDEX_AHEAD`] slots on already asked for, so the cache misses of an index far
+    /// larger than the cache overlap instead of queueing: one miss a hold otherwise costs most
+    /// of a restore's time. A name that is already in its partition's index is refused.
+    fn index_holds(&mut self, holds_per_partition: &[usize]) -> Result<(), SnapshotError> {
+        for (part, &holds) in self.partitions.iter_mut().zip(holds_per_partition) {
+            part.holds = crate::index::NameIndex::with_capacity(holds);
+        }
+        let mut ahead = std::collections::VecDeque::with_capacity(INDEX_AHEAD + 1);
+        for slot in 0..self.holds.len() {
+            let hold = &self.holds[slot];
+            if !hold.is_used() {
+                continue;
+            }
+            let (partition, hash) = (hold.partition, self.hash(hold.id()));
+            self.partitions[partition as usize].holds.prefetch(hash);
+            ahead.push_back((partition, hash, slot as u32));
+            if ahead.len() > INDEX_AHEAD {
+                if let Some((partition, hash, slot)) = ahead.pop_front() {
+                    self.index_hold(partition, hash, slot)?;
+                }
+            }
+        }
+        while let Some((partition, hash, slot)) = ahead.pop_front() {
+            self.index_hold(partition, hash, slot)?;
+        }
+        Ok(())
+    }
+
+    fn index_hold(&mut self, partition: u32, hash: u64, slot: u32) -> Result<(), SnapshotError> {
+        let (holds, part) = (&self.holds, &mut self.partitions[partition as usize]);
+        let id = holds[slot as usize].id();
+        if part.holds.find(hash, |other| holds[other as usize].id() == id).is_some() {
+            return Err(inconsistent(format!("hold {id} appears twice")));
+        }
+        part.holds.insert(hash, slot);
+        Ok(())
+    }
     /// After the records of a snapshot are in their slots: the counts, the expiry heap, the
     /// retention queue (by end time, then slot: holds that ended in the same millisecond are
     /// forgotten together, so their order in the queue changes nothing) and the memory count.
@@ -504,6 +550,34 @@ mod tests {
         }
         assert_eq!(restored.to_snapshot_bytes(), original.to_snapshot_bytes());
         assert_eq!(restored, original);
+    }
+
+    #[test]
+    fn a_hold_id_twice_in_a_partition_is_refused_and_a_large_restore_finds_every_hold() {
+        let mut engine = Engine::default();
+        engine.apply(T0, &put("p", "r", 100_000)).unwrap();
+        engine.apply(T0, &put("q", "r", 100_000)).unwrap();
+        for n in 0..5_000 {
+            engine.apply(T0, &hold("p", &format!("h{n:05}"), &[("r", 1)], None)).unwrap();
+            engine.apply(T0, &hold("q", &format!("h{n:05}"), &[("r", 1)], None)).unwrap();
+        }
+        let bytes = engine.to_snapshot_bytes();
+        let restored = Engine::from_snapshot_bytes(&bytes, EngineLimits::default()).unwrap();
+        assert_eq!(restored.check_invariants(), Ok(()));
+        assert_eq!(restored.image(), engine.image());
+        // The same id in two partitions is two holds; twice in one partition is refused.
+        let (first, second) = (b"h00001", b"h00003");
+        let at = |name: &[u8]| bytes.windows(6).position(|w| w == name).unwrap();
+        let mut twice = bytes.clone();
+        let second_at = at(second);
+        twice[second_at..second_at + 6].copy_from_slice(first);
+        assert!(at(first) < second_at, "both copies are in partition p, in slot order");
+        match Engine::from_snapshot_bytes(&twice, EngineLimits::default()) {
+            Err(SnapshotError::Inconsistent(reason)) => {
+                assert!(reason.contains("h00001 appears twice"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]

@@ -53,8 +53,8 @@ pub fn verify_shard(path: &Path) -> Result<String, WalError> {
             }
         }
     }
-    let planned = plan(&mut storage, false)?;
-    let replayed = replay(&storage, &planned, &mut Check { engine: Engine::default() })?;
+    let mut planned = plan(&mut storage, false)?;
+    let replayed = replay(&storage, &mut planned, &mut Check { engine: Engine::default() })?;
     let records = match report.records {
         0 => "no records".to_string(),
         n => format!("{n} records (lsn {}..={})", report.first_lsn, report.last_lsn),

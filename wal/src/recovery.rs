@@ -34,8 +34,11 @@
 //!   (or none at all, meaning the empty state at LSN 0) plus a complete log can be used instead, in
 //!   which case a warning names the damaged file and says which snapshot is used.
 //!
-//! Snapshots are checked in one streaming pass (header, then the payload's CRC32C over a fixed
-//! buffer: no copy of the payload), then handed to `Replay::snapshot` as a stream.
+//! A snapshot is read once: its header is checked when it is chosen, and its payload's CRC32C
+//! as `Replay::snapshot` reads it as a stream (the read reaching the end of a damaged payload is
+//! an error, so the consumer refuses it). A payload found damaged that way makes recovery fall
+//! back to the next older snapshot exactly as a damaged header does; the consumer's state is left
+//! as it was by a refused snapshot, so nothing of the damaged one survives.
 
 use std::path::PathBuf;
 
@@ -357,7 +360,7 @@ pub struct DamagedSnapshot {
     pub reason: &'static str,
 }
 
-/// A snapshot file whose checksums passed.
+/// A snapshot file whose header is sound (its payload is checked as it is read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
     /// Its file name.
@@ -381,7 +384,8 @@ impl SnapshotInfo {
 pub struct Plan<F> {
     /// The scanned log.
     pub scan: Scan<F>,
-    /// The snapshot to start from (`None`: start from the empty state at LSN 0).
+    /// The snapshot to start from (`None`: start from the empty state at LSN 0): the newest with
+    /// a sound header, until replay finds its payload damaged and falls back.
     pub snapshot: Option<SnapshotInfo>,
     /// Newer snapshots that are damaged (newest first).
     pub damaged_snapshots: Vec<DamagedSnapshot>,
@@ -504,32 +508,41 @@ pub fn plan<S: Storage>(
     writable_last: bool,
 ) -> Result<Plan<S::Segment>, WalError> {
     let scan = scan(storage, writable_last)?;
-    let names = list_snapshots(storage)?;
-    let snapshot_lsns = names.iter().map(|(lsn, _)| *lsn).collect();
-    let mut damaged_snapshots = Vec::new();
-    let mut snapshot = None;
-    for (lsn, name) in names.iter().rev() {
-        match check_snapshot(storage, *lsn, name)? {
-            Ok(info) => {
-                snapshot = Some(info);
-                break;
-            }
-            Err(damaged) => damaged_snapshots.push(damaged),
-        }
-    }
-    let plan = Plan { scan, snapshot, damaged_snapshots, snapshot_lsns };
-    if let Err(coverage) = check_coverage(storage, &plan) {
-        // A damaged snapshot that could not be replaced is the first thing to name.
-        return Err(match plan.damaged_snapshots.first() {
-            Some(d) => WalError::corrupt(
-                &d.path,
-                d.offset,
-                format!("{}; no older snapshot can replace it ({coverage})", d.reason),
-            ),
-            None => coverage,
-        });
-    }
+    let snapshot_lsns = list_snapshots(storage)?.iter().map(|(lsn, _)| *lsn).collect();
+    let mut plan = Plan { scan, snapshot: None, damaged_snapshots: Vec::new(), snapshot_lsns };
+    plan.choose_snapshot(storage, Lsn::MAX)?;
     Ok(plan)
+}
+
+impl<F> Plan<F> {
+    /// Chooses the newest snapshot below `below` whose header is sound (none: the empty state),
+    /// noting the damaged ones passed over, and checks the log covers what it needs.
+    fn choose_snapshot<S: Storage>(&mut self, storage: &S, below: Lsn) -> Result<(), WalError> {
+        self.snapshot = None;
+        for lsn in self.snapshot_lsns.iter().rev().filter(|&&lsn| lsn < below) {
+            match open_snapshot_file(storage, *lsn, &snapshot::snapshot_name(*lsn))? {
+                Ok((header, _)) => {
+                    let name = snapshot::snapshot_name(*lsn);
+                    let path = storage.path(Area::Snapshots, &name);
+                    self.snapshot = Some(SnapshotInfo { name, path, header });
+                    break;
+                }
+                Err(damaged) => self.damaged_snapshots.push(damaged),
+            }
+        }
+        if let Err(coverage) = check_coverage(storage, self) {
+            // A damaged snapshot that could not be replaced is the first thing to name.
+            return Err(match self.damaged_snapshots.first() {
+                Some(d) => WalError::corrupt(
+                    &d.path,
+                    d.offset,
+                    format!("{}; no older snapshot can replace it ({coverage})", d.reason),
+                ),
+                None => coverage,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn check_coverage<S: Storage, F>(storage: &S, plan: &Plan<F>) -> Result<(), WalError> {
@@ -577,9 +590,11 @@ pub struct ReplayProgress {
 /// What recovery hands the node: the snapshot, then every record after it in order.
 /// A refusal (e.g. bytes that do not decode) stops recovery with `WalError::ReplayRefused`.
 pub trait Replay {
-    /// Called once, before any record, with the snapshot recovery starts from (if any): its
-    /// checksums already passed; its payload is read from `snapshot` (`std::io::Read`, with
-    /// `lsn()` and `size_bytes()`), and a read error is a refusal to return.
+    /// Called before any record with the snapshot recovery starts from (if any): its header
+    /// is sound; its payload is read from `snapshot` (`std::io::Read`, with `lsn()` and
+    /// `size_bytes()`), to its end, and a read error is a refusal to return: the read reaching
+    /// the end of a damaged payload fails. A refusal must leave the replay's state as it was:
+    /// recovery may then call this again with an older snapshot, or start from the empty state.
     fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String>;
     /// Called for every record after the snapshot's LSN, in LSN order.
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String>;
@@ -589,22 +604,61 @@ pub trait Replay {
     }
 }
 
-/// Replays a planned log of `storage` into `replay`; returns the number of records replayed.
-pub fn replay<S: Storage, F: SegmentFile>(
+/// Hands the planned snapshot to `replay`, reading its payload once and checking it as it goes.
+/// `Ok(None)` once a snapshot is restored (or there is none); `Ok(Some(damage))` when its payload
+/// is damaged: `replay` refused it (a consumer that reads to the end always does) and is as it
+/// was, so an older snapshot can be tried.
+fn replay_snapshot<S: Storage, F>(
     storage: &S,
     plan: &Plan<F>,
     replay: &mut dyn Replay,
-) -> Result<u64, WalError> {
-    let base = plan.base_lsn();
-    if let Some(info) = &plan.snapshot {
-        let mut reader = open_snapshot(storage, info)?;
-        replay.snapshot(&mut reader).map_err(|reason| WalError::ReplayRefused {
+) -> Result<Option<DamagedSnapshot>, WalError> {
+    let Some(info) = &plan.snapshot else {
+        return Ok(None);
+    };
+    let mut reader = open_snapshot(storage, info)?;
+    let restored = replay.snapshot(&mut reader);
+    let damage =
+        reader.check_rest().map_err(|error| WalError::io("read snapshot", &info.path, error))?;
+    match (restored, damage) {
+        (Ok(()), None) => Ok(None),
+        (Err(_), Some(damage)) => Ok(Some(DamagedSnapshot {
+            path: info.path.clone(),
+            offset: damage.offset(),
+            reason: damage.reason(),
+        })),
+        (Err(reason), None) => Err(WalError::ReplayRefused {
             lsn: info.lsn(),
             path: info.path.clone(),
             offset: 0,
             reason,
-        })?;
+        }),
+        // The consumer stopped before the end and kept what it read: nothing can undo that.
+        (Ok(()), Some(damage)) => Err(WalError::corrupt(
+            &info.path,
+            damage.offset(),
+            format!(
+                "{} (found after the state was restored from the part before it)",
+                damage.reason()
+            ),
+        )),
     }
+}
+
+/// Replays a planned log of `storage` into `replay`; returns the number of records replayed.
+/// A snapshot whose payload turns out damaged is added to the plan's damaged snapshots, and the
+/// plan falls back to the next older one (or the empty state), if the log covers it.
+pub fn replay<S: Storage, F: SegmentFile>(
+    storage: &S,
+    plan: &mut Plan<F>,
+    replay: &mut dyn Replay,
+) -> Result<u64, WalError> {
+    while let Some(damaged) = replay_snapshot(storage, plan, replay)? {
+        let below = plan.base_lsn();
+        plan.damaged_snapshots.push(damaged);
+        plan.choose_snapshot(storage, below)?;
+    }
+    let base = plan.base_lsn();
     let records_total = plan.scan.last_lsn().saturating_sub(base);
     let mut replayed = 0u64;
     let mut lsn = base;

@@ -333,9 +333,11 @@ impl Write for SnapshotWriter {
 // ---------------------------------------------------------------------------------------------
 // Streaming reader.
 
-/// The payload of a checked snapshot as a stream (`std::io::Read`), with its LSN and size; what
-/// recovery hands `Replay::snapshot`. It keeps checking: a file shorter, or whose payload differs,
-/// than when its checksums were checked is a read error, never silently different bytes.
+/// The payload of a snapshot as a stream (`std::io::Read`), with its LSN and size; what recovery
+/// hands `Replay::snapshot`. It checks as it reads: the read that reaches the end of a payload
+/// whose CRC32C does not match its header's, or of a file shorter than its header says, is an
+/// error, so a consumer that reads to the end never accepts damaged bytes.
+/// [`SnapshotReader::check_rest`] then says which damage it was.
 pub struct SnapshotReader {
     lsn: Lsn,
     size_bytes: u64,
@@ -343,7 +345,35 @@ pub struct SnapshotReader {
     left: u64,
     checksum: u32,
     expected_checksum: u32,
+    /// The damage found so far, if any.
+    damage: Option<SnapshotDamage>,
     inner: BufReader<Box<dyn Read + Send>>,
+}
+
+/// What is wrong with a snapshot payload, found by reading it to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotDamage {
+    /// The file ends before the payload its header describes.
+    Short,
+    /// The payload's CRC32C is not the header's.
+    Checksum,
+}
+
+impl SnapshotDamage {
+    /// The offset in the file the damage is named at: the header's size field, or the payload.
+    pub fn offset(self) -> u64 {
+        match self {
+            SnapshotDamage::Short => 24,
+            SnapshotDamage::Checksum => HEADER as u64,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            SnapshotDamage::Short => "snapshot payload size does not match the file",
+            SnapshotDamage::Checksum => "snapshot payload checksum mismatch",
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotReader {
@@ -370,6 +400,7 @@ impl SnapshotReader {
             left: header.payload_size_bytes,
             checksum: 0,
             expected_checksum: header.payload_checksum,
+            damage: None,
             inner: BufReader::with_capacity(BUFFER, inner),
         }
     }
@@ -395,28 +426,48 @@ impl SnapshotReader {
         self.read_to_end(&mut bytes)?;
         Ok(bytes)
     }
+
+    /// Reads whatever of the payload the consumer left unread, through a fixed buffer, and says
+    /// whether the payload is damaged. Errors are the file's (I/O), not the payload's.
+    pub fn check_rest(&mut self) -> std::io::Result<Option<SnapshotDamage>> {
+        let mut buffer = vec![0u8; BUFFER];
+        while self.damage.is_none() && self.left > 0 {
+            match self.read(&mut buffer) {
+                Ok(_) => {}
+                Err(_) if self.damage.is_some() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(self.damage)
+    }
+
+    fn damaged(&mut self, damage: SnapshotDamage) -> std::io::Error {
+        self.damage = Some(damage);
+        let kind = match damage {
+            SnapshotDamage::Short => std::io::ErrorKind::UnexpectedEof,
+            SnapshotDamage::Checksum => std::io::ErrorKind::InvalidData,
+        };
+        std::io::Error::new(kind, format!("{}: {}", self.path.display(), damage.reason()))
+    }
 }
 
 impl Read for SnapshotReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(damage) = self.damage {
+            return Err(self.damaged(damage));
+        }
         if self.left == 0 || buf.is_empty() {
             return Ok(0);
         }
         let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("snapshot {} is shorter than when it was checked", self.path.display()),
-            ));
+            return Err(self.damaged(SnapshotDamage::Short));
         }
         self.checksum = crc32c::crc32c_append(self.checksum, &buf[..n]);
         self.left -= n as u64;
         if self.left == 0 && self.checksum != self.expected_checksum {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("snapshot {} changed since it was checked", self.path.display()),
-            ));
+            return Err(self.damaged(SnapshotDamage::Checksum));
         }
         Ok(n)
     }

@@ -177,14 +177,6 @@ impl<S: Storage> Wal<S> {
         options.validate()?;
         remove_temp_files(&mut storage)?;
         let mut plan = recovery::plan(&mut storage, true)?;
-        for d in &plan.damaged_snapshots {
-            tracing::warn!(
-                file = %d.path.display(), offset = d.offset, reason = d.reason,
-                base_lsn = plan.base_lsn(),
-                "wal: snapshot damaged; using an older snapshot (or the empty state) and replaying \
-                 the complete log after it instead"
-            );
-        }
         let mut torn_tail_cut = None;
         if let Some(torn) = plan.scan.torn_tail.clone() {
             let last = plan.scan.segments.last_mut();
@@ -207,7 +199,15 @@ impl<S: Storage> Wal<S> {
                 return Err(sync_failed(&last.path, source));
             }
         }
-        let records_replayed = recovery::replay(&storage, &plan, replay)?;
+        let records_replayed = recovery::replay(&storage, &mut plan, replay)?;
+        for d in &plan.damaged_snapshots {
+            tracing::warn!(
+                file = %d.path.display(), offset = d.offset, reason = d.reason,
+                base_lsn = plan.base_lsn(),
+                "wal: snapshot damaged; used an older snapshot (or the empty state) and replayed \
+                 the complete log after it instead"
+            );
+        }
         let bytes_since_snapshot = log_bytes_after(&plan.scan, plan.base_lsn());
         let report_snapshot = plan.snapshot.as_ref().map(|s| s.lsn());
         let base = plan.base_lsn();

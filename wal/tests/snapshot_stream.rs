@@ -306,3 +306,65 @@ fn a_snapshot_changed_after_its_check_is_a_read_error() {
     let error = reader.read_to_vec().unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
 }
+
+/// Reads `prefix` bytes of a snapshot, then refuses it (the first `refusals` times) or keeps
+/// what it read.
+struct Prefix {
+    prefix: usize,
+    refusals: usize,
+    restored: Option<u64>,
+}
+
+impl bookd_wal::Replay for Prefix {
+    fn snapshot(&mut self, snapshot: &mut bookd_wal::SnapshotReader) -> Result<(), String> {
+        let mut head = vec![0u8; self.prefix];
+        snapshot.read_exact(&mut head).map_err(|e| e.to_string())?;
+        if self.refusals > 0 {
+            self.refusals -= 1;
+            return Err("refused after the first bytes".into());
+        }
+        self.restored = Some(snapshot.lsn());
+        Ok(())
+    }
+    fn record(&mut self, _: &bookd_wal::RecordView<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_payload_is_checked_whatever_the_consumer_reads_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { snapshots_retained: 2, ..options() };
+    let (mut wal, _) = Wal::open_dir(dir.path(), opts, &mut Collect::default()).unwrap();
+    append_n(&mut wal, 300);
+    wal.commit().unwrap();
+    stream_snapshot(&mut wal, 200, &state(30, 300 * 1024));
+    append_n(&mut wal, 100);
+    wal.commit().unwrap();
+    stream_snapshot(&mut wal, 400, &state(31, 400 * 1024));
+    drop(wal);
+    let newest = dir.path().join("snapshots").join(bookd_wal::snapshot::snapshot_name(400));
+    let open = |refusals: usize| {
+        let mut prefix = Prefix { prefix: 1000, refusals, restored: None };
+        Wal::open_dir(dir.path(), opts, &mut prefix).map(|(_, report)| (report, prefix.restored))
+    };
+    // A sound snapshot refused by its consumer is the consumer's refusal, not damage.
+    match open(1) {
+        Err(WalError::ReplayRefused { lsn: 400, reason, .. }) => {
+            assert!(reason.contains("refused after"), "{reason}")
+        }
+        other => panic!("expected the consumer's refusal, got {other:?}"),
+    }
+    let (report, restored) = open(0).unwrap();
+    assert_eq!((report.snapshot_lsn, restored), (Some(400), Some(400)));
+
+    let mut bytes = fs::read(&newest).unwrap();
+    bytes[300_000] ^= 4;
+    fs::write(&newest, &bytes).unwrap();
+    // Refused before the damage was read: the rest is read to tell, and the older one is used.
+    let (report, restored) = open(1).unwrap();
+    assert_eq!((report.snapshot_lsn, restored), (Some(200), Some(200)));
+    assert_eq!(report.damaged_snapshots_skipped, vec![(newest.clone(), 40)]);
+    // Kept a prefix and returned: the damage behind it cannot be undone, so start-up refuses.
+    expect_corrupt(open(0).map(|_| ()), &newest, 40);
+}

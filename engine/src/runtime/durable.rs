@@ -571,10 +571,18 @@ impl EngineReplay {
 impl Replay for EngineReplay {
     fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
         self.flush()?;
+        let started = Instant::now();
         // Decoded as it streams from the file: only the engine is built in memory.
         self.engine =
             Engine::read_snapshot(snapshot, self.limits).map_err(|error| error.to_string())?;
-        tracing::info!(shard = self.shard, lsn = snapshot.lsn(), "restored snapshot");
+        tracing::info!(
+            shard = self.shard,
+            lsn = snapshot.lsn(),
+            bytes = snapshot.size_bytes(),
+            holds = self.engine.stats().holds,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "restored snapshot"
+        );
         Ok(())
     }
 
