@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// 1GiB). Segments are preallocated: the disk needs room for two beyond the log.
     #[arg(long, env = "BOOKD_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub segment_size: u64,
+    /// The most bytes a second a snapshot is written at, with a suffix as for --memory-max; 0
+    /// for as fast as the disk takes them. A snapshot written at full speed fills the disk's
+    /// queue and slows the log's syncs, so every durable answer waits longer meanwhile.
+    #[arg(long, env = "BOOKD_SNAPSHOT_WRITE_RATE", default_value = "128MiB", value_parser = parse_bytes)]
+    pub snapshot_write_rate: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -146,6 +151,7 @@ impl ServeArgs {
             hold_retention: self.hold_retention,
             memory_max_bytes: self.memory_max.unwrap_or_else(crate::node::default_memory_max_bytes),
             segment_size_bytes: self.segment_size,
+            snapshot_write_bytes_per_s: self.snapshot_write_rate,
             role,
             ..NodeConfig::default()
         }

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub sync_interval_ms: Option<u64>,
     pub role: Role,
     pub segment_size_bytes: u64,
+    /// The most bytes a second a snapshot is written at (0: no cap).
+    pub snapshot_write_bytes_per_s: u64,
     pub snapshot_log_bytes: u64,
     pub limits: EngineLimits,
     pub queue_messages_max: usize,
@@ -62,7 +64,8 @@ impl Default for NodeConfig {
             insecure: false,
             sync_interval_ms: None,
             role: Role::Primary,
-            segment_size_bytes: 64 * 1024 * 1024,
+            segment_size_bytes: bookd_wal::limits::segment_size_bytes_default,
+            snapshot_write_bytes_per_s: bookd_wal::limits::snapshot_write_bytes_per_s_default,
             snapshot_log_bytes: bookd_engine::runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
             limits: EngineLimits::default(),
             queue_messages_max: 4096,
@@ -135,6 +138,7 @@ impl Node {
         let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
         let options = bookd_wal::Options {
             segment_size_bytes: config.segment_size_bytes,
+            snapshot_write_bytes_per_s: config.snapshot_write_bytes_per_s,
             sync_policy: match config.sync_interval_ms {
                 None => SyncPolicy::Always,
                 Some(interval_ms) => SyncPolicy::Interval { interval_ms },

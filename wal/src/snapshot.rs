@@ -27,6 +27,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::WalError;
 use crate::limits::{
@@ -184,6 +185,35 @@ pub struct SnapshotWriter {
     checksum: u32,
     size_bytes: u64,
     failed: Option<std::io::Error>,
+    pace: Pace,
+}
+
+/// Keeps a stream of writes at or under a rate: after each write, sleeps until the bytes written
+/// so far could have been written at that rate since the start. A slow disk never makes it sleep
+/// (it is behind already); it only ever caps the speed.
+#[derive(Debug)]
+struct Pace {
+    /// Bytes a second; 0 for no cap.
+    bytes_per_s: u64,
+    started: Instant,
+    written: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_s: u64) -> Pace {
+        Pace { bytes_per_s, started: Instant::now(), written: 0 }
+    }
+
+    fn wrote(&mut self, bytes: usize) {
+        self.written = self.written.saturating_add(bytes as u64);
+        if self.bytes_per_s == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.written as f64 / self.bytes_per_s as f64);
+        if let Some(early) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(early);
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -217,8 +247,14 @@ impl SnapshotDone {
 }
 
 impl SnapshotWriter {
-    /// A writer of the snapshot at `lsn` into `sink`, whose file will be `path`.
-    pub(crate) fn new(lsn: Lsn, path: PathBuf, sink: Box<dyn FileSink>) -> SnapshotWriter {
+    /// A writer of the snapshot at `lsn` into `sink`, whose file will be `path`, at most
+    /// `bytes_per_s` a second (0: no cap).
+    pub(crate) fn new(
+        lsn: Lsn,
+        path: PathBuf,
+        sink: Box<dyn FileSink>,
+        bytes_per_s: u64,
+    ) -> SnapshotWriter {
         let mut buffer = Vec::with_capacity(BUFFER);
         // A placeholder: a file cut short before `finish` never passes as a snapshot.
         buffer.extend_from_slice(&[0u8; HEADER]);
@@ -230,6 +266,7 @@ impl SnapshotWriter {
             checksum: 0,
             size_bytes: 0,
             failed: None,
+            pace: Pace::new(bytes_per_s),
         }
     }
 
@@ -263,6 +300,7 @@ impl SnapshotWriter {
         }
         let buffer = std::mem::take(&mut self.buffer);
         let written = self.sink().and_then(|sink| sink.append(&buffer));
+        self.pace.wrote(buffer.len());
         self.buffer = buffer;
         self.buffer.clear();
         written.map_err(|e| self.fail(e))
@@ -314,6 +352,7 @@ impl Write for SnapshotWriter {
         if bytes.len() >= BUFFER {
             let written = self.sink().and_then(|sink| sink.append(bytes));
             written.map_err(|e| self.fail(e))?;
+            self.pace.wrote(bytes.len());
         } else {
             self.buffer.extend_from_slice(bytes);
         }
@@ -476,6 +515,19 @@ impl Read for SnapshotReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pace_never_lets_writes_run_ahead_of_its_rate() {
+        let mut pace = Pace::new(8 << 20);
+        for _ in 0..8 {
+            pace.wrote(256 << 10);
+        }
+        // 2 MiB at 8 MiB/s: a quarter of a second at least (sleeps never end early).
+        assert!(pace.started.elapsed() >= Duration::from_millis(250));
+        let mut unpaced = Pace::new(0);
+        unpaced.wrote(1 << 30);
+        assert_eq!(unpaced.written, 1 << 30);
+    }
 
     #[test]
     fn round_trip_and_every_bit_flip() {

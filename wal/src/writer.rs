@@ -21,7 +21,7 @@ use crate::error::WalError;
 use crate::limits::{
     record_header_size_bytes, record_payload_size_max_bytes, segment_header_size_bytes,
     segment_size_bytes_default, segment_size_bytes_max, segment_size_bytes_min,
-    snapshots_retained_default,
+    snapshot_write_bytes_per_s_default, snapshots_retained_default,
 };
 use crate::record::{self, Lsn, RecordHeader};
 use crate::recovery::{self, Replay};
@@ -56,6 +56,9 @@ pub struct Options {
     pub sync_method: SyncMethod,
     /// How many newest snapshots retention keeps (at least 1).
     pub snapshots_retained: usize,
+    /// The most bytes a second a `SnapshotWriter` writes (0: as fast as the disk takes them),
+    /// so that a snapshot leaves the disk room for the log's syncs.
+    pub snapshot_write_bytes_per_s: u64,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             sync_policy: SyncPolicy::Always,
             sync_method: SyncMethod::WriteFdatasync,
             snapshots_retained: snapshots_retained_default,
+            snapshot_write_bytes_per_s: snapshot_write_bytes_per_s_default,
         }
     }
 }
@@ -636,7 +640,8 @@ impl<S: Storage> Wal<S> {
         self.check_snapshot_lsn(lsn)?;
         let name = snapshot_name(lsn);
         let sink = self.storage.create_file(Area::Snapshots, &name)?;
-        Ok(SnapshotWriter::new(lsn, self.storage.path(Area::Snapshots, &name), sink))
+        let path = self.storage.path(Area::Snapshots, &name);
+        Ok(SnapshotWriter::new(lsn, path, sink, self.options.snapshot_write_bytes_per_s))
     }
 
     /// Registers a snapshot written by [`Wal::begin_snapshot`] and `SnapshotWriter::finish`, then
