@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the engine alone: each workload's command mix (WORKLOADS.md) applied
+//! Criterion benchmarks of the engine alone: each workload's command mix (docs/WORKLOADS.md) applied
 //! straight to an `Engine` on one core, no I/O, reported as commands/s (`Throughput::Elements`),
 //! beside a baseline that runs the same clients without the engine to show the generator's cost,
 //! and `engine-replay`: the engine alone, applying each mix recorded beforehand.
@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SEED: u64 = 0x000B_00CD;
-/// Concurrency levels: one client, and WORKLOADS.md's headline 1 024 interleaved clients.
+/// Concurrency levels: one client, and docs/WORKLOADS.md's headline 1 024 interleaved clients.
 const CLIENTS: [u32; 2] = [1, 1_024];
 /// The run's clock: 1 ms per 2 000 commands, as if the engine ran at 2 million commands/s.
 const COMMANDS_PER_MS: u64 = 2_000;

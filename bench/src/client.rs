@@ -60,7 +60,7 @@ impl Counters {
 
 /// A closed-loop client: call [`ClientLoop::next_command`], send it, pass its result to
 /// [`ClientLoop::on_result`] (or [`ClientLoop::on_reply`]), repeat. The loop of each workload
-/// is the one of WORKLOADS.md; every choice comes from the client's own seeded stream.
+/// is the one of docs/WORKLOADS.md; every choice comes from the client's own seeded stream.
 #[derive(Debug, Clone)]
 pub struct ClientLoop {
     workload: Workload,

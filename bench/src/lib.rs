@@ -1,4 +1,4 @@
-//! bookd's workload generators: the workloads of WORKLOADS.md as seeded, reusable setup
+//! bookd's workload generators: the workloads of docs/WORKLOADS.md as seeded, reusable setup
 //! commands and closed-loop client state machines. Same seed, same commands, on every machine.
 //!
 //! The criterion benchmarks (`benches/`) apply them straight to an engine; the network load

@@ -1,4 +1,4 @@
-//! The workloads of WORKLOADS.md: their names, shapes and setup commands (one `put_resource` per
+//! The workloads of docs/WORKLOADS.md: their names, shapes and setup commands (one `put_resource` per
 //! resource). Setup is a plain iterator, so it costs no memory up front.
 
 use std::fmt;
@@ -67,7 +67,7 @@ impl Workload {
     /// refusals alone once sold out): the engine benchmarks' mixes.
     pub const STEADY: [Workload; 3] = [Workload::FlashSale, Workload::SeatMap, Workload::Hotel];
 
-    /// The workload's name in WORKLOADS.md (`flash-sale`, `seat-map`, `hotel`, `sell-out`).
+    /// The workload's name in docs/WORKLOADS.md (`flash-sale`, `seat-map`, `hotel`, `sell-out`).
     pub fn name(self) -> &'static str {
         match self {
             Workload::FlashSale => "flash-sale",

@@ -1,6 +1,7 @@
 //! Model-based test: long random histories run against the engine and against a small,
-//! obviously-correct model of CONTRACT.md's "Model" section (plain BTreeMaps, a linear scan for
-//! expiry); every result and, after every step, every resource and hold must agree.
+//! obviously-correct model of the rules for resources and holds in docs/API.md (plain BTreeMaps,
+//! a linear scan for expiry); every result and, after every step, every resource and hold must
+//! agree.
 
 // Test helpers outside #[test] functions may unwrap too (clippy.toml covers only the latter).
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,5 +1,5 @@
 //! A closed-loop load driver for the binary protocol: `clients` tasks, each sending one command,
-//! awaiting its result, then sending the next (WORKLOADS.md), multiplexed over `connections`
+//! awaiting its result, then sending the next (docs/WORKLOADS.md), multiplexed over `connections`
 //! pooled connections of one `bookd_net::client::Client`. Prints commands/s and latency
 //! percentiles (HDR histogram, per command). Invariant: only commands completed inside the
 //! measured window count, and every one of them is recorded in the histogram.
