@@ -1149,8 +1149,13 @@ async fn shutdown_finishes_requests_in_flight_then_returns() {
     });
     assert!(queued.await, "the request did not reach the stalled shard's queue");
     server.stop();
-    // Shutdown waits for the held request.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stopping: the listener closes first; the held request is still waiting, not dropped.
+    let closed =
+        wait_until(
+            Duration::from_secs(10),
+            || async move { TcpStream::connect(addr).await.is_err() },
+        );
+    assert!(closed.await, "the listener did not close");
     assert!(!in_flight.is_finished());
     server.gate.open();
     let response = tokio::time::timeout(Duration::from_secs(10), in_flight).await.unwrap().unwrap();

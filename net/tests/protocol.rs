@@ -635,7 +635,12 @@ async fn shutdown_finishes_in_flight_requests_then_says_goodbye() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     server.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Stopping: the listener closes first, while the request in flight waits for the shard.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the listener did not close");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     server.gate.open();
     let (kind, id, payload) = raw.recv().await.unwrap();
     assert_eq!((kind, id), (Kind::Response, 1));
@@ -680,13 +685,17 @@ async fn an_incomplete_frame_and_a_silent_connection_time_out() {
 async fn the_connection_limit_holds_a_new_connection_until_one_closes() {
     let config = BinaryConfig { connections_max: 1, ..BinaryConfig::default() };
     let server = TestServer::start(Options { config, ..Options::default() }).await;
-    let (first, _) = Raw::hello(server.addr, "").await;
+    let (mut first, _) = Raw::hello(server.addr, "").await;
     // The kernel completes the second TCP handshake, but the node does not serve it yet.
     let mut second = Raw::connect(server.addr).await;
     let mut hello = Vec::new();
     bookd_net::protocol::Hello { token: b"", client_name: "second" }.encode(&mut hello).unwrap();
     second.send(Kind::Hello, 2, &hello).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A round trip on the first connection after the second's HELLO was sent: the node is
+    // serving, and still has not taken the second.
+    first.send(Kind::Request, 1, &request(&[put("p", "r", 1)])).await;
+    let (kind, id, _) = first.recv().await.unwrap();
+    assert_eq!((kind, id), (Kind::Response, 1));
     let metrics = server.app.metrics();
     assert_eq!(BinaryMetrics::get(&metrics.connections_total), 1, "the second waits");
     drop(first);
