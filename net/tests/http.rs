@@ -441,7 +441,7 @@ async fn deleting_a_partition_that_does_not_exist_is_not_found() {
     assert_invalid(&client.delete("/v1/partitions/bad%20name").await, "partition");
     // The route serves DELETE only.
     let wrong = client.get("/v1/partitions/nowhere").await;
-    assert_error(&wrong, 404, "not_found");
+    assert_error(&wrong, 405, "method_not_allowed");
     assert_eq!(wrong.header("allow"), Some("DELETE"));
 }
 
@@ -774,9 +774,12 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_error(&client.get("/v2/anything").await, 404, "not_found");
     assert_error(&client.get("/").await, 404, "not_found");
     let wrong_method = client.request("DELETE", &format!("{P}/resources/a"), None).await;
-    assert_error(&wrong_method, 404, "not_found");
+    assert_error(&wrong_method, 405, "method_not_allowed");
     assert_eq!(wrong_method.header("allow"), Some("PUT, GET"));
-    assert_error(&client.get("/v1/batch").await, 404, "not_found");
+    assert_error(&client.get("/v1/batch").await, 405, "method_not_allowed");
+    let trace = client.request("TRACE", "/health", None).await;
+    assert_error(&trace, 405, "method_not_allowed");
+    assert_eq!(trace.header("allow"), Some("GET"));
     assert_error(&client.post(&format!("{P}/holds/h/explode")).await, 404, "not_found");
 
     // The connection is still usable, and nothing changed anywhere.

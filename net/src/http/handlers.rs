@@ -19,7 +19,7 @@ use super::json::{self, ApiError, BatchJson, Reply};
 use super::limits::{BODY_DRAIN_MAX_BYTES, BODY_SIZE_MAX_BYTES, RETRY_AFTER_S};
 use super::metrics::{self, OP_GET_HOLD, OP_GET_RESOURCE, OP_LIST_RESOURCES};
 use super::router::{self, decode_segment, Route, Routing};
-use super::{auth, openapi, HttpApp, PromoteError, Role};
+use super::{auth, HttpApp, PromoteError, Role};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const PROMETHEUS: HeaderValue =
@@ -51,7 +51,10 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
     let (route, params) = match router::route(parts.method.as_str(), path) {
         Routing::Found { route, params } => (route, params),
         Routing::WrongMethod { allow } => {
-            let error = ApiError::not_found(format!("{} is not served on {path}", parts.method));
+            let error = ApiError::method_not_allowed(format!(
+                "{} is not served on {path} (it serves {allow})",
+                parts.method
+            ));
             let mut response = error_response(&error);
             if let Ok(allow) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, allow);
@@ -127,7 +130,7 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
             command_response(app, command, started).await
         }
         Route::Batch => batch(app, &body, started).await,
-        Route::OpenApi => bytes_response(StatusCode::OK, JSON, openapi::document()),
+        Route::OpenApi => bytes_response(StatusCode::OK, JSON, app.openapi()),
         Route::Health => health(app),
         Route::Metrics => {
             let role = app.node.role();

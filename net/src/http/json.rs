@@ -96,6 +96,12 @@ impl ApiError {
         ApiError::new(429, "overloaded", "the node is overloaded; retry later")
     }
 
+    /// 405 `method_not_allowed`: the path exists, the method does not (the `Allow` header lists
+    /// those that do).
+    pub fn method_not_allowed(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(405, "method_not_allowed", message)
+    }
+
     pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
         ApiError::new(503, "unavailable", message)
     }

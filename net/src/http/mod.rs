@@ -188,6 +188,8 @@ pub struct HttpApp {
     config: HttpConfig,
     storage: StorageInfo,
     metrics: metrics::HttpMetrics,
+    /// `GET /openapi.json`'s body, for this node's token setting.
+    openapi: bytes::Bytes,
 }
 
 impl std::fmt::Debug for HttpApp {
@@ -207,14 +209,21 @@ impl HttpApp {
     /// An app over `runtime`; with `token`, every route but `/health` needs
     /// `Authorization: Bearer <token>`. An empty token counts as none.
     pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
+        let token = token.filter(|token| !token.is_empty());
         HttpApp {
             runtime,
-            token: token.filter(|token| !token.is_empty()),
+            openapi: openapi::document(token.is_some()),
+            token,
             node,
             config: HttpConfig::default(),
             storage: StorageInfo::default(),
             metrics: metrics::HttpMetrics::default(),
         }
+    }
+
+    /// The OpenAPI document of this node.
+    pub fn openapi(&self) -> bytes::Bytes {
+        self.openapi.clone()
     }
 
     /// The same app reporting these storage limits.
