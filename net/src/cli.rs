@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// 1GiB). Segments are preallocated: the disk needs room for two beyond the log.
     #[arg(long, env = "BOOKD_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub segment_size: u64,
+    /// Largest piece of a snapshot sent to a standby that needs one, in bytes or with a suffix
+    /// as for --memory-max (1KiB to 1MiB). The snapshot file is read and sent a piece at a time.
+    #[arg(long, env = "BOOKD_SNAPSHOT_PIECE_SIZE", default_value = "1MiB", value_parser = parse_bytes)]
+    pub snapshot_piece_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -146,6 +150,7 @@ impl ServeArgs {
             hold_retention: self.hold_retention,
             memory_max_bytes: self.memory_max.unwrap_or_else(crate::node::default_memory_max_bytes),
             segment_size_bytes: self.segment_size,
+            snapshot_piece_bytes: self.snapshot_piece_size,
             role,
             ..NodeConfig::default()
         }
