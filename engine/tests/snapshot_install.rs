@@ -237,6 +237,10 @@ fn a_broken_install_leaves_the_old_log_and_state_and_no_staging() {
     primary.shutdown();
 }
 
+/// A data directory as a crash leaves it: its name, which log is copied under which name, and
+/// the state it must recover.
+type Layout<'a> = (&'a str, &'a [(&'a Path, &'a str)], &'a EngineImage);
+
 /// Copies a directory tree.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -286,7 +290,7 @@ fn a_crash_at_any_step_of_an_install_recovers_the_old_log_or_the_new_one() {
     assert!(new != old);
 
     // Each layout a crash can leave, rebuilt from the two logs.
-    let layouts: [(&str, &[(&Path, &str)], &EngineImage); 3] = [
+    let layouts: [Layout; 3] = [
         // Before the first rename: the staging is complete, the old log in place.
         ("staged", &[(&old_copy, "shard-000"), (&b, "shard-000.install")], &old),
         // Between the renames: the old log moved away, the new one not yet in place.

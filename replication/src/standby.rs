@@ -658,7 +658,7 @@ impl Applier {
     /// The disk had no room: said once per stall, not per retry.
     fn stalled(&self, at_lsn: u64, what: &str, reason: &str) {
         if self.state.disk_full(self.shard) {
-            tracing::warn!(shard = self.shard, lsn = at_lsn, %reason, "this standby's disk is full: {what} waits until there is room (retried from the position on disk; reads are still served)");
+            tracing::warn!(shard = self.shard, lsn = at_lsn, %reason, "this standby's disk is full: {what} waits until there is room (tried again with back-off; reads are still served)");
         }
     }
 
@@ -801,7 +801,6 @@ impl Applier {
         }
         self.synced(lsn, None);
         self.shared.reseeded[shard].store(true, Ordering::Release);
-        tracing::info!(shard, lsn, bytes = total_bytes, "installed the primary's snapshot");
         Ok(())
     }
 

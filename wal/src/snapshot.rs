@@ -400,7 +400,7 @@ impl SnapshotReader {
 
     /// The payload's CRC32C as the file's header gives it (the reader checks the payload
     /// against it as it reads).
-    pub fn checksum(&self) -> u32 {
+    pub fn payload_checksum(&self) -> u32 {
         self.expected_checksum
     }
 

@@ -511,11 +511,12 @@ impl Drop for StagingGuard {
 /// protocol): a streaming snapshot file writer (CRC32C kept as it writes) into the staging
 /// area's `snapshots/`.
 struct WalInstall {
-    guard: StagingGuard,
+    // Dropped in this order: the files are closed before the staging goes.
+    writer: bookd_wal::SnapshotWriter,
+    storage: MmapStorage,
     path: PathBuf,
     options: bookd_wal::Options,
-    storage: MmapStorage,
-    writer: bookd_wal::SnapshotWriter,
+    guard: StagingGuard,
 }
 
 impl WalInstall {
@@ -546,7 +547,7 @@ impl WalInstall {
             .map_err(|error| install_error("create the staging area", error))?;
         let writer = bookd_wal::SnapshotWriter::create(&storage, lsn)
             .map_err(|error| install_error("create the staged snapshot", error))?;
-        Ok(WalInstall { guard, path, options, storage, writer })
+        Ok(WalInstall { writer, storage, path, options, guard })
     }
 }
 
@@ -566,7 +567,7 @@ impl InstallSink for WalInstall {
         payload_bytes: u64,
         checksum: u32,
     ) -> Result<(Box<dyn std::io::Read + Send>, Staged), LogError> {
-        let WalInstall { guard, path, options, mut storage, writer } = *self;
+        let WalInstall { writer, mut storage, path, options, guard } = *self;
         let lsn = writer.lsn();
         if writer.size_bytes() != payload_bytes || writer.checksum() != checksum {
             return Err(LogError::Refused(format!(

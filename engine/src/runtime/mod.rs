@@ -322,6 +322,7 @@ impl Runtime {
         let inbox = self.inboxes.get(shard).ok_or_else(|| {
             InstallError::Refused(format!("a snapshot of shard {shard}, which is not here"))
         })?;
+        let staged = Box::new(staged);
         inbox.send(Message::InstallSnapshot { staged, reply }).map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?
     }

@@ -91,7 +91,7 @@ pub(crate) enum Message {
     },
     /// Standby: replace state and log by a received snapshot.
     InstallSnapshot {
-        staged: StagedSnapshot,
+        staged: Box<StagedSnapshot>,
         reply: oneshot::Sender<Result<(), InstallError>>,
     },
     /// Keep the log from this position on (a standby still needs it).
@@ -599,7 +599,7 @@ impl Shard {
                 let _ = reply.send(self.begin_install(lsn, total_bytes));
             }
             Message::InstallSnapshot { staged, reply } => {
-                let installed = self.install_snapshot(staged)?;
+                let installed = self.install_snapshot(*staged)?;
                 let _ = reply.send(installed);
             }
             Message::Retain { from_lsn } => self.log.set_retain_from_lsn(from_lsn)?,
