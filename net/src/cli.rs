@@ -493,6 +493,17 @@ mod tests {
         assert_eq!(config.hold_retention, Duration::from_secs(120));
         assert_eq!(config.memory_max_bytes, 500_000_000);
 
+        let Command::Serve(serve) =
+            parse(&["serve", "--snapshot-piece-size", "64KiB"]).unwrap().command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.node_config(Role::Primary).snapshot_piece_bytes, 64 << 10);
+        let Command::Serve(serve) = parse(&["serve"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.node_config(Role::Primary).snapshot_piece_bytes, 1 << 20);
+
         let error = parse(&["serve", "--hold-retention", "500ms"]).unwrap_err();
         assert!(error.to_string().contains("shorter than the shortest hold retention"), "{error}");
         let error = parse(&["serve", "--memory-max", "lots"]).unwrap_err();

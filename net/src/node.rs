@@ -403,6 +403,12 @@ mod tests {
         assert!(error.to_string().contains("--hold-retention must be at least 1s"), "{error}");
         let error = Node::open(config(Duration::from_secs(1), 0)).unwrap_err();
         assert!(error.to_string().contains("--memory-max"), "{error}");
+        for snapshot_piece_bytes in [1023, (1 << 20) + 1] {
+            let config =
+                NodeConfig { snapshot_piece_bytes, ..config(Duration::from_secs(1), 1 << 30) };
+            let error = Node::open(config).unwrap_err();
+            assert!(error.to_string().contains("--snapshot-piece-size"), "{error}");
+        }
         assert!(!dir.path().join("data").exists(), "nothing was created");
     }
 }

@@ -2,8 +2,9 @@
 //! directories, connected by the in-memory transport. Catch-up from empty, snapshot-first
 //! catch-up, the synchronous gate, promotion, divergence after a failover (and re-seeding), a
 //! lower-epoch primary refused, reconnection after a dropped connection, a standby that
-//! snapshots its own log and restarts from it, a snapshot streamed in many small pieces, and a
-//! standby whose disk is full (records, then a snapshot) that waits and catches up by itself.
+//! snapshots its own log and restarts from it, a snapshot streamed in many small pieces, a
+//! standby whose disk is full (records, then a snapshot) that waits and catches up by itself, and
+//! (against a primary the test plays) a snapshot replaced midway or broken by a piece out of order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,7 +19,7 @@ use bookd_engine::runtime::{
 };
 use bookd_engine::{Command, EngineLimits, Hold, Item, PutResource, Release};
 use bookd_replication::{
-    Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, TransportError,
+    Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, Transport, TransportError,
 };
 use tokio::sync::watch;
 
@@ -42,6 +43,8 @@ struct Options {
     full: Option<Arc<AtomicBool>>,
     /// The primary's largest snapshot piece.
     snapshot_piece_bytes: Option<usize>,
+    /// A standby of a primary the test plays itself.
+    scripted: Option<ScriptedConnector>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             connections: None,
             full: None,
             snapshot_piece_bytes: None,
+            scripted: None,
         }
     }
 }
@@ -109,13 +113,18 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
             ..RuntimeConfig::default().shard
         },
         epoch,
-        writable: options.standby_of.is_none(),
+        writable: options.standby_of.is_none() && options.scripted.is_none(),
         ..RuntimeConfig::default()
     };
     let runtime = Arc::new(Runtime::start(config, shards).unwrap());
     let persist_dir = dir.clone();
     let persist: bookd_replication::EpochStore =
         Arc::new(move |epoch| persist_dir.set_epoch(epoch).map_err(|e| e.to_string()));
+    if let Some(connector) = options.scripted {
+        let node = ReplicatedNode::standby(runtime, 0, persist, "scripted".into());
+        node.start_following(connector, false);
+        return TestNode { node: Arc::new(node), _dir: dir };
+    }
     let node = match options.standby_of {
         None => {
             let node = ReplicatedNode::primary(runtime, options.sync_standbys, persist);
@@ -135,6 +144,25 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
         }
     };
     TestNode { node: Arc::new(node), _dir: dir }
+}
+
+/// A primary the test plays itself: each connection's other end is handed to the test.
+struct ScriptedConnector {
+    connections: tokio::sync::mpsc::UnboundedSender<MemoryTransport>,
+}
+
+impl Connector for ScriptedConnector {
+    type Transport = MemoryTransport;
+
+    async fn connect(&self) -> Result<MemoryTransport, TransportError> {
+        let (ours, theirs) = MemoryTransport::pair();
+        self.connections.send(theirs).map_err(|_| TransportError::Io("test ended".into()))?;
+        Ok(ours)
+    }
+
+    fn describe(&self) -> String {
+        "scripted".into()
+    }
 }
 
 /// A shard log whose disk is full while `full` is set: it refuses a primary's records and
@@ -785,6 +813,124 @@ async fn a_snapshot_install_on_a_full_disk_is_refused_cleanly_and_retried() {
     assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
     assert!(state.status().disk_full_since.iter().all(Option::is_none));
     no_install_leftovers(&b_path);
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+/// The scripted primary's side of the standby's next connection, after SUBSCRIBE and WELCOME.
+async fn scripted_session(
+    connected: &mut tokio::sync::mpsc::UnboundedReceiver<MemoryTransport>,
+    durable_lsns: &[u64],
+) -> MemoryTransport {
+    use bookd_replication::Message;
+    let next = tokio::time::timeout(Duration::from_secs(30), connected.recv());
+    let mut transport = next.await.expect("the standby did not connect").unwrap();
+    assert!(matches!(next_from(&mut transport).await, Some(Message::Subscribe { .. })));
+    let welcome = Message::Welcome { epoch: 1, durable_lsns: durable_lsns.to_vec() };
+    transport.send(&welcome).await.unwrap();
+    transport
+}
+
+/// The next message from a standby; `None` once it closed.
+async fn next_from(standby: &mut MemoryTransport) -> Option<bookd_replication::Message> {
+    let deadline = Duration::from_secs(30);
+    let received = tokio::time::timeout(deadline, standby.recv()).await;
+    received.expect("the standby went silent").ok().flatten()
+}
+
+/// Waits until the standby acknowledges `lsn` on `shard`, with a heartbeat every 100 ms as a
+/// primary sends them (so a slow install is not taken for a silent primary).
+async fn wait_for_ack(standby: &mut MemoryTransport, shard: u16, lsn: u64, durable_lsns: &[u64]) {
+    use bookd_replication::Message;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no ACK of {shard}/{lsn}");
+        let received = tokio::time::timeout(Duration::from_millis(100), standby.recv()).await;
+        match received {
+            Err(_) => {
+                let durable_lsns = durable_lsns.to_vec();
+                standby.send(&Message::Heartbeat { time_ms: 0, durable_lsns }).await.unwrap();
+            }
+            Ok(Ok(Some(Message::Ack { shard: s, synced_lsn })))
+                if s == shard && synced_lsn == lsn =>
+            {
+                return
+            }
+            Ok(Ok(Some(Message::Ack { .. }))) => {}
+            other => panic!("waiting for ACK {shard}/{lsn}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_drops_a_broken_or_replaced_snapshot_and_starts_over() {
+    use bookd_replication::Message;
+    use std::io::Read;
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let (primary, runtime, _, _) = loaded_primary(temp.path(), &stop, 10, 400).await;
+    let lsns = runtime.checkpoint().await.unwrap();
+    let mut files = Vec::new();
+    for shard in 0..SHARDS {
+        let source = runtime.latest_snapshot(shard).await.unwrap().unwrap();
+        let mut file = Vec::new();
+        let mut reader = source.reader;
+        tokio::task::spawn_blocking(move || reader.read_to_end(&mut file).map(|_| file))
+            .await
+            .unwrap()
+            .map(|file| files.push(file))
+            .unwrap();
+    }
+    let (connections, mut connected) = tokio::sync::mpsc::unbounded_channel();
+    let b_path = temp.path().join("b");
+    let standby = open(
+        &b_path,
+        Options { scripted: Some(ScriptedConnector { connections }), ..Options::default() },
+        &stop,
+    );
+    let state = standby.node.standby_state().unwrap().clone();
+    let standby_runtime = standby.node.runtime().clone();
+    let piece = |shard: usize, offset: usize, len: usize| Message::Snapshot {
+        shard: shard as u16,
+        lsn: lsns[shard],
+        total_bytes: files[shard].len() as u64,
+        offset: offset as u64,
+        bytes: files[shard][offset..(offset + len).min(files[shard].len())].to_vec(),
+    };
+    // Half a snapshot of shard 0, then a new one from offset 0: the first is dropped.
+    let mut transport = scripted_session(&mut connected, &lsns).await;
+    let half = files[0].len() / 2;
+    for offset in (0..half).step_by(1000) {
+        transport.send(&piece(0, offset, 1000)).await.unwrap();
+    }
+    for offset in (0..files[0].len()).step_by(777) {
+        transport.send(&piece(0, offset, 777)).await.unwrap();
+    }
+    wait_for_ack(&mut transport, 0, lsns[0], &lsns).await;
+    assert_eq!(state.status().snapshots_installed, 1);
+    no_install_leftovers(&b_path);
+
+    // Shard 1: a piece that does not continue the last one ends the session; nothing changes.
+    transport.send(&piece(1, 0, 100)).await.unwrap();
+    transport.send(&piece(1, 300, 100)).await.unwrap();
+    while next_from(&mut transport).await.is_some() {}
+    assert_eq!(standby_runtime.status().await[1].last_lsn, 0, "nothing of it was installed");
+    let error = state.status().error.unwrap_or_default();
+    assert!(error.contains("expected 100"), "{error}");
+
+    // The next session starts the snapshot over and installs it.
+    let mut transport = scripted_session(&mut connected, &lsns).await;
+    no_install_leftovers(&b_path);
+    for offset in (0..files[1].len()).step_by(4096) {
+        transport.send(&piece(1, offset, 4096)).await.unwrap();
+    }
+    wait_for_ack(&mut transport, 1, lsns[1], &lsns).await;
+    assert_eq!(state.status().snapshots_installed, 2);
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    no_install_leftovers(&b_path);
+    drop(transport);
     drop(runtime);
     drop(standby_runtime);
     close(standby).await;
