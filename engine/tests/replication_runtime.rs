@@ -5,16 +5,42 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bookd_engine::runtime::{
-    MemoryLog, Op, OpResult, RawRead, Runtime, RuntimeConfig, ShardConfig, ShardLog,
+    InstallError, MemoryLog, Op, OpResult, RawRead, ReplicateError, Runtime, RuntimeConfig,
+    ShardConfig, ShardLog,
 };
 use bookd_engine::{Command, Confirm, Engine, Hold, Item, PutResource};
 
 fn start(config: RuntimeConfig) -> Runtime {
-    let log = Box::new(MemoryLog::default()) as Box<dyn ShardLog>;
+    start_with(config, MemoryLog::default())
+}
+
+fn start_with(config: RuntimeConfig, log: MemoryLog) -> Runtime {
+    let log = Box::new(log) as Box<dyn ShardLog>;
     Runtime::start(config, vec![(Engine::default(), log)]).unwrap()
+}
+
+/// Installs the primary's newest snapshot on the standby, sent in pieces of `piece` bytes;
+/// returns its position.
+fn install_latest(primary: &Runtime, standby: &Runtime, piece: usize) -> Result<u64, InstallError> {
+    let source = block_on(primary.latest_snapshot(0)).unwrap().unwrap();
+    let mut file = Vec::new();
+    let mut reader = source.reader;
+    reader.read_to_end(&mut file).unwrap();
+    assert_eq!(file.len() as u64, source.size_bytes);
+    let mut install = block_on(standby.begin_install(0, source.lsn, source.size_bytes))?;
+    for (index, bytes) in file.chunks(piece).enumerate() {
+        install.write((index * piece) as u64, bytes)?;
+    }
+    assert!(install.is_complete());
+    let staged = install.finish()?;
+    block_on(standby.install_snapshot(staged))?;
+    Ok(source.lsn)
 }
 
 fn put(resource: &str, capacity: u64) -> Op {
@@ -49,7 +75,7 @@ fn ship(primary: &Runtime, standby: &Runtime, from_lsn: u64) -> u64 {
     else {
         panic!("records expected")
     };
-    block_on(standby.replicate(0, records)).unwrap()
+    block_on(standby.replicate(0, Arc::new(records))).unwrap()
 }
 
 #[test]
@@ -64,7 +90,10 @@ fn a_standby_follows_refuses_writes_and_takes_over_on_promotion() {
     let RawRead::Records(again) = block_on(primary.read_raw(0, 2, 1 << 20)).unwrap() else {
         panic!()
     };
-    assert!(block_on(standby.replicate(0, again)).is_err());
+    assert!(matches!(
+        block_on(standby.replicate(0, Arc::new(again))),
+        Err(ReplicateError::Refused(_))
+    ));
 
     assert!(block_on(standby.promote(1)).is_err(), "promotion must raise the epoch");
     let positions = block_on(standby.promote(2)).unwrap();
@@ -164,15 +193,46 @@ fn a_standby_installs_the_primarys_snapshot() {
     let primary = start(RuntimeConfig::default());
     primary.execute_blocking(vec![put("r", 10), hold("a"), hold("b")]);
     let positions = block_on(primary.checkpoint()).unwrap();
-    let (lsn, state) = block_on(primary.latest_snapshot(0)).unwrap().unwrap();
-    assert_eq!(lsn, positions[0]);
     primary.execute_blocking(vec![
         hold("c"),
         Op::Command(Command::Confirm(Confirm { partition: "p".into(), hold: "a".into() })),
     ]);
     let standby = start(RuntimeConfig { writable: false, ..RuntimeConfig::default() });
-    block_on(standby.install_snapshot(0, lsn, state)).unwrap();
+    // Pieces smaller than the snapshot file's header: it spans several.
+    let lsn = install_latest(&primary, &standby, 7).unwrap();
+    assert_eq!(lsn, positions[0]);
     assert_eq!(ship(&primary, &standby, lsn + 1), 5);
+    assert_eq!(standby.execute_blocking(vec![get()]), primary.execute_blocking(vec![get()]));
+    primary.shutdown();
+    standby.shutdown();
+}
+
+#[test]
+fn a_standby_on_a_full_disk_refuses_records_and_snapshots_cleanly_and_takes_them_later() {
+    let primary = start(RuntimeConfig::default());
+    primary.execute_blocking(vec![put("r", 10), hold("a"), hold("b")]);
+    let full = Arc::new(AtomicBool::new(true));
+    let log = MemoryLog { full: Some(full.clone()), ..MemoryLog::default() };
+    let standby = start_with(RuntimeConfig { writable: false, ..RuntimeConfig::default() }, log);
+    let RawRead::Records(records) = block_on(primary.read_raw(0, 1, 1 << 20)).unwrap() else {
+        panic!("records expected")
+    };
+    let records = Arc::new(records);
+    match block_on(standby.replicate(0, records.clone())) {
+        Err(ReplicateError::NoSpace { durable_lsn: 0, .. }) => {}
+        other => panic!("a full disk must refuse the records cleanly: {other:?}"),
+    }
+    // Nothing was appended or applied, and the shard still answers reads.
+    let status = block_on(standby.status());
+    assert_eq!((status[0].last_lsn, status[0].durable_lsn), (0, 0));
+    assert!(matches!(standby.execute_blocking(vec![get()])[0], OpResult::Resource(Err(_))));
+    // A snapshot cannot be installed either; nothing changes.
+    block_on(primary.checkpoint()).unwrap();
+    assert!(matches!(install_latest(&primary, &standby, 1000), Err(InstallError::NoSpace(_))));
+    assert_eq!(block_on(standby.status())[0].last_lsn, 0);
+    // Room again: the same records go in.
+    full.store(false, Ordering::SeqCst);
+    assert_eq!(block_on(standby.replicate(0, records)).unwrap(), 3);
     assert_eq!(standby.execute_blocking(vec![get()]), primary.execute_blocking(vec![get()]));
     primary.shutdown();
     standby.shutdown();

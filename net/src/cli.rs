@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// queue and slows the log's syncs, so every durable answer waits longer meanwhile.
     #[arg(long, env = "BOOKD_SNAPSHOT_WRITE_RATE", default_value = "128MiB", value_parser = parse_bytes)]
     pub snapshot_write_rate: u64,
+    /// Largest piece of a snapshot sent to a standby that needs one, in bytes or with a suffix
+    /// as for --memory-max (1KiB to 1MiB). The snapshot file is read and sent a piece at a time.
+    #[arg(long, env = "BOOKD_SNAPSHOT_PIECE_SIZE", default_value = "1MiB", value_parser = parse_bytes)]
+    pub snapshot_piece_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -152,6 +156,7 @@ impl ServeArgs {
             memory_max_bytes: self.memory_max.unwrap_or_else(crate::node::default_memory_max_bytes),
             segment_size_bytes: self.segment_size,
             snapshot_write_bytes_per_s: self.snapshot_write_rate,
+            snapshot_piece_bytes: self.snapshot_piece_size,
             role,
             ..NodeConfig::default()
         }
@@ -493,6 +498,17 @@ mod tests {
         let config = standby.serve.node_config(Role::Standby);
         assert_eq!(config.hold_retention, Duration::from_secs(120));
         assert_eq!(config.memory_max_bytes, 500_000_000);
+
+        let Command::Serve(serve) =
+            parse(&["serve", "--snapshot-piece-size", "64KiB"]).unwrap().command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.node_config(Role::Primary).snapshot_piece_bytes, 64 << 10);
+        let Command::Serve(serve) = parse(&["serve"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.node_config(Role::Primary).snapshot_piece_bytes, 1 << 20);
 
         let error = parse(&["serve", "--hold-retention", "500ms"]).unwrap_err();
         assert!(error.to_string().contains("shorter than the shortest hold retention"), "{error}");

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     /// The most bytes a second a snapshot is written at (0: no cap).
     pub snapshot_write_bytes_per_s: u64,
     pub snapshot_log_bytes: u64,
+    /// Largest SNAPSHOT piece sent to a standby (1 KiB to 1 MiB).
+    pub snapshot_piece_bytes: u64,
     pub limits: EngineLimits,
     pub queue_messages_max: usize,
     /// A standby's primary: its binary protocol address.
@@ -67,6 +69,7 @@ impl Default for NodeConfig {
             segment_size_bytes: bookd_wal::limits::segment_size_bytes_default,
             snapshot_write_bytes_per_s: bookd_wal::limits::snapshot_write_bytes_per_s_default,
             snapshot_log_bytes: bookd_engine::runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
+            snapshot_piece_bytes: bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64,
             limits: EngineLimits::default(),
             queue_messages_max: 4096,
             primary: None,
@@ -77,6 +80,9 @@ impl Default for NodeConfig {
         }
     }
 }
+
+/// The smallest `--snapshot-piece-size`.
+const SNAPSHOT_PIECE_BYTES_MIN: u64 = 1024;
 
 /// The default `--memory-max`: 80 % of the machine's physical memory, or no limit
 /// (`u64::MAX`) when the system does not say how much it has.
@@ -134,6 +140,13 @@ impl Node {
         if config.memory_max_bytes == 0 {
             return Err(NodeError::Config("--memory-max must be at least 1 byte".into()));
         }
+        let piece_max = bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64;
+        if !(SNAPSHOT_PIECE_BYTES_MIN..=piece_max).contains(&config.snapshot_piece_bytes) {
+            return Err(NodeError::Config(format!(
+                "--snapshot-piece-size must be between {SNAPSHOT_PIECE_BYTES_MIN} and {piece_max} bytes, not {}",
+                config.snapshot_piece_bytes
+            )));
+        }
         let wanted = config.shards.map(|shards| shards.clamp(1, 1024));
         let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
         let options = bookd_wal::Options {
@@ -178,12 +191,15 @@ impl Node {
             Arc::new(move |epoch| data_dir.set_epoch(epoch).map_err(|error| error.to_string()));
         let runtime = self.runtime.clone();
         let sync_standbys = self.config.sync_standbys;
-        Replication(Arc::new(match (&self.config.role, &self.config.primary) {
+        let node = match (&self.config.role, &self.config.primary) {
             (Role::Standby, Some(primary)) => {
                 ReplicatedNode::standby(runtime, sync_standbys, persist, primary.clone())
             }
             _ => ReplicatedNode::primary(runtime, sync_standbys, persist),
-        }))
+        };
+        let piece_bytes = usize::try_from(self.config.snapshot_piece_bytes).unwrap_or(usize::MAX);
+        node.primary_side().set_snapshot_piece_bytes(piece_bytes);
+        Replication(Arc::new(node))
     }
 
     /// Listens and serves until `shutdown` resolves, then stops cleanly. `ready` is called with
@@ -391,6 +407,12 @@ mod tests {
         assert!(error.to_string().contains("--hold-retention must be at least 1s"), "{error}");
         let error = Node::open(config(Duration::from_secs(1), 0)).unwrap_err();
         assert!(error.to_string().contains("--memory-max"), "{error}");
+        for snapshot_piece_bytes in [1023, (1 << 20) + 1] {
+            let config =
+                NodeConfig { snapshot_piece_bytes, ..config(Duration::from_secs(1), 1 << 30) };
+            let error = Node::open(config).unwrap_err();
+            assert!(error.to_string().contains("--snapshot-piece-size"), "{error}");
+        }
         assert!(!dir.path().join("data").exists(), "nothing was created");
     }
 }

@@ -3,8 +3,6 @@
 //! `/metrics`). Invariant: every call only reads, never panics, and answers `None` when the
 //! system cannot tell.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Bytes of physical memory (`_SC_PHYS_PAGES × _SC_PAGE_SIZE`), or `None` if unknown.
@@ -21,19 +19,7 @@ pub fn physical_memory_bytes() -> Option<u64> {
 /// Bytes an unprivileged process may still write on the filesystem holding `path`
 /// (`statvfs`: `f_bavail × f_frsize`), or `None` if it cannot be asked.
 pub fn disk_free_bytes(path: &Path) -> Option<u64> {
-    let path = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: all-zero bytes are a valid `statvfs` (plain integers); it is only written below.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stat` is a valid,
-    // exclusively borrowed `statvfs` for the call to fill.
-    let status = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    if status != 0 {
-        return None;
-    }
-    // The field types differ between platforms (u32 or u64).
-    #[allow(clippy::useless_conversion)]
-    let (available, fragment) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
-    available.checked_mul(fragment)
+    bookd_wal::storage::disk_free_bytes(path)
 }
 
 #[cfg(test)]

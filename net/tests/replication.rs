@@ -269,3 +269,57 @@ fn an_old_primary_detects_the_divergence_and_reseed_recovers_it() {
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+#[test]
+fn a_standby_catches_up_by_a_snapshot_sent_in_many_pieces() {
+    let temp = tempfile::tempdir().unwrap();
+    // Small segments, so two checkpoints let the primary drop its first records; small pieces.
+    let primary = Bookd::serve(
+        &temp.path().join("primary"),
+        &["--shards", "2", "--segment-size", "64KiB", "--snapshot-piece-size", "1KiB"],
+    );
+    setup(&primary);
+    let mut rng = Rng(13);
+    for batch in 0..20 {
+        hold_batch(&primary.http, &mut rng, &format!("a{batch}"), 100);
+    }
+    let checkpoint = || {
+        let (code, body) = primary.request("POST", "/admin/checkpoint", None);
+        assert_eq!(code, 200, "{body}");
+    };
+    checkpoint();
+    hold_batch(&primary.http, &mut rng, "b", 100);
+    checkpoint();
+    hold_batch(&primary.http, &mut rng, "c", 100);
+    // The snapshot a standby will get spans many pieces.
+    let snapshots = temp.path().join("primary/shard-000/snapshots");
+    let newest = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "snap"))
+        .max()
+        .expect("a snapshot");
+    let size = std::fs::metadata(&newest).unwrap().len();
+    assert!(size > 16 * 1024, "a snapshot of {size} bytes is not many 1 KiB pieces");
+
+    let standby_dir = temp.path().join("standby");
+    let standby = Bookd::start("standby", &standby_dir, &standby_args(&primary, &[]));
+    wait_until("catch-up", || caught_up(&primary, &standby));
+    assert_eq!(counts(&standby), counts(&primary));
+    assert_eq!(status(&standby)["primary"]["snapshots_installed"], 2, "one per shard");
+    let metrics = support::request(&primary.http, "GET", "/metrics", None, None).unwrap().1;
+    assert!(metrics.contains("bookd_replication_snapshots_sent_total 2"), "{metrics}");
+    for leftover in ["shard-000.install", "shard-001.install", "shard-000.retired"] {
+        assert!(!standby_dir.join(leftover).exists(), "{leftover} left behind");
+    }
+    // It follows from there, and restarts from the installed log.
+    hold_batch(&primary.http, &mut rng, "d", 100);
+    wait_until("following", || caught_up(&primary, &standby));
+    standby.kill9();
+    let standby = Bookd::start("standby", &standby_dir, &standby_args(&primary, &[]));
+    wait_until("resume", || caught_up(&primary, &standby));
+    assert_eq!(counts(&standby), counts(&primary));
+    assert_eq!(status(&standby)["primary"]["snapshots_installed"], 0, "resumed from its log");
+    assert!(standby.terminate().success());
+    assert!(primary.terminate().success());
+}

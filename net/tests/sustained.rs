@@ -227,3 +227,142 @@ fn a_full_disk_refuses_writes_with_507_keeps_serving_and_resumes() {
     assert_eq!(hold_status(&node, "p", "after"), (200, Some("held".into())));
     node.kill9();
 }
+
+/// Holds `h{from}`.. on `p/r` through `/v1/batch`, `count` of them; all must be acknowledged.
+fn hold_many(node: &Bookd, from: usize, count: usize) {
+    let commands: Vec<String> = (from..from + count)
+        .map(|n| {
+            format!(
+                r#"{{"op":"hold","partition":"p","id":"h{n}","items":[{{"resource":"r","quantity":1}}]}}"#
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"commands":[{}]}}"#, commands.join(","));
+    let (code, answer) = node.request("POST", "/v1/batch", Some(&body));
+    assert_eq!(code, 200, "{answer}");
+    let results = answer["results"].as_array().expect("results");
+    assert!(results.iter().all(|result| result["status"] == 201), "{answer}");
+}
+
+fn durable_lsns(node: &Bookd) -> Vec<u64> {
+    let (code, status) = node.request("GET", "/v1/status", None);
+    assert_eq!(code, 200, "{status}");
+    let shards = status["shards"].as_array().expect("shards");
+    shards.iter().map(|shard| shard["durable_lsn"].as_u64().expect("durable_lsn")).collect()
+}
+
+#[test]
+fn a_standby_whose_disk_fills_stays_up_and_catches_up_by_itself_once_there_is_room() {
+    let temp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&temp.path().join("disk"), "12m");
+    let flags = ["--shards", "1", "--segment-size", "1048576"];
+    let primary = Bookd::serve(&temp.path().join("primary"), &flags);
+    let mut standby_flags = vec!["--primary", primary.binary.as_str()];
+    standby_flags.extend_from_slice(&flags);
+    let standby = Bookd::start("standby", &disk.0.join("data"), &standby_flags);
+    put(&primary, "p", "r", 10_000_000);
+    wait_until("the standby follows", || {
+        standby.request("GET", "/v1/partitions/p/resources/r", None).0 == 200
+    });
+    // Fill what is left of the standby's disk.
+    let ballast = disk.0.join("ballast");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", ballast.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    // The primary keeps taking writes until the standby has no room for them.
+    let disk_full = || {
+        let (code, status) = standby.request("GET", "/v1/status", None);
+        assert_eq!(code, 200, "{status}");
+        status["primary"]["shards"][0]["disk_full_ms"].is_u64()
+    };
+    let mut holds = 0;
+    while !disk_full() {
+        assert!(holds < 400_000, "the standby's disk never filled");
+        hold_many(&primary, holds, 500);
+        holds += 500;
+    }
+    hold_many(&primary, holds, 500);
+    holds += 500;
+    // It stays up: health, reads, and a status that says how far behind it is.
+    let (code, health) = standby.request("GET", "/health", None);
+    assert_eq!((code, health["role"].as_str()), (200, Some("standby")), "{health}");
+    let (code, body) = standby.request("GET", "/v1/partitions/p/resources/r", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body["held"].as_u64().unwrap() < holds as u64, "{body}");
+    let (_, status) = standby.request("GET", "/v1/status", None);
+    assert_eq!(status["primary"]["state"], "following", "{status}");
+    assert!(status["primary"]["shards"][0]["lag_records"].as_u64() > Some(0), "{status}");
+    let metrics = support::request(&standby.http, "GET", "/metrics", None, None).unwrap().1;
+    assert!(metrics.contains("bookd_replication_disk_full{shard=\"0\"} 1"), "{metrics}");
+    // Room again: it catches up by itself and ends with the primary's state.
+    std::fs::remove_file(&ballast).unwrap();
+    wait_until("the standby catches up", || durable_lsns(&standby) == durable_lsns(&primary));
+    let (_, on_standby) = standby.request("GET", "/v1/partitions/p/resources/r", None);
+    let (_, on_primary) = primary.request("GET", "/v1/partitions/p/resources/r", None);
+    assert_eq!(on_standby, on_primary);
+    assert_eq!(on_primary["held"].as_u64(), Some(holds as u64));
+    for id in ["h0", &format!("h{}", holds - 1)] {
+        assert_eq!(hold_status(&standby, "p", id), (200, Some("held".into())), "{id}");
+    }
+    assert!(!disk_full(), "the stall is over");
+    standby.kill9();
+    primary.kill9();
+}
+
+#[test]
+fn a_snapshot_install_on_a_full_disk_is_refused_cleanly_and_retried_until_there_is_room() {
+    let temp = tempfile::tempdir().unwrap();
+    // A primary that no longer keeps its first records: a new standby needs its snapshot.
+    let flags = ["--shards", "1", "--segment-size", "64KiB"];
+    let primary = Bookd::serve(&temp.path().join("primary"), &flags);
+    put(&primary, "p", "r", 10_000_000);
+    for batch in 0..10 {
+        hold_many(&primary, batch * 500, 500);
+    }
+    checkpoint(&primary);
+    hold_many(&primary, 5_000, 500);
+    checkpoint(&primary);
+    hold_many(&primary, 5_500, 100);
+    // The standby's disk leaves it room for its own log, not for the snapshot.
+    let disk = Tmpfs::mount(&temp.path().join("disk"), "8m");
+    let reserve = disk.0.join("reserve");
+    std::fs::write(&reserve, vec![0u8; 192 * 1024]).unwrap();
+    let ballast = disk.0.join("ballast");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", ballast.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    std::fs::remove_file(&reserve).unwrap();
+    let data = disk.0.join("data");
+    let mut standby_flags = vec!["--primary", primary.binary.as_str()];
+    standby_flags.extend_from_slice(&flags);
+    let standby = Bookd::start("standby", &data, &standby_flags);
+    let status = || {
+        let (code, status) = standby.request("GET", "/v1/status", None);
+        assert_eq!(code, 200, "{status}");
+        status
+    };
+    wait_until("the install is refused for space", || {
+        let status = status();
+        status["primary"]["shards"][0]["disk_full_ms"].is_u64()
+            && status["primary"]["error"].as_str().is_some_and(|e| e.contains("disk full"))
+    });
+    assert_eq!(standby.request("GET", "/health", None).0, 200);
+    assert_eq!(status()["primary"]["snapshots_installed"], 0);
+    assert!(!data.join("shard-000.install").exists(), "a refused install leaves no staging");
+    assert_eq!(standby.request("GET", "/v1/partitions/p/resources/r", None).0, 404);
+    // Room again: the next attempt installs it, and the standby follows.
+    std::fs::remove_file(&ballast).unwrap();
+    wait_until("the standby catches up", || durable_lsns(&standby) == durable_lsns(&primary));
+    let (_, on_standby) = standby.request("GET", "/v1/partitions/p/resources/r", None);
+    let (_, on_primary) = primary.request("GET", "/v1/partitions/p/resources/r", None);
+    assert_eq!(on_standby, on_primary);
+    let status = status();
+    assert_eq!(status["primary"]["snapshots_installed"], 1, "{status}");
+    assert!(status["primary"]["shards"][0]["disk_full_ms"].is_null(), "{status}");
+    standby.kill9();
+    primary.kill9();
+}

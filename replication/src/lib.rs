@@ -49,6 +49,9 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("local runtime: {0}")]
     Runtime(String),
+    /// This standby's disk has no room for what the primary sends: retried after a pause.
+    #[error("disk full: {0}")]
+    DiskFull(String),
 }
 
 impl From<String> for ReplicationError {
@@ -72,6 +75,19 @@ pub fn records_last_lsn(mut bytes: &[u8]) -> Option<u64> {
         bytes = &bytes[view.raw.len()..];
     }
     last
+}
+
+/// The framed records in `bytes` after position `lsn` (all of them if the first is after it);
+/// `None` if a record is damaged.
+pub fn records_after(mut bytes: &[u8], lsn: u64) -> Option<&[u8]> {
+    while !bytes.is_empty() {
+        let view = bookd_wal::record::decode(bytes).ok()?;
+        if view.header.lsn > lsn {
+            return Some(bytes);
+        }
+        bytes = &bytes[view.raw.len()..];
+    }
+    Some(bytes)
 }
 
 /// Resolves once `stop` is true (or its sender is gone); holds no borrow of the value.

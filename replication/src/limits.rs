@@ -7,10 +7,10 @@ use std::time::Duration;
 pub const MESSAGE_SIZE_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Records read from a shard's log per RECORDS message (at least one record is always sent).
 pub const RECORDS_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
-/// Snapshot bytes per SNAPSHOT message.
+/// Snapshot bytes per SNAPSHOT message (the default and the largest piece; a primary may be set
+/// to send smaller ones). A standby writes each piece to disk as it arrives, so neither side
+/// holds more of a snapshot than its pieces in flight.
 pub const SNAPSHOT_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
-/// Largest snapshot a standby accepts (it is assembled in memory before it is installed).
-pub const SNAPSHOT_SIZE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Bytes of records a primary sends to one standby, per shard, before it waits for acks.
 pub const WINDOW_SIZE_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// RECORDS messages per shard sent and not yet acknowledged (the lag clock's queue).
@@ -41,6 +41,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First pause before a standby reconnects; doubled after each failure up to the max.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// First pause before a standby whose disk is full offers its primary's records (or asks for
+/// a snapshot) again; doubled after each refusal up to the max.
+pub const DISK_FULL_RETRY_MIN: Duration = Duration::from_millis(100);
+pub const DISK_FULL_RETRY_MAX: Duration = Duration::from_secs(2);
 
 const _: () = assert!(RECORDS_CHUNK_SIZE_BYTES + 64 <= MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(SNAPSHOT_CHUNK_SIZE_BYTES + 64 <= MESSAGE_SIZE_MAX_BYTES);
@@ -49,3 +53,6 @@ const _: () = assert!(WINDOW_SIZE_MAX_BYTES >= RECORDS_CHUNK_SIZE_BYTES as u64);
 const _: () = assert!(APPLY_BATCH_SIZE_MAX_BYTES >= RECORDS_CHUNK_SIZE_BYTES);
 const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 10 <= PRIMARY_SILENCE_TIMEOUT.as_millis());
 const _: () = assert!(RECONNECT_BACKOFF_MIN.as_millis() < RECONNECT_BACKOFF_MAX.as_millis());
+const _: () = assert!(DISK_FULL_RETRY_MIN.as_millis() < DISK_FULL_RETRY_MAX.as_millis());
+// A standby waiting for room still answers within the primary's silence timeout.
+const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 10 <= STANDBY_SILENCE_TIMEOUT.as_millis());

@@ -114,6 +114,13 @@ pub const PRIMARY_LAG_MS: MetricDoc = doc(
     "How long this standby has been behind its primary, in ms (0: caught up).",
 );
 
+pub const DISK_FULL: MetricDoc = doc(
+    "bookd_replication_disk_full",
+    "gauge",
+    &["shard"],
+    "1 while this standby's disk has no room for what the primary sends a `shard` (records or a snapshot): nothing is lost, it is retried until there is room.",
+);
+
 /// Every family, in the order `/metrics` shows them (the standby's only on a standby).
 pub const METRICS: &[MetricDoc] = &[
     STANDBYS_CONNECTED,
@@ -131,6 +138,7 @@ pub const METRICS: &[MetricDoc] = &[
     APPLIED_LSN,
     PRIMARY_LAG_RECORDS,
     PRIMARY_LAG_MS,
+    DISK_FULL,
 ];
 
 /// Writes the `# HELP` and `# TYPE` lines of `doc`.

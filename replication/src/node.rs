@@ -275,7 +275,7 @@ impl ReplicatedNode {
             let following = state.connected() && self.role() == Role::Standby;
             gauge(out, &m::FOLLOWING, u64::from(following));
             let shards = status.applied_lsns.len();
-            let per_shard: [(&m::MetricDoc, &dyn Fn(usize) -> u64); 3] = [
+            let per_shard: [(&m::MetricDoc, &dyn Fn(usize) -> u64); 4] = [
                 (&m::APPLIED_LSN, &|shard| status.applied_lsns[shard]),
                 (&m::PRIMARY_LAG_RECORDS, &|shard| {
                     status.primary_durable_lsns[shard].saturating_sub(status.applied_lsns[shard])
@@ -283,6 +283,7 @@ impl ReplicatedNode {
                 (&m::PRIMARY_LAG_MS, &|shard| {
                     status.behind_since[shard].map_or(0, |since| since.elapsed().as_millis() as u64)
                 }),
+                (&m::DISK_FULL, &|shard| u64::from(status.disk_full_since[shard].is_some())),
             ];
             for (doc, value) in per_shard {
                 header(out, doc);
@@ -305,8 +306,11 @@ fn standby_json(state: &StandbyState) -> Value {
             let primary = status.primary_durable_lsns[shard];
             let lag_ms =
                 status.behind_since[shard].map_or(0, |since| since.elapsed().as_millis() as u64);
+            let disk_full_ms = status.disk_full_since[shard]
+                .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
             json!({"shard": shard, "applied_lsn": applied, "primary_durable_lsn": primary,
-                   "lag_records": primary.saturating_sub(applied), "lag_ms": lag_ms})
+                   "lag_records": primary.saturating_sub(applied), "lag_ms": lag_ms,
+                   "disk_full_ms": disk_full_ms})
         })
         .collect();
     json!({

@@ -9,7 +9,8 @@
 //! is the K-th highest position acknowledged by connected standbys, and only ever rises.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -57,6 +58,8 @@ pub struct Primary {
     retained: Mutex<Vec<u64>>,
     next_id: AtomicU64,
     metrics: PrimaryMetrics,
+    /// Bytes of snapshot per SNAPSHOT message (`Relaxed`: a setting read per snapshot).
+    snapshot_piece_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for Primary {
@@ -108,7 +111,20 @@ impl Primary {
             retained: Mutex::new(vec![u64::MAX; shards]),
             next_id: AtomicU64::new(1),
             metrics: PrimaryMetrics::default(),
+            snapshot_piece_bytes: AtomicUsize::new(SNAPSHOT_CHUNK_SIZE_BYTES),
         }
+    }
+
+    /// Sends snapshots in pieces of at most `bytes` (1 to `SNAPSHOT_CHUNK_SIZE_BYTES`, the
+    /// default; clamped), for snapshots to span many messages in tests.
+    pub fn set_snapshot_piece_bytes(&self, bytes: usize) {
+        let bytes = bytes.clamp(1, SNAPSHOT_CHUNK_SIZE_BYTES);
+        self.snapshot_piece_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The largest SNAPSHOT piece this primary sends.
+    pub fn snapshot_piece_bytes(&self) -> usize {
+        self.snapshot_piece_bytes.load(Ordering::Relaxed)
     }
 
     pub fn sync_standbys(&self) -> usize {
@@ -385,6 +401,11 @@ impl Primary {
         }
     }
 
+    /// Sends the shard's newest snapshot file (a checkpoint first if there is none), piece by
+    /// piece as it is read: each piece is read on a blocking thread, so neither the async
+    /// runtime nor memory ever holds more than a piece. An open file stays readable if
+    /// retention deletes it meanwhile. Heartbeats go on between pieces, so a long snapshot is
+    /// not mistaken for silence on either side.
     async fn send_snapshot<T: Transport>(
         &self,
         transport: &mut T,
@@ -399,29 +420,42 @@ impl Primary {
             runtime.checkpoint().await.map_err(ReplicationError::Runtime)?;
             snapshot = runtime.latest_snapshot(shard).await.map_err(ReplicationError::Runtime)?;
         }
-        let Some((lsn, state)) = snapshot else {
+        let Some(source) = snapshot else {
             return Err(ReplicationError::Runtime(format!("shard {shard}: no snapshot to send")));
         };
-        let total_bytes = state.len() as u64;
-        let mut offset = 0;
-        loop {
-            let end = (offset + SNAPSHOT_CHUNK_SIZE_BYTES).min(state.len());
+        let (lsn, total_bytes, mut reader) = (source.lsn, source.size_bytes, source.reader);
+        let piece_bytes = self.snapshot_piece_bytes() as u64;
+        let mut offset = 0u64;
+        let mut pieces = 0u64;
+        let mut last_heartbeat = Instant::now();
+        while offset < total_bytes {
+            let len = (total_bytes - offset).min(piece_bytes) as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut bytes = vec![0u8; len];
+                let read = reader.read_exact(&mut bytes).map(|()| bytes);
+                (reader, read)
+            })
+            .await
+            .map_err(|error| ReplicationError::Runtime(error.to_string()))?;
+            reader = read.0;
+            let bytes = read.1.map_err(|error| {
+                ReplicationError::Runtime(format!(
+                    "shard {shard}: reading snapshot {lsn} at offset {offset}: {error}"
+                ))
+            })?;
             transport
-                .send(&Message::Snapshot {
-                    shard: shard as u16,
-                    lsn,
-                    total_bytes,
-                    offset: offset as u64,
-                    bytes: state[offset..end].to_vec(),
-                })
+                .send(&Message::Snapshot { shard: shard as u16, lsn, total_bytes, offset, bytes })
                 .await?;
-            offset = end;
-            if offset >= state.len() {
-                break;
+            offset += len as u64;
+            pieces += 1;
+            if last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
+                last_heartbeat = Instant::now();
+                let durable_lsns = self.durable_lsns();
+                transport.send(&Message::Heartbeat { time_ms: now_ms(), durable_lsns }).await?;
             }
         }
         self.metrics.snapshots_sent_total.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(shard, lsn, bytes = total_bytes, "sent a snapshot to a standby");
+        tracing::info!(shard, lsn, bytes = total_bytes, pieces, "sent a snapshot to a standby");
         stream.needs_snapshot = false;
         stream.next_lsn = lsn + 1;
         self.sent(id, shard, stream, lsn, total_bytes);

@@ -1,28 +1,34 @@
 //! The standby side: connect to the primary, say where each shard's log ends, then append the
 //! primary's records verbatim (durably, through the runtime), apply them, and acknowledge the
-//! synced position; install a snapshot when the primary sends one; reconnect with backoff after
-//! a network or primary failure.
+//! synced position; install a snapshot when the primary sends one, writing each piece to disk
+//! as it arrives; reconnect with backoff after a network or primary failure; on a full disk,
+//! keep what fits and offer the rest again, with backoff, until there is room.
 //!
 //! Invariants: a standby follows no primary of a lower epoch than its own, and persists the
 //! primary's epoch before it appends records of that epoch; an acknowledgement names only a
 //! position that is on this node's disk; a refusal (divergence, epoch) is final: the standby
-//! stops following and says why in its status, it never mixes histories.
+//! stops following and says why in its status, it never mixes histories; a full disk loses no
+//! record and skips none (the records are retried from the durable position); a snapshot is
+//! installed whole or not at all, and never held in memory whole.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bookd_engine::runtime::{RawRead, Runtime};
+use bookd_engine::runtime::{
+    InstallError, RawRead, ReplicateError, Runtime, SnapshotInstall, StagedSnapshot,
+};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::limits::{
-    APPLY_BATCH_SIZE_MAX_BYTES, APPLY_QUEUE_MESSAGES_MAX, HANDSHAKE_TIMEOUT,
-    PRIMARY_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, SNAPSHOT_SIZE_MAX_BYTES,
+    APPLY_BATCH_SIZE_MAX_BYTES, APPLY_QUEUE_MESSAGES_MAX, DISK_FULL_RETRY_MAX, DISK_FULL_RETRY_MIN,
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PRIMARY_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX,
+    RECONNECT_BACKOFF_MIN,
 };
 use crate::message::{LogEnd, Message};
 use crate::transport::{Connector, Transport, TransportError};
-use crate::{record_crc, EpochStore, ReplicationError};
+use crate::{record_crc, records_after, EpochStore, ReplicationError};
 
 /// What a standby knows about its primary, for status and metrics.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +44,8 @@ pub struct FollowStatus {
     pub primary_durable_lsns: Vec<u64>,
     /// Per shard: since when this node has been behind the primary (lag in ms).
     pub behind_since: Vec<Option<Instant>>,
+    /// Per shard: since when this node's disk has had no room for what the primary sends.
+    pub disk_full_since: Vec<Option<Instant>>,
     pub sessions: u64,
     pub snapshots_installed: u64,
     pub last_heard: Option<Instant>,
@@ -62,6 +70,7 @@ impl StandbyState {
                 applied_lsns: vec![0; shards],
                 primary_durable_lsns: vec![0; shards],
                 behind_since: vec![None; shards],
+                disk_full_since: vec![None; shards],
                 ..FollowStatus::default()
             }),
         }
@@ -108,6 +117,24 @@ impl StandbyState {
         }
         status.last_heard = Some(Instant::now());
     }
+
+    /// Marks `shard` as waiting for disk room; true if it was not already (a new stall).
+    fn disk_full(&self, shard: usize) -> bool {
+        let mut status = self.lock();
+        match status.disk_full_since.get_mut(shard) {
+            Some(since @ None) => {
+                *since = Some(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `shard` had room again: how long it waited, if it was waiting.
+    fn disk_room(&self, shard: usize) -> Option<Duration> {
+        let mut status = self.lock();
+        status.disk_full_since.get_mut(shard)?.take().map(|since| since.elapsed())
+    }
 }
 
 /// How a follower ended.
@@ -143,6 +170,7 @@ pub async fn follow<C: Connector>(
     mut stop: watch::Receiver<bool>,
 ) -> FollowEnd {
     let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut disk_backoff = DISK_FULL_RETRY_MIN;
     loop {
         if *stop.borrow() {
             break;
@@ -155,12 +183,7 @@ pub async fn follow<C: Connector>(
         };
         let session = match connected {
             Ok(transport) => {
-                let mut session = Session {
-                    runtime: &runtime,
-                    state: &state,
-                    config: &mut config,
-                    snapshot: Vec::new(),
-                };
+                let mut session = Session { runtime: &runtime, state: &state, config: &mut config };
                 session.run(transport, &mut stop).await
             }
             Err(error) => Err(ReplicationError::Transport(error)),
@@ -177,7 +200,21 @@ pub async fn follow<C: Connector>(
                 state.set_state("refused", Some(reason.clone()));
                 return FollowEnd::Refused(reason);
             }
+            Err(ReplicationError::DiskFull(reason)) => {
+                // Said once per stall by the applier that met it; retried here with its own
+                // backoff, since a session that heard its primary would reset the other.
+                tracing::debug!(%reason, retry_ms = disk_backoff.as_millis() as u64, "no room for the primary's snapshot; asking again");
+                state.set_state("connecting", Some(format!("disk full: {reason}")));
+                tokio::select! {
+                    biased;
+                    () = crate::stopped(&mut stop) => break,
+                    () = tokio::time::sleep(disk_backoff) => {}
+                }
+                disk_backoff = (disk_backoff * 2).min(DISK_FULL_RETRY_MAX);
+                continue;
+            }
             Err(error) => {
+                disk_backoff = DISK_FULL_RETRY_MIN;
                 let followed =
                     state.lock().last_heard.is_some_and(|heard| heard.elapsed() < backoff * 4);
                 if followed {
@@ -224,8 +261,6 @@ struct Session<'a> {
     runtime: &'a Arc<Runtime>,
     state: &'a Arc<StandbyState>,
     config: &'a mut FollowConfig,
-    /// Per shard: a snapshot being received (position, total size, bytes so far).
-    snapshot: Vec<Option<(u64, u64, Vec<u8>)>>,
 }
 
 impl Session<'_> {
@@ -237,7 +272,6 @@ impl Session<'_> {
     ) -> Result<Option<FollowEnd>, ReplicationError> {
         let runtime = self.runtime;
         let shards = runtime.shards();
-        self.snapshot = vec![None; shards];
         let ends = log_ends(runtime).await.map_err(ReplicationError::Runtime)?;
         let own_epoch = runtime.epoch();
         let reseed = self.config.reseed;
@@ -339,14 +373,15 @@ impl Session<'_> {
                 }) => {
                     let index = self.shard(shard)?;
                     let work = Work::Records { first_lsn, last_lsn, primary_durable_lsn, bytes };
-                    appliers.send(index, work).await?;
+                    if !self.queue(transport, appliers, index, work, &mut acked, stop).await? {
+                        return Ok(Some(FollowEnd::Stopped));
+                    }
                 }
                 Some(Message::Snapshot { shard, lsn, total_bytes, offset, bytes }) => {
                     let index = self.shard(shard)?;
-                    if let Some(state) =
-                        self.receive_snapshot(index, lsn, total_bytes, offset, bytes)?
-                    {
-                        appliers.send(index, Work::Snapshot { lsn, state }).await?;
+                    let work = Work::SnapshotPiece { lsn, total_bytes, offset, bytes };
+                    if !self.queue(transport, appliers, index, work, &mut acked, stop).await? {
+                        return Ok(Some(FollowEnd::Stopped));
                     }
                 }
                 Some(Message::Heartbeat { durable_lsns, .. }) => {
@@ -366,6 +401,42 @@ impl Session<'_> {
                         "unexpected {} from the primary",
                         other.name()
                     )))
+                }
+            }
+        }
+    }
+
+    /// Queues work for a shard's applier. While its queue is full (a slow disk, a full one, a
+    /// snapshot being restored) this connection reads nothing more, but it still acknowledges
+    /// what the appliers sync and tells the primary it is there, every heartbeat interval, so
+    /// the primary does not take the wait for silence. False when told to stop.
+    async fn queue<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        appliers: &Appliers,
+        shard: usize,
+        work: Work,
+        acked: &mut [u64],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, ReplicationError> {
+        let start = tokio::time::Instant::now() + HEARTBEAT_INTERVAL;
+        let mut keepalive = tokio::time::interval_at(start, HEARTBEAT_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                () = crate::stopped(stop) => return Ok(false),
+                permit = appliers.senders[shard].reserve() => {
+                    let Ok(permit) = permit else {
+                        return Err(appliers.failure(shard));
+                    };
+                    permit.send(work);
+                    return Ok(true);
+                }
+                _ = keepalive.tick() => {
+                    self.send_acks(transport, appliers, acked).await?;
+                    let shared = &appliers.shared;
+                    let synced_lsn = shared.synced.first().map_or(0, |s| s.load(Ordering::Acquire));
+                    transport.send(&Message::Ack { shard: 0, synced_lsn }).await?;
                 }
             }
         }
@@ -405,43 +476,23 @@ impl Session<'_> {
         }
         Ok(index)
     }
-
-    /// Adds a piece of a snapshot; the whole state once complete.
-    fn receive_snapshot(
-        &mut self,
-        shard: usize,
-        lsn: u64,
-        total_bytes: u64,
-        offset: u64,
-        bytes: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, ReplicationError> {
-        if total_bytes > SNAPSHOT_SIZE_MAX_BYTES {
-            return Err(ReplicationError::Protocol(format!(
-                "snapshot of {total_bytes} bytes is too large"
-            )));
-        }
-        let slot = &mut self.snapshot[shard];
-        if offset == 0 {
-            *slot = Some((lsn, total_bytes, Vec::with_capacity(total_bytes as usize)));
-        }
-        let Some((slot_lsn, slot_total, buffer)) = slot.as_mut() else {
-            return Err(ReplicationError::Protocol("snapshot piece without its start".into()));
-        };
-        if *slot_lsn != lsn || *slot_total != total_bytes || buffer.len() as u64 != offset {
-            return Err(ReplicationError::Protocol("snapshot pieces out of order".into()));
-        }
-        buffer.extend_from_slice(&bytes);
-        if buffer.len() as u64 == total_bytes {
-            return Ok(slot.take().map(|(_, _, state)| state));
-        }
-        Ok(None)
-    }
 }
 
 /// Work for one shard's applier, in log order.
 enum Work {
-    Records { first_lsn: u64, last_lsn: u64, primary_durable_lsn: u64, bytes: Vec<u8> },
-    Snapshot { lsn: u64, state: Vec<u8> },
+    Records {
+        first_lsn: u64,
+        last_lsn: u64,
+        primary_durable_lsn: u64,
+        bytes: Vec<u8>,
+    },
+    /// A piece of the primary's snapshot file.
+    SnapshotPiece {
+        lsn: u64,
+        total_bytes: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the appliers tell the session.
@@ -463,6 +514,8 @@ struct Appliers {
     senders: Vec<mpsc::Sender<Work>>,
     handles: Vec<JoinHandle<()>>,
     shared: Arc<ApplyShared>,
+    /// Turned true by `stop`: wakes an applier waiting for disk room.
+    stop: watch::Sender<bool>,
 }
 
 impl Appliers {
@@ -476,6 +529,7 @@ impl Appliers {
             changed: Notify::new(),
             failed: Mutex::new(None),
         });
+        let (stop, stopped) = watch::channel(false);
         let mut senders = Vec::with_capacity(shards);
         let mut handles = Vec::with_capacity(shards);
         for shard in 0..shards {
@@ -485,26 +539,27 @@ impl Appliers {
                 runtime: runtime.clone(),
                 state: state.clone(),
                 shared: shared.clone(),
+                stop: stopped.clone(),
+                install: None,
             };
             senders.push(sender);
             handles.push(tokio::spawn(applier.run(receiver)));
         }
-        Appliers { senders, handles, shared }
+        Appliers { senders, handles, shared, stop }
     }
 
-    /// Queues work for `shard`'s applier (waits while its queue is full).
-    async fn send(&self, shard: usize, work: Work) -> Result<(), ReplicationError> {
-        self.senders[shard].send(work).await.map_err(|_| {
-            let failed = self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner).take();
-            failed.unwrap_or_else(|| {
-                ReplicationError::Runtime(format!("shard {shard}: applier stopped"))
-            })
-        })
+    /// Why `shard`'s applier took no more work: its failure, if it said one.
+    fn failure(&self, shard: usize) -> ReplicationError {
+        let failed = self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner).take();
+        failed
+            .unwrap_or_else(|| ReplicationError::Runtime(format!("shard {shard}: applier stopped")))
     }
 
-    /// Stops the appliers and waits for them: nothing is applied after this returns.
+    /// Stops the appliers and waits for them: nothing is applied after this returns, and a
+    /// snapshot being received is dropped (its staging removed).
     async fn stop(self) {
         self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
         drop(self.senders);
         for handle in self.handles {
             let _ = handle.await;
@@ -517,21 +572,24 @@ struct Applier {
     runtime: Arc<Runtime>,
     state: Arc<StandbyState>,
     shared: Arc<ApplyShared>,
+    stop: watch::Receiver<bool>,
+    /// The snapshot being received, if any.
+    install: Option<SnapshotInstall>,
 }
 
 impl Applier {
-    async fn run(self, mut receiver: mpsc::Receiver<Work>) {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Work>) {
         let mut next: Option<Work> = None;
         loop {
             let work = match next.take() {
                 Some(work) => work,
                 None => match receiver.recv().await {
                     Some(work) => work,
-                    None => return,
+                    None => break,
                 },
             };
             if self.shared.stopping.load(Ordering::Acquire) {
-                return;
+                break;
             }
             let applied = match work {
                 Work::Records { first_lsn, mut last_lsn, mut primary_durable_lsn, mut bytes } => {
@@ -557,50 +615,225 @@ impl Applier {
                     }
                     self.records(first_lsn, last_lsn, primary_durable_lsn, bytes).await
                 }
-                Work::Snapshot { lsn, state } => self.snapshot(lsn, state).await,
+                Work::SnapshotPiece { lsn, total_bytes, offset, bytes } => {
+                    self.snapshot_piece(lsn, total_bytes, offset, bytes).await
+                }
             };
             if let Err(error) = applied {
                 *self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
                 self.shared.changed.notify_one();
-                return;
+                break;
             }
             self.shared.changed.notify_one();
         }
+        // A snapshot not received whole is of no use: its staging goes (off the async runtime).
+        if let Some(install) = self.install.take() {
+            tracing::info!(
+                shard = self.shard,
+                lsn = install.lsn(),
+                received = install.received_bytes(),
+                total = install.total_bytes(),
+                "abandoned a snapshot being received"
+            );
+            discard(install).await;
+        }
     }
 
+    /// Publishes a position synced on this node, for status and the next ACK.
+    fn synced(&self, synced: u64, primary_durable_lsn: Option<u64>) {
+        self.state.positions(self.shard, Some(synced), primary_durable_lsn);
+        self.shared.synced[self.shard].store(synced, Ordering::Release);
+        self.shared.changed.notify_one();
+    }
+
+    /// Waits `pause` unless told to stop first; false when stopping.
+    async fn pause(&mut self, pause: Duration) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|stopping| *stopping) => false,
+            () = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    /// The disk had no room: said once per stall, not per retry.
+    fn stalled(&self, at_lsn: u64, what: &str, reason: &str) {
+        if self.state.disk_full(self.shard) {
+            tracing::warn!(shard = self.shard, lsn = at_lsn, %reason, "this standby's disk is full: {what} waits until there is room (tried again with back-off; reads are still served)");
+        }
+    }
+
+    /// There was room: ends a stall, said once.
+    fn room(&self, lsn: u64) {
+        if let Some(waited) = self.state.disk_room(self.shard) {
+            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(
+                shard = self.shard,
+                lsn,
+                waited_ms,
+                "room on the disk again: replication goes on"
+            );
+        }
+    }
+
+    /// Appends, syncs and applies records through the runtime. On a full disk the runtime
+    /// keeps what fits; the rest is offered again after a pause (100 ms doubling to 2 s) until
+    /// there is room, or the session stops (the next one resumes from the position on disk).
     async fn records(
-        &self,
+        &mut self,
         first_lsn: u64,
         last_lsn: u64,
         primary_durable_lsn: u64,
         bytes: Vec<u8>,
     ) -> Result<(), ReplicationError> {
         let shard = self.shard;
-        let synced = self.runtime.replicate(shard, bytes).await.map_err(|reason| {
-            ReplicationError::Refused(format!(
-                "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this node's log: {reason}"
-            ))
-        })?;
-        self.state.positions(shard, Some(synced), Some(primary_durable_lsn));
-        self.shared.synced[shard].store(synced, Ordering::Release);
-        Ok(())
+        if self.install.is_some() {
+            return Err(ReplicationError::Protocol(format!(
+                "shard {shard}: records {first_lsn}..={last_lsn} in the middle of a snapshot"
+            )));
+        }
+        let mut records = Arc::new(bytes);
+        let mut pause = DISK_FULL_RETRY_MIN;
+        loop {
+            match self.runtime.replicate(shard, records.clone()).await {
+                Ok(synced) => {
+                    self.room(synced);
+                    self.synced(synced, Some(primary_durable_lsn));
+                    return Ok(());
+                }
+                Err(ReplicateError::NoSpace { durable_lsn, reason }) => {
+                    self.synced(durable_lsn, Some(primary_durable_lsn));
+                    self.stalled(durable_lsn, "appending the primary's records", &reason);
+                    let rest = records_after(&records, durable_lsn).ok_or_else(|| {
+                        ReplicationError::Runtime(format!("shard {shard}: unreadable records"))
+                    })?;
+                    if rest.is_empty() {
+                        return Ok(());
+                    }
+                    if rest.len() != records.len() {
+                        records = Arc::new(rest.to_vec());
+                    }
+                    if !self.pause(pause).await {
+                        return Ok(());
+                    }
+                    pause = (pause * 2).min(DISK_FULL_RETRY_MAX);
+                }
+                Err(ReplicateError::Refused(reason)) => {
+                    return Err(ReplicationError::Refused(format!(
+                        "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this node's log: {reason}"
+                    )))
+                }
+                Err(ReplicateError::Failed(reason)) => {
+                    return Err(ReplicationError::Runtime(format!("shard {shard}: {reason}")))
+                }
+            }
+        }
     }
 
-    async fn snapshot(&self, lsn: u64, state: Vec<u8>) -> Result<(), ReplicationError> {
+    /// Writes a piece of the primary's snapshot file into the staging area as it arrives (on
+    /// a blocking thread); once the last is in, checks it, restores the engine from it, and
+    /// has the runtime swap it in. A piece out of order ends the session (the next one starts
+    /// the snapshot over); a piece at offset 0 starts a new one, dropping any in progress.
+    async fn snapshot_piece(
+        &mut self,
+        lsn: u64,
+        total_bytes: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), ReplicationError> {
         let shard = self.shard;
-        self.runtime
-            .install_snapshot(shard, lsn, state)
-            .await
-            .map_err(ReplicationError::Runtime)?;
+        if offset == 0 {
+            if let Some(old) = self.install.take() {
+                tracing::info!(
+                    shard,
+                    old_lsn = old.lsn(),
+                    lsn,
+                    "a new snapshot replaces the one being received"
+                );
+                discard(old).await;
+            }
+            match self.runtime.begin_install(shard, lsn, total_bytes).await {
+                Ok(install) => self.install = Some(install),
+                Err(error) => return Err(self.install_failed(lsn, error)),
+            }
+        }
+        let Some(mut install) = self.install.take() else {
+            return Err(ReplicationError::Protocol(format!(
+                "shard {shard}: a snapshot piece at offset {offset} without its start"
+            )));
+        };
+        if install.lsn() != lsn || install.total_bytes() != total_bytes {
+            let message = format!(
+                "shard {shard}: a piece of snapshot {lsn} ({total_bytes} bytes) while receiving snapshot {} ({} bytes)",
+                install.lsn(),
+                install.total_bytes()
+            );
+            discard(install).await;
+            return Err(ReplicationError::Protocol(message));
+        }
+        let (install, written) = blocking(move || {
+            let written = install.write(offset, &bytes);
+            (install, written)
+        })
+        .await?;
+        if let Err(error) = written {
+            discard(install).await;
+            return Err(self.install_failed(lsn, error));
+        }
+        if !install.is_complete() {
+            self.install = Some(install);
+            return Ok(());
+        }
+        let staged: Result<StagedSnapshot, InstallError> =
+            blocking(move || install.finish()).await?;
+        let installed = match staged {
+            Ok(staged) => self.runtime.install_snapshot(staged).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = installed {
+            return Err(self.install_failed(lsn, error));
+        }
+        self.room(lsn);
         {
             // The log was replaced: its position starts again from the snapshot.
             let mut status = self.state.lock();
             status.snapshots_installed += 1;
             status.applied_lsns[shard] = lsn;
         }
-        self.state.positions(shard, Some(lsn), None);
-        self.shared.synced[shard].store(lsn, Ordering::Release);
+        self.synced(lsn, None);
         self.shared.reseeded[shard].store(true, Ordering::Release);
         Ok(())
     }
+
+    /// A snapshot was not installed (the log and state are as before): a full disk is waited
+    /// out by the follower, anything else ends the session and the next one starts over.
+    fn install_failed(&self, lsn: u64, error: InstallError) -> ReplicationError {
+        let shard = self.shard;
+        match error {
+            InstallError::NoSpace(reason) => {
+                let at = self.shared.synced[shard].load(Ordering::Acquire);
+                self.stalled(at, &format!("installing the primary's snapshot {lsn}"), &reason);
+                ReplicationError::DiskFull(format!("shard {shard}: snapshot {lsn}: {reason}"))
+            }
+            InstallError::Refused(reason) => {
+                ReplicationError::Protocol(format!("shard {shard}: snapshot {lsn}: {reason}"))
+            }
+            InstallError::Failed(reason) => {
+                ReplicationError::Runtime(format!("shard {shard}: snapshot {lsn}: {reason}"))
+            }
+        }
+    }
+}
+
+/// Runs blocking file work (a snapshot piece, a restore) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ReplicationError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ReplicationError::Runtime(format!("snapshot install task: {error}")))
+}
+
+/// Drops a snapshot install (removing its staging) off the async runtime.
+async fn discard(install: SnapshotInstall) {
+    let _ = tokio::task::spawn_blocking(move || drop(install)).await;
 }

@@ -1,21 +1,25 @@
 //! Replication in one process, from a seed: two or three runtimes over write-ahead logs in temp
 //! directories, connected by the in-memory transport. Catch-up from empty, snapshot-first
 //! catch-up, the synchronous gate, promotion, divergence after a failover (and re-seeding), a
-//! lower-epoch primary refused, reconnection after a dropped connection, and a standby that
-//! snapshots its own log and restarts from it.
+//! lower-epoch primary refused, reconnection after a dropped connection, a standby that
+//! snapshots its own log and restarts from it, a snapshot streamed in many small pieces, a
+//! standby whose disk is full (records, then a snapshot) that waits and catches up by itself, and
+//! (against a primary the test plays) a snapshot replaced midway or broken by a piece out of order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookd_engine::runtime::{
-    recover_shard, DataDir, Op, OpResult, Runtime, RuntimeConfig, ShardConfig, ShardLog,
+    recover_shard, DataDir, InstallSink, LogError, Op, OpResult, RawRead, RawRecord, Runtime,
+    RuntimeConfig, ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
 };
 use bookd_engine::{Command, EngineLimits, Hold, Item, PutResource, Release};
 use bookd_replication::{
-    Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, TransportError,
+    Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, Transport, TransportError,
 };
 use tokio::sync::watch;
 
@@ -35,6 +39,12 @@ struct Options {
     snapshot_log_bytes: u64,
     /// Lets a test cut the standby's connections (see `MemoryConnector::stop`).
     connections: Option<Arc<std::sync::Mutex<watch::Receiver<bool>>>>,
+    /// While set, the node's logs have no room for a primary's records or snapshots.
+    full: Option<Arc<AtomicBool>>,
+    /// The primary's largest snapshot piece.
+    snapshot_piece_bytes: Option<usize>,
+    /// A standby of a primary the test plays itself.
+    scripted: Option<ScriptedConnector>,
 }
 
 impl Default for Options {
@@ -47,6 +57,9 @@ impl Default for Options {
             reseed: false,
             snapshot_log_bytes: 1 << 30,
             connections: None,
+            full: None,
+            snapshot_piece_bytes: None,
+            scripted: None,
         }
     }
 }
@@ -86,7 +99,11 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
     for index in 0..SHARDS {
         let recovered = recover_shard(&dir, index, wal, EngineLimits::default()).unwrap();
         epoch = epoch.max(recovered.epoch);
-        shards.push((recovered.engine, Box::new(recovered.log) as Box<dyn ShardLog>));
+        let log: Box<dyn ShardLog> = match &options.full {
+            Some(full) => Box::new(FullDisk { log: recovered.log, full: full.clone() }),
+            None => Box::new(recovered.log),
+        };
+        shards.push((recovered.engine, log));
     }
     let config = RuntimeConfig {
         shard: ShardConfig {
@@ -96,15 +113,26 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
             ..RuntimeConfig::default().shard
         },
         epoch,
-        writable: options.standby_of.is_none(),
+        writable: options.standby_of.is_none() && options.scripted.is_none(),
         ..RuntimeConfig::default()
     };
     let runtime = Arc::new(Runtime::start(config, shards).unwrap());
     let persist_dir = dir.clone();
     let persist: bookd_replication::EpochStore =
         Arc::new(move |epoch| persist_dir.set_epoch(epoch).map_err(|e| e.to_string()));
+    if let Some(connector) = options.scripted {
+        let node = ReplicatedNode::standby(runtime, 0, persist, "scripted".into());
+        node.start_following(connector, false);
+        return TestNode { node: Arc::new(node), _dir: dir };
+    }
     let node = match options.standby_of {
-        None => ReplicatedNode::primary(runtime, options.sync_standbys, persist),
+        None => {
+            let node = ReplicatedNode::primary(runtime, options.sync_standbys, persist);
+            if let Some(bytes) = options.snapshot_piece_bytes {
+                node.primary_side().set_snapshot_piece_bytes(bytes);
+            }
+            node
+        }
         Some(primary) => {
             let node =
                 ReplicatedNode::standby(runtime, options.sync_standbys, persist, "memory".into());
@@ -116,6 +144,115 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
         }
     };
     TestNode { node: Arc::new(node), _dir: dir }
+}
+
+/// A primary the test plays itself: each connection's other end is handed to the test.
+struct ScriptedConnector {
+    connections: tokio::sync::mpsc::UnboundedSender<MemoryTransport>,
+}
+
+impl Connector for ScriptedConnector {
+    type Transport = MemoryTransport;
+
+    async fn connect(&self) -> Result<MemoryTransport, TransportError> {
+        let (ours, theirs) = MemoryTransport::pair();
+        self.connections.send(theirs).map_err(|_| TransportError::Io("test ended".into()))?;
+        Ok(ours)
+    }
+
+    fn describe(&self) -> String {
+        "scripted".into()
+    }
+}
+
+/// A shard log whose disk is full while `full` is set: it refuses a primary's records and
+/// snapshots for space, as a real log does (`NoSpace`, nothing taken); all else passes through.
+struct FullDisk<L> {
+    log: L,
+    full: Arc<AtomicBool>,
+}
+
+impl<L: ShardLog> FullDisk<L> {
+    fn refuse(&self) -> Result<(), LogError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(LogError::NoSpace("the test's disk is full".into()));
+        }
+        Ok(())
+    }
+}
+
+impl<L: ShardLog> ShardLog for FullDisk<L> {
+    fn append(&mut self, kind: u8, epoch: u64, at: u64, payload: &[u8]) -> Result<u64, LogError> {
+        self.log.append(kind, epoch, at, payload)
+    }
+    fn commit(&mut self) -> Result<u64, LogError> {
+        self.log.commit()
+    }
+    fn sync(&mut self) -> Result<u64, LogError> {
+        self.log.sync()
+    }
+    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
+        self.log.write_out()
+    }
+    fn mark_durable(&mut self, lsn: u64) {
+        self.log.mark_durable(lsn)
+    }
+    fn poison_with(&mut self, error: std::io::Error) -> LogError {
+        self.log.poison_with(error)
+    }
+    fn has_room(&mut self, payload_bytes: usize) -> bool {
+        self.log.has_room(payload_bytes)
+    }
+    fn payload_size_max_bytes(&self) -> usize {
+        self.log.payload_size_max_bytes()
+    }
+    fn last_lsn(&self) -> u64 {
+        self.log.last_lsn()
+    }
+    fn durable_lsn(&self) -> u64 {
+        self.log.durable_lsn()
+    }
+    fn bytes_since_snapshot(&self) -> u64 {
+        self.log.bytes_since_snapshot()
+    }
+    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
+        self.log.write_snapshot(lsn, state)
+    }
+    fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
+        self.log.begin_snapshot(lsn)
+    }
+    fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
+        self.log.snapshot_written(written)
+    }
+    fn snapshot_failed(&mut self, error: LogError) -> (LogError, bool) {
+        self.log.snapshot_failed(error)
+    }
+    fn newest_snapshot_lsn(&self) -> Option<u64> {
+        self.log.newest_snapshot_lsn()
+    }
+    fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {
+        self.refuse()?;
+        self.log.append_raw(records)
+    }
+    fn decode_raw<'a>(&self, records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
+        self.log.decode_raw(records)
+    }
+    fn read_raw(&mut self, from_lsn: u64, max_bytes: usize) -> Result<RawRead, LogError> {
+        self.log.read_raw(from_lsn, max_bytes)
+    }
+    fn latest_snapshot(&mut self) -> Result<Option<SnapshotSource>, LogError> {
+        self.log.latest_snapshot()
+    }
+    fn set_retain_from_lsn(&mut self, lsn: u64) -> Result<(), LogError> {
+        self.log.set_retain_from_lsn(lsn)
+    }
+    fn begin_install(&mut self, lsn: u64, bytes: u64) -> Result<Box<dyn InstallSink>, LogError> {
+        self.refuse()?;
+        self.log.begin_install(lsn, bytes)
+    }
+    fn install_staged(&mut self, staged: Staged) -> Result<(), LogError> {
+        self.log.install_staged(staged)
+    }
 }
 
 /// Stops a node and waits for its shards, so its directory can be opened again.
@@ -514,6 +651,286 @@ async fn a_standby_snapshots_its_own_log_and_restarts_from_it() {
     let standby_runtime = standby.node.runtime().clone();
     wait_for("resume", async || caught_up(&runtime, &standby_runtime).await).await;
     assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+/// A primary whose log no longer holds its first records (small segments, two checkpoints).
+async fn trimmed_primary(
+    dir: &Path,
+    stop: &watch::Receiver<bool>,
+    piece_bytes: Option<usize>,
+) -> (TestNode, Arc<Runtime>, Rng) {
+    let options = Options {
+        segment_size_bytes: 64 * 1024,
+        snapshot_piece_bytes: piece_bytes,
+        ..Options::default()
+    };
+    let primary = open(&dir.join("a"), options, stop);
+    let runtime = primary.node.runtime().clone();
+    runtime.execute(setup_ops()).await;
+    let mut rng = Rng(8);
+    load(&runtime, &mut rng, "x", 3_000).await;
+    runtime.checkpoint().await.unwrap();
+    load(&runtime, &mut rng, "y", 100).await;
+    runtime.checkpoint().await.unwrap();
+    load(&runtime, &mut rng, "z", 100).await;
+    for shard in 0..SHARDS {
+        let read = runtime.read_raw(shard, 1, 1).await.unwrap();
+        assert!(
+            matches!(read, RawRead::Unavailable { .. }),
+            "shard {shard} keeps its first records"
+        );
+    }
+    (primary, runtime, rng)
+}
+
+/// No staging or replaced log is left beside any shard's log.
+fn no_install_leftovers(path: &Path) {
+    for shard in 0..SHARDS {
+        for suffix in ["install", "retired"] {
+            let leftover = path.join(format!("shard-{shard:03}.{suffix}"));
+            assert!(!leftover.exists(), "{} left behind", leftover.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sent_in_many_small_pieces_catches_a_standby_up() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    // Pieces shorter than the snapshot file's header: it spans several, and so does the state.
+    let (primary, runtime, mut rng) = trimmed_primary(temp.path(), &stop, Some(33)).await;
+    let b_path = temp.path().join("b");
+    let standby = open(
+        &b_path,
+        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    let state = standby.node.standby_state().unwrap().status();
+    assert_eq!(state.snapshots_installed, SHARDS as u64, "{state:?}");
+    let sent = primary.node.primary_side().metrics().snapshots_sent_total.load(Ordering::Relaxed);
+    assert_eq!(sent, SHARDS as u64);
+    no_install_leftovers(&b_path);
+    // It follows from there.
+    load(&runtime, &mut rng, "after", 200).await;
+    wait_for("follow", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_disk_fills_waits_serves_reads_and_catches_up_once_there_is_room() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let (primary, runtime, mut rng, _) = loaded_primary(temp.path(), &stop, 9, 300).await;
+    let full = Arc::new(AtomicBool::new(false));
+    let standby = open(
+        &temp.path().join("b"),
+        Options {
+            standby_of: Some(primary.node.clone()),
+            full: Some(full.clone()),
+            ..Options::default()
+        },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let state = standby.node.standby_state().unwrap().clone();
+    let before = reads(&standby_runtime).await;
+
+    // The disk fills; the primary goes on taking writes.
+    full.store(true, Ordering::SeqCst);
+    load(&runtime, &mut rng, "during", 300).await;
+    wait_for("the standby to find its disk full", async || {
+        state.status().disk_full_since.iter().any(Option::is_some)
+    })
+    .await;
+    // Nothing of the new records is taken, reads are served, and the status says it is behind.
+    assert_eq!(reads(&standby_runtime).await, before);
+    let status = state.status();
+    assert_eq!(status.state, "following", "{status:?}");
+    let behind = (0..SHARDS).any(|s| status.primary_durable_lsns[s] > status.applied_lsns[s]);
+    assert!(behind, "{status:?}");
+    let mut metrics = String::new();
+    standby.node.render_metrics(&mut metrics);
+    assert!(metrics.contains("bookd_replication_disk_full{shard=\""), "{metrics}");
+
+    // Room again: it catches up by itself, with nothing lost or skipped.
+    full.store(false, Ordering::SeqCst);
+    wait_for("catch-up after the stall", async || caught_up(&runtime, &standby_runtime).await)
+        .await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    let status = state.status();
+    assert!(status.disk_full_since.iter().all(Option::is_none), "{status:?}");
+    assert_eq!(status.snapshots_installed, 0, "{status:?}");
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_install_on_a_full_disk_is_refused_cleanly_and_retried() {
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let (primary, runtime, _) = trimmed_primary(temp.path(), &stop, Some(4096)).await;
+    let full = Arc::new(AtomicBool::new(true));
+    let b_path = temp.path().join("b");
+    let standby = open(
+        &b_path,
+        Options {
+            standby_of: Some(primary.node.clone()),
+            full: Some(full.clone()),
+            ..Options::default()
+        },
+        &stop,
+    );
+    let standby_runtime = standby.node.runtime().clone();
+    let state = standby.node.standby_state().unwrap().clone();
+    wait_for("the install to be refused for space", async || {
+        let status = state.status();
+        status.disk_full_since.iter().any(Option::is_some)
+            && status.error.as_deref().is_some_and(|error| error.contains("disk full"))
+    })
+    .await;
+    // Asked again and refused again, with nothing installed or left behind meanwhile.
+    let sessions = state.status().sessions;
+    wait_for("a retry", async || state.status().sessions > sessions).await;
+    assert_eq!(state.status().snapshots_installed, 0);
+    no_install_leftovers(&b_path);
+    assert!(standby_runtime.status().await.iter().all(|shard| shard.last_lsn == 0));
+    full.store(false, Ordering::SeqCst);
+    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    assert!(state.status().disk_full_since.iter().all(Option::is_none));
+    no_install_leftovers(&b_path);
+    drop(runtime);
+    drop(standby_runtime);
+    close(standby).await;
+    close(primary).await;
+}
+
+/// The scripted primary's side of the standby's next connection, after SUBSCRIBE and WELCOME.
+async fn scripted_session(
+    connected: &mut tokio::sync::mpsc::UnboundedReceiver<MemoryTransport>,
+    durable_lsns: &[u64],
+) -> MemoryTransport {
+    use bookd_replication::Message;
+    let next = tokio::time::timeout(Duration::from_secs(30), connected.recv());
+    let mut transport = next.await.expect("the standby did not connect").unwrap();
+    assert!(matches!(next_from(&mut transport).await, Some(Message::Subscribe { .. })));
+    let welcome = Message::Welcome { epoch: 1, durable_lsns: durable_lsns.to_vec() };
+    transport.send(&welcome).await.unwrap();
+    transport
+}
+
+/// The next message from a standby; `None` once it closed.
+async fn next_from(standby: &mut MemoryTransport) -> Option<bookd_replication::Message> {
+    let deadline = Duration::from_secs(30);
+    let received = tokio::time::timeout(deadline, standby.recv()).await;
+    received.expect("the standby went silent").ok().flatten()
+}
+
+/// Waits until the standby acknowledges `lsn` on `shard`, with a heartbeat every 100 ms as a
+/// primary sends them (so a slow install is not taken for a silent primary).
+async fn wait_for_ack(standby: &mut MemoryTransport, shard: u16, lsn: u64, durable_lsns: &[u64]) {
+    use bookd_replication::Message;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no ACK of {shard}/{lsn}");
+        let received = tokio::time::timeout(Duration::from_millis(100), standby.recv()).await;
+        match received {
+            Err(_) => {
+                let durable_lsns = durable_lsns.to_vec();
+                standby.send(&Message::Heartbeat { time_ms: 0, durable_lsns }).await.unwrap();
+            }
+            Ok(Ok(Some(Message::Ack { shard: s, synced_lsn })))
+                if s == shard && synced_lsn == lsn =>
+            {
+                return
+            }
+            Ok(Ok(Some(Message::Ack { .. }))) => {}
+            other => panic!("waiting for ACK {shard}/{lsn}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_drops_a_broken_or_replaced_snapshot_and_starts_over() {
+    use bookd_replication::Message;
+    use std::io::Read;
+    let (_stop_sender, stop) = watch::channel(false);
+    let temp = tempfile::tempdir().unwrap();
+    let (primary, runtime, _, _) = loaded_primary(temp.path(), &stop, 10, 400).await;
+    let lsns = runtime.checkpoint().await.unwrap();
+    let mut files = Vec::new();
+    for shard in 0..SHARDS {
+        let source = runtime.latest_snapshot(shard).await.unwrap().unwrap();
+        let mut file = Vec::new();
+        let mut reader = source.reader;
+        tokio::task::spawn_blocking(move || reader.read_to_end(&mut file).map(|_| file))
+            .await
+            .unwrap()
+            .map(|file| files.push(file))
+            .unwrap();
+    }
+    let (connections, mut connected) = tokio::sync::mpsc::unbounded_channel();
+    let b_path = temp.path().join("b");
+    let standby = open(
+        &b_path,
+        Options { scripted: Some(ScriptedConnector { connections }), ..Options::default() },
+        &stop,
+    );
+    let state = standby.node.standby_state().unwrap().clone();
+    let standby_runtime = standby.node.runtime().clone();
+    let piece = |shard: usize, offset: usize, len: usize| Message::Snapshot {
+        shard: shard as u16,
+        lsn: lsns[shard],
+        total_bytes: files[shard].len() as u64,
+        offset: offset as u64,
+        bytes: files[shard][offset..(offset + len).min(files[shard].len())].to_vec(),
+    };
+    // Half a snapshot of shard 0, then a new one from offset 0: the first is dropped.
+    let mut transport = scripted_session(&mut connected, &lsns).await;
+    let half = files[0].len() / 2;
+    for offset in (0..half).step_by(1000) {
+        transport.send(&piece(0, offset, 1000)).await.unwrap();
+    }
+    for offset in (0..files[0].len()).step_by(777) {
+        transport.send(&piece(0, offset, 777)).await.unwrap();
+    }
+    wait_for_ack(&mut transport, 0, lsns[0], &lsns).await;
+    assert_eq!(state.status().snapshots_installed, 1);
+    no_install_leftovers(&b_path);
+
+    // Shard 1: a piece that does not continue the last one ends the session; nothing changes.
+    transport.send(&piece(1, 0, 100)).await.unwrap();
+    transport.send(&piece(1, 300, 100)).await.unwrap();
+    while next_from(&mut transport).await.is_some() {}
+    assert_eq!(standby_runtime.status().await[1].last_lsn, 0, "nothing of it was installed");
+    let error = state.status().error.unwrap_or_default();
+    assert!(error.contains("expected 100"), "{error}");
+
+    // The next session starts the snapshot over and installs it.
+    let mut transport = scripted_session(&mut connected, &lsns).await;
+    no_install_leftovers(&b_path);
+    for offset in (0..files[1].len()).step_by(4096) {
+        transport.send(&piece(1, offset, 4096)).await.unwrap();
+    }
+    wait_for_ack(&mut transport, 1, lsns[1], &lsns).await;
+    assert_eq!(state.status().snapshots_installed, 2);
+    assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
+    no_install_leftovers(&b_path);
+    drop(transport);
     drop(runtime);
     drop(standby_runtime);
     close(standby).await;

@@ -49,7 +49,9 @@ use crate::limits::{
 use crate::limits::{snapshot_header_size_bytes, snapshot_io_buffer_size_bytes};
 use crate::record::{self, Lsn, RecordView};
 use crate::segment::{decode_header, parse_segment_name};
-use crate::snapshot::{self, parse_snapshot_name, read_up_to, SnapshotHeader, SnapshotReader};
+use crate::snapshot::{
+    self, parse_snapshot_name, read_up_to, snapshot_name, SnapshotHeader, SnapshotReader,
+};
 use crate::storage::{Area, FileReader, SegmentFile, Storage, TEMP_SUFFIX};
 
 /// What a record slot looks like (see the decision table).
@@ -483,6 +485,20 @@ pub fn open_snapshot<S: Storage>(
             Ok(SnapshotReader::new(header, info.path.clone(), file.reader))
         }
         Ok(_) => Err(WalError::corrupt(&info.path, 0, "snapshot changed since it was checked")),
+        Err(damaged) => Err(WalError::corrupt(&damaged.path, damaged.offset, damaged.reason)),
+    }
+}
+
+/// Opens the snapshot file at `lsn` after checking its header only, without a checksum pass: the
+/// reader checks the payload's CRC32C as it reads, and its last read fails if it does not match
+/// (for a file whose payload was checked as it was written, read once more to restore from it).
+/// A damaged header is `WalError::Corrupt`.
+pub fn open_snapshot_reader<S: Storage>(storage: &S, lsn: Lsn) -> Result<SnapshotReader, WalError> {
+    let name = snapshot_name(lsn);
+    match open_snapshot_file(storage, lsn, &name)? {
+        Ok((header, file)) => {
+            Ok(SnapshotReader::new(header, storage.path(Area::Snapshots, &name), file.reader))
+        }
         Err(damaged) => Err(WalError::corrupt(&damaged.path, damaged.offset, damaged.reason)),
     }
 }

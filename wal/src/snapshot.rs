@@ -34,7 +34,7 @@ use crate::limits::{
     snapshot_header_size_bytes, snapshot_io_buffer_size_bytes, snapshot_size_bytes_max,
 };
 use crate::record::Lsn;
-use crate::storage::{copy_io_error, write_error, FileSink};
+use crate::storage::{copy_io_error, write_error, Area, FileSink, Storage};
 
 /// Magic bytes at the start of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"BOOKDSNP";
@@ -270,6 +270,16 @@ impl SnapshotWriter {
         }
     }
 
+    /// A writer of the snapshot at `lsn` into the snapshot area of `storage`, outside any open
+    /// log: a standby stages the snapshot its primary sends in a log directory of its own before
+    /// that directory replaces its log. Nothing is checked against a log's positions, and it is
+    /// not paced: it writes what the network brings, no faster.
+    pub fn create<S: Storage>(storage: &S, lsn: Lsn) -> Result<SnapshotWriter, WalError> {
+        let name = snapshot_name(lsn);
+        let sink = storage.create_file(Area::Snapshots, &name)?;
+        Ok(SnapshotWriter::new(lsn, storage.path(Area::Snapshots, &name), sink, 0))
+    }
+
     /// The snapshot's LSN.
     pub fn lsn(&self) -> Lsn {
         self.lsn
@@ -278,6 +288,11 @@ impl SnapshotWriter {
     /// Payload bytes written so far.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
+    }
+
+    /// CRC32C of the payload written so far (what `finish` puts in the header).
+    pub fn checksum(&self) -> u32 {
+        self.checksum
     }
 
     /// Keeps the first failure (reported again by every later call) and returns a copy.
@@ -452,6 +467,21 @@ impl SnapshotReader {
     /// The payload's size.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
+    }
+
+    /// The payload's CRC32C as the file's header gives it (the reader checks the payload
+    /// against it as it reads).
+    pub fn payload_checksum(&self) -> u32 {
+        self.expected_checksum
+    }
+
+    /// The file's header, as on disk (what a copy of the whole file starts with).
+    pub fn header_bytes(&self) -> [u8; HEADER] {
+        encode_header_fields(SnapshotHeader {
+            lsn: self.lsn,
+            payload_size_bytes: self.size_bytes,
+            payload_checksum: self.expected_checksum,
+        })
     }
 
     /// The snapshot file.

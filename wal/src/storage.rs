@@ -178,6 +178,25 @@ pub fn io_error_is_no_space(error: &std::io::Error) -> bool {
         || error.kind() == std::io::ErrorKind::StorageFull
 }
 
+/// Bytes an unprivileged process may still write on the filesystem holding `path`
+/// (`statvfs`: `f_bavail × f_frsize`), or `None` if it cannot be asked.
+pub fn disk_free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: all-zero bytes are a valid `statvfs` (plain integers); it is only written below.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stat` is a valid,
+    // exclusively borrowed `statvfs` for the call to fill.
+    let status = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    if status != 0 {
+        return None;
+    }
+    // The field types differ between platforms (u32 or u64).
+    #[allow(clippy::useless_conversion)]
+    let (available, fragment) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    available.checked_mul(fragment)
+}
+
 /// A failed write: `NoSpace` for a full disk, else `Io`.
 pub(crate) fn write_error(
     operation: &'static str,

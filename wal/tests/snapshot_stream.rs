@@ -1,6 +1,7 @@
 //! Streaming snapshots: written in small chunks on another thread (`begin_snapshot`,
 //! `SnapshotWriter`, `snapshot_written`), read back as a stream, on memory and on real files; a
-//! crash or a drop mid-snapshot; retention; damage.
+//! crash or a drop mid-snapshot; retention; damage; a snapshot file copied as a stream into a
+//! directory that is no open log (a standby's staging) and read back checked as it streams.
 //!
 //! Invariant checked: a streamed snapshot reads back byte for byte; an unfinished one leaves the
 //! previous state and no file once the log is opened; damage is refused exactly as for a snapshot
@@ -15,6 +16,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bookd_wal::recovery::open_snapshot_reader;
+use bookd_wal::snapshot::snapshot_name;
 use bookd_wal::{
     Area, CrashStorage, CrashTail, MemoryStorage, MmapStorage, Options, SnapshotWriter, Storage,
     Wal, WalError,
@@ -367,4 +370,47 @@ fn the_payload_is_checked_whatever_the_consumer_reads_of_it() {
     assert_eq!(report.damaged_snapshots_skipped, vec![(newest.clone(), 40)]);
     // Kept a prefix and returned: the damage behind it cannot be undone, so start-up refuses.
     expect_corrupt(open(0).map(|_| ()), &newest, 40);
+}
+
+#[test]
+fn a_snapshot_copied_outside_a_log_reads_back_checked_as_it_streams() {
+    // A primary's snapshot, as a stream of its whole file: header, then payload.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = MmapStorage::open(dir.path().join("a"), Default::default()).unwrap();
+    let (mut wal, _) = Wal::open(storage, options(), &mut Collect::default()).unwrap();
+    append_n(&mut wal, 30);
+    wal.commit().unwrap();
+    let bytes = state(3, 300 * 1024 + 5);
+    stream_snapshot(&mut wal, 30, &bytes);
+    let mut source = wal.latest_valid_snapshot_reader().unwrap().unwrap();
+    assert_eq!(source.payload_checksum(), crc32c::crc32c(&bytes));
+    let mut file = source.header_bytes().to_vec();
+    source.read_to_end(&mut file).unwrap();
+    let on_disk = fs::read(dir.path().join("a/snapshots").join(snapshot_name(30))).unwrap();
+    assert_eq!(file, on_disk, "the header and payload are the file's");
+
+    // Written into a directory that is no open log, in pieces, then read back.
+    let copy = MmapStorage::open(dir.path().join("b"), Default::default()).unwrap();
+    let mut writer = SnapshotWriter::create(&copy, 30).unwrap();
+    write_in_chunks(&mut writer, &bytes, 9);
+    assert_eq!(writer.checksum(), source.payload_checksum());
+    let done = writer.finish().unwrap();
+    assert_eq!((done.lsn(), done.size_bytes()), (30, bytes.len() as u64));
+    let copied = dir.path().join("b/snapshots").join(snapshot_name(30));
+    assert_eq!(fs::read(&copied).unwrap(), on_disk, "the copy is the file, byte for byte");
+    let mut reader = open_snapshot_reader(&copy, 30).unwrap();
+    let mut read = Vec::new();
+    reader.read_to_end(&mut read).unwrap();
+    assert_eq!(read, bytes);
+
+    // A payload changed on disk: the reader's last read fails, it never passes other bytes.
+    let file = fs::OpenOptions::new().write(true).open(&copied).unwrap();
+    file.write_all_at(&[bytes[1000] ^ 0xff], 40 + 1000).unwrap();
+    let mut reader = open_snapshot_reader(&copy, 30).unwrap();
+    let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    // A damaged header, or another position, is refused at open.
+    file.write_all_at(&[0xff], 20).unwrap();
+    expect_corrupt(open_snapshot_reader(&copy, 30), &copied, 36);
+    assert!(open_snapshot_reader(&copy, 31).is_err());
 }

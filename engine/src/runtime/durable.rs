@@ -9,6 +9,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookd_wal::{
@@ -16,11 +18,11 @@ use bookd_wal::{
 };
 
 use bookd_wal::segment::{segment_name, SegmentHeader};
-use bookd_wal::storage::Area;
 
 use super::log::{
-    LogError, RawRead, RawRecord, ShardLog, SnapshotSink, SnapshotWritten, WalSink, Written,
-    RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    InstallSink, LogError, RawRead, RawRecord, ShardLog, SnapshotSink, SnapshotSource,
+    SnapshotWritten, Staged, StagedLog, WalSink, Written, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::payload::{decode_command, decode_epoch, decode_settings, decode_tick, PayloadError};
 use crate::state::{Engine, EngineLimits};
@@ -235,6 +237,8 @@ pub struct WalLog {
     bytes_since_snapshot: u64,
     /// Where the log lives and how it was opened, to replace it by a snapshot (standbys).
     reopen: Option<(PathBuf, bookd_wal::Options)>,
+    /// Set while a snapshot install has a staging area (one at a time: they share its path).
+    installing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for WalLog {
@@ -245,7 +249,7 @@ impl std::fmt::Debug for WalLog {
 
 impl WalLog {
     pub fn new(wal: Wal<MmapStorage>) -> WalLog {
-        WalLog { wal, bytes_since_snapshot: 0, reopen: None }
+        WalLog { wal, bytes_since_snapshot: 0, reopen: None, installing: Arc::default() }
     }
 
     pub fn wal(&self) -> &Wal<MmapStorage> {
@@ -354,6 +358,8 @@ impl ShardLog for WalLog {
             WalError::RawRecordRefused { .. } | WalError::PayloadTooLarge { .. } => {
                 LogError::Refused(error.to_string())
             }
+            // The records before the one that needed a new segment are appended (`last_lsn`).
+            WalError::NoSpace { .. } => LogError::NoSpace(error.to_string()),
             other => log_error(other),
         })?;
         // A standby snapshots (and trims) its log as a primary does.
@@ -388,22 +394,52 @@ impl ShardLog for WalLog {
         }
     }
 
-    fn latest_snapshot(&mut self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        let snapshot = self.wal.latest_valid_snapshot().map_err(log_error)?;
-        Ok(snapshot.map(|snapshot| (snapshot.lsn, snapshot.bytes)))
+    fn latest_snapshot(&mut self) -> Result<Option<SnapshotSource>, LogError> {
+        let Some(reader) = self.wal.latest_valid_snapshot_reader().map_err(log_error)? else {
+            return Ok(None);
+        };
+        let header = reader.header_bytes();
+        let size_bytes = reader
+            .size_bytes()
+            .checked_add(header.len() as u64)
+            .ok_or_else(|| LogError::Failed("a snapshot larger than a file can be".into()))?;
+        let lsn = reader.lsn();
+        let reader = Box::new(std::io::Read::chain(std::io::Cursor::new(header), reader));
+        Ok(Some(SnapshotSource { lsn, size_bytes, reader }))
     }
 
     fn set_retain_from_lsn(&mut self, lsn: u64) -> Result<(), LogError> {
         self.wal.set_retain_from_lsn(lsn).map_err(log_error)
     }
 
-    fn install_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
+    fn begin_install(
+        &mut self,
+        lsn: u64,
+        payload_bytes: u64,
+    ) -> Result<Box<dyn InstallSink>, LogError> {
         let Some((path, options)) = self.reopen.clone() else {
-            return Err(LogError::Failed("this log cannot be replaced by a snapshot".into()));
+            return Err(LogError::Refused("this log cannot be replaced by a snapshot".into()));
         };
-        let wal = install_snapshot(&path, options, lsn, state)
-            .map_err(|error| LogError::Failed(error.to_string()))?;
-        self.wal = wal;
+        if self.installing.swap(true, Ordering::AcqRel) {
+            return Err(LogError::Refused("a snapshot install is already under way".into()));
+        }
+        let guard =
+            StagingGuard { path: install_path(&path), busy: self.installing.clone(), armed: true };
+        let sink = WalInstall::begin(guard, path, options, lsn, payload_bytes)?;
+        Ok(Box::new(sink))
+    }
+
+    fn install_staged(&mut self, staged: Staged) -> Result<(), LogError> {
+        let StagedLog::Wal(staged) = staged.inner else {
+            return Err(LogError::Refused("a log staged for another kind of log".into()));
+        };
+        let Some((path, options)) = self.reopen.clone() else {
+            return Err(LogError::Refused("this log cannot be replaced by a snapshot".into()));
+        };
+        if staged.path != path {
+            return Err(LogError::Refused("a log staged for another shard".into()));
+        }
+        self.wal = swap_in_staged(staged, options)?;
         self.bytes_since_snapshot = 0;
         Ok(())
     }
@@ -419,34 +455,133 @@ fn retired_path(path: &Path) -> PathBuf {
     path.with_extension("retired")
 }
 
-/// Replaces the log at `path` by one that starts after a snapshot at `lsn`:
-/// 1. build the new log in `path.install` (snapshot file, empty segment starting at `lsn + 1`),
-///    every file and directory synced;
-/// 2. rename `path` to `path.retired`, then `path.install` to `path`, sync the parent;
-/// 3. delete `path.retired`.
-///
-/// A crash anywhere leaves either the old log or the new one: [`finish_install`] completes or
-/// abandons an interrupted install before a log is opened.
-fn install_snapshot(
-    path: &Path,
-    options: bookd_wal::Options,
-    lsn: u64,
-    state: &[u8],
-) -> Result<Wal<MmapStorage>, DataDirError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DataDirError::Io { path, source }
-    };
-    let wal_error = |source| DataDirError::Log { path: path.to_path_buf(), source };
-    let staging = install_path(path);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+/// The room a snapshot install needs beyond the state itself: the snapshot file's header, and
+/// the new log's first segment.
+fn install_room_bytes(payload_bytes: u64, options: &bookd_wal::Options) -> Option<u64> {
+    payload_bytes
+        .checked_add(u64::from(bookd_wal::limits::snapshot_header_size_bytes))?
+        .checked_add(options.segment_size_bytes)
+}
+
+/// What a [`WalLog`] needs from a failed I/O operation of an install: a full disk is a refusal
+/// (`NoSpace`), anything else too (`Refused`): nothing of the log in use was touched yet.
+fn install_error(what: &str, error: WalError) -> LogError {
+    if error.is_no_space() {
+        LogError::NoSpace(format!("{what}: {error}"))
+    } else {
+        LogError::Refused(format!("{what}: {error}"))
     }
-    {
-        let mut storage = MmapStorage::open(&staging, options.sync_method).map_err(wal_error)?;
-        let header = bookd_wal::snapshot::encode_header(lsn, state);
-        let name = bookd_wal::snapshot::snapshot_name(lsn);
-        storage.write_file_durable(Area::Snapshots, &name, &[&header, state]).map_err(wal_error)?;
+}
+
+/// The staging area of one install: removed when dropped unless it became the log, and the
+/// log's install slot freed.
+#[derive(Debug)]
+struct StagingGuard {
+    path: PathBuf,
+    busy: Arc<AtomicBool>,
+    /// False once the staging is part of a swap under way: it is then the new log, which
+    /// [`finish_install`] puts in place, and must stay.
+    armed: bool,
+}
+
+impl StagingGuard {
+    fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&self.path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        // After a swap the staging path no longer exists: nothing to remove.
+        if !self.armed {
+            self.busy.store(false, Ordering::Release);
+            return;
+        }
+        if let Err(error) = self.remove() {
+            tracing::warn!(path = %self.path.display(), %error, "could not remove a snapshot install's staging; the next install or start-up removes it");
+        }
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// A snapshot being received into `path.install` (see [`swap_in_staged`] for the whole
+/// protocol): a streaming snapshot file writer (CRC32C kept as it writes) into the staging
+/// area's `snapshots/`.
+struct WalInstall {
+    // Dropped in this order: the files are closed before the staging goes.
+    writer: bookd_wal::SnapshotWriter,
+    storage: MmapStorage,
+    path: PathBuf,
+    options: bookd_wal::Options,
+    guard: StagingGuard,
+}
+
+impl WalInstall {
+    /// Clears any staging left behind, checks the disk has room for the snapshot and the new
+    /// log's first segment, and opens the staged snapshot file.
+    fn begin(
+        guard: StagingGuard,
+        path: PathBuf,
+        options: bookd_wal::Options,
+        lsn: u64,
+        payload_bytes: u64,
+    ) -> Result<WalInstall, LogError> {
+        guard.remove().map_err(|error| {
+            LogError::Refused(format!("{}: cannot remove: {error}", guard.path.display()))
+        })?;
+        let needed = install_room_bytes(payload_bytes, &options)
+            .ok_or_else(|| LogError::Refused("a snapshot larger than a disk can be".into()))?;
+        let parent = path.parent().unwrap_or(&path);
+        if let Some(free) = bookd_wal::storage::disk_free_bytes(parent) {
+            if free < needed {
+                return Err(LogError::NoSpace(format!(
+                    "{}: a snapshot install needs {needed} bytes, the disk has {free} free",
+                    parent.display()
+                )));
+            }
+        }
+        let storage = MmapStorage::open(&guard.path, options.sync_method)
+            .map_err(|error| install_error("create the staging area", error))?;
+        let writer = bookd_wal::SnapshotWriter::create(&storage, lsn)
+            .map_err(|error| install_error("create the staged snapshot", error))?;
+        Ok(WalInstall { writer, storage, path, options, guard })
+    }
+}
+
+impl InstallSink for WalInstall {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        self.writer.write_all(bytes).map_err(|error| {
+            if bookd_wal::storage::io_error_is_no_space(&error) {
+                LogError::NoSpace(format!("writing the staged snapshot: {error}"))
+            } else {
+                LogError::Refused(format!("writing the staged snapshot: {error}"))
+            }
+        })
+    }
+
+    fn finish(
+        self: Box<Self>,
+        payload_bytes: u64,
+        checksum: u32,
+    ) -> Result<(Box<dyn std::io::Read + Send>, Staged), LogError> {
+        let WalInstall { writer, mut storage, path, options, guard } = *self;
+        let lsn = writer.lsn();
+        if writer.size_bytes() != payload_bytes || writer.checksum() != checksum {
+            return Err(LogError::Refused(format!(
+                "the snapshot that arrived ({} bytes, CRC32C {:08x}) is not the primary's ({payload_bytes} bytes, {checksum:08x})",
+                writer.size_bytes(),
+                writer.checksum()
+            )));
+        }
+        // The header is written from the checksum computed while writing, which is the
+        // primary's: the staged file is the primary's file, byte for byte.
+        // Registered by the log opened on the staging once it is in place (it lists its files).
+        let _done = writer
+            .finish()
+            .map_err(|error| install_error("make the staged snapshot durable", error))?;
         let first_lsn = lsn + 1;
         let segment_header = bookd_wal::segment::encode_header(SegmentHeader {
             first_lsn,
@@ -454,25 +589,74 @@ fn install_snapshot(
         });
         storage
             .create_segment(&segment_name(first_lsn), options.segment_size_bytes, &segment_header)
-            .map_err(wal_error)?;
+            .map_err(|error| install_error("create the staged log's first segment", error))?;
+        drop(storage);
+        sync_dir(&guard.path)
+            .map_err(|error| LogError::Refused(format!("{}: {error}", guard.path.display())))?;
+        let storage = MmapStorage::open_read_only(&guard.path)
+            .map_err(|error| install_error("open the staged snapshot", error))?;
+        let reader = bookd_wal::recovery::open_snapshot_reader(&storage, lsn)
+            .map_err(|error| install_error("open the staged snapshot", error))?;
+        let staged = WalStaged { guard, path };
+        Ok((Box::new(reader), Staged { lsn, inner: StagedLog::Wal(staged) }))
     }
-    sync_dir(&staging).map_err(io(&staging))?;
-    let retired = retired_path(path);
-    if path.exists() {
-        std::fs::rename(path, &retired).map_err(io(path))?;
-    }
-    std::fs::rename(&staging, path).map_err(io(&staging))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent).map_err(io(parent))?;
-    }
+}
+
+/// A complete new log in `path.install`, every file and directory synced, waiting to replace
+/// the log at `path`.
+#[derive(Debug)]
+pub(crate) struct WalStaged {
+    guard: StagingGuard,
+    path: PathBuf,
+}
+
+/// Replaces the log at `path` by the staged one, which starts after its snapshot:
+/// 1. (done by [`WalInstall`]) the new log is built in `path.install` (snapshot file streamed
+///    in as it arrived, checked, an empty segment starting after it), every file and directory
+///    synced;
+/// 2. rename `path` to `path.retired`, then `path.install` to `path`, sync the parent;
+/// 3. delete `path.retired`.
+///
+/// A crash anywhere leaves either the old log or the new one: [`finish_install`] completes or
+/// abandons an interrupted install before a log is opened. A failure before the first rename
+/// leaves the old log in use (`Refused`); after it, the old log is no longer in its place and
+/// the failure is fatal (`Failed`): start-up completes the install.
+fn swap_in_staged(
+    staged: WalStaged,
+    options: bookd_wal::Options,
+) -> Result<Wal<MmapStorage>, LogError> {
+    let WalStaged { mut guard, path } = staged;
+    let retired = retired_path(&path);
+    let refused = |what: &Path, error: std::io::Error| {
+        LogError::Refused(format!("{}: {error}", what.display()))
+    };
+    let fatal = |what: &Path, error: std::io::Error| {
+        LogError::Failed(format!("snapshot install: {}: {error}", what.display()))
+    };
     if retired.exists() {
-        std::fs::remove_dir_all(&retired).map_err(io(&retired))?;
+        std::fs::remove_dir_all(&retired).map_err(|error| refused(&retired, error))?;
     }
-    let (wal, _) = Wal::open_dir(path, options, &mut NoReplay).map_err(wal_error)?;
+    std::fs::rename(&path, &retired).map_err(|error| refused(&path, error))?;
+    // From here on the staging is the new log: kept whatever happens, start-up completes it.
+    guard.armed = false;
+    std::fs::rename(&guard.path, &path).map_err(|error| fatal(&guard.path, error))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent).map_err(|error| fatal(parent, error))?;
+    }
+    drop(guard);
+    let (wal, _) = Wal::open_dir(&path, options, &mut NoReplay)
+        .map_err(|error| LogError::Failed(format!("snapshot install: {error}")))?;
+    if retired.exists() {
+        if let Err(error) = std::fs::remove_dir_all(&retired) {
+            tracing::warn!(path = %retired.display(), %error, "could not remove the replaced log; start-up removes it");
+        }
+    }
     Ok(wal)
 }
 
-/// Completes or abandons a snapshot install interrupted by a crash (see [`install_snapshot`]).
+/// Completes or abandons a snapshot install interrupted by a crash (see [`swap_in_staged`]).
+/// The old log is moved away only once the staged one is complete, so a staging beside a
+/// retired log and no log is complete; a staging beside the log is not (abandoned).
 fn finish_install(path: &Path) -> Result<(), DataDirError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -480,18 +664,31 @@ fn finish_install(path: &Path) -> Result<(), DataDirError> {
     };
     let staging = install_path(path);
     let retired = retired_path(path);
-    if !path.exists() && staging.exists() {
+    let mut changed = false;
+    if !path.exists() && staging.exists() && retired.exists() {
         // Crashed between the two renames: the new log is complete.
         std::fs::rename(&staging, path).map_err(io(&staging))?;
+        changed = true;
         tracing::warn!(path = %path.display(), "completed an interrupted snapshot install");
+    }
+    if !path.exists() && retired.exists() {
+        // The new log could not be put in place: the old one comes back.
+        std::fs::rename(&retired, path).map_err(io(&retired))?;
+        changed = true;
+        tracing::warn!(path = %path.display(), "restored the log a snapshot install had moved away");
     }
     if staging.exists() {
         // Crashed while building the new log: the old one stays.
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        changed = true;
         tracing::warn!(path = %path.display(), "abandoned an interrupted snapshot install");
     }
     if retired.exists() {
         std::fs::remove_dir_all(&retired).map_err(io(&retired))?;
+        changed = true;
+    }
+    if let Some(parent) = path.parent().filter(|_| changed) {
+        sync_dir(parent).map_err(io(parent))?;
     }
     Ok(())
 }

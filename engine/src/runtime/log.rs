@@ -16,15 +16,21 @@ pub const RECORD_KIND_TICK: u8 = 3;
 /// Record kind of a change of engine settings (the hold retention), then a tick.
 pub const RECORD_KIND_SETTINGS: u8 = 4;
 
-/// Errors of a shard log. Every one is fatal to the shard that sees it, but for the refusals of
-/// `append_raw` and `read_raw`, which concern the records offered or asked for.
+/// Errors of a shard log. Every one is fatal to the shard that sees it, but for the refusals
+/// (`Refused`, `NoSpace`) of `append_raw`, `read_raw` and a snapshot install, which concern the
+/// records or the snapshot offered.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("write-ahead log failed: {0}")]
     Failed(String),
-    /// Records offered to `append_raw` that are damaged or do not continue this log.
+    /// Records offered to `append_raw` that are damaged or do not continue this log, or a
+    /// snapshot install that cannot go on; the log is as before.
     #[error("records refused: {0}")]
     Refused(String),
+    /// The disk has no room for what was offered (a standby's records, or a snapshot to
+    /// install). Not fatal: what is in the log stays, nothing more was taken.
+    #[error("no room on the disk: {0}")]
+    NoSpace(String),
     /// A snapshot could not be written. The log is intact (recovery replays further) unless
     /// [`ShardLog::snapshot_failed`] says the log must stop.
     #[error("snapshot not written: {0}")]
@@ -143,20 +149,80 @@ pub trait ShardLog: Send + 'static {
     fn read_raw(&mut self, _from_lsn: u64, _max_bytes: usize) -> Result<RawRead, LogError> {
         Err(not_replicated())
     }
-    /// The newest valid snapshot: its position and state.
-    fn latest_snapshot(&mut self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
+    /// The newest valid snapshot, opened as a stream of its whole file (header, then the
+    /// state), for a standby.
+    fn latest_snapshot(&mut self) -> Result<Option<SnapshotSource>, LogError> {
         Err(not_replicated())
     }
     /// Keeps every record from `lsn` on (a standby still needs them).
     fn set_retain_from_lsn(&mut self, _lsn: u64) -> Result<(), LogError> {
         Ok(())
     }
-    /// Replaces the whole log by a snapshot at `lsn` (a standby catching up from a primary that
-    /// no longer keeps the records it needs, or re-seeding). Crash-safe: after a crash the log is
-    /// either the old one or the new one.
-    fn install_snapshot(&mut self, _lsn: u64, _state: &[u8]) -> Result<(), LogError> {
+    /// Starts receiving a snapshot at `lsn` whose state is `payload_bytes` long, to replace the
+    /// whole log (a standby catching up from a primary that no longer keeps the records it
+    /// needs, or re-seeding): the sink writes it, as it arrives, beside the log (its staging),
+    /// not into it. One install at a time; a sink or staged log dropped unused removes its
+    /// staging. `NoSpace` when the disk cannot hold it.
+    fn begin_install(
+        &mut self,
+        _lsn: u64,
+        _payload_bytes: u64,
+    ) -> Result<Box<dyn InstallSink>, LogError> {
         Err(not_replicated())
     }
+    /// Replaces the whole log by a staged one ([`InstallSink::finish`]). Crash-safe: after a
+    /// crash the log is either the old one or the new one. `Refused` leaves the old log in use;
+    /// `Failed` (the old log was moved away but the new one cannot be opened) is fatal.
+    fn install_staged(&mut self, _staged: Staged) -> Result<(), LogError> {
+        Err(not_replicated())
+    }
+}
+
+/// The newest snapshot of a log as a stream: the bytes of its whole file, header first
+/// (docs/ARCHITECTURE.md, "Snapshot file"), read on any thread.
+pub struct SnapshotSource {
+    pub lsn: u64,
+    /// Bytes of the whole file, header included.
+    pub size_bytes: u64,
+    pub reader: Box<dyn std::io::Read + Send>,
+}
+
+impl std::fmt::Debug for SnapshotSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotSource")
+            .field("lsn", &self.lsn)
+            .field("size_bytes", &self.size_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot's state being received into a log's staging area, on any thread.
+pub trait InstallSink: Send {
+    /// Appends the next bytes of the state (not durable yet).
+    fn write(&mut self, bytes: &[u8]) -> Result<(), LogError>;
+    /// Checks that what arrived is `payload_bytes` long with CRC32C `checksum` (the primary's
+    /// snapshot file's), makes the staged snapshot and the rest of the new log durable, and
+    /// returns a reader of the staged state (to restore the engine from) with the staged log.
+    /// `Refused` when the checksum or size differ; the staging is then removed.
+    fn finish(
+        self: Box<Self>,
+        payload_bytes: u64,
+        checksum: u32,
+    ) -> Result<(Box<dyn std::io::Read + Send>, Staged), LogError>;
+}
+
+/// A log built from a received snapshot, durable beside the log it is to replace
+/// ([`ShardLog::install_staged`]). Dropped unused, it is removed.
+#[derive(Debug)]
+pub struct Staged {
+    pub lsn: u64,
+    pub(crate) inner: StagedLog,
+}
+
+#[derive(Debug)]
+pub(crate) enum StagedLog {
+    Memory(Vec<u8>),
+    Wal(super::durable::WalStaged),
 }
 
 /// Where a snapshot is written, on the snapshot thread: the state goes in through `Write`,
@@ -309,6 +375,45 @@ impl MemoryLog {
     fn first_lsn(&self) -> u64 {
         self.records.first().map_or(self.base_lsn + 1, |record| record.lsn)
     }
+
+    fn is_full(&self) -> bool {
+        self.full.as_ref().is_some_and(|full| full.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// A snapshot being received into a [`MemoryLog`]: gathered in memory (test logs only).
+struct MemoryInstall {
+    bytes: Vec<u8>,
+    checksum: u32,
+    lsn: u64,
+    full: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl InstallSink for MemoryInstall {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        if self.full.as_ref().is_some_and(|full| full.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(LogError::NoSpace("the memory log is full".into()));
+        }
+        self.checksum = crc32c::crc32c_append(self.checksum, bytes);
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(
+        self: Box<Self>,
+        payload_bytes: u64,
+        checksum: u32,
+    ) -> Result<(Box<dyn std::io::Read + Send>, Staged), LogError> {
+        if self.bytes.len() as u64 != payload_bytes || self.checksum != checksum {
+            return Err(LogError::Refused(format!(
+                "the snapshot that arrived ({} bytes, CRC32C {:08x}) is not the primary's ({payload_bytes} bytes, {checksum:08x})",
+                self.bytes.len(),
+                self.checksum
+            )));
+        }
+        let reader = Box::new(std::io::Cursor::new(self.bytes.clone()));
+        Ok((reader, Staged { lsn: self.lsn, inner: StagedLog::Memory(self.bytes) }))
+    }
 }
 
 impl ShardLog for MemoryLog {
@@ -386,11 +491,14 @@ impl ShardLog for MemoryLog {
     }
 
     fn has_room(&mut self, _payload_bytes: usize) -> bool {
-        !self.full.as_ref().is_some_and(|full| full.load(std::sync::atomic::Ordering::SeqCst))
+        !self.is_full()
     }
 
     fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {
         let decoded = self.decode_raw(records)?;
+        if self.is_full() {
+            return Err(LogError::NoSpace("the memory log is full".into()));
+        }
         for (expected, record) in (self.last_lsn() + 1..).zip(&decoded) {
             if record.lsn != expected {
                 return Err(LogError::Refused(format!(
@@ -452,19 +560,41 @@ impl ShardLog for MemoryLog {
         Ok(RawRead::Records(out))
     }
 
-    fn latest_snapshot(&mut self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        Ok(self.snapshots.last().cloned())
+    fn latest_snapshot(&mut self) -> Result<Option<SnapshotSource>, LogError> {
+        Ok(self.snapshots.last().map(|(lsn, state)| {
+            let mut file = bookd_wal::snapshot::encode_header(*lsn, state).to_vec();
+            file.extend_from_slice(state);
+            SnapshotSource {
+                lsn: *lsn,
+                size_bytes: file.len() as u64,
+                reader: Box::new(std::io::Cursor::new(file)),
+            }
+        }))
     }
 
     fn set_retain_from_lsn(&mut self, _lsn: u64) -> Result<(), LogError> {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
+    fn begin_install(
+        &mut self,
+        lsn: u64,
+        _payload_bytes: u64,
+    ) -> Result<Box<dyn InstallSink>, LogError> {
+        if self.is_full() {
+            return Err(LogError::NoSpace("the memory log is full".into()));
+        }
+        Ok(Box::new(MemoryInstall { bytes: Vec::new(), checksum: 0, lsn, full: self.full.clone() }))
+    }
+
+    fn install_staged(&mut self, staged: Staged) -> Result<(), LogError> {
+        let StagedLog::Memory(state) = staged.inner else {
+            return Err(LogError::Refused("a log staged for another kind of log".into()));
+        };
         self.records.clear();
-        self.snapshots = vec![(lsn, state.to_vec())];
-        self.base_lsn = lsn;
-        self.durable_lsn = lsn;
+        self.snapshots = vec![(staged.lsn, state)];
+        self.base_lsn = staged.lsn;
+        self.durable_lsn = staged.lsn;
         self.bytes_since_snapshot = 0;
         Ok(())
     }
@@ -487,7 +617,11 @@ mod tests {
         let RawRead::Records(all) = primary.read_raw(1, 1 << 20).unwrap() else { panic!() };
         assert_eq!(standby.append_raw(&all).unwrap(), 5);
         assert_eq!(standby.records, primary.records);
-        standby.install_snapshot(9, b"state").unwrap();
+        let mut sink = standby.begin_install(9, 5).unwrap();
+        sink.write(b"sta").unwrap();
+        sink.write(b"te").unwrap();
+        let (_, staged) = sink.finish(5, crc32c::crc32c(b"state")).unwrap();
+        standby.install_staged(staged).unwrap();
         assert_eq!(standby.last_lsn(), 9);
         assert_eq!(standby.read_raw(3, 10).unwrap(), RawRead::Unavailable { first_lsn: 10 });
     }

@@ -11,7 +11,9 @@ mod op;
 mod payload;
 mod shard;
 mod snapshotter;
+mod standby;
 pub use snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT;
+pub use standby::{InstallError, ReplicateError, SnapshotInstall, StagedSnapshot};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,9 +28,9 @@ pub use durable::{
     RecoveredShard, WalLog, META_FILE,
 };
 pub use log::{
-    LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, SnapshotGate, SnapshotSink,
-    SnapshotWritten, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS,
-    RECORD_KIND_TICK,
+    InstallSink, LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, SnapshotGate,
+    SnapshotSink, SnapshotSource, SnapshotWritten, Staged, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
+    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 pub use metrics::{
     op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,
@@ -264,9 +266,19 @@ impl Runtime {
     }
 
     /// Standby: appends the primary's framed records to `shard`'s log verbatim, syncs, applies
-    /// them; returns the shard's durable position.
-    pub async fn replicate(&self, shard: usize, records: Vec<u8>) -> Result<u64, String> {
-        self.ask(shard, |reply| Message::Replicate { records, reply }).await
+    /// them; returns the shard's durable position. On a full disk the records that fit are
+    /// kept and applied, and the answer is [`ReplicateError::NoSpace`] with the position they
+    /// reach: offer the rest again later. The records are shared, not copied, so the caller
+    /// keeps them for that.
+    pub async fn replicate(
+        &self,
+        shard: usize,
+        records: Arc<Vec<u8>>,
+    ) -> Result<u64, ReplicateError> {
+        let (reply, receiver) = oneshot::channel();
+        let stopped = || ReplicateError::Failed("shard stopped".into());
+        self.inboxes[shard].send(Message::Replicate { records, reply }).map_err(|_| stopped())?;
+        receiver.await.map_err(|_| stopped())?
     }
 
     /// Primary: durable framed records of `shard` from `from_lsn`, about `max_bytes` of them.
@@ -279,19 +291,40 @@ impl Runtime {
         self.ask(shard, |reply| Message::ReadRaw { from_lsn, max_bytes, reply }).await
     }
 
-    /// The newest snapshot of `shard`: its position and state.
-    pub async fn latest_snapshot(&self, shard: usize) -> Result<Option<(u64, Vec<u8>)>, String> {
+    /// The newest snapshot of `shard`, opened as a stream of its whole file (read it off the
+    /// async runtime: it is a file).
+    pub async fn latest_snapshot(&self, shard: usize) -> Result<Option<SnapshotSource>, String> {
         self.ask(shard, |reply| Message::LatestSnapshot { reply }).await
     }
 
-    /// Standby: replaces `shard`'s state and log by a snapshot at `lsn`.
-    pub async fn install_snapshot(
+    /// Standby: starts receiving `shard`'s snapshot at `lsn`, a snapshot file of `total_bytes`
+    /// (header included), into the log's staging area; nothing of the shard changes until
+    /// [`Runtime::install_snapshot`]. One install per shard at a time.
+    pub async fn begin_install(
         &self,
         shard: usize,
         lsn: u64,
-        state: Vec<u8>,
-    ) -> Result<(), String> {
-        self.ask(shard, |reply| Message::InstallSnapshot { lsn, state, reply }).await
+        total_bytes: u64,
+    ) -> Result<SnapshotInstall, InstallError> {
+        let (reply, receiver) = oneshot::channel();
+        let stopped = || InstallError::Failed("shard stopped".into());
+        let message = Message::BeginInstall { lsn, total_bytes, reply };
+        self.inboxes[shard].send(message).map_err(|_| stopped())?;
+        receiver.await.map_err(|_| stopped())?
+    }
+
+    /// Standby: replaces the shard's log and state by a received snapshot
+    /// ([`SnapshotInstall::finish`]), crash-safely.
+    pub async fn install_snapshot(&self, staged: StagedSnapshot) -> Result<(), InstallError> {
+        let shard = staged.shard();
+        let (reply, receiver) = oneshot::channel();
+        let stopped = || InstallError::Failed("shard stopped".into());
+        let inbox = self.inboxes.get(shard).ok_or_else(|| {
+            InstallError::Refused(format!("a snapshot of shard {shard}, which is not here"))
+        })?;
+        let staged = Box::new(staged);
+        inbox.send(Message::InstallSnapshot { staged, reply }).map_err(|_| stopped())?;
+        receiver.await.map_err(|_| stopped())?
     }
 
     /// Primary: `shard` keeps its log from `from_lsn` on (a standby still needs it).

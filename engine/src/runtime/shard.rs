@@ -29,8 +29,8 @@ use tokio::sync::oneshot;
 
 use super::durable::apply_record;
 use super::log::{
-    LogError, RawRead, ShardLog, SnapshotWritten, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
-    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    LogError, RawRead, ShardLog, SnapshotSource, SnapshotWritten, RECORD_KIND_COMMAND,
+    RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::metrics::ShardMetrics;
 use super::op::{Op, OpResult};
@@ -39,6 +39,7 @@ use super::snapshotter::{
     snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_BYTES_PER_MEMORY_BYTE_DIVISOR,
     SNAPSHOT_RETRY_INTERVAL,
 };
+use super::standby::{InstallError, ReplicateError, SnapshotInstall, StagedSnapshot};
 use super::{Clock, FatalHook, ShardStatus};
 use crate::command::{Command, PREFETCH_AHEAD};
 use crate::error::{Refusal, StorageFullReason};
@@ -69,8 +70,8 @@ pub(crate) enum Message {
     /// Standby: append the primary's framed records verbatim, sync, apply; answer the durable
     /// position.
     Replicate {
-        records: Vec<u8>,
-        reply: Reply<u64>,
+        records: Arc<Vec<u8>>,
+        reply: oneshot::Sender<Result<u64, ReplicateError>>,
     },
     /// Primary: durable records from a position, for a standby.
     ReadRaw {
@@ -78,15 +79,20 @@ pub(crate) enum Message {
         max_bytes: usize,
         reply: Reply<RawRead>,
     },
-    /// The newest snapshot (position and state).
+    /// The newest snapshot, opened as a stream.
     LatestSnapshot {
-        reply: Reply<Option<(u64, Vec<u8>)>>,
+        reply: Reply<Option<SnapshotSource>>,
     },
-    /// Standby: replace state and log by a snapshot at `lsn`.
-    InstallSnapshot {
+    /// Standby: open a staging area for a snapshot at `lsn` of `total_bytes`.
+    BeginInstall {
         lsn: u64,
-        state: Vec<u8>,
-        reply: Reply<()>,
+        total_bytes: u64,
+        reply: oneshot::Sender<Result<SnapshotInstall, InstallError>>,
+    },
+    /// Standby: replace state and log by a received snapshot.
+    InstallSnapshot {
+        staged: Box<StagedSnapshot>,
+        reply: oneshot::Sender<Result<(), InstallError>>,
     },
     /// Keep the log from this position on (a standby still needs it).
     Retain {
@@ -581,7 +587,7 @@ impl Shard {
             Message::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Message::Replicate { records, reply } => self.replicate(&records, reply)?,
+            Message::Replicate { records, reply } => self.replicate(records.as_slice(), reply)?,
             Message::ReadRaw { from_lsn, max_bytes, reply } => {
                 let _ =
                     reply.send(self.log.read_raw(from_lsn, max_bytes).map_err(|e| e.to_string()));
@@ -589,8 +595,12 @@ impl Shard {
             Message::LatestSnapshot { reply } => {
                 let _ = reply.send(self.log.latest_snapshot().map_err(|e| e.to_string()));
             }
-            Message::InstallSnapshot { lsn, state, reply } => {
-                let _ = reply.send(self.install_snapshot(lsn, &state));
+            Message::BeginInstall { lsn, total_bytes, reply } => {
+                let _ = reply.send(self.begin_install(lsn, total_bytes));
+            }
+            Message::InstallSnapshot { staged, reply } => {
+                let installed = self.install_snapshot(*staged)?;
+                let _ = reply.send(installed);
             }
             Message::Retain { from_lsn } => self.log.set_retain_from_lsn(from_lsn)?,
             Message::Promote { epoch, reply } => {
@@ -608,18 +618,29 @@ impl Shard {
 
     /// Standby: the primary's records, verbatim. They are made durable before they are applied
     /// or acknowledged; a record the state machine refuses means the histories differ, which is
-    /// fatal (the log now holds it, and recovery would refuse it too).
-    fn replicate(&mut self, records: &[u8], reply: Reply<u64>) -> Result<(), LogError> {
-        match self.log.append_raw(records) {
-            Ok(_) => {}
+    /// fatal (the log now holds it, and recovery would refuse it too). On a full disk the log
+    /// takes the records before the first that needs a new segment: those are made durable and
+    /// applied, the others refused (`NoSpace`, with the position reached), to be offered again.
+    fn replicate(
+        &mut self,
+        records: &[u8],
+        reply: oneshot::Sender<Result<u64, ReplicateError>>,
+    ) -> Result<(), LogError> {
+        let full = match self.log.append_raw(records) {
+            Ok(_) => None,
             Err(LogError::Refused(reason)) => {
-                let _ = reply.send(Err(reason));
+                let _ = reply.send(Err(ReplicateError::Refused(reason)));
                 return Ok(());
             }
+            Err(LogError::NoSpace(reason)) => Some(reason),
             Err(error) => return Err(error),
-        }
+        };
         self.commit()?;
+        let appended = self.log.last_lsn();
         for record in self.log.decode_raw(records)? {
+            if record.lsn > appended {
+                break;
+            }
             apply_record(&mut self.engine, record.kind, record.timestamp_ms, record.payload)
                 .map_err(|reason| {
                     LogError::Failed(format!(
@@ -629,24 +650,59 @@ impl Shard {
                 })?;
             self.shared.epoch.fetch_max(record.epoch, Ordering::AcqRel);
         }
-        self.metrics.last_lsn.store(self.log.last_lsn(), Ordering::Relaxed);
-        let _ = reply.send(Ok(self.log.durable_lsn()));
+        self.metrics.last_lsn.store(appended, Ordering::Relaxed);
+        let durable_lsn = self.log.durable_lsn();
+        let _ = reply.send(match full {
+            None => Ok(durable_lsn),
+            Some(reason) => Err(ReplicateError::NoSpace { durable_lsn, reason }),
+        });
         Ok(())
     }
 
-    /// Standby: replace the state and the log by the primary's snapshot at `lsn`.
-    fn install_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), String> {
-        let engine =
-            Engine::from_snapshot_bytes(state, self.engine.limits()).map_err(|e| e.to_string())?;
-        self.log.install_snapshot(lsn, state).map_err(|error| error.to_string())?;
+    /// Standby: a staging area for the primary's snapshot at `lsn`, written off this thread.
+    fn begin_install(
+        &mut self,
+        lsn: u64,
+        total_bytes: u64,
+    ) -> Result<SnapshotInstall, InstallError> {
+        let payload_bytes = SnapshotInstall::payload_bytes(total_bytes)?;
+        let sink = self.log.begin_install(lsn, payload_bytes).map_err(InstallError::from_log)?;
+        Ok(SnapshotInstall::new(self.index, lsn, total_bytes, sink, self.engine.limits()))
+    }
+
+    /// Standby: replace the state and the log by the primary's snapshot, received, checked and
+    /// restored. A refusal leaves both as they were (the answer); a failure once the old log
+    /// was moved away is fatal (returned).
+    fn install_snapshot(
+        &mut self,
+        staged: StagedSnapshot,
+    ) -> Result<Result<(), InstallError>, LogError> {
+        let lsn = staged.lsn();
+        if staged.shard() != self.index {
+            return Ok(Err(InstallError::Refused(format!(
+                "a snapshot of shard {} given to shard {}",
+                staged.shard(),
+                self.index
+            ))));
+        }
+        self.drain_syncs()?;
+        let StagedSnapshot { engine, staged, .. } = staged;
+        match self.log.install_staged(staged) {
+            Ok(()) => {}
+            Err(error @ LogError::Failed(_)) => return Err(error),
+            Err(refused) => return Ok(Err(InstallError::from_log(refused))),
+        }
         // A snapshot of the old log being written is of no use to the new one.
         self.snapshots.generation += 1;
         self.snapshots.phase = Phase::Idle;
+        self.snapshots.last_bytes = None;
         self.engine = engine;
+        self.committed_lsn = lsn;
         self.metrics.last_lsn.store(lsn, Ordering::Relaxed);
         self.metrics.durable_lsn.store(lsn, Ordering::Relaxed);
+        self.shared.durable_changed.notify_waiters();
         tracing::info!(shard = self.index, lsn, "installed the primary's snapshot");
-        Ok(())
+        Ok(Ok(()))
     }
 
     fn status(&self) -> ShardStatus {
@@ -892,10 +948,17 @@ impl Shard {
                     let _ = reply.send(vec![OpResult::Unavailable; ops.len()]);
                 }
                 Message::Checkpoint { reply } => drop(reply.send(failed())),
-                Message::Replicate { reply, .. } => drop(reply.send(failed())),
+                Message::Replicate { reply, .. } => {
+                    drop(reply.send(Err(ReplicateError::Failed(failed_reason()))))
+                }
                 Message::ReadRaw { reply, .. } => drop(reply.send(failed())),
                 Message::LatestSnapshot { reply } => drop(reply.send(failed())),
-                Message::InstallSnapshot { reply, .. } => drop(reply.send(failed())),
+                Message::BeginInstall { reply, .. } => {
+                    drop(reply.send(Err(InstallError::Failed(failed_reason()))))
+                }
+                Message::InstallSnapshot { reply, .. } => {
+                    drop(reply.send(Err(InstallError::Failed(failed_reason()))))
+                }
                 Message::Promote { reply, .. } => drop(reply.send(failed())),
                 Message::Status { reply } => drop(reply.send(self.status())),
                 Message::Retain { .. } | Message::Wake => {}
@@ -918,7 +981,11 @@ fn record_room_bytes(command: &Command, payload_max_bytes: usize) -> usize {
 
 /// The answer to a control message sent to a shard whose log failed.
 fn failed<T>() -> Result<T, String> {
-    Err("the shard's write-ahead log failed".to_string())
+    Err(failed_reason())
+}
+
+fn failed_reason() -> String {
+    "the shard's write-ahead log failed".to_string()
 }
 
 fn finish(replies: Replies) {
