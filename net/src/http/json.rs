@@ -281,10 +281,79 @@ struct BatchCommand<'a> {
 
 /// Parses a whole body as `T`: UTF-8 first, then JSON; either failing is `bad_request`.
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|error| ApiError::bad_request(format!("body is not valid UTF-8: {error}")))?;
-    serde_json::from_str(text)
-        .map_err(|error| ApiError::bad_request(format!("malformed request body: {error}")))
+    let text = utf8(body)?;
+    if !objects_only(text) {
+        return Err(not_objects("request body"));
+    }
+    parse_text(text, "malformed request body")
+}
+
+fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|error| ApiError::bad_request(format!("body is not valid UTF-8: {error}")))
+}
+
+fn parse_text<'a, T: Deserialize<'a>>(text: &'a str, what: &str) -> Result<T, ApiError> {
+    serde_json::from_str(text).map_err(|error| ApiError::bad_request(format!("{what}: {error}")))
+}
+
+fn not_objects(what: &str) -> ApiError {
+    ApiError::bad_request(format!("a {what} is a JSON object, and every array in it holds objects"))
+}
+
+/// Whether the JSON `text` is an object in which every array holds only objects: the shape of
+/// every request body and batch command. serde alone would also read a struct from an array of
+/// its fields in order (`[5]` as `{"capacity": 5}`), which no schema of this API allows. A
+/// single pass over the bytes, no allocation but the nesting stack; malformed JSON is left for
+/// the parser to name.
+pub fn objects_only(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // Per open container: whether it is an array.
+    let mut arrays: Vec<bool> = Vec::new();
+    // The next value must be an object: first the whole text, then each element of an array.
+    let mut want_object = true;
+    // An array was just opened: `]` may close it empty.
+    let mut may_close = false;
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        at += 1;
+        if byte.is_ascii_whitespace() {
+            continue;
+        }
+        if want_object {
+            match byte {
+                b'{' => {}
+                b']' if may_close => {}
+                _ => return false,
+            }
+            want_object = false;
+        }
+        may_close = false;
+        match byte {
+            b'"' => {
+                while at < bytes.len() {
+                    match bytes[at] {
+                        b'\\' => at += 2,
+                        b'"' => break,
+                        _ => at += 1,
+                    }
+                }
+                at += 1;
+            }
+            b'{' => arrays.push(false),
+            b'[' => {
+                arrays.push(true);
+                (want_object, may_close) = (true, true);
+            }
+            b']' | b'}' => {
+                arrays.pop();
+            }
+            b',' if arrays.last() == Some(&true) => want_object = true,
+            _ => {}
+        }
+    }
+    true
 }
 
 fn items(items: Vec<ItemBody>) -> Vec<Item> {
@@ -342,19 +411,25 @@ pub fn batch(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
     batch_by_element(body)
 }
 
-/// [`batch`] one element at a time: the path for bodies with a malformed element.
+/// [`batch`] one element at a time: the path for bodies with a malformed element. The body
+/// must be an object; each element is checked on its own, shape included.
 fn batch_by_element(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
     let too_many = || ApiError::invalid("commands", "at most 1000 commands in a batch");
-    let BatchBody { commands } = parse(body)?;
+    let text = utf8(body)?;
+    if !text.trim_start().starts_with('{') {
+        return Err(not_objects("request body"));
+    }
+    let BatchBody { commands } = parse_text(text, "malformed request body")?;
     if commands.len() > BATCH_COMMANDS_MAX {
         return Err(too_many());
     }
     Ok(commands
         .into_iter()
         .map(|raw| {
-            serde_json::from_str(raw.get())
-                .map_err(|error| ApiError::bad_request(format!("malformed command: {error}")))
-                .and_then(batch_command)
+            if !objects_only(raw.get()) {
+                return Err(not_objects("command"));
+            }
+            parse_text(raw.get(), "malformed command").and_then(batch_command)
         })
         .collect())
 }
@@ -638,6 +713,39 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, capacity_hint: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_objects_whose_arrays_hold_objects() {
+        for good in [
+            "{}",
+            " {\"capacity\": 5}",
+            r#"{"id":"h","items":[{"resource":"a","quantity":1},{"resource":"b","quantity":2}]}"#,
+            r#"{"items":[],"ref":"[1, 2] and \"[x]\" in a string"}"#,
+            r#"{"commands":[{"op":"hold","items":[{"resource":"a","quantity":1}]},{}]}"#,
+        ] {
+            assert!(objects_only(good), "{good}");
+        }
+        for bad in [
+            "[]",
+            "[5]",
+            "5",
+            "\"x\"",
+            r#"{"items":[["a",1]]}"#,
+            r#"{"items":[{"resource":"a","quantity":1}, 7]}"#,
+            r#"{"commands":[{"items":[{}, ["a"]]}]}"#,
+        ] {
+            assert!(!objects_only(bad), "{bad}");
+        }
+        // serde alone would read these as structs from arrays of their fields.
+        assert!(put_resource("p".into(), "r".into(), b"[5]").is_err());
+        assert!(no_body(b"[]").is_err());
+        assert!(hold("p".into(), br#"{"id":"h","items":[["a",1]]}"#).is_err());
+        let results = batch(br#"{"commands":[[],{"op":"delete_partition","partition":"p"}]}"#);
+        let results = results.unwrap();
+        assert!(results[0].as_ref().is_err_and(|error| error.status == 400));
+        assert!(results[1].is_ok(), "the other command still runs");
+        assert!(batch(b"[]").is_err());
+    }
 
     fn int(text: &str) -> Result<u64, String> {
         serde_json::from_str::<JsonU64>(text).map(|int| int.0).map_err(|error| error.to_string())
