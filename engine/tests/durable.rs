@@ -3,10 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod runtime_support;
+
 use bookd_engine::runtime::{
     recover_shard, DataDir, Op, OpResult, Runtime, RuntimeConfig, ShardLog,
 };
-use bookd_engine::{Command, Confirm, EngineLimits, Hold, HoldStatus, Item, PutResource};
+use bookd_engine::{Command, EngineLimits, Hold, HoldStatus, Item, PutResource};
+use runtime_support::bookings;
 
 fn options() -> bookd_wal::Options {
     bookd_wal::Options { segment_size_bytes: 64 * 1024, ..bookd_wal::Options::default() }
@@ -20,35 +23,6 @@ fn start(dir: &DataDir) -> Runtime {
         })
         .collect();
     Runtime::start(RuntimeConfig::default(), shards).unwrap()
-}
-
-fn workload(round: usize) -> Vec<Op> {
-    let mut ops = Vec::new();
-    for event in 0..8 {
-        let partition = format!("event-{event}");
-        ops.push(Op::Command(Command::PutResource(PutResource {
-            partition: partition.clone(),
-            resource: "ga".into(),
-            capacity: 1_000,
-        })));
-        for i in 0..20 {
-            let hold = format!("r{round}-h{i}");
-            ops.push(Op::Command(Command::Hold(Hold {
-                partition: partition.clone(),
-                hold: hold.clone(),
-                items: vec![Item { resource: "ga".into(), quantity: 1 + (i % 3) as u64 }],
-                ttl_ms: None,
-                reference: Some(format!("order-{i}")),
-            })));
-            if i % 2 == 0 {
-                ops.push(Op::Command(Command::Confirm(Confirm {
-                    partition: partition.clone(),
-                    hold,
-                })));
-            }
-        }
-    }
-    ops
 }
 
 fn read_all(runtime: &Runtime, rounds: usize) -> Vec<OpResult> {
@@ -74,7 +48,7 @@ fn acknowledged_commands_survive_restart_and_snapshots() {
     let before = {
         let dir = DataDir::open(temp.path(), Some(3), 1).unwrap();
         let runtime = start(&dir);
-        let results = runtime.execute_blocking(workload(0));
+        let results = runtime.execute_blocking(bookings("r0", 8, 20, 1_000));
         assert!(results.iter().all(|r| matches!(r, OpResult::Command(Ok(_)))));
         let before = read_all(&runtime, 1);
         runtime.shutdown();
@@ -86,7 +60,7 @@ fn acknowledged_commands_survive_restart_and_snapshots() {
     assert_eq!(read_all(&runtime, 1), before);
     // Snapshot, more work, reopen: snapshot + the records after it.
     pollster(runtime.checkpoint()).unwrap();
-    runtime.execute_blocking(workload(1));
+    runtime.execute_blocking(bookings("r1", 8, 20, 1_000));
     let before = read_all(&runtime, 2);
     runtime.shutdown();
     drop(dir);

@@ -10,11 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod runtime_support;
+
 use bookd_engine::runtime::{
     InstallError, MemoryLog, Op, OpResult, RawRead, ReplicateError, Runtime, RuntimeConfig,
     ShardConfig, ShardLog,
 };
 use bookd_engine::{Command, Confirm, Engine, Hold, Item, PutResource};
+use runtime_support::block_on;
 
 fn start(config: RuntimeConfig) -> Runtime {
     start_with(config, MemoryLog::default())
@@ -63,10 +66,6 @@ fn hold(id: &str) -> Op {
 
 fn get() -> Op {
     Op::GetResource { partition: "p".into(), id: "r".into() }
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }
 
 /// Ships everything durable on the primary from `from_lsn` to the standby.

@@ -10,18 +10,17 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod runtime_support;
+
 use bookd_engine::runtime::{
     recover_shard, DataDir, InstallError, Op, OpResult, RawRead, Runtime, RuntimeConfig, ShardLog,
     META_FILE,
 };
-use bookd_engine::{Command, Confirm, Engine, EngineImage, EngineLimits, Hold, Item, PutResource};
+use bookd_engine::{Engine, EngineImage, EngineLimits};
+use runtime_support::{block_on, bookings};
 
 fn options() -> bookd_wal::Options {
     bookd_wal::Options { segment_size_bytes: 64 * 1024, ..bookd_wal::Options::default() }
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }
 
 /// A one-shard node on `path`: its directory (locked) and runtime.
@@ -42,35 +41,6 @@ fn image(path: &Path) -> EngineImage {
 
 fn staging(path: &Path) -> PathBuf {
     path.join("shard-000.install")
-}
-
-fn workload(tag: &str) -> Vec<Op> {
-    let mut ops = Vec::new();
-    for event in 0..4 {
-        let partition = format!("event-{event}");
-        ops.push(Op::Command(Command::PutResource(PutResource {
-            partition: partition.clone(),
-            resource: "ga".into(),
-            capacity: 10_000,
-        })));
-        for i in 0..40 {
-            let hold = format!("{tag}-h{i}");
-            ops.push(Op::Command(Command::Hold(Hold {
-                partition: partition.clone(),
-                hold: hold.clone(),
-                items: vec![Item { resource: "ga".into(), quantity: 1 + (i % 3) as u64 }],
-                ttl_ms: None,
-                reference: Some(format!("order-{i}")),
-            })));
-            if i % 2 == 0 {
-                ops.push(Op::Command(Command::Confirm(Confirm {
-                    partition: partition.clone(),
-                    hold,
-                })));
-            }
-        }
-    }
-    ops
 }
 
 fn run(runtime: &Runtime, ops: Vec<Op>) {
@@ -121,9 +91,9 @@ fn install(
 /// A loaded primary with a snapshot, and records after it.
 fn primary(path: &Path) -> (DataDir, Runtime) {
     let (dir, primary) = open(path, true);
-    run(&primary, workload("a"));
+    run(&primary, bookings("a", 4, 40, 10_000));
     block_on(primary.checkpoint()).unwrap();
-    run(&primary, workload("b"));
+    run(&primary, bookings("b", 4, 40, 10_000));
     (dir, primary)
 }
 
@@ -174,7 +144,7 @@ fn a_broken_install_leaves_the_old_log_and_state_and_no_staging() {
     // A node with a history of its own, which every refusal must leave alone; then a standby
     // (its clock moves only with its primary's records, so its status stays the same too).
     let (standby_dir, standby) = open(&b, true);
-    run(&standby, workload("own"));
+    run(&standby, bookings("own", 4, 40, 10_000));
     standby.shutdown();
     drop(standby_dir);
     let (standby_dir, standby) = open(&b, false);
@@ -232,7 +202,7 @@ fn a_broken_install_leaves_the_old_log_and_state_and_no_staging() {
     drop(standby_dir);
     let (_dir, reopened) = open(&b, true);
     assert_eq!(counts(&reopened), before.0);
-    run(&reopened, workload("later"));
+    run(&reopened, bookings("later", 4, 40, 10_000));
     reopened.shutdown();
     primary.shutdown();
 }
@@ -264,7 +234,7 @@ fn a_crash_at_any_step_of_an_install_recovers_the_old_log_or_the_new_one() {
     primary.shutdown();
     drop(primary_dir);
     let (standby_dir, standby) = open(&b, true);
-    run(&standby, workload("own"));
+    run(&standby, bookings("own", 4, 40, 10_000));
 
     // Killed while pieces are being staged: the staging is left as a crash leaves it.
     let mut install = block_on(standby.begin_install(0, lsn, file.len() as u64)).unwrap();

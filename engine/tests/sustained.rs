@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod runtime_support;
+
 use bookd_engine::runtime::{
     apply_record, LogError, MemoryLog, Op, OpResult, Runtime, RuntimeConfig, ShardConfig, ShardLog,
     SnapshotGate, SnapshotSink, SnapshotWritten, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
@@ -18,6 +20,7 @@ use bookd_engine::{
     Command, Confirm, Engine, Hold, HoldStatus, Item, PutResource, Refusal, Release,
     StorageFullReason,
 };
+use runtime_support::block_on;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -129,10 +132,6 @@ fn replay(log: &MemoryLog) -> Engine {
         apply_record(&mut engine, record.kind, record.timestamp_ms, &record.payload).unwrap();
     }
     engine
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
 }
 
 #[test]
