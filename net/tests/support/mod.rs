@@ -80,6 +80,16 @@ impl Bookd {
     }
 }
 
+impl Drop for Bookd {
+    /// A test that fails (panics) before stopping its node must not leave it running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn signal(child: &Child, signal: i32) {
     // SAFETY: kill(2) on a child pid this test spawned and has not yet reaped.
     let sent = unsafe { libc::kill(child.id() as i32, signal) };
