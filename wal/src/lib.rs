@@ -31,6 +31,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod inspect;
 pub mod limits;
+mod pace;
 pub mod reader;
 pub mod record;
 pub mod recovery;
