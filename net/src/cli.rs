@@ -80,10 +80,9 @@ pub struct ServeArgs {
     /// 1GiB). Segments are preallocated: the disk needs room for two beyond the log.
     #[arg(long, env = "BOOKD_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub segment_size: u64,
-    /// The most bytes a second a snapshot is written, and the next log segment zero-filled, at,
-    /// with a suffix as for --memory-max; 0 for as fast as the disk takes them. A bulk write at
-    /// full speed fills the disk's queue and slows the log's syncs, so every durable answer
-    /// waits longer meanwhile.
+    /// The most bytes a second a snapshot is written at, with a suffix as for --memory-max; 0
+    /// for as fast as the disk takes them. A snapshot written at full speed fills the disk's
+    /// queue and slows the log's syncs, so every durable answer waits longer meanwhile.
     #[arg(long, env = "BOOKD_SNAPSHOT_WRITE_RATE", default_value = "128MiB", value_parser = parse_bytes)]
     pub snapshot_write_rate: u64,
     /// Largest piece of a snapshot sent to a standby that needs one, in bytes or with a suffix

@@ -31,7 +31,6 @@ pub mod error;
 pub mod fuzzing;
 pub mod inspect;
 pub mod limits;
-mod pace;
 pub mod reader;
 pub mod record;
 pub mod recovery;

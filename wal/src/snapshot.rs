@@ -27,12 +27,12 @@
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::WalError;
 use crate::limits::{
     snapshot_header_size_bytes, snapshot_io_buffer_size_bytes, snapshot_size_bytes_max,
 };
-use crate::pace::Pace;
 use crate::record::Lsn;
 use crate::storage::{copy_io_error, write_error, Area, FileSink, Storage};
 
@@ -186,6 +186,34 @@ pub struct SnapshotWriter {
     size_bytes: u64,
     failed: Option<std::io::Error>,
     pace: Pace,
+}
+
+/// Keeps a stream of writes at or under a rate: after each write, sleeps until the bytes written
+/// so far could have been written at that rate since the start. A slow disk never makes it sleep
+/// (it is behind already); it only ever caps the speed.
+#[derive(Debug)]
+struct Pace {
+    /// Bytes a second; 0 for no cap.
+    bytes_per_s: u64,
+    started: Instant,
+    written: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_s: u64) -> Pace {
+        Pace { bytes_per_s, started: Instant::now(), written: 0 }
+    }
+
+    fn wrote(&mut self, bytes: usize) {
+        self.written = self.written.saturating_add(bytes as u64);
+        if self.bytes_per_s == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.written as f64 / self.bytes_per_s as f64);
+        if let Some(early) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(early);
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -517,6 +545,19 @@ impl Read for SnapshotReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pace_never_lets_writes_run_ahead_of_its_rate() {
+        let mut pace = Pace::new(8 << 20);
+        for _ in 0..8 {
+            pace.wrote(256 << 10);
+        }
+        // 2 MiB at 8 MiB/s: a quarter of a second at least (sleeps never end early).
+        assert!(pace.started.elapsed() >= Duration::from_millis(250));
+        let mut unpaced = Pace::new(0);
+        unpaced.wrote(1 << 30);
+        assert_eq!(unpaced.written, 1 << 30);
+    }
 
     #[test]
     fn round_trip_and_every_bit_flip() {

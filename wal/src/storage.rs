@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -273,10 +273,6 @@ pub struct MmapStorage {
     spare_backoff: Duration,
     /// Rate limit of the warnings about spares that could not be made.
     warnings: Throttle,
-    /// The most bytes a second the helper writes a spare's zeroes at (0: no cap).
-    spare_bytes_per_s: u64,
-    /// Set when the writer waits for the spare under way: its helper stops pacing.
-    spare_urgent: Arc<AtomicBool>,
 }
 
 /// Where the next segment stands.
@@ -327,16 +323,7 @@ impl MmapStorage {
             spare: Spare::Absent,
             spare_backoff: Duration::from_millis(segment_retry_backoff_min_ms),
             warnings: Throttle::default(),
-            spare_bytes_per_s: 0,
-            spare_urgent: Arc::new(AtomicBool::new(false)),
         }
-    }
-
-    /// Caps the speed at which spare segments are zero-filled (0: none), so that preparing one
-    /// leaves the disk room for the log's syncs. A roll that needs the spare before it is done
-    /// lifts the cap for the rest of it: the pace never makes the log wait.
-    pub fn set_spare_pace(&mut self, bytes_per_s: u64) {
-        self.spare_bytes_per_s = bytes_per_s;
     }
 
     /// The log directory.
@@ -374,11 +361,9 @@ impl MmapStorage {
             return;
         }
         let path = self.path(Area::Wal, SPARE_NAME);
-        self.spare_urgent.store(false, Ordering::Release);
-        let (bytes_per_s, urgent) = (self.spare_bytes_per_s, self.spare_urgent.clone());
         let thread =
             std::thread::Builder::new().name("wal-spare-segment".into()).spawn(move || {
-                let made = zero_filled_file(&path, size_bytes, bytes_per_s, &urgent);
+                let made = zero_filled_file(&path, size_bytes);
                 if made.is_err() {
                     // Give the space back at once; the writer tries again later.
                     let _ = fs::remove_file(&path);
@@ -399,10 +384,8 @@ impl MmapStorage {
         }
     }
 
-    /// Waits for a helper under way; the spare is then ready or failed. The helper stops
-    /// pacing first: the log is waiting for it.
+    /// Waits for a helper under way; the spare is then ready or failed.
     fn join_spare(&mut self) {
-        self.spare_urgent.store(true, Ordering::Release);
         match std::mem::replace(&mut self.spare, Spare::Absent) {
             Spare::Preparing { size_bytes, thread } => match thread.join() {
                 Ok(Ok(file)) => {
@@ -453,7 +436,7 @@ impl MmapStorage {
             _ => {}
         }
         let temp = self.path(Area::Wal, &format!("{name}{TEMP_SUFFIX}"));
-        match zero_filled_file(&temp, size_bytes, 0, &AtomicBool::new(true)) {
+        match zero_filled_file(&temp, size_bytes) {
             Ok(file) => {
                 self.spare_backoff = Duration::from_millis(segment_retry_backoff_min_ms);
                 Ok((temp, file))
@@ -470,8 +453,7 @@ impl MmapStorage {
 
 impl Drop for MmapStorage {
     fn drop(&mut self) {
-        // Never leave the helper writing into a directory we no longer own; it stops pacing.
-        self.spare_urgent.store(true, Ordering::Release);
+        // Never leave the helper writing into a directory we no longer own.
         if let Spare::Preparing { thread, .. } = std::mem::replace(&mut self.spare, Spare::Absent) {
             let _ = thread.join();
         }
@@ -480,14 +462,8 @@ impl Drop for MmapStorage {
 
 /// Creates (truncating) `path` filled with `size_bytes` real zeroes, synced. Real zeroes, not a
 /// sparse file, so later writes need no new disk space and later syncs write data only, with no
-/// block allocation to commit. At most `bytes_per_s` a second (0: no cap) until `urgent` is set.
-fn zero_filled_file(
-    path: &Path,
-    size_bytes: u64,
-    bytes_per_s: u64,
-    urgent: &AtomicBool,
-) -> std::io::Result<File> {
-    let mut pace = crate::pace::Pace::new(bytes_per_s);
+/// block allocation to commit.
+fn zero_filled_file(path: &Path, size_bytes: u64) -> std::io::Result<File> {
     let mut file =
         OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
     let zeroes = vec![0u8; 1 << 20];
@@ -497,7 +473,6 @@ fn zero_filled_file(
         let n = left.min(zeroes.len() as u64) as usize;
         file.write_all(&zeroes[..n])?;
         write_behind(&file, offset, n as u64);
-        pace.wrote_unless(n, urgent);
         offset += n as u64;
         left -= n as u64;
     }

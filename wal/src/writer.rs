@@ -56,9 +56,8 @@ pub struct Options {
     pub sync_method: SyncMethod,
     /// How many newest snapshots retention keeps (at least 1).
     pub snapshots_retained: usize,
-    /// The most bytes a second a `SnapshotWriter` writes, and a spare segment is zero-filled at
-    /// (0: as fast as the disk takes them), so that neither fills the disk's queue while the log
-    /// syncs. A roll that needs the spare before it is done never waits for the pace.
+    /// The most bytes a second a `SnapshotWriter` writes (0: as fast as the disk takes them),
+    /// so that a snapshot leaves the disk room for the log's syncs.
     pub snapshot_write_bytes_per_s: u64,
 }
 
@@ -166,8 +165,7 @@ impl Wal<MmapStorage> {
         options: Options,
         replay: &mut dyn Replay,
     ) -> Result<(Self, RecoveryReport), WalError> {
-        let mut storage = MmapStorage::open(dir.as_ref(), options.sync_method)?;
-        storage.set_spare_pace(options.snapshot_write_bytes_per_s);
+        let storage = MmapStorage::open(dir.as_ref(), options.sync_method)?;
         Wal::open(storage, options, replay)
     }
 }

@@ -363,17 +363,3 @@ fn an_empty_segment_too_small_for_a_record_is_replaced_by_a_larger_one() {
     assert_eq!(collect.lsns(), vec![1]);
     assert_eq!(collect.records[0].1, payload);
 }
-
-#[test]
-fn a_paced_spare_never_makes_the_log_wait_for_its_pace() {
-    let dir = tempfile::tempdir().unwrap();
-    // One byte a second: a 64 KiB spare would take 18 hours at that pace. Every roll and every
-    // `has_room` that needs the spare lifts the pace, so this finishes as fast as unpaced.
-    let paced = Options { snapshot_write_bytes_per_s: 1, ..options() };
-    let (mut wal, _) = Wal::open_dir(dir.path(), paced, &mut Collect::default()).unwrap();
-    append_n(&mut wal, 1000); // several rolls
-    assert_eq!(wal.commit().unwrap(), 1000);
-    drop(wal);
-    let (wal, _, collect) = open(dir.path()).unwrap();
-    assert_records(&collect, 1, wal.next_lsn() - 1);
-}
