@@ -391,6 +391,22 @@ async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A standby of `primary` on `path` (with `options`, whose `standby_of` is set here), once it
+/// has caught up with `primary_runtime`: the node and its runtime.
+async fn caught_up_standby(
+    path: &Path,
+    primary: &TestNode,
+    primary_runtime: &Runtime,
+    options: Options,
+    stop: &watch::Receiver<bool>,
+) -> (TestNode, Arc<Runtime>) {
+    let options = Options { standby_of: Some(primary.node.clone()), ..options };
+    let standby = open(path, options, stop);
+    let standby_runtime = standby.node.runtime().clone();
+    wait_for("catch-up", async || caught_up(primary_runtime, &standby_runtime).await).await;
+    (standby, standby_runtime)
+}
+
 async fn caught_up(primary: &Runtime, standby: &Runtime) -> bool {
     let p = primary.status().await;
     let s = standby.status().await;
@@ -403,13 +419,9 @@ async fn a_standby_catches_up_from_empty_and_follows() {
     let temp = tempfile::tempdir().unwrap();
     let (primary, runtime, mut rng, loaded) = loaded_primary(temp.path(), &stop, 1, 400).await;
     assert!(loaded > 0);
-    let standby = open(
-        &temp.path().join("b"),
-        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
-        &stop,
-    );
-    let standby_runtime = standby.node.runtime().clone();
-    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let (standby, standby_runtime) =
+        caught_up_standby(&temp.path().join("b"), &primary, &runtime, Options::default(), &stop)
+            .await;
     assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
     // It follows new writes, and refuses its own.
     load(&runtime, &mut rng, "y", 200).await;
@@ -443,13 +455,9 @@ async fn a_standby_behind_the_kept_log_gets_a_snapshot_first() {
         bookd_engine::runtime::RawRead::Unavailable { .. }
     );
     assert!(unavailable, "the primary no longer keeps its first records");
-    let standby = open(
-        &temp.path().join("b"),
-        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
-        &stop,
-    );
-    let standby_runtime = standby.node.runtime().clone();
-    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let (standby, standby_runtime) =
+        caught_up_standby(&temp.path().join("b"), &primary, &runtime, Options::default(), &stop)
+            .await;
     assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
     let state = standby.node.standby_state().unwrap().status();
     assert!(state.snapshots_installed >= 1, "{state:?}");
@@ -472,13 +480,9 @@ async fn the_sync_gate_waits_for_one_standby() {
     // No standby: the command takes effect here but is not acknowledged.
     let results = runtime.execute(setup_ops()).await;
     assert!(results.iter().all(|r| *r == OpResult::ReplicationTimeout), "{results:?}");
-    let standby = open(
-        &temp.path().join("b"),
-        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
-        &stop,
-    );
-    let standby_runtime = standby.node.runtime().clone();
-    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let (standby, standby_runtime) =
+        caught_up_standby(&temp.path().join("b"), &primary, &runtime, Options::default(), &stop)
+            .await;
     let mut rng = Rng(3);
     let ok = load(&runtime, &mut rng, "x", 200).await;
     assert!(ok > 100, "acknowledged with a standby: {ok}");
@@ -597,17 +601,9 @@ async fn a_standby_reconnects_after_its_connection_drops_and_resumes() {
     let (primary, runtime, mut rng, _) = loaded_primary(temp.path(), &stop, 5, 200).await;
     let (cut, first) = watch::channel(false);
     let connections = Arc::new(std::sync::Mutex::new(first));
-    let standby = open(
-        &temp.path().join("b"),
-        Options {
-            standby_of: Some(primary.node.clone()),
-            connections: Some(connections.clone()),
-            ..Options::default()
-        },
-        &stop,
-    );
-    let standby_runtime = standby.node.runtime().clone();
-    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let options = Options { connections: Some(connections.clone()), ..Options::default() };
+    let (standby, standby_runtime) =
+        caught_up_standby(&temp.path().join("b"), &primary, &runtime, options, &stop).await;
     // The network drops the connection; later connections are not cut.
     let (_keep, next) = watch::channel(false);
     *connections.lock().unwrap() = next;
@@ -704,13 +700,8 @@ async fn a_snapshot_sent_in_many_small_pieces_catches_a_standby_up() {
     // Pieces shorter than the snapshot file's header: it spans several, and so does the state.
     let (primary, runtime, mut rng) = trimmed_primary(temp.path(), &stop, Some(33)).await;
     let b_path = temp.path().join("b");
-    let standby = open(
-        &b_path,
-        Options { standby_of: Some(primary.node.clone()), ..Options::default() },
-        &stop,
-    );
-    let standby_runtime = standby.node.runtime().clone();
-    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let (standby, standby_runtime) =
+        caught_up_standby(&b_path, &primary, &runtime, Options::default(), &stop).await;
     assert_eq!(reads(&standby_runtime).await, reads(&runtime).await);
     let state = standby.node.standby_state().unwrap().status();
     assert_eq!(state.snapshots_installed, SHARDS as u64, "{state:?}");
@@ -733,17 +724,9 @@ async fn a_standby_whose_disk_fills_waits_serves_reads_and_catches_up_once_there
     let temp = tempfile::tempdir().unwrap();
     let (primary, runtime, mut rng, _) = loaded_primary(temp.path(), &stop, 9, 300).await;
     let full = Arc::new(AtomicBool::new(false));
-    let standby = open(
-        &temp.path().join("b"),
-        Options {
-            standby_of: Some(primary.node.clone()),
-            full: Some(full.clone()),
-            ..Options::default()
-        },
-        &stop,
-    );
-    let standby_runtime = standby.node.runtime().clone();
-    wait_for("catch-up", async || caught_up(&runtime, &standby_runtime).await).await;
+    let options = Options { full: Some(full.clone()), ..Options::default() };
+    let (standby, standby_runtime) =
+        caught_up_standby(&temp.path().join("b"), &primary, &runtime, options, &stop).await;
     let state = standby.node.standby_state().unwrap().clone();
     let before = reads(&standby_runtime).await;
 
