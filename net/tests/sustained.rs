@@ -168,6 +168,20 @@ impl Tmpfs {
         );
         Tmpfs(path.to_path_buf())
     }
+
+    /// Fills what is left of it with a ballast file, whose path it returns (delete it to make
+    /// room again).
+    fn fill(&self) -> PathBuf {
+        let ballast = self.0.join("ballast");
+        // dd stops at "no space left", which is the point: its exit status says nothing.
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", ballast.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        assert!(ballast.exists(), "no ballast was written");
+        ballast
+    }
 }
 
 impl Drop for Tmpfs {
@@ -184,13 +198,8 @@ fn a_full_disk_refuses_writes_with_507_keeps_serving_and_resumes() {
     // 1 MiB segments: a few fit, then the disk is full.
     let node = Bookd::serve(&data, &["--shards", "1", "--segment-size", "1048576"]);
     put(&node, "p", "r", 10_000_000);
-    let ballast = disk.0.join("ballast");
     // Fill what is left, leaving the node only the segments it has.
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=64k"])
-        .arg(format!("of={}", ballast.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let ballast = disk.fill();
     let mut acknowledged = Vec::new();
     let mut refused = None;
     for n in 0..200_000 {
@@ -265,12 +274,7 @@ fn a_standby_whose_disk_fills_stays_up_and_catches_up_by_itself_once_there_is_ro
         standby.request("GET", "/v1/partitions/p/resources/r", None).0 == 200
     });
     // Fill what is left of the standby's disk.
-    let ballast = disk.0.join("ballast");
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=64k"])
-        .arg(format!("of={}", ballast.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let ballast = disk.fill();
     // The primary keeps taking writes until the standby has no room for them.
     let disk_full = || {
         let (code, status) = standby.request("GET", "/v1/status", None);
