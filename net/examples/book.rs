@@ -6,9 +6,9 @@
 //! cargo run -p bookd-net --example book -- --addr 127.0.0.1:7070 [--token T]
 //! ```
 
-use bookd_engine::runtime::Op;
 use bookd_engine::ListQuery;
 use bookd_net::client::{Client, ClientConfig, ClientError};
+use bookd_runtime::Op;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

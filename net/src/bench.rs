@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bookd_bench::load::{self, Answer, BenchArgs, Driver};
-use bookd_engine::runtime::Op;
 use bookd_engine::Command;
+use bookd_runtime::Op;
 
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::node::{Bound, Node, NodeConfig};

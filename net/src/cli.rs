@@ -272,7 +272,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ..args.serve.node_config(Role::Standby)
             };
             // A new standby takes its primary's shard count (a standby needs the same).
-            let new_dir = !config.data_dir.join(bookd_engine::runtime::META_FILE).exists();
+            let new_dir = !config.data_dir.join(bookd_runtime::META_FILE).exists();
             if config.shards.is_none() && new_dir {
                 config.shards = primary_shards(&args.primary, config.token.clone());
             }

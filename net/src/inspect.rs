@@ -9,10 +9,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use bookd_engine::runtime::{
+use bookd_engine::{Command, Engine, EngineLimits};
+use bookd_runtime::{
     apply_record, decode_command, read_shard_count, shard_path, RECORD_KIND_COMMAND,
 };
-use bookd_engine::{Command, Engine, EngineLimits};
 use bookd_wal::recovery::{list_snapshots, plan, read_snapshot, replay};
 use bookd_wal::{MmapStorage, RecordView, Replay, SnapshotReader, WalError};
 

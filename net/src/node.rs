@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookd_engine::runtime::{
+use bookd_engine::EngineLimits;
+use bookd_runtime::{
     recover_shard, DataDir, DataDirError, Runtime, RuntimeConfig, ShardConfig, ShardLog, ShardParts,
 };
-use bookd_engine::EngineLimits;
 use bookd_wal::SyncPolicy;
 
 pub use crate::http::Role;
@@ -68,7 +68,7 @@ impl Default for NodeConfig {
             role: Role::Primary,
             segment_size_bytes: bookd_wal::limits::segment_size_bytes_default,
             snapshot_write_bytes_per_s: bookd_wal::limits::snapshot_write_bytes_per_s_default,
-            snapshot_log_bytes: bookd_engine::runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
+            snapshot_log_bytes: bookd_runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
             snapshot_piece_bytes: bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64,
             limits: EngineLimits::default(),
             queue_messages_max: 4096,

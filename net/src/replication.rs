@@ -12,10 +12,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookd_engine::runtime::Runtime;
 use bookd_replication::{
     Connector, ReplicatedNode, Role as ReplicationRole, StreamTransport, TransportError,
 };
+use bookd_runtime::Runtime;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use bookd_bench::load::{self, Answer, Driver, RunConfig};
 use bookd_bench::Workload;
-use bookd_engine::runtime::Op;
 use bookd_engine::{Command, PutResource};
 use bookd_net::bench::{connect, BookdDriver, EmbeddedNode};
 use bookd_net::protocol::Reply;
+use bookd_runtime::Op;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 
-use bookd_engine::runtime::{shard_of, Op};
 use bookd_engine::{Command, EngineLimits, HoldStatus, ListQuery, PutResource};
 use bookd_net::client::{Client, ClientConfig, ClientError};
 use bookd_net::http::{NodeInfo, Role};
@@ -19,6 +18,7 @@ use bookd_net::protocol::frame::Kind;
 use bookd_net::protocol::limits::FRAME_SIZE_MAX_BYTES_DEFAULT;
 use bookd_net::protocol::reply::decode_response;
 use bookd_net::protocol::{encode_op, BinaryConfig, BinaryMetrics, Detail, ErrorCode, Reply};
+use bookd_runtime::{shard_of, Op};
 use protocol_support::{Options, Raw, TestServer, T0, WAIT};
 
 async fn client(server: &TestServer, connections: usize) -> Client {

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use bookd_engine::runtime::{Op, OpResult};
 use bookd_engine::{
     Cancel, Command, Confirm, DeletePartition, Extend, Hold, HoldStatus, HoldView, Item, ItemView,
     ListQuery, Outcome, PutResource, Refusal, Release, ResourcePage, ResourceView,
@@ -18,6 +17,7 @@ use bookd_net::protocol::reply::{
 };
 use bookd_net::protocol::wire::{put_u16, Reader};
 use bookd_net::protocol::{encode_op, fuzzing, Reply};
+use bookd_runtime::{Op, OpResult};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {

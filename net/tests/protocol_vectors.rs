@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use bookd_engine::runtime::{Op, OpResult};
 use bookd_engine::{
     Cancel, Command, Confirm, DeletePartition, Extend, Hold, HoldStatus, HoldView, Item, ItemView,
     ListQuery, Outcome, PutResource, Refusal, Release, ResourcePage, ResourceView,
@@ -18,6 +17,7 @@ use bookd_net::protocol::limits::FRAME_SIZE_CAP_BYTES;
 use bookd_net::protocol::reply::{decode_response, encode_op_result, Reply};
 use bookd_net::protocol::wire::put_u16;
 use bookd_net::protocol::{encode_op, ErrorCode, ErrorFrame, Hello, HelloOk};
+use bookd_runtime::{Op, OpResult};
 
 /// A vector: its name in the document, its frame bytes, and a check of what it decodes to.
 struct Vector {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bookd_engine::runtime::{RawRead, Runtime};
+use bookd_runtime::{RawRead, Runtime};
 use tokio::sync::watch;
 
 use crate::limits::{

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bookd_engine::runtime::{
+use bookd_runtime::{
     InstallError, RawRead, ReplicateError, Runtime, SnapshotInstall, StagedSnapshot,
 };
 use tokio::sync::{mpsc, watch, Notify};

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::runtime::{
-    recover_shard, DataDir, InstallSink, LogError, Op, OpResult, RawRead, RawRecord, Runtime,
-    RuntimeConfig, ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
-};
 use bookd_engine::{Command, EngineLimits, Hold, Item, PutResource, Release};
 use bookd_replication::{
     Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, Transport, TransportError,
+};
+use bookd_runtime::{
+    recover_shard, DataDir, InstallSink, LogError, Op, OpResult, RawRead, RawRecord, Runtime,
+    RuntimeConfig, ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
 };
 use tokio::sync::watch;
 
@@ -452,7 +452,7 @@ async fn a_standby_behind_the_kept_log_gets_a_snapshot_first() {
     load(&runtime, &mut rng, "z", 100).await;
     let unavailable = matches!(
         runtime.read_raw(0, 1, 1).await.unwrap(),
-        bookd_engine::runtime::RawRead::Unavailable { .. }
+        bookd_runtime::RawRead::Unavailable { .. }
     );
     assert!(unavailable, "the primary no longer keeps its first records");
     let (standby, standby_runtime) =

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookd_engine::runtime::Op;
 use bookd_engine::{Command, HoldView, ListQuery, ResourcePage, ResourceView};
+use bookd_runtime::Op;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::command::{encode_command, put_hold_ref, Opcode};

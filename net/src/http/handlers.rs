@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use bookd_engine::runtime::{op_index, Op, OpResult};
 use bookd_engine::{Cancel, Command, Confirm, DeletePartition, Release};
+use bookd_runtime::{op_index, Op, OpResult};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};

@@ -10,11 +10,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use bookd_engine::runtime::OpResult;
 use bookd_engine::{
     Cancel, Command, Confirm, DeletePartition, Extend, Hold, HoldView, Item, Outcome, PutResource,
     Refusal, Release, ResourcePage, ResourceView,
 };
+use bookd_runtime::OpResult;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};

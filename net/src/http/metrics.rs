@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bookd_engine::runtime::{
+use bookd_runtime::{
     Histogram, Runtime, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US, REFUSAL_CODES,
 };
 

@@ -1,7 +1,7 @@
 //! The public HTTP/JSON API on hyper 1.x (HTTP/1.1).
 //!
 //! Invariant: HTTP only maps shapes. It turns requests into engine
-//! [`Op`](bookd_engine::runtime::Op)s and results into the contract's statuses and bodies; every name, limit and business rule is
+//! [`Op`](bookd_runtime::Op)s and results into the contract's statuses and bodies; every name, limit and business rule is
 //! checked by the engine, so a refused request changes nothing and gets the same `invalid`
 //! error here as over any other protocol. Nothing on the request path takes a lock.
 //!
@@ -63,7 +63,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookd_engine::runtime::Runtime;
+use bookd_runtime::Runtime;
 
 pub use auth::constant_time_eq;
 pub use handlers::handle;
@@ -266,11 +266,10 @@ mod tests {
     #[test]
     fn debug_never_shows_the_token() {
         let runtime = Runtime::start(
-            bookd_engine::runtime::RuntimeConfig::default(),
+            bookd_runtime::RuntimeConfig::default(),
             vec![(
                 bookd_engine::Engine::default(),
-                Box::new(bookd_engine::runtime::MemoryLog::default())
-                    as Box<dyn bookd_engine::runtime::ShardLog>,
+                Box::new(bookd_runtime::MemoryLog::default()) as Box<dyn bookd_runtime::ShardLog>,
             )],
         )
         .unwrap();

@@ -4,10 +4,10 @@
 //! is refused with `invalid` exactly as over HTTP. Invariant: a [`CommandRef`] re-encodes to
 //! exactly the bytes it was decoded from.
 
-use bookd_engine::runtime::Op;
 use bookd_engine::{
     Cancel, Command, Confirm, DeletePartition, Extend, Hold, Item, ListQuery, PutResource, Release,
 };
+use bookd_runtime::Op;
 
 use super::limits::COMMANDS_PER_FRAME_MAX;
 use super::wire::{

@@ -74,7 +74,7 @@ pub fn command(data: &[u8]) {
         assert!(super::command::encode_op(&op, &mut from_op).is_ok());
         assert_eq!(from_op, bytes, "engine op encodes differently from its wire form");
         // The engine's own validation must not panic either.
-        if let bookd_engine::runtime::Op::Command(command) = &op {
+        if let bookd_runtime::Op::Command(command) = &op {
             let _ = command.validate();
         }
     }

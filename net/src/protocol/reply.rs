@@ -8,10 +8,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bookd_engine::runtime::OpResult;
 use bookd_engine::{
     HoldStatus, HoldView, ItemView, Outcome, Refusal, ResourcePage, ResourceView, StorageFullReason,
 };
+use bookd_runtime::OpResult;
 
 use super::codes::ErrorCode;
 use super::wire::{

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use bookd_engine::Engine;
 use bookd_net::http::{serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode, StorageInfo};
+use bookd_runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::runtime::{LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use bookd_engine::{Engine, EngineLimits};
 use bookd_net::http::{NodeInfo, PrimaryNode};
 use bookd_net::protocol::frame::{self, Kind};
 use bookd_net::protocol::limits::FRAME_SIZE_CAP_BYTES;
 use bookd_net::protocol::{serve_binary, BinaryApp, BinaryConfig, ErrorFrame, Hello, HelloOk};
+use bookd_runtime::{LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
