@@ -67,7 +67,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 command -v jq >/dev/null || die "needs jq"
-[[ -x "$BIN" ]] || die "no bookd binary at $BIN (build it: cargo build --release -p bookd-net, or pass --bin)"
+[[ -x "$BIN" ]] || die "no bookd binary at $BIN (build it: cargo build --release -p bookd, or pass --bin)"
 [[ "$SAMPLE_S" =~ ^[0-9]+$ && "$SAMPLE_S" -gt 0 ]] || die "--sample must be a whole number of seconds"
 [[ "$READY_TIMEOUT_S" =~ ^[0-9]+$ ]] || die "--ready-timeout must be a whole number of seconds"
 

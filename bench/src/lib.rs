@@ -26,6 +26,8 @@
 //! - `workload`: [`Workload`], its constants, names and setup commands ([`Setup`]).
 //! - `client`: [`ClientLoop`], one closed-loop client, and its [`Counters`].
 //! - `in_memory`: [`EngineRun`], many clients round robin against one in-memory engine.
+//! - [`bookd`]: bookd seen by the load generator: the binary-protocol client as a
+//!   [`load::Driver`], and the embedded node `bookd bench` runs against without `--addr`.
 //! - [`load`]: the network load generator of `bookd bench` (closed and open loop over a
 //!   [`load::Driver`], HDR histograms, report and JSON, Redis and PostgreSQL peers, chart).
 //!
@@ -34,6 +36,7 @@
 //! hold ids are fresh (a client's prefix, then a sequence number that only grows); a client
 //! yields its next command only after it was told the result of the previous one.
 
+pub mod bookd;
 mod client;
 mod in_memory;
 pub mod load;

@@ -2,10 +2,10 @@
 //!
 //! Invariant: the frame decoder (and each kind's payload decoder) never panics and never reads
 //! past its input, and every frame that decodes re-encodes to exactly its bytes. The logic lives
-//! in `bookd_net::protocol::fuzzing` so it also runs as a test over `corpus/protocol_frame/`.
+//! in `bookd_protocol::fuzzing` so it also runs as a test over `corpus/protocol_frame/`.
 
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    bookd_net::protocol::fuzzing::frame(data);
+    bookd_protocol::fuzzing::frame(data);
 });

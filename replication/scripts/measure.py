@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Replication figures of docs/PERFORMANCE.md ("Replication"): starts a primary (and a standby) from
-target/release/bookd, drives net/examples/load.rs, samples the primary's /v1/status every 100 ms for
+target/release/bookd, drives it with `bookd bench --addr`, samples the primary's /v1/status every 100 ms for
 each standby's lag, and with --promote stops the primary and times `bookd promote` and the first
 accepted write. Specs: WORKLOAD:CLIENTS:SYNC_STANDBYS:WITH_STANDBY, e.g. hotel:64:1:1. DUR=seconds."""
 import subprocess, time, json, urllib.request, threading, shutil, os, sys, statistics
-B="target/release/bookd"; L="target/release/examples/load"  # run from the repository root
+B="target/release/bookd"  # run from the repository root
 root=os.environ.get("DATA", "/tmp/bookd-replication-bench")
 def get(http, path):
     with urllib.request.urlopen(f"http://{http}{path}", timeout=5) as r: return json.loads(r.read())
@@ -22,8 +22,8 @@ def start(cmd, name, args):
 def stop(p):
     p.terminate(); p.wait()
 def load(binary, workload, clients, setup):
-    args=[L,"--addr",binary,"--workload",workload,"--clients",str(clients),"--connections","64","--duration",os.environ.get("DUR","10"),"--warmup","2"]
-    if not setup: args.append("--no-setup")
+    dur=os.environ.get("DUR","10")
+    args=[B,"bench","--addr",binary,"--workload",workload,"--clients",str(clients),"--connections","64","--duration",f"{dur}s","--warmup","2s"]
     return subprocess.run(args, capture_output=True, text=True).stdout
 def sampler(http, out, stopflag):
     while not stopflag.is_set():

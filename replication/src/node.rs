@@ -21,12 +21,7 @@ use crate::standby::{follow, FollowConfig, FollowEnd, StandbyState};
 use crate::transport::{Connector, Transport};
 use crate::{EpochStore, ReplicationError};
 
-/// The node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Standby,
-}
+pub use bookd_protocol::Role;
 
 /// Why a promotion did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::{Command, EngineLimits, Hold, Item, PutResource, Release};
+use bookd_engine::{Command, EngineLimits, Hold, Item, Op, OpResult, PutResource, Release};
 use bookd_replication::{
     Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, Transport, TransportError,
 };
 use bookd_runtime::{
-    recover_shard, DataDir, InstallSink, LogError, Op, OpResult, RawRead, RawRecord, Runtime,
-    RuntimeConfig, ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
+    recover_shard, DataDir, InstallSink, LogError, RawRead, RawRecord, Runtime, RuntimeConfig,
+    ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
 };
 use tokio::sync::watch;
 

@@ -55,7 +55,7 @@ pub enum Answer {
 }
 
 /// A system under test, seen by the load generator: send one command, get its answer.
-/// Implemented by bookd's binary-protocol client (in `bookd-net`), [`RedisDriver`] and
+/// Implemented by bookd's binary-protocol client (`bookd_bench::bookd`), [`RedisDriver`] and
 /// [`PostgresDriver`].
 pub trait Driver: Clone + Send + Sync + 'static {
     /// A handle for closed-loop client number `client` (bookd pins it to one connection so the

@@ -35,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
-pub use bookd_engine::{Op, OpResult};
+use bookd_engine::{Op, OpResult};
 pub use durable::{
     apply_record, read_shard_count, recover_shard, shard_path, DataDir, DataDirError,
     RecoveredShard, WalLog, META_FILE,

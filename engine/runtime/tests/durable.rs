@@ -6,7 +6,8 @@
 mod runtime_support;
 
 use bookd_engine::{Command, EngineLimits, Hold, HoldStatus, Item, PutResource};
-use bookd_runtime::{recover_shard, DataDir, Op, OpResult, Runtime, RuntimeConfig, ShardLog};
+use bookd_engine::{Op, OpResult};
+use bookd_runtime::{recover_shard, DataDir, Runtime, RuntimeConfig, ShardLog};
 use runtime_support::bookings;
 
 fn options() -> bookd_wal::Options {

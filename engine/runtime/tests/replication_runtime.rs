@@ -12,10 +12,9 @@ use std::time::Duration;
 
 mod runtime_support;
 
-use bookd_engine::{Command, Confirm, Engine, Hold, Item, PutResource};
+use bookd_engine::{Command, Confirm, Engine, Hold, Item, Op, OpResult, PutResource};
 use bookd_runtime::{
-    InstallError, MemoryLog, Op, OpResult, RawRead, ReplicateError, Runtime, RuntimeConfig,
-    ShardConfig, ShardLog,
+    InstallError, MemoryLog, RawRead, ReplicateError, Runtime, RuntimeConfig, ShardConfig, ShardLog,
 };
 use runtime_support::block_on;
 

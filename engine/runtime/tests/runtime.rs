@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use bookd_engine::{Command, Confirm, Engine, Hold, HoldStatus, Item, Outcome, PutResource};
-use bookd_runtime::{
-    shard_of, LogError, MemoryLog, Op, OpResult, Runtime, RuntimeConfig, ShardLog,
+use bookd_engine::{
+    Command, Confirm, Engine, Hold, HoldStatus, Item, Op, OpResult, Outcome, PutResource,
 };
+use bookd_runtime::{shard_of, LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
 
 /// A MemoryLog the test can still look at while the shard owns it.
 #[derive(Clone, Default)]

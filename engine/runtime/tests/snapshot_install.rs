@@ -12,10 +12,9 @@ use std::sync::Arc;
 
 mod runtime_support;
 
-use bookd_engine::{Engine, EngineImage, EngineLimits};
+use bookd_engine::{Engine, EngineImage, EngineLimits, Op, OpResult};
 use bookd_runtime::{
-    recover_shard, DataDir, InstallError, Op, OpResult, RawRead, Runtime, RuntimeConfig, ShardLog,
-    META_FILE,
+    recover_shard, DataDir, InstallError, RawRead, Runtime, RuntimeConfig, ShardLog, META_FILE,
 };
 use runtime_support::{block_on, bookings};
 

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 mod runtime_support;
 
 use bookd_engine::{
-    Command, Confirm, Engine, Hold, HoldStatus, Item, PutResource, Refusal, Release,
+    Command, Confirm, Engine, Hold, HoldStatus, Item, Op, OpResult, PutResource, Refusal, Release,
     StorageFullReason,
 };
 use bookd_runtime::{
-    apply_record, LogError, MemoryLog, Op, OpResult, Runtime, RuntimeConfig, ShardConfig, ShardLog,
-    SnapshotGate, SnapshotSink, SnapshotWritten, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    apply_record, LogError, MemoryLog, Runtime, RuntimeConfig, ShardConfig, ShardLog, SnapshotGate,
+    SnapshotSink, SnapshotWritten, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use runtime_support::block_on;
 

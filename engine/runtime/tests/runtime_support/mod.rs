@@ -3,8 +3,8 @@
 //! confirmed) whose hold ids carry a tag, so runs against one runtime never reuse an id.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use bookd_engine::Op;
 use bookd_engine::{Command, Confirm, Hold, Item, PutResource};
-use bookd_runtime::Op;
 
 /// Runs `future` to completion on a fresh current-thread runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {

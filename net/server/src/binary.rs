@@ -1,0 +1,692 @@
+//! The binary protocol server: a listener with a connection-limit semaphore and a shutdown
+//! guard, and per connection one task that reads frames, runs each REQUEST frame as ONE
+//! `Runtime::execute` (so a frame costs one message per shard), and writes RESPONSE frames as
+//! they complete, batched into as few writes as the socket allows.
+//!
+//! Invariants: a connection holds at most `in_flight_max` requests in flight and stops reading
+//! (backpressure) while that many are in flight or while more than `write_buffer_size_max_bytes`
+//! of responses wait for the peer, so a client that stops reading costs the node at most
+//! `write_buffer_size_max_bytes + in_flight_max × largest response` plus one read chunk and one
+//! frame; a peer that takes no byte for `write_stall_timeout` is disconnected. A malformed
+//! frame gets an ERROR frame (after the responses of requests already in flight) and the
+//! connection is closed; no other connection is affected.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookd_engine::{Op, OpResult};
+use bookd_runtime::Runtime;
+use bytes::{Buf, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::http::{constant_time_eq, NodeInfo, Role};
+use bookd_protocol::codes::ErrorCode;
+use bookd_protocol::command::{decode_request, CommandRef};
+use bookd_protocol::frame::{self, FrameError, Kind};
+use bookd_protocol::handshake::{ErrorFrame, Hello, HelloOk};
+use bookd_protocol::limits::{
+    COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
+    FRAME_SIZE_MAX_BYTES_DEFAULT, HELLO_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
+    IN_FLIGHT_REQUESTS_MAX_DEFAULT, LINGER, LINGER_SIZE_MAX_BYTES, READ_CHUNK_SIZE_BYTES,
+    READ_TIMEOUT_DEFAULT, TIMEOUT_CHECK_INTERVAL, WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT,
+    WRITE_STALL_TIMEOUT_DEFAULT,
+};
+use bookd_protocol::reply::{encode_op_result, put_refused, Refused};
+use bookd_protocol::wire::put_u16;
+
+/// Settings of the binary server.
+#[derive(Debug, Clone)]
+pub struct BinaryConfig {
+    /// Most connections open at once; the listener stops accepting at the bound.
+    pub connections_max: usize,
+    /// Largest REQUEST frame accepted (the length prefix's value), at most 16 MiB.
+    pub frame_size_max_bytes: usize,
+    /// Most REQUEST frames in flight per connection.
+    pub in_flight_max: usize,
+    /// Bytes of responses buffered for a slow reader before the connection stops reading.
+    pub write_buffer_size_max_bytes: usize,
+    pub hello_timeout: Duration,
+    /// Time a started frame has to arrive completely.
+    pub read_timeout: Duration,
+    /// Time a connection may stay with nothing in flight and nothing arriving.
+    pub idle_timeout: Duration,
+    /// Time buffered responses may wait without the socket taking a byte.
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for BinaryConfig {
+    fn default() -> Self {
+        BinaryConfig {
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            frame_size_max_bytes: FRAME_SIZE_MAX_BYTES_DEFAULT,
+            in_flight_max: IN_FLIGHT_REQUESTS_MAX_DEFAULT,
+            write_buffer_size_max_bytes: WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT,
+            hello_timeout: HELLO_TIMEOUT_DEFAULT,
+            read_timeout: READ_TIMEOUT_DEFAULT,
+            idle_timeout: IDLE_TIMEOUT_DEFAULT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+/// Counters of the binary server. All are `Relaxed`: they are statistics, read on their own,
+/// never used to order other memory.
+#[derive(Debug, Default)]
+pub struct BinaryMetrics {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub requests_total: AtomicU64,
+    pub commands_total: AtomicU64,
+    /// Connections closed with an ERROR frame for a malformed frame or a refused handshake.
+    pub protocol_errors_total: AtomicU64,
+    /// Times a connection stopped reading because of its in-flight or write-buffer bound.
+    pub read_pauses_total: AtomicU64,
+    /// The most response bytes any connection ever had buffered for its peer.
+    pub write_buffered_bytes_max: AtomicU64,
+    /// Connections closed by a timeout (hello, partial frame, idle, write stall).
+    pub timeouts_total: AtomicU64,
+}
+
+impl BinaryMetrics {
+    fn add(counter: &AtomicU64, value: u64) {
+        counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Takes over a connection whose first frame after the handshake is REPLICATE (a standby; see
+/// docs/protocol.md, "Replication"): it gets the stream, the bytes read and not consumed (that
+/// frame first) and the node's stop signal, and must end once the signal turns true.
+pub trait ReplicationHook: Send + Sync + std::fmt::Debug {
+    fn serve(
+        &self,
+        stream: TcpStream,
+        buffered: Vec<u8>,
+        peer: String,
+        stop: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// What every binary connection needs: shared, read-only after start.
+#[derive(Debug)]
+pub struct BinaryApp {
+    runtime: Arc<Runtime>,
+    token: Option<String>,
+    node: Arc<dyn NodeInfo>,
+    config: BinaryConfig,
+    metrics: BinaryMetrics,
+    replication: Option<Arc<dyn ReplicationHook>>,
+}
+
+impl BinaryApp {
+    /// An app over `runtime`; with `token`, a HELLO must carry it. An empty token counts as none.
+    pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
+        BinaryApp {
+            runtime,
+            token: token.filter(|token| !token.is_empty()),
+            node,
+            config: BinaryConfig::default(),
+            metrics: BinaryMetrics::default(),
+            replication: None,
+        }
+    }
+
+    /// The same app, handing standbys' connections to `hook`.
+    pub fn with_replication(mut self, hook: Arc<dyn ReplicationHook>) -> Self {
+        self.replication = Some(hook);
+        self
+    }
+
+    pub fn with_config(mut self, mut config: BinaryConfig) -> Self {
+        config.frame_size_max_bytes = config.frame_size_max_bytes.clamp(1024, FRAME_SIZE_CAP_BYTES);
+        config.in_flight_max = config.in_flight_max.clamp(1, u32::MAX as usize);
+        self.config = config;
+        self
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn config(&self) -> &BinaryConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &BinaryMetrics {
+        &self.metrics
+    }
+}
+
+/// Serves the binary protocol on `listener` until `shutdown` resolves; then stops accepting,
+/// lets every connection finish its in-flight requests and flush their responses, and returns.
+pub async fn serve_binary(
+    listener: TcpListener,
+    app: Arc<BinaryApp>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let connections_max = app.config.connections_max;
+    crate::listener::serve_connections(
+        listener,
+        "binary protocol",
+        connections_max,
+        shutdown,
+        |stream, permit, stop| serve_connection(stream, app.clone(), permit, stop),
+    )
+    .await
+}
+
+/// Serves one connection. The permit is returned last, after this connection's clone of `app`
+/// is dropped, so once all permits are back the caller holds the only references to the app.
+async fn serve_connection(
+    mut stream: TcpStream,
+    app: Arc<BinaryApp>,
+    permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+) {
+    BinaryMetrics::add(&app.metrics.connections_open, 1);
+    BinaryMetrics::add(&app.metrics.connections_total, 1);
+    let _ = stream.set_nodelay(true);
+    let replication_stop = stop.clone();
+    let (read, write) = stream.split();
+    let mut connection = Connection::new(&app, read, write, stop);
+    if let Err(error) = connection.run().await {
+        tracing::debug!(%error, "binary connection ended with an error");
+    }
+    let handoff = matches!(connection.closing, Some(Closing::Handoff));
+    let buffered = if handoff { connection.rbuf.to_vec() } else { Vec::new() };
+    drop(connection);
+    if let (true, Some(hook)) = (handoff, app.replication.clone()) {
+        let peer = stream.peer_addr().map_or_else(|_| "unknown".into(), |peer| peer.to_string());
+        hook.serve(stream, buffered, peer, replication_stop).await;
+    }
+    app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    drop(app);
+    drop(permit);
+}
+
+/// Why a connection stops reading requests for good.
+#[derive(Debug)]
+enum Closing {
+    /// The peer closed its side.
+    Eof,
+    /// The node is stopping.
+    Stopping,
+    /// A protocol error: this ERROR frame goes out after the in-flight responses.
+    Error(ErrorFrame),
+    /// A timeout or dead peer: close without waiting for anything.
+    Abort,
+    /// A standby's REPLICATE frame: the connection goes to replication, unread bytes with it.
+    Handoff,
+}
+
+/// What woke the connection loop.
+enum Event {
+    Done(Done),
+    Written(io::Result<usize>),
+    Read(io::Result<usize>),
+    Stop,
+    Tick,
+}
+
+/// One request's results, and which commands were refused before reaching the engine.
+struct Done {
+    request_id: u64,
+    results: Vec<OpResult>,
+    /// `true` at the positions of writes refused on a standby (empty when none was).
+    refused: Vec<bool>,
+}
+
+struct Connection<'a> {
+    app: &'a BinaryApp,
+    read: ReadHalf<'a>,
+    write: WriteHalf<'a>,
+    stop: watch::Receiver<bool>,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    written: usize,
+    closing: Option<Closing>,
+    /// When the bytes in `rbuf` (an incomplete frame) started to arrive.
+    partial_since: Option<Instant>,
+    last_activity: Instant,
+    last_write_progress: Instant,
+    write_buffered_max: usize,
+    paused: bool,
+    /// Whether a REQUEST was read (a REPLICATE frame is only taken before any).
+    requested: bool,
+}
+
+impl<'a> Connection<'a> {
+    fn new(
+        app: &'a BinaryApp,
+        read: ReadHalf<'a>,
+        write: WriteHalf<'a>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let now = Instant::now();
+        Connection {
+            app,
+            read,
+            write,
+            stop,
+            rbuf: BytesMut::with_capacity(READ_CHUNK_SIZE_BYTES),
+            wbuf: Vec::with_capacity(READ_CHUNK_SIZE_BYTES),
+            written: 0,
+            closing: None,
+            partial_since: None,
+            last_activity: now,
+            last_write_progress: now,
+            write_buffered_max: 0,
+            paused: false,
+            requested: false,
+        }
+    }
+
+    async fn run(&mut self) -> io::Result<()> {
+        if self.handshake().await? {
+            self.serve().await?;
+        }
+        self.close().await
+    }
+
+    /// Reads HELLO and answers HELLO_OK; `false` if the connection is to close (the ERROR
+    /// frame, if any, is queued in `wbuf`).
+    async fn handshake(&mut self) -> io::Result<bool> {
+        let deadline = tokio::time::Instant::now() + self.app.config.hello_timeout;
+        loop {
+            match frame::parse(&self.rbuf, self.app.config.frame_size_max_bytes) {
+                Err(error) => {
+                    self.fail(frame_error(error), 0);
+                    return Ok(false);
+                }
+                Ok(Some((frame, used))) => {
+                    let request_id = frame.request_id;
+                    let verdict = match frame.kind {
+                        Kind::Hello => match Hello::decode(frame.payload) {
+                            Ok(hello) => self.check_token(hello.token),
+                            Err(error) => Err(bad_request(format!("HELLO: {error}"))),
+                        },
+                        other => Err(bad_request(format!("expected HELLO, got {other:?}"))),
+                    };
+                    self.rbuf.advance(used);
+                    return match verdict {
+                        Ok(()) => {
+                            self.hello_ok(request_id);
+                            Ok(true)
+                        }
+                        Err(error) => {
+                            self.fail(error, request_id);
+                            Ok(false)
+                        }
+                    };
+                }
+                Ok(None) => {}
+            }
+            self.rbuf.reserve(READ_CHUNK_SIZE_BYTES);
+            let read = tokio::time::timeout_at(deadline, self.read.read_buf(&mut self.rbuf)).await;
+            match read {
+                Err(_) => {
+                    BinaryMetrics::add(&self.app.metrics.timeouts_total, 1);
+                    self.closing = Some(Closing::Abort);
+                    return Ok(false);
+                }
+                Ok(Ok(0)) => {
+                    self.closing = Some(Closing::Abort);
+                    return Ok(false);
+                }
+                Ok(read) => {
+                    read?;
+                }
+            }
+        }
+    }
+
+    fn check_token(&self, presented: &[u8]) -> Result<(), ErrorFrame> {
+        match &self.app.token {
+            Some(expected) if !constant_time_eq(expected.as_bytes(), presented) => {
+                Err(ErrorFrame {
+                    code: ErrorCode::Unauthorized,
+                    message: "wrong or missing token".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn hello_ok(&mut self, request_id: u64) {
+        let config = &self.app.config;
+        let hello = HelloOk {
+            role: self.app.node.role(),
+            epoch: self.app.node.epoch(&self.app.runtime),
+            shards: u16::try_from(self.app.runtime.shards()).unwrap_or(u16::MAX),
+            frame_size_max_bytes: config.frame_size_max_bytes as u32,
+            commands_per_frame_max: COMMANDS_PER_FRAME_MAX as u16,
+            in_flight_max: u32::try_from(config.in_flight_max).unwrap_or(u32::MAX),
+        };
+        let start = frame::begin(&mut self.wbuf, Kind::HelloOk, request_id);
+        hello.encode(&mut self.wbuf);
+        frame::finish(&mut self.wbuf, start);
+    }
+
+    /// Queues `error` to be sent once the requests in flight are answered, and stops reading.
+    fn fail(&mut self, error: ErrorFrame, request_id: u64) {
+        BinaryMetrics::add(&self.app.metrics.protocol_errors_total, 1);
+        tracing::debug!(code = %error.code, message = %error.message, "binary protocol error");
+        let start = frame::begin(&mut self.wbuf, Kind::Error, request_id);
+        error.encode(&mut self.wbuf);
+        frame::finish(&mut self.wbuf, start);
+        self.closing = Some(Closing::Error(error));
+    }
+
+    /// The main loop: until the peer closes, the node stops or a frame is malformed; then
+    /// every request in flight is answered before it returns.
+    async fn serve(&mut self) -> io::Result<()> {
+        let app = self.app;
+        let runtime: &Runtime = &app.runtime;
+        let config = &app.config;
+        let mut in_flight = FuturesUnordered::new();
+        let mut ticker = tokio::time::interval(TIMEOUT_CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut error_at: Option<u64> = None;
+        let mut yielded = false;
+        loop {
+            // Start every complete frame already buffered, as far as the bounds allow.
+            let mut may_read = self.closing.is_none();
+            while may_read {
+                if in_flight.len() >= config.in_flight_max
+                    || self.wbuf.len() - self.written >= config.write_buffer_size_max_bytes
+                {
+                    may_read = false;
+                    if !self.paused {
+                        self.paused = true;
+                        BinaryMetrics::add(&app.metrics.read_pauses_total, 1);
+                    }
+                    // The read timeout runs only while this side is willing to read.
+                    if self.partial_since.is_some() {
+                        self.partial_since = Some(Instant::now());
+                    }
+                    break;
+                }
+                self.paused = false;
+                match self.next_request() {
+                    Ok(Some((request_id, ops, refused))) => {
+                        in_flight.push(execute(runtime, request_id, ops, refused));
+                    }
+                    Ok(None) => break,
+                    Err((error, request_id)) => {
+                        error_at = Some(request_id);
+                        self.closing = Some(Closing::Error(error));
+                        may_read = false;
+                    }
+                }
+            }
+            if let (Some(Closing::Error(_)), true) = (&self.closing, in_flight.is_empty()) {
+                if let Some(request_id) = error_at.take() {
+                    if let Some(Closing::Error(error)) = self.closing.take() {
+                        self.fail(error, request_id);
+                    }
+                }
+            }
+            let unwritten = self.written < self.wbuf.len();
+            if self.closing.is_some() && in_flight.is_empty() && !unwritten {
+                return Ok(());
+            }
+            if matches!(self.closing, Some(Closing::Abort)) {
+                return Ok(());
+            }
+            let event = tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => Event::Done(done),
+                written = self.write.write(&self.wbuf[self.written..]), if unwritten => {
+                    Event::Written(written)
+                }
+                read = self.read.read_buf(&mut self.rbuf), if may_read => Event::Read(read),
+                _ = self.stop.wait_for(|stopping| *stopping), if self.closing.is_none() => {
+                    Event::Stop
+                }
+                _ = ticker.tick() => Event::Tick,
+            };
+            match event {
+                Event::Done(done) => {
+                    self.respond(done);
+                    // A shard answers a whole batch at once, one reply after the other: let the
+                    // rest of it arrive, so their responses leave in this same write.
+                    if !yielded && !in_flight.is_empty() {
+                        yielded = true;
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Event::Written(written) => {
+                    yielded = false;
+                    let written = written?;
+                    if written == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    self.written += written;
+                    self.last_write_progress = Instant::now();
+                    self.last_activity = self.last_write_progress;
+                    if self.written == self.wbuf.len() {
+                        self.wbuf.clear();
+                        self.written = 0;
+                    }
+                }
+                Event::Read(Ok(0)) => {
+                    if self.rbuf.is_empty() {
+                        self.closing = Some(Closing::Eof);
+                    } else {
+                        error_at = Some(0);
+                        self.closing = Some(Closing::Error(bad_request(
+                            "connection closed in the middle of a frame (truncated frame)".into(),
+                        )));
+                    }
+                }
+                Event::Read(Ok(_)) => {
+                    self.last_activity = Instant::now();
+                    if self.partial_since.is_none() {
+                        self.partial_since = Some(self.last_activity);
+                    }
+                }
+                Event::Read(Err(error)) => return Err(error),
+                Event::Stop => {
+                    self.closing = Some(Closing::Stopping);
+                    error_at = None;
+                }
+                Event::Tick => {
+                    if let Some(timeout) = self.timed_out(!in_flight.is_empty() || self.paused) {
+                        BinaryMetrics::add(&app.metrics.timeouts_total, 1);
+                        tracing::debug!(timeout, "binary connection timed out");
+                        error_at = Some(0);
+                        self.closing = match timeout {
+                            "write stall" => Some(Closing::Abort),
+                            // Nothing was in flight, and nothing sent from now on is read: a
+                            // client may resend whatever crossed this ERROR on the wire.
+                            "idle" => Some(Closing::Error(ErrorFrame {
+                                code: ErrorCode::Unavailable,
+                                message: "idle timeout; reconnect".into(),
+                            })),
+                            _ => Some(Closing::Error(bad_request(format!("{timeout} timeout")))),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next complete REQUEST frame in the read buffer, decoded into engine ops.
+    #[allow(clippy::type_complexity)]
+    fn next_request(&mut self) -> Result<Option<(u64, Vec<Op>, Vec<bool>)>, (ErrorFrame, u64)> {
+        let config = &self.app.config;
+        let parsed = frame::parse(&self.rbuf, config.frame_size_max_bytes);
+        let (frame, used) = match parsed {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => {
+                if self.rbuf.is_empty() {
+                    self.partial_since = None;
+                }
+                // Room for the next read; a large frame (its length already checked against
+                // the limit) grows the buffer chunk by chunk, never beyond the frame.
+                if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK_SIZE_BYTES / 4 {
+                    self.rbuf.reserve(READ_CHUNK_SIZE_BYTES);
+                }
+                return Ok(None);
+            }
+            Err(error) => return Err((frame_error(error), 0)),
+        };
+        let request_id = frame.request_id;
+        if frame.kind == Kind::Replicate && !self.requested && self.app.replication.is_some() {
+            // The frame stays in the buffer for replication; the token was checked by HELLO.
+            self.closing = Some(Closing::Handoff);
+            return Ok(None);
+        }
+        if frame.kind != Kind::Request {
+            return Err((bad_request(format!("unexpected {:?} frame", frame.kind)), request_id));
+        }
+        let standby = self.app.node.role() == Role::Standby;
+        // The count is checked by the decoder; it only sizes the vector here (≤ 1 000).
+        let announced = frame.payload.first_chunk::<2>().map_or(0, |c| u16::from_le_bytes(*c));
+        let mut ops = Vec::with_capacity(usize::from(announced).min(COMMANDS_PER_FRAME_MAX));
+        let mut refused = Vec::new();
+        let mut count = 0;
+        let decoded = decode_request(frame.payload, |command: CommandRef<'_>| {
+            count += 1;
+            if standby && command.opcode().is_write() {
+                refused.resize(count, false);
+                refused[count - 1] = true;
+            } else {
+                ops.push(command.to_op());
+            }
+        });
+        if let Err(error) = decoded {
+            return Err((bad_request(format!("REQUEST: {error}")), request_id));
+        }
+        if !refused.is_empty() {
+            refused.resize(count, false);
+        }
+        self.rbuf.advance(used);
+        self.requested = true;
+        self.partial_since = if self.rbuf.is_empty() { None } else { Some(Instant::now()) };
+        let metrics = &self.app.metrics;
+        BinaryMetrics::add(&metrics.requests_total, 1);
+        BinaryMetrics::add(&metrics.commands_total, count as u64);
+        Ok(Some((request_id, ops, refused)))
+    }
+
+    /// Encodes the RESPONSE frame of a finished request into the write buffer.
+    fn respond(&mut self, done: Done) {
+        let start = frame::begin(&mut self.wbuf, Kind::Response, done.request_id);
+        let count = if done.refused.is_empty() { done.results.len() } else { done.refused.len() };
+        put_u16(&mut self.wbuf, count as u16);
+        let mut results = done.results.iter();
+        let read_only = Refused::plain(ErrorCode::StandbyReadOnly);
+        let too_large = Refused::plain(ErrorCode::PayloadTooLarge);
+        for index in 0..count {
+            if done.refused.get(index).copied().unwrap_or(false) {
+                put_refused(&mut self.wbuf, &read_only);
+                continue;
+            }
+            let before = self.wbuf.len();
+            match results.next() {
+                Some(result) => encode_op_result(result, &mut self.wbuf),
+                None => put_refused(&mut self.wbuf, &Refused::plain(ErrorCode::Unavailable)),
+            }
+            if self.wbuf.len() - start > FRAME_SIZE_CAP_BYTES - 4 - 16 {
+                self.wbuf.truncate(before);
+                put_refused(&mut self.wbuf, &too_large);
+            }
+        }
+        frame::finish(&mut self.wbuf, start);
+        let buffered = self.wbuf.len() - self.written;
+        if buffered > self.write_buffered_max {
+            self.write_buffered_max = buffered;
+            self.app.metrics.write_buffered_bytes_max.fetch_max(buffered as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Which timeout, if any, has passed.
+    fn timed_out(&self, busy: bool) -> Option<&'static str> {
+        let config = &self.app.config;
+        let now = Instant::now();
+        if self.written < self.wbuf.len()
+            && now.duration_since(self.last_write_progress) >= config.write_stall_timeout
+        {
+            return Some("write stall");
+        }
+        if let Some(since) = self.partial_since {
+            if !self.rbuf.is_empty() && now.duration_since(since) >= config.read_timeout {
+                return Some("read (incomplete frame)");
+            }
+        }
+        let idle = !busy && self.rbuf.is_empty() && self.written == self.wbuf.len();
+        if idle && now.duration_since(self.last_activity) >= config.idle_timeout {
+            return Some("idle");
+        }
+        None
+    }
+
+    /// Flushes what is buffered (unless aborting), says goodbye at shutdown, then closes
+    /// lingering: our side is shut, the peer's last bytes are read and dropped for a moment,
+    /// so the peer gets the ERROR frame before the connection goes away.
+    async fn close(&mut self) -> io::Result<()> {
+        if matches!(self.closing, Some(Closing::Abort | Closing::Handoff)) {
+            return Ok(());
+        }
+        if matches!(self.closing, Some(Closing::Stopping)) {
+            let goodbye =
+                ErrorFrame { code: ErrorCode::Unavailable, message: "node stopping".into() };
+            let start = frame::begin(&mut self.wbuf, Kind::Error, 0);
+            goodbye.encode(&mut self.wbuf);
+            frame::finish(&mut self.wbuf, start);
+        }
+        let stall = self.app.config.write_stall_timeout;
+        let flushed = tokio::time::timeout(stall, async {
+            self.write.write_all(&self.wbuf[self.written..]).await?;
+            self.write.shutdown().await
+        })
+        .await;
+        self.wbuf.clear();
+        self.written = 0;
+        if !matches!(flushed, Ok(Ok(()))) || matches!(self.closing, Some(Closing::Eof)) {
+            return Ok(());
+        }
+        let mut drained = 0;
+        let mut sink = [0u8; 8192];
+        let _ = tokio::time::timeout(LINGER, async {
+            while drained < LINGER_SIZE_MAX_BYTES {
+                match self.read.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => drained += read,
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// Runs one request's ops as one `Runtime::execute`.
+async fn execute(runtime: &Runtime, request_id: u64, ops: Vec<Op>, refused: Vec<bool>) -> Done {
+    let results = if ops.is_empty() { Vec::new() } else { runtime.execute(ops).await };
+    Done { request_id, results, refused }
+}
+
+fn bad_request(message: String) -> ErrorFrame {
+    ErrorFrame { code: ErrorCode::BadRequest, message }
+}
+
+fn frame_error(error: FrameError) -> ErrorFrame {
+    let code = match error {
+        FrameError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    ErrorFrame { code, message: error.to_string() }
+}

@@ -1,0 +1,414 @@
+//! The node: opens and locks the data directory, recovers every shard (snapshot + log replay)
+//! BEFORE opening any port, starts the shard runtime, serves HTTP until SIGTERM/SIGINT, then
+//! (and the binary protocol) stops cleanly: no new connections, in-flight requests finish, every shard syncs its log.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bookd_engine::EngineLimits;
+use bookd_runtime::{
+    recover_shard, DataDir, DataDirError, Runtime, RuntimeConfig, ShardConfig, ShardLog, ShardParts,
+};
+use bookd_wal::SyncPolicy;
+
+pub use crate::http::Role;
+use crate::http::{HttpApp, StorageInfo};
+use crate::replication::{Replication, TcpConnector};
+use bookd_replication::{EpochStore, ReplicatedNode};
+
+/// Everything `bookd serve` can be told.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: String,
+    pub listen_addr: String,
+    /// `None`: the data directory's count, or one per core for a new directory.
+    pub shards: Option<usize>,
+    pub token: Option<String>,
+    pub sync_standbys: usize,
+    pub insecure: bool,
+    /// `Some(ms)`: relaxed durability (sync every ms); `None`: durable.
+    pub sync_interval_ms: Option<u64>,
+    pub role: Role,
+    pub segment_size_bytes: u64,
+    /// The most bytes a second a snapshot is written at (0: no cap).
+    pub snapshot_write_bytes_per_s: u64,
+    pub snapshot_log_bytes: u64,
+    /// Largest SNAPSHOT piece sent to a standby (1 KiB to 1 MiB).
+    pub snapshot_piece_bytes: u64,
+    pub limits: EngineLimits,
+    pub queue_messages_max: usize,
+    /// A standby's primary: its binary protocol address.
+    pub primary: Option<String>,
+    /// A standby started with `--reseed`: replace its logs by the primary's snapshots.
+    pub reseed: bool,
+    /// How long a command waits for its synchronous standbys before `replication_timeout`.
+    pub replication_timeout: Duration,
+    /// How long a released, expired or cancelled hold is kept after it ended (at least 1 s).
+    pub hold_retention: Duration,
+    /// The memory the whole node's state may use, in bytes (`u64::MAX`: no limit); the
+    /// runtime divides it among the shards.
+    pub memory_max_bytes: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./bookd-data"),
+            http_addr: "127.0.0.1:8080".into(),
+            listen_addr: "127.0.0.1:7070".into(),
+            shards: None,
+            token: None,
+            sync_standbys: 0,
+            insecure: false,
+            sync_interval_ms: None,
+            role: Role::Primary,
+            segment_size_bytes: bookd_wal::limits::segment_size_bytes_default,
+            snapshot_write_bytes_per_s: bookd_wal::limits::snapshot_write_bytes_per_s_default,
+            snapshot_log_bytes: bookd_runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
+            snapshot_piece_bytes: bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64,
+            limits: EngineLimits::default(),
+            queue_messages_max: 4096,
+            primary: None,
+            reseed: false,
+            replication_timeout: Duration::from_secs(5),
+            hold_retention: Duration::from_millis(bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT),
+            memory_max_bytes: default_memory_max_bytes(),
+        }
+    }
+}
+
+/// The smallest `--snapshot-piece-size`.
+const SNAPSHOT_PIECE_BYTES_MIN: u64 = 1024;
+
+/// The default `--memory-max`: 80 % of the machine's physical memory, or no limit
+/// (`u64::MAX`) when the system does not say how much it has.
+pub fn default_memory_max_bytes() -> u64 {
+    crate::system::physical_memory_bytes().map_or(u64::MAX, |bytes| bytes / 5 * 4)
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("refusing to listen on non-loopback address {0} without --token (give a token, or --insecure to accept the risk)")]
+    Insecure(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot start shard threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// A recovered node with its shards running, not yet listening.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    runtime: Arc<Runtime>,
+    data_dir: Arc<DataDir>,
+}
+
+/// The addresses a node listens on, once it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub http: SocketAddr,
+    /// The binary protocol's listener (docs/protocol.md).
+    pub binary: SocketAddr,
+}
+
+impl Node {
+    /// Locks and recovers the data directory and starts the shards. Opens no port.
+    pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        check_listen_security(&config)?;
+        if config.role == Role::Standby && config.primary.is_none() {
+            return Err(NodeError::Config("a standby needs --primary ADDR".into()));
+        }
+        let hold_retention_ms = u64::try_from(config.hold_retention.as_millis())
+            .ok()
+            .filter(|&ms| ms <= bookd_engine::limits::CLOCK_MS_MAX)
+            .ok_or_else(|| NodeError::Config("--hold-retention is too long".into()))?;
+        if hold_retention_ms < bookd_engine::limits::HOLD_RETENTION_MS_MIN {
+            return Err(NodeError::Config(format!(
+                "--hold-retention must be at least 1s, not {hold_retention_ms} ms"
+            )));
+        }
+        if config.memory_max_bytes == 0 {
+            return Err(NodeError::Config("--memory-max must be at least 1 byte".into()));
+        }
+        let piece_max = bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64;
+        if !(SNAPSHOT_PIECE_BYTES_MIN..=piece_max).contains(&config.snapshot_piece_bytes) {
+            return Err(NodeError::Config(format!(
+                "--snapshot-piece-size must be between {SNAPSHOT_PIECE_BYTES_MIN} and {piece_max} bytes, not {}",
+                config.snapshot_piece_bytes
+            )));
+        }
+        let wanted = config.shards.map(|shards| shards.clamp(1, 1024));
+        let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
+        let options = bookd_wal::Options {
+            segment_size_bytes: config.segment_size_bytes,
+            snapshot_write_bytes_per_s: config.snapshot_write_bytes_per_s,
+            sync_policy: match config.sync_interval_ms {
+                None => SyncPolicy::Always,
+                Some(interval_ms) => SyncPolicy::Interval { interval_ms },
+            },
+            ..bookd_wal::Options::default()
+        };
+        let (shards, log_epoch) = recover_all(&data_dir, options, config.limits)?;
+        // The epoch of the last promotion, or of the newest record, whichever is higher.
+        let epoch = data_dir.epoch()?.max(log_epoch);
+        let runtime_config = RuntimeConfig {
+            shard: ShardConfig {
+                snapshot_log_bytes: config.snapshot_log_bytes,
+                sync_standbys: config.sync_standbys,
+                replication_timeout: config.replication_timeout,
+                hold_retention_ms,
+                memory_max_bytes: config.memory_max_bytes,
+                ..RuntimeConfig::default().shard
+            },
+            queue_messages_max: config.queue_messages_max,
+            epoch,
+            writable: config.role == Role::Primary,
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::start(runtime_config, shards).map_err(NodeError::Threads)?;
+        tracing::info!(epoch, role = config.role.as_str(), "node recovered");
+        Ok(Node { config, runtime: Arc::new(runtime), data_dir: Arc::new(data_dir) })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The node's replication: a primary, or a standby of `config.primary`.
+    fn replicated_node(&self) -> Replication {
+        let data_dir = self.data_dir.clone();
+        let persist: EpochStore =
+            Arc::new(move |epoch| data_dir.set_epoch(epoch).map_err(|error| error.to_string()));
+        let runtime = self.runtime.clone();
+        let sync_standbys = self.config.sync_standbys;
+        let node = match (&self.config.role, &self.config.primary) {
+            (Role::Standby, Some(primary)) => {
+                ReplicatedNode::standby(runtime, sync_standbys, persist, primary.clone())
+            }
+            _ => ReplicatedNode::primary(runtime, sync_standbys, persist),
+        };
+        let piece_bytes = usize::try_from(self.config.snapshot_piece_bytes).unwrap_or(usize::MAX);
+        node.primary_side().set_snapshot_piece_bytes(piece_bytes);
+        Replication(Arc::new(node))
+    }
+
+    /// Listens and serves until `shutdown` resolves, then stops cleanly. `ready` is called with
+    /// the bound addresses once the node accepts requests.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        ready: impl FnOnce(Bound),
+    ) -> Result<(), NodeError> {
+        let listen = |addr: &String| {
+            let addr = addr.clone();
+            move |source| NodeError::Listen { addr, source }
+        };
+        let http = tokio::net::TcpListener::bind(&self.config.http_addr)
+            .await
+            .map_err(listen(&self.config.http_addr))?;
+        let binary = tokio::net::TcpListener::bind(&self.config.listen_addr)
+            .await
+            .map_err(listen(&self.config.listen_addr))?;
+        let bound = Bound {
+            http: http.local_addr().map_err(listen(&self.config.http_addr))?,
+            binary: binary.local_addr().map_err(listen(&self.config.listen_addr))?,
+        };
+        let replication = self.replicated_node();
+        let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(replication.clone());
+        let storage = StorageInfo {
+            memory_max_bytes: self.config.memory_max_bytes,
+            data_dir: Some(self.config.data_dir.clone()),
+        };
+        let app = Arc::new(
+            HttpApp::new(self.runtime.clone(), self.config.token.clone(), node_info.clone())
+                .with_storage(storage),
+        );
+        let binary_app = Arc::new(
+            crate::BinaryApp::new(self.runtime.clone(), self.config.token.clone(), node_info)
+                .with_replication(Arc::new(replication.clone())),
+        );
+        if let Some(primary) = &self.config.primary {
+            let connector =
+                TcpConnector { addr: primary.clone(), token: self.config.token.clone() };
+            replication.0.start_following(connector, self.config.reseed);
+        }
+        ready(bound);
+        // One shutdown signal for both listeners; each stops accepting, finishes in-flight
+        // requests, then returns.
+        let (stop_sender, stop) = tokio::sync::watch::channel(false);
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_sender.send(true);
+        };
+        let (served, served_binary, ()) = tokio::join!(
+            crate::http::serve_http(http, app, stopped(stop.clone())),
+            crate::serve_binary(binary, binary_app, stopped(stop)),
+            signal,
+        );
+        let served = served.and(served_binary);
+        // A standby stops following before its shards stop.
+        replication.0.stop_following().await;
+        drop(replication);
+        // Every connection is closed; only this handle remains.
+        let runtime = self.runtime;
+        tokio::task::spawn_blocking(move || match Arc::try_unwrap(runtime) {
+            Ok(runtime) => runtime.shutdown(),
+            Err(_) => {
+                tracing::error!("runtime still shared at shutdown; logs are synced per batch")
+            }
+        })
+        .await
+        .map_err(|error| NodeError::Config(format!("shutdown: {error}")))?;
+        served.map_err(|source| NodeError::Listen { addr: bound.http.to_string(), source })
+    }
+}
+
+/// One shard per core for a new data directory.
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
+}
+
+/// Recovers every shard, in parallel; also the highest epoch of any record replayed.
+fn recover_all(
+    dir: &DataDir,
+    options: bookd_wal::Options,
+    limits: EngineLimits,
+) -> Result<(Vec<ShardParts>, u64), NodeError> {
+    let recovered: Vec<Result<_, DataDirError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..dir.shards())
+            .map(|index| scope.spawn(move || recover_shard(dir, index, options, limits)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let mut shards = Vec::with_capacity(recovered.len());
+    let mut epoch = 0;
+    for shard in recovered {
+        let shard = shard?;
+        epoch = epoch.max(shard.epoch);
+        shards.push((shard.engine, Box::new(shard.log) as Box<dyn ShardLog>));
+    }
+    Ok((shards, epoch))
+}
+
+/// Without a token, only loopback addresses are allowed, unless `--insecure`.
+fn check_listen_security(config: &NodeConfig) -> Result<(), NodeError> {
+    if config.token.is_some() || config.insecure {
+        return Ok(());
+    }
+    for addr in [&config.http_addr, &config.listen_addr] {
+        let resolved: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|source| NodeError::Listen { addr: addr.clone(), source })?
+            .collect();
+        if resolved.is_empty() || resolved.iter().any(|socket| !socket.ip().is_loopback()) {
+            return Err(NodeError::Insecure(addr.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Starts logging to stderr (`BOOKD_LOG` or `RUST_LOG` filter, default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOKD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// `bookd serve`: runs a node until SIGTERM or SIGINT; exit 0 after a clean stop.
+pub fn run_until_signal(config: NodeConfig) -> ExitCode {
+    init_logging();
+    let node = match Node::open(config) {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("bookd: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("bookd: cannot start the I/O runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = tokio.block_on(node.serve(stop_signal(), |bound| {
+        tracing::info!(http = %bound.http, binary = %bound.binary, "bookd ready");
+        // A machine-readable line for scripts and tests that start bookd on port 0.
+        println!("bookd ready http={} binary={}", bound.http, bound.binary);
+    }));
+    tokio.shutdown_timeout(Duration::from_secs(5));
+    match served {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bookd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_under_a_second_or_an_empty_budget_is_refused_before_anything_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |hold_retention, memory_max_bytes| NodeConfig {
+            data_dir: dir.path().join("data"),
+            hold_retention,
+            memory_max_bytes,
+            ..NodeConfig::default()
+        };
+        let error = Node::open(config(Duration::from_millis(999), 1 << 30)).unwrap_err();
+        assert!(error.to_string().contains("--hold-retention must be at least 1s"), "{error}");
+        let error = Node::open(config(Duration::from_secs(1), 0)).unwrap_err();
+        assert!(error.to_string().contains("--memory-max"), "{error}");
+        for snapshot_piece_bytes in [1023, (1 << 20) + 1] {
+            let config =
+                NodeConfig { snapshot_piece_bytes, ..config(Duration::from_secs(1), 1 << 30) };
+            let error = Node::open(config).unwrap_err();
+            assert!(error.to_string().contains("--snapshot-piece-size"), "{error}");
+        }
+        assert!(!dir.path().join("data").exists(), "nothing was created");
+    }
+}
