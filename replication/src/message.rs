@@ -20,6 +20,8 @@
 //! 0x07 HEARTBEAT  primary → standby   u64 time_ms, u16 shards, per shard: u64 durable_lsn
 //! ```
 
+use bookd_engine::codec::{self, put_u16, put_u32, put_u64, CodecError};
+
 use crate::limits::{MESSAGE_SIZE_MAX_BYTES, REASON_SIZE_MAX_BYTES, SHARDS_MAX};
 
 /// Where a standby's log of one shard ends: the position of its last record and the CRC32C of
@@ -154,7 +156,7 @@ impl Message {
 
     /// Decodes one whole message.
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
-        let mut reader = Reader { bytes };
+        let mut reader = Reader(codec::Reader::new(bytes));
         let message = match reader.u8("type")? {
             SUBSCRIBE => {
                 let epoch = reader.u64("epoch")?;
@@ -222,23 +224,9 @@ impl Message {
             }
             other => return Err(DecodeError::UnknownType(other)),
         };
-        if !reader.bytes.is_empty() {
-            return Err(DecodeError::Trailing(reader.bytes.len()));
-        }
+        reader.0.finish()?;
         Ok(message)
     }
-}
-
-fn put_u16(out: &mut Vec<u8>, value: u16) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_le_bytes());
 }
 
 fn put_lsns(out: &mut Vec<u8>, lsns: &[u64]) {
@@ -248,41 +236,40 @@ fn put_lsns(out: &mut Vec<u8>, lsns: &[u64]) {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+impl From<CodecError> for DecodeError {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::Truncated { field, .. } => DecodeError::Truncated(field),
+            CodecError::Utf8 { field } | CodecError::Flag { field, .. } => {
+                DecodeError::Invalid(field)
+            }
+            CodecError::Trailing { count } => DecodeError::Trailing(count),
+        }
+    }
 }
+
+/// The engine's field reader (`bookd_engine::codec`), with replication's counts on top.
+struct Reader<'a>(codec::Reader<'a>);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        if self.bytes.len() < len {
-            return Err(DecodeError::Truncated(field));
-        }
-        let (taken, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
-        let bytes = self.take(N, field)?;
-        let mut array = [0u8; N];
-        array.copy_from_slice(bytes);
-        Ok(array)
+        Ok(self.0.bytes(len, field)?)
     }
 
     fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>(field)?[0])
+        Ok(self.0.u8(field)?)
     }
 
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.array(field)?))
+        Ok(self.0.u16(field)?)
     }
 
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array(field)?))
+        Ok(self.0.u32(field)?)
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array(field)?))
+        Ok(self.0.u64(field)?)
     }
 
     fn lsns(&mut self) -> Result<Vec<u64>, DecodeError> {

@@ -5,6 +5,7 @@
 //! That is what makes the write-ahead log, replay and standbys exact.
 //!
 //! # Layout
+//! - [`codec`]: the one byte layout of a command, for the wire and the log alike.
 //! - [`limits`]: every limit, units last, relations checked at compile time.
 //! - `name`: validation of partition, resource and hold ids.
 //! - `command/`: one file per state-changing verb (validate, execute, tests) and the dispatch.
@@ -31,6 +32,7 @@
 //! backwards; a refused command changes nothing but the clock.
 
 mod chunked;
+pub mod codec;
 mod command;
 mod error;
 mod expiry;

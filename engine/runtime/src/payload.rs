@@ -7,8 +7,9 @@
 //!
 //! # Layout, version 1
 //!
-//! Strings are a length then UTF-8 bytes: names (partition, resource and hold ids) have a `u8`
-//! length of 1 to 64, a hold's `ref` a `u16` length of 0 to 256. Optional fields are a presence
+//! A command is its tag then its fields in the engine's one command layout
+//! (`bookd_engine::codec`, the binary protocol's too). Strings are a length then UTF-8 bytes:
+//! names (partition, resource and hold ids) have a `u8` length of 1 to 64, a hold's `ref` a `u16` length of 0 to 256. Optional fields are a presence
 //! byte (0 absent, 1 present) followed by the value when present. Integers are little-endian.
 //!
 //! ```text
@@ -37,6 +38,7 @@
 //! stay, so a log written by any earlier build still replays. A payload whose version is not in
 //! [`PAYLOAD_VERSIONS_READ`] is refused with an error naming the version found.
 
+use bookd_engine::codec::{self, put_command_fields, put_u64, CodecError};
 use bookd_engine::limits::{HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES, NAME_SIZE_MAX_BYTES};
 use bookd_engine::{
     Cancel, Command, Confirm, DeletePartition, Extend, Hold, Item, PutResource, Release,
@@ -113,67 +115,60 @@ fn versions_read() -> String {
 /// holds (names of 1 to 64 bytes, 1 to 64 items, a ref of at most 256 bytes); anything else
 /// breaks that invariant and panics rather than write a record no build could read.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
+    assert_loggable(command);
     out.push(PAYLOAD_VERSION);
+    out.push(command_tag(command));
+    let written = put_command_fields(command, out);
+    assert!(written.is_ok(), "invariant broken: an accepted command does not encode: {written:?}");
+}
+
+/// The tag of `command` in version 1. Tags 1 to 6 are the binary protocol's opcodes too; the
+/// protocol numbers `delete_partition` 10 (its 7 to 9 are reads), the log 7.
+fn command_tag(command: &Command) -> u8 {
     match command {
-        Command::PutResource(command) => {
-            out.push(TAG_PUT_RESOURCE);
-            put_name(out, "partition", &command.partition);
-            put_name(out, "resource", &command.resource);
-            put_u64(out, command.capacity);
-        }
+        Command::PutResource(_) => TAG_PUT_RESOURCE,
+        Command::Hold(_) => TAG_HOLD,
+        Command::Confirm(_) => TAG_CONFIRM,
+        Command::Release(_) => TAG_RELEASE,
+        Command::Cancel(_) => TAG_CANCEL,
+        Command::Extend(_) => TAG_EXTEND,
+        Command::DeletePartition(_) => TAG_DELETE_PARTITION,
+    }
+}
+
+/// Panics unless `command` has the shape version 1 holds, which acceptance by the engine implies.
+fn assert_loggable(command: &Command) {
+    let name = |field: &str, name: &str| {
+        let len = name.len();
+        assert!(
+            (1..=NAME_SIZE_MAX_BYTES).contains(&len),
+            "invariant broken: a logged {field} name has 1 to {NAME_SIZE_MAX_BYTES} bytes, not {len}"
+        );
+    };
+    name("partition", command.partition());
+    match command {
+        Command::PutResource(command) => name("resource", &command.resource),
         Command::Hold(command) => {
-            out.push(TAG_HOLD);
-            put_name(out, "partition", &command.partition);
-            put_name(out, "hold", &command.hold);
+            name("hold", &command.hold);
             let count = command.items.len();
             assert!(
                 (1..=HOLD_ITEMS_MAX).contains(&count),
                 "invariant broken: a logged hold has 1 to {HOLD_ITEMS_MAX} items, not {count}"
             );
-            out.push(count as u8);
             for item in &command.items {
-                put_name(out, "item resource", &item.resource);
-                put_u64(out, item.quantity);
+                name("item resource", &item.resource);
             }
-            match command.ttl_ms {
-                None => out.push(0),
-                Some(ttl_ms) => {
-                    out.push(1);
-                    put_u64(out, ttl_ms);
-                }
-            }
-            match &command.reference {
-                None => out.push(0),
-                Some(reference) => {
-                    let len = reference.len();
-                    assert!(
-                        len <= HOLD_REF_SIZE_MAX_BYTES,
-                        "invariant broken: a logged ref has at most {HOLD_REF_SIZE_MAX_BYTES} \
-                         bytes, not {len}"
-                    );
-                    out.push(1);
-                    out.extend_from_slice(&(len as u16).to_le_bytes());
-                    out.extend_from_slice(reference.as_bytes());
-                }
-            }
+            let len = command.reference.as_ref().map_or(0, String::len);
+            assert!(
+                len <= HOLD_REF_SIZE_MAX_BYTES,
+                "invariant broken: a logged ref has at most {HOLD_REF_SIZE_MAX_BYTES} bytes, not {len}"
+            );
         }
-        Command::Confirm(command) => {
-            put_hold_ref(out, TAG_CONFIRM, &command.partition, &command.hold);
-        }
-        Command::Release(command) => {
-            put_hold_ref(out, TAG_RELEASE, &command.partition, &command.hold);
-        }
-        Command::Cancel(command) => {
-            put_hold_ref(out, TAG_CANCEL, &command.partition, &command.hold);
-        }
-        Command::Extend(command) => {
-            put_hold_ref(out, TAG_EXTEND, &command.partition, &command.hold);
-            put_u64(out, command.ttl_ms);
-        }
-        Command::DeletePartition(command) => {
-            out.push(TAG_DELETE_PARTITION);
-            put_name(out, "partition", &command.partition);
-        }
+        Command::Confirm(Confirm { hold, .. })
+        | Command::Release(Release { hold, .. })
+        | Command::Cancel(Cancel { hold, .. })
+        | Command::Extend(Extend { hold, .. }) => name("hold", hold),
+        Command::DeletePartition(_) => {}
     }
 }
 
@@ -193,26 +188,6 @@ pub fn encode_tick(out: &mut Vec<u8>) {
 pub fn encode_settings(settings: &Settings, out: &mut Vec<u8>) {
     out.push(PAYLOAD_VERSION);
     put_u64(out, settings.hold_retention_ms);
-}
-
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn put_name(out: &mut Vec<u8>, field: &str, name: &str) {
-    let len = name.len();
-    assert!(
-        (1..=NAME_SIZE_MAX_BYTES).contains(&len),
-        "invariant broken: a logged {field} name has 1 to {NAME_SIZE_MAX_BYTES} bytes, not {len}"
-    );
-    out.push(len as u8);
-    out.extend_from_slice(name.as_bytes());
-}
-
-fn put_hold_ref(out: &mut Vec<u8>, tag: u8, partition: &str, hold: &str) {
-    out.push(tag);
-    put_name(out, "partition", partition);
-    put_name(out, "hold", hold);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,7 +286,7 @@ fn hold_v1(reader: &mut Reader<'_>) -> Result<Hold, PayloadError> {
     }
     let ttl_ms = if reader.flag("ttl_ms")? { Some(reader.u64("ttl_ms")?) } else { None };
     let reference = if reader.flag("ref")? {
-        let len = u16::from_le_bytes(reader.array("ref length")?);
+        let len = reader.u16("ref length")?;
         if usize::from(len) > HOLD_REF_SIZE_MAX_BYTES {
             return Err(PayloadError::RefLength { len });
         }
@@ -322,72 +297,53 @@ fn hold_v1(reader: &mut Reader<'_>) -> Result<Hold, PayloadError> {
     Ok(Hold { partition, hold, items, ttl_ms, reference })
 }
 
-/// A cursor over a payload; every read checks the bytes are there first.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+impl From<CodecError> for PayloadError {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::Truncated { field, offset, needed, left } => {
+                PayloadError::Truncated { field, offset, needed, left }
+            }
+            CodecError::Utf8 { field } => PayloadError::BadUtf8 { field },
+            CodecError::Flag { field, value } => PayloadError::BadFlag { field, value },
+            CodecError::Trailing { count } => PayloadError::TrailingBytes { count },
+        }
+    }
 }
+
+/// The engine's field reader over a payload, with the log's own checks on top: names of 1 to 64
+/// bytes, copied only once they are known to be there.
+struct Reader<'a>(codec::Reader<'a>);
 
 impl<'a> Reader<'a> {
     /// The payload's version, and a reader after it.
     fn open(payload: &'a [u8]) -> Result<(u8, Reader<'a>), PayloadError> {
-        let Some(&version) = payload.first() else {
-            return Err(PayloadError::Empty);
-        };
-        Ok((version, Reader { bytes: payload, at: 1 }))
+        let mut reader = codec::Reader::new(payload);
+        let version = reader.u8("version").map_err(|_| PayloadError::Empty)?;
+        Ok((version, Reader(reader)))
     }
 
-    fn left(&self) -> usize {
-        self.bytes.len().saturating_sub(self.at)
-    }
-
-    /// Refuses unless `needed` more bytes are there.
     fn require(&self, needed: usize, field: &'static str) -> Result<(), PayloadError> {
-        let left = self.left();
-        if needed > left {
-            return Err(PayloadError::Truncated { field, offset: self.at, needed, left });
-        }
-        Ok(())
-    }
-
-    fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], PayloadError> {
-        let Some(bytes) = self.bytes.get(self.at..).and_then(|rest| rest.get(..len)) else {
-            let left = self.left();
-            return Err(PayloadError::Truncated { field, offset: self.at, needed: len, left });
-        };
-        self.at += len;
-        Ok(bytes)
-    }
-
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], PayloadError> {
-        let mut array = [0u8; N];
-        array.copy_from_slice(self.take(N, field)?);
-        Ok(array)
+        Ok(self.0.require(needed, field)?)
     }
 
     fn u8(&mut self, field: &'static str) -> Result<u8, PayloadError> {
-        Ok(self.array::<1>(field)?[0])
+        Ok(self.0.u8(field)?)
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, PayloadError> {
+        Ok(self.0.u16(field)?)
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, PayloadError> {
-        Ok(u64::from_le_bytes(self.array(field)?))
+        Ok(self.0.u64(field)?)
     }
 
     fn flag(&mut self, field: &'static str) -> Result<bool, PayloadError> {
-        match self.u8(field)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            value => Err(PayloadError::BadFlag { field, value }),
-        }
+        Ok(self.0.flag(field)?)
     }
 
-    /// `len` bytes of UTF-8, copied only once they are known to be there.
     fn string(&mut self, len: usize, field: &'static str) -> Result<String, PayloadError> {
-        let bytes = self.take(len, field)?;
-        match std::str::from_utf8(bytes) {
-            Ok(text) => Ok(text.to_owned()),
-            Err(_) => Err(PayloadError::BadUtf8 { field }),
-        }
+        Ok(self.0.str(len, field)?.to_owned())
     }
 
     fn name(&mut self, field: &'static str) -> Result<String, PayloadError> {
@@ -403,10 +359,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(self) -> Result<(), PayloadError> {
-        match self.left() {
-            0 => Ok(()),
-            count => Err(PayloadError::TrailingBytes { count }),
-        }
+        Ok(self.0.finish()?)
     }
 }
 

@@ -1,9 +1,11 @@
-//! Commands on the wire: one opcode byte, then the command's fields at their natural widths.
+//! Commands on the wire: one opcode byte, then the command's fields at their natural widths,
+//! in the engine's one command layout (`bookd_engine::codec`, which the log uses too).
 //! Decoding borrows every string from the frame ([`CommandRef`]) and validates UTF-8 only;
 //! names and limits are the engine's to check, so an out-of-range value reaches the engine and
 //! is refused with `invalid` exactly as over HTTP. Invariant: a [`CommandRef`] re-encodes to
 //! exactly the bytes it was decoded from.
 
+use bookd_engine::codec::{self, put_command_fields};
 use bookd_engine::Op;
 use bookd_engine::{
     Cancel, Command, Confirm, DeletePartition, Extend, Hold, Item, ListQuery, PutResource, Release,
@@ -11,7 +13,8 @@ use bookd_engine::{
 
 use super::limits::COMMANDS_PER_FRAME_MAX;
 use super::wire::{
-    put_flag, put_str16, put_str8, put_u16, put_u64, put_u8, DecodeError, EncodeError, Reader,
+    put_flag, put_opt_u64, put_str16, put_str8, put_u16, put_u64, put_u8, DecodeError, EncodeError,
+    Reader,
 };
 
 /// The opcode of each command.
@@ -329,13 +332,6 @@ impl<'a> CommandRef<'a> {
     }
 }
 
-fn put_opt_u64(buf: &mut Vec<u8>, value: Option<u64>) {
-    put_flag(buf, value.is_some());
-    if let Some(value) = value {
-        put_u64(buf, value);
-    }
-}
-
 /// Appends one engine op in the wire format. `Err` names a string too long for its length
 /// prefix (a name over 255 bytes, a `ref` over 65 535 bytes): such a value is outside the
 /// contract's limits, and the client refuses it as `invalid` without sending it.
@@ -370,48 +366,22 @@ pub fn put_hold_ref(
     hold: &str,
 ) -> Result<(), EncodeError> {
     put_u8(buf, code as u8);
-    put_str8(buf, partition, "partition")?;
-    put_str8(buf, hold, "id")
+    codec::put_hold_ref(buf, partition, hold)
 }
 
+/// The opcode of a state-changing command, then its fields in the engine's one layout.
 fn encode_command_inner(command: &Command, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
-    match command {
-        Command::PutResource(c) => {
-            put_hold_ref(buf, Opcode::PutResource, &c.partition, &c.resource)?;
-            put_u64(buf, c.capacity);
-        }
-        Command::Hold(c) => {
-            put_hold_ref(buf, Opcode::Hold, &c.partition, &c.hold)?;
-            let count = u8::try_from(c.items.len())
-                .map_err(|_| EncodeError { field: "items".into(), len: c.items.len() })?;
-            put_u8(buf, count);
-            for (index, item) in c.items.iter().enumerate() {
-                // The field's name is only formatted when it is needed.
-                put_str8(buf, &item.resource, "items[].resource").map_err(|error| EncodeError {
-                    field: format!("items[{index}].resource"),
-                    ..error
-                })?;
-                put_u64(buf, item.quantity);
-            }
-            put_opt_u64(buf, c.ttl_ms);
-            put_flag(buf, c.reference.is_some());
-            if let Some(reference) = &c.reference {
-                put_str16(buf, reference, "ref")?;
-            }
-        }
-        Command::Confirm(c) => put_hold_ref(buf, Opcode::Confirm, &c.partition, &c.hold)?,
-        Command::Release(c) => put_hold_ref(buf, Opcode::Release, &c.partition, &c.hold)?,
-        Command::Cancel(c) => put_hold_ref(buf, Opcode::Cancel, &c.partition, &c.hold)?,
-        Command::Extend(c) => {
-            put_hold_ref(buf, Opcode::Extend, &c.partition, &c.hold)?;
-            put_u64(buf, c.ttl_ms);
-        }
-        Command::DeletePartition(c) => {
-            put_u8(buf, Opcode::DeletePartition as u8);
-            put_str8(buf, &c.partition, "partition")?;
-        }
-    }
-    Ok(())
+    let opcode = match command {
+        Command::PutResource(_) => Opcode::PutResource,
+        Command::Hold(_) => Opcode::Hold,
+        Command::Confirm(_) => Opcode::Confirm,
+        Command::Release(_) => Opcode::Release,
+        Command::Cancel(_) => Opcode::Cancel,
+        Command::Extend(_) => Opcode::Extend,
+        Command::DeletePartition(_) => Opcode::DeletePartition,
+    };
+    put_u8(buf, opcode as u8);
+    put_command_fields(command, buf)
 }
 
 fn encode_op_inner(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {

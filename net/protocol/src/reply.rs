@@ -528,7 +528,7 @@ pub fn decode_statuses(payload: &[u8], statuses: &mut Vec<Status>) -> Result<(),
         }
         statuses.push(Ok(()));
     }
-    reader.finish()
+    Ok(reader.finish()?)
 }
 
 /// Decodes a RESPONSE payload: `u16 count`, then `count` results, nothing after.
@@ -539,5 +539,5 @@ pub fn decode_response(payload: &[u8], replies: &mut Vec<Reply>) -> Result<(), D
     for _ in 0..count {
         replies.push(decode_reply(&mut reader)?);
     }
-    reader.finish()
+    Ok(reader.finish()?)
 }
