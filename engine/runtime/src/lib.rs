@@ -196,6 +196,7 @@ impl Runtime {
             metrics.durable_lsn.store(log.durable_lsn(), Ordering::Relaxed);
             let replicated_lsn = Arc::new(AtomicU64::new(0));
             let committed_lsn = log.last_lsn();
+            let last_stamp_ms = engine.clock_ms();
             let shard = Shard {
                 index,
                 engine,
@@ -208,6 +209,9 @@ impl Runtime {
                 committed_lsn,
                 syncer: None,
                 snapshots: snapshotter::Snapshots::new(),
+                held: shard::Held::default(),
+                last_stamp_ms,
+                payload: Vec::with_capacity(256),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bookd-shard-{index}"))

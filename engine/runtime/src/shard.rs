@@ -175,6 +175,12 @@ pub(crate) struct Shard {
     pub(crate) syncer: Option<Syncer>,
     /// Snapshots: when, and the thread that writes them.
     pub(crate) snapshots: Snapshots,
+    /// Replies waiting for the log or the standbys.
+    pub(crate) held: Held,
+    /// The time of the last batch (Unix ms): batches never go back in time.
+    pub(crate) last_stamp_ms: u64,
+    /// The payload of the record being appended, reused.
+    pub(crate) payload: Vec<u8>,
 }
 
 type Replies = Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>;
@@ -223,6 +229,53 @@ impl Syncer {
     }
 }
 
+/// Replies held back, in log order: batches written but not yet durable, then durable batches
+/// waiting for their standbys.
+#[derive(Default)]
+pub(crate) struct Held {
+    unsynced: VecDeque<Unsynced>,
+    waiting: VecDeque<Waiting>,
+}
+
+/// What woke the shard.
+enum Event {
+    Message(Message),
+    /// A tick, a deadline, or a sync or snapshot that finished (and was handled).
+    Idle,
+    /// Every sender is gone: the runtime was dropped.
+    Closed,
+    /// A finished sync or snapshot failed the log.
+    Failed(LogError),
+}
+
+/// How a batch is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitAction {
+    /// Stopping: wait for the syncs in flight, then make everything durable whatever the policy.
+    SyncAll,
+    /// Control messages need the log committed before they run: commit in line.
+    CommitInLine,
+    /// Records were written (or an earlier sync left some behind): sync on the syncer while
+    /// the shard goes on; the replies wait for it.
+    StartSync,
+    /// Nothing was written and everything is durable (an idle tick, reads only).
+    Nothing,
+}
+
+/// The commit a batch needs. `lagging`: the log has records that are not durable yet (an idle
+/// tick lets a relaxed, interval sync policy catch up).
+fn decide_commit(batch: &Batch, lagging: bool) -> CommitAction {
+    if batch.stop {
+        CommitAction::SyncAll
+    } else if !batch.controls.is_empty() && lagging {
+        CommitAction::CommitInLine
+    } else if batch.appended || lagging {
+        CommitAction::StartSync
+    } else {
+        CommitAction::Nothing
+    }
+}
+
 /// A committed batch waiting for its standbys.
 struct Waiting {
     lsn: u64,
@@ -231,11 +284,31 @@ struct Waiting {
 }
 
 impl Shard {
+    /// The shard's loop: wait for work (or a sync, a snapshot, a tick), run one batch, repeat,
+    /// until stopped. A log failure ends the loop in [`Shard::fail`].
     pub(crate) fn run(mut self) {
-        let mut last_stamp_ms = self.engine.clock_ms();
-        let mut payload = Vec::with_capacity(256);
-        let mut waiting: VecDeque<Waiting> = VecDeque::new();
-        let mut unsynced: VecDeque<Unsynced> = VecDeque::new();
+        self.start_threads();
+        loop {
+            let first = match self.next_event() {
+                Event::Message(message) => Some(message),
+                Event::Idle => None,
+                Event::Closed => break,
+                Event::Failed(error) => return self.fail(error, Batch::default()),
+            };
+            let mut batch = Batch::default();
+            if let Err(error) = self.run_batch(first, &mut batch) {
+                return self.fail(error, batch);
+            }
+            if batch.stop {
+                break;
+            }
+        }
+        tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    /// Starts the syncer and the snapshot thread (without them the shard syncs and snapshots in
+    /// line, slower but correct).
+    fn start_threads(&mut self) {
         self.syncer = Syncer::start(self.index);
         match SnapshotThread::start(self.index) {
             Ok(thread) => self.snapshots.thread = Some(thread),
@@ -243,127 +316,109 @@ impl Shard {
                 tracing::warn!(shard = self.index, %error, "no snapshot thread: snapshots written in line");
             }
         }
-        loop {
-            let wait = match waiting.front() {
-                Some(front) => self
-                    .config
-                    .tick_interval
-                    .min(front.deadline.saturating_duration_since(Instant::now())),
-                None => self.config.tick_interval,
-            };
-            let in_flight = self.syncer.as_ref().filter(|sync| sync.in_flight.is_some());
-            let sync_done = in_flight.map(|sync| sync.done.clone());
-            let snapshot_done = self.snapshots.done_channel();
-            let first = match sync_done {
-                None if !matches!(self.snapshots.phase, Phase::Writing { .. }) => {
-                    match self.inbox.recv_timeout(wait) {
-                        Ok(message) => Some(message),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                sync_done => {
-                    let sync_done = sync_done.unwrap_or_else(crossbeam_channel::never);
-                    crossbeam_channel::select! {
-                        recv(self.inbox) -> message => match message {
-                            Ok(message) => Some(message),
-                            Err(_) => break,
-                        },
-                        recv(sync_done) -> done => {
-                            if let Err(error) = self.synced(done) {
-                                return self.fail(error, Batch::default(), waiting, unsynced);
-                            }
-                            None
-                        },
-                        recv(snapshot_done) -> done => {
-                            if let Err(error) = self.snapshot_finished(done) {
-                                return self.fail(error, Batch::default(), waiting, unsynced);
-                            }
-                            None
-                        },
-                        default(wait) => None,
-                    }
-                }
-            };
-            // Never below the last time in the log: on a promoted standby, the replicated
-            // records carry the old primary's clock, which may be ahead of this one. A standby
-            // (read-only) never moves time by its own clock: only the primary's records do, so
-            // it computes every expiry exactly as the primary did.
-            last_stamp_ms = last_stamp_ms.max(self.engine.clock_ms());
-            if self.shared.writable.load(Ordering::Acquire) {
-                last_stamp_ms = last_stamp_ms.max((self.shared.clock)());
-            }
-            let now_ms = last_stamp_ms;
-            let mut batch = Batch::default();
-            if self.shared.writable.load(Ordering::Acquire) {
-                self.engine.set_memory_max_bytes(self.memory_budget());
-                if let Err(error) = self.log_time(now_ms, &mut batch) {
-                    return self.fail(error, batch, waiting, unsynced);
-                }
-            }
-            let expired = self.engine.tick(now_ms);
-            self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
-            let mut next = first;
-            while let Some(message) = next.take() {
-                batch.ops += message.ops_len();
-                if let Err(error) = self.handle(message, now_ms, &mut batch, &mut payload) {
-                    return self.fail(error, batch, waiting, unsynced);
-                }
-                if batch.ops < self.config.batch_ops_max && !batch.stop {
-                    next = self.inbox.try_recv().ok();
-                }
-            }
-            // Commit what this batch appended; on an idle tick, let a relaxed (interval) sync
-            // policy catch up; before stopping, make everything durable whatever the policy.
-            // Control messages and stopping need the log durable first: sync in line.
-            let lagging = self.log.durable_lsn() < self.log.last_lsn();
-            let committed = if batch.stop {
-                self.drain_syncs()
-                    .and_then(|()| self.log.sync())
-                    .map(|_| self.committed_lsn = self.log.last_lsn())
-            } else if !batch.controls.is_empty() && lagging {
-                self.commit()
-            } else if batch.appended || lagging {
-                self.start_sync()
-            } else {
-                Ok(())
-            };
-            if let Err(error) = committed {
-                return self.fail(error, batch, waiting, unsynced);
-            }
-            let replies = std::mem::take(&mut batch.replies);
-            unsynced.push_back(Unsynced {
-                lsn: self.log.last_lsn(),
-                appended: batch.appended,
-                replies,
-            });
-            self.release_synced(&mut unsynced, &mut waiting);
-            self.release(&mut waiting, batch.stop);
-            let stop = batch.stop;
-            for control in std::mem::take(&mut batch.controls) {
-                if let Err(error) = self.control(control, now_ms) {
-                    return self.fail(error, batch, waiting, unsynced);
-                }
-            }
-            if let Err(error) = self.after_batch(batch.ops) {
-                return self.fail(error, batch, waiting, unsynced);
-            }
-            // A snapshot or a control may have synced in line.
-            self.release_synced(&mut unsynced, &mut waiting);
-            if stop {
-                break;
-            }
-        }
-        tracing::debug!(shard = self.index, "shard stopped");
     }
 
-    fn handle(
-        &mut self,
-        message: Message,
-        now_ms: u64,
-        batch: &mut Batch,
-        payload: &mut Vec<u8>,
-    ) -> Result<(), LogError> {
+    /// Waits for the next thing to do: a message, a finished sync or snapshot (handled here),
+    /// or the end of the wait (a tick, or the deadline of a batch waiting for its standbys).
+    fn next_event(&mut self) -> Event {
+        let wait = match self.held.waiting.front() {
+            Some(front) => self
+                .config
+                .tick_interval
+                .min(front.deadline.saturating_duration_since(Instant::now())),
+            None => self.config.tick_interval,
+        };
+        let in_flight = self.syncer.as_ref().filter(|sync| sync.in_flight.is_some());
+        let sync_done = in_flight.map(|sync| sync.done.clone());
+        if sync_done.is_none() && !matches!(self.snapshots.phase, Phase::Writing { .. }) {
+            return match self.inbox.recv_timeout(wait) {
+                Ok(message) => Event::Message(message),
+                Err(RecvTimeoutError::Timeout) => Event::Idle,
+                Err(RecvTimeoutError::Disconnected) => Event::Closed,
+            };
+        }
+        let sync_done = sync_done.unwrap_or_else(crossbeam_channel::never);
+        let snapshot_done = self.snapshots.done_channel();
+        crossbeam_channel::select! {
+            recv(self.inbox) -> message => match message {
+                Ok(message) => Event::Message(message),
+                Err(_) => Event::Closed,
+            },
+            recv(sync_done) -> done => match self.synced(done) {
+                Ok(()) => Event::Idle,
+                Err(error) => Event::Failed(error),
+            },
+            recv(snapshot_done) -> done => match self.snapshot_finished(done) {
+                Ok(()) => Event::Idle,
+                Err(error) => Event::Failed(error),
+            },
+            default(wait) => Event::Idle,
+        }
+    }
+
+    /// The time of the next batch. Never below the last time in the log: on a promoted standby,
+    /// the replicated records carry the old primary's clock, which may be ahead of this one. A
+    /// standby (read-only) never moves time by its own clock: only the primary's records do, so
+    /// it computes every expiry exactly as the primary did.
+    fn batch_time(&mut self) -> u64 {
+        self.last_stamp_ms = self.last_stamp_ms.max(self.engine.clock_ms());
+        if self.shared.writable.load(Ordering::Acquire) {
+            self.last_stamp_ms = self.last_stamp_ms.max((self.shared.clock)());
+        }
+        self.last_stamp_ms
+    }
+
+    /// One batch: move time (expiring what is due), apply `first` and whatever else is queued
+    /// (up to `batch_ops_max`), commit, hand the replies to the gates, run the controls.
+    fn run_batch(&mut self, first: Option<Message>, batch: &mut Batch) -> Result<(), LogError> {
+        let now_ms = self.batch_time();
+        if self.shared.writable.load(Ordering::Acquire) {
+            self.engine.set_memory_max_bytes(self.memory_budget());
+            self.log_time(now_ms, batch)?;
+        }
+        let expired = self.engine.tick(now_ms);
+        self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
+        let mut next = first;
+        while let Some(message) = next.take() {
+            batch.ops += message.ops_len();
+            self.handle(message, now_ms, batch)?;
+            if batch.ops < self.config.batch_ops_max && !batch.stop {
+                next = self.inbox.try_recv().ok();
+            }
+        }
+        let lagging = self.log.durable_lsn() < self.log.last_lsn();
+        self.commit_batch(decide_commit(batch, lagging))?;
+        self.held.unsynced.push_back(Unsynced {
+            lsn: self.log.last_lsn(),
+            appended: batch.appended,
+            replies: std::mem::take(&mut batch.replies),
+        });
+        self.release_synced();
+        self.release(batch.stop);
+        for control in std::mem::take(&mut batch.controls) {
+            self.control(control, now_ms)?;
+        }
+        self.after_batch(batch.ops)?;
+        // A snapshot or a control may have synced in line.
+        self.release_synced();
+        Ok(())
+    }
+
+    fn commit_batch(&mut self, action: CommitAction) -> Result<(), LogError> {
+        match action {
+            CommitAction::SyncAll => {
+                self.drain_syncs()?;
+                self.log.sync()?;
+                self.committed_lsn = self.log.last_lsn();
+                Ok(())
+            }
+            CommitAction::CommitInLine => self.commit(),
+            CommitAction::StartSync => self.start_sync(),
+            CommitAction::Nothing => Ok(()),
+        }
+    }
+
+    fn handle(&mut self, message: Message, now_ms: u64, batch: &mut Batch) -> Result<(), LogError> {
         match message {
             Message::Ops { ops, reply } => {
                 let mut results = Vec::with_capacity(ops.len());
@@ -371,7 +426,7 @@ impl Shard {
                     if let Some(Op::Command(ahead)) = ops.get(at + PREFETCH_AHEAD) {
                         self.engine.prefetch_hold(ahead);
                     }
-                    results.push(self.apply(op, now_ms, batch, payload)?);
+                    results.push(self.apply(op, now_ms, batch)?);
                 }
                 batch.replies.push((reply, results));
             }
@@ -382,13 +437,7 @@ impl Shard {
         Ok(())
     }
 
-    fn apply(
-        &mut self,
-        op: &Op,
-        now_ms: u64,
-        batch: &mut Batch,
-        payload: &mut Vec<u8>,
-    ) -> Result<OpResult, LogError> {
+    fn apply(&mut self, op: &Op, now_ms: u64, batch: &mut Batch) -> Result<OpResult, LogError> {
         let engine = &mut self.engine;
         let result = match op {
             Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
@@ -405,6 +454,7 @@ impl Shard {
                 let result = engine.apply(now_ms, command);
                 self.metrics.count_command(command, &result);
                 if result.is_ok() {
+                    let payload = &mut self.payload;
                     payload.clear();
                     encode_command(command, payload);
                     let epoch = self.shared.epoch.load(Ordering::Acquire);
@@ -498,12 +548,12 @@ impl Shard {
     /// Hands every batch whose records are now committed to the replication gate, in order.
     /// First publishes the durable position, which the log may also have moved by itself (a
     /// segment roll syncs the full segment).
-    fn release_synced(&self, unsynced: &mut VecDeque<Unsynced>, waiting: &mut VecDeque<Waiting>) {
+    fn release_synced(&mut self) {
         self.publish_durable(self.log.durable_lsn());
         let committed = self.committed_lsn.max(self.log.durable_lsn());
-        while unsynced.front().is_some_and(|front| front.lsn <= committed) {
-            if let Some(batch) = unsynced.pop_front() {
-                self.gate(batch.replies, batch.appended, batch.lsn, waiting);
+        while self.held.unsynced.front().is_some_and(|front| front.lsn <= committed) {
+            if let Some(batch) = self.held.unsynced.pop_front() {
+                self.gate(batch);
             }
         }
     }
@@ -540,23 +590,25 @@ impl Shard {
     /// Sends a committed batch's replies now, or — with synchronous standbys, when the batch
     /// wrote records (up to `lsn`) or an earlier batch still waits — queues them behind the
     /// standbys.
-    fn gate(&self, replies: Replies, appended: bool, lsn: u64, waiting: &mut VecDeque<Waiting>) {
+    fn gate(&mut self, batch: Unsynced) {
+        let Unsynced { lsn, appended, replies } = batch;
         if replies.is_empty() {
             return;
         }
-        if self.config.sync_standbys == 0 || (!appended && waiting.is_empty()) {
+        if self.config.sync_standbys == 0 || (!appended && self.held.waiting.is_empty()) {
             finish(replies);
             return;
         }
         let deadline = Instant::now() + self.config.replication_timeout;
-        waiting.push_back(Waiting { lsn, deadline, replies });
+        self.held.waiting.push_back(Waiting { lsn, deadline, replies });
     }
 
     /// Sends the waiting batches that enough standbys now have, in order; a batch past its
     /// deadline answers `ReplicationTimeout` for its successful commands (they did take effect
     /// on this node: a retry with the same hold id is safe). `all` releases everything the same
     /// way (stopping).
-    fn release(&self, waiting: &mut VecDeque<Waiting>, all: bool) {
+    fn release(&mut self, all: bool) {
+        let waiting = &mut self.held.waiting;
         let replicated = self.replicated_lsn.load(Ordering::Acquire);
         let now = Instant::now();
         while let Some(front) = waiting.front() {
@@ -918,13 +970,7 @@ impl Shard {
     /// first, then nobody waiting gets a success. The shard does not exit: it keeps answering
     /// every message `Unavailable` until the runtime stops it, so no caller waits for ever on a
     /// message stranded in the queue.
-    fn fail(
-        mut self,
-        error: LogError,
-        batch: Batch,
-        waiting: VecDeque<Waiting>,
-        unsynced: VecDeque<Unsynced>,
-    ) {
+    fn fail(mut self, error: LogError, batch: Batch) {
         tracing::error!(shard = self.index, %error, "write-ahead log failed; stopping the node");
         (self.shared.fatal)(format!("shard {}: {error}", self.index));
         let unavailable = |replies: Replies| {
@@ -933,10 +979,10 @@ impl Shard {
             }
         };
         unavailable(batch.replies);
-        for batch in unsynced {
+        for batch in std::mem::take(&mut self.held.unsynced) {
             unavailable(batch.replies);
         }
-        for batch in waiting {
+        for batch in std::mem::take(&mut self.held.waiting) {
             unavailable(batch.replies);
         }
         for (_, reply) in std::mem::take(&mut self.snapshots.checkpoints) {
@@ -1005,4 +1051,32 @@ fn timed_out(results: Vec<OpResult>) -> Vec<OpResult> {
             other => other,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_committed_as_it_needs() {
+        let batch = |appended: bool, controls: bool, stop: bool| Batch {
+            appended,
+            stop,
+            controls: if controls { vec![Message::Wake] } else { Vec::new() },
+            ..Batch::default()
+        };
+        // Stopping makes everything durable, whatever else the batch holds.
+        for (appended, controls, lagging) in [(false, false, false), (true, true, true)] {
+            let action = decide_commit(&batch(appended, controls, true), lagging);
+            assert_eq!(action, CommitAction::SyncAll);
+        }
+        // Controls run against a committed log; with nothing behind, nothing to commit.
+        assert_eq!(decide_commit(&batch(true, true, false), true), CommitAction::CommitInLine);
+        assert_eq!(decide_commit(&batch(false, true, false), false), CommitAction::Nothing);
+        // Written records, or records a relaxed policy left behind, go to the syncer.
+        assert_eq!(decide_commit(&batch(true, false, false), true), CommitAction::StartSync);
+        assert_eq!(decide_commit(&batch(false, false, false), true), CommitAction::StartSync);
+        // An idle tick or reads only: nothing.
+        assert_eq!(decide_commit(&batch(false, false, false), false), CommitAction::Nothing);
+    }
 }
