@@ -221,12 +221,58 @@ enum Closing {
     Eof,
     /// The node is stopping.
     Stopping,
-    /// A protocol error: this ERROR frame goes out after the in-flight responses.
-    Error(ErrorFrame),
+    /// A protocol error or a timeout: this ERROR frame goes out after the in-flight responses
+    /// (`unsent` is the request id it answers until it is in the write buffer).
+    Error { frame: ErrorFrame, unsent: Option<u64> },
     /// A timeout or dead peer: close without waiting for anything.
     Abort,
     /// A standby's REPLICATE frame: the connection goes to replication, unread bytes with it.
     Handoff,
+}
+
+impl Closing {
+    /// An ERROR frame to send once the requests in flight are answered.
+    fn error(frame: ErrorFrame, request_id: u64) -> Closing {
+        Closing::Error { frame, unsent: Some(request_id) }
+    }
+}
+
+/// A connection timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    /// The peer has not taken our bytes for `write_stall_timeout`: it is dead or stuck.
+    WriteStall,
+    /// An incomplete frame has not completed within `read_timeout`.
+    Read,
+    /// Nothing happened for `idle_timeout`.
+    Idle,
+}
+
+impl Timeout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Timeout::WriteStall => "write stall",
+            Timeout::Read => "read (incomplete frame)",
+            Timeout::Idle => "idle",
+        }
+    }
+
+    /// How the connection ends on this timeout.
+    fn closing(self) -> Closing {
+        match self {
+            Timeout::WriteStall => Closing::Abort,
+            // Nothing was in flight, and nothing sent from now on is read: a client may resend
+            // whatever crossed this ERROR on the wire.
+            Timeout::Idle => Closing::error(
+                ErrorFrame {
+                    code: ErrorCode::Unavailable,
+                    message: "idle timeout; reconnect".into(),
+                },
+                0,
+            ),
+            Timeout::Read => Closing::error(bad_request(format!("{} timeout", self.as_str())), 0),
+        }
+    }
 }
 
 /// What woke the connection loop.
@@ -378,70 +424,53 @@ impl<'a> Connection<'a> {
         frame::finish(&mut self.wbuf, start);
     }
 
-    /// Queues `error` to be sent once the requests in flight are answered, and stops reading.
+    /// Writes `error` into the write buffer now, and stops reading.
     fn fail(&mut self, error: ErrorFrame, request_id: u64) {
+        self.write_error(&error, request_id);
+        self.closing = Some(Closing::Error { frame: error, unsent: None });
+    }
+
+    fn write_error(&mut self, error: &ErrorFrame, request_id: u64) {
         BinaryMetrics::add(&self.app.metrics.protocol_errors_total, 1);
         tracing::debug!(code = %error.code, message = %error.message, "binary protocol error");
         let start = frame::begin(&mut self.wbuf, Kind::Error, request_id);
         error.encode(&mut self.wbuf);
         frame::finish(&mut self.wbuf, start);
-        self.closing = Some(Closing::Error(error));
     }
 
     /// The main loop: until the peer closes, the node stops or a frame is malformed; then
     /// every request in flight is answered before it returns.
     async fn serve(&mut self) -> io::Result<()> {
-        let app = self.app;
-        let runtime: &Runtime = &app.runtime;
-        let config = &app.config;
+        let runtime: &Runtime = &self.app.runtime;
         let mut in_flight = FuturesUnordered::new();
         let mut ticker = tokio::time::interval(TIMEOUT_CHECK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut error_at: Option<u64> = None;
         let mut yielded = false;
         loop {
             // Start every complete frame already buffered, as far as the bounds allow.
             let mut may_read = self.closing.is_none();
             while may_read {
-                if in_flight.len() >= config.in_flight_max
-                    || self.wbuf.len() - self.written >= config.write_buffer_size_max_bytes
-                {
+                if !self.may_start_request(in_flight.len()) {
                     may_read = false;
-                    if !self.paused {
-                        self.paused = true;
-                        BinaryMetrics::add(&app.metrics.read_pauses_total, 1);
-                    }
-                    // The read timeout runs only while this side is willing to read.
-                    if self.partial_since.is_some() {
-                        self.partial_since = Some(Instant::now());
-                    }
                     break;
                 }
-                self.paused = false;
                 match self.next_request() {
                     Ok(Some((request_id, ops, refused))) => {
                         in_flight.push(execute(runtime, request_id, ops, refused));
                     }
                     Ok(None) => break,
                     Err((error, request_id)) => {
-                        error_at = Some(request_id);
-                        self.closing = Some(Closing::Error(error));
+                        self.closing = Some(Closing::error(error, request_id));
                         may_read = false;
                     }
                 }
             }
-            if let (Some(Closing::Error(_)), true) = (&self.closing, in_flight.is_empty()) {
-                if let Some(request_id) = error_at.take() {
-                    if let Some(Closing::Error(error)) = self.closing.take() {
-                        self.fail(error, request_id);
-                    }
-                }
+            if in_flight.is_empty() {
+                self.write_pending_error();
             }
             let unwritten = self.written < self.wbuf.len();
-            if self.closing.is_some() && in_flight.is_empty() && !unwritten {
-                return Ok(());
-            }
-            if matches!(self.closing, Some(Closing::Abort)) {
+            let drained = in_flight.is_empty() && !unwritten;
+            if matches!(self.closing, Some(Closing::Abort)) || (self.closing.is_some() && drained) {
                 return Ok(());
             }
             let event = tokio::select! {
@@ -468,57 +497,78 @@ impl<'a> Connection<'a> {
                 }
                 Event::Written(written) => {
                     yielded = false;
-                    let written = written?;
-                    if written == 0 {
-                        return Err(io::ErrorKind::WriteZero.into());
-                    }
-                    self.written += written;
-                    self.last_write_progress = Instant::now();
-                    self.last_activity = self.last_write_progress;
-                    if self.written == self.wbuf.len() {
-                        self.wbuf.clear();
-                        self.written = 0;
-                    }
+                    self.wrote(written?)?;
                 }
-                Event::Read(Ok(0)) => {
-                    if self.rbuf.is_empty() {
-                        self.closing = Some(Closing::Eof);
-                    } else {
-                        error_at = Some(0);
-                        self.closing = Some(Closing::Error(bad_request(
-                            "connection closed in the middle of a frame (truncated frame)".into(),
-                        )));
-                    }
-                }
-                Event::Read(Ok(_)) => {
-                    self.last_activity = Instant::now();
-                    if self.partial_since.is_none() {
-                        self.partial_since = Some(self.last_activity);
-                    }
-                }
-                Event::Read(Err(error)) => return Err(error),
-                Event::Stop => {
-                    self.closing = Some(Closing::Stopping);
-                    error_at = None;
-                }
+                Event::Read(read) => self.read_some(read?),
+                Event::Stop => self.closing = Some(Closing::Stopping),
                 Event::Tick => {
                     if let Some(timeout) = self.timed_out(!in_flight.is_empty() || self.paused) {
-                        BinaryMetrics::add(&app.metrics.timeouts_total, 1);
-                        tracing::debug!(timeout, "binary connection timed out");
-                        error_at = Some(0);
-                        self.closing = match timeout {
-                            "write stall" => Some(Closing::Abort),
-                            // Nothing was in flight, and nothing sent from now on is read: a
-                            // client may resend whatever crossed this ERROR on the wire.
-                            "idle" => Some(Closing::Error(ErrorFrame {
-                                code: ErrorCode::Unavailable,
-                                message: "idle timeout; reconnect".into(),
-                            })),
-                            _ => Some(Closing::Error(bad_request(format!("{timeout} timeout")))),
-                        };
+                        BinaryMetrics::add(&self.app.metrics.timeouts_total, 1);
+                        tracing::debug!(timeout = timeout.as_str(), "binary connection timed out");
+                        self.closing = Some(timeout.closing());
                     }
                 }
             }
+        }
+    }
+
+    /// Whether another request may start: fewer than `in_flight_max` in flight and room in the
+    /// write buffer. Counts the read pauses; the read timeout runs only while reading.
+    fn may_start_request(&mut self, in_flight: usize) -> bool {
+        let config = &self.app.config;
+        let full = in_flight >= config.in_flight_max
+            || self.wbuf.len() - self.written >= config.write_buffer_size_max_bytes;
+        if !full {
+            self.paused = false;
+            return true;
+        }
+        if !self.paused {
+            self.paused = true;
+            BinaryMetrics::add(&self.app.metrics.read_pauses_total, 1);
+        }
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
+        false
+    }
+
+    /// Once nothing is in flight, the ERROR frame a closing connection owes goes out.
+    fn write_pending_error(&mut self) {
+        if let Some(Closing::Error { frame, unsent }) = &mut self.closing {
+            if let Some(request_id) = unsent.take() {
+                let frame = frame.clone();
+                self.write_error(&frame, request_id);
+            }
+        }
+    }
+
+    /// `written` bytes of the write buffer went out.
+    fn wrote(&mut self, written: usize) -> io::Result<()> {
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.written += written;
+        self.last_write_progress = Instant::now();
+        self.last_activity = self.last_write_progress;
+        if self.written == self.wbuf.len() {
+            self.wbuf.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// `read` bytes arrived; none means the peer closed its side.
+    fn read_some(&mut self, read: usize) {
+        if read > 0 {
+            self.last_activity = Instant::now();
+            if self.partial_since.is_none() {
+                self.partial_since = Some(self.last_activity);
+            }
+        } else if self.rbuf.is_empty() {
+            self.closing = Some(Closing::Eof);
+        } else {
+            let message = "connection closed in the middle of a frame (truncated frame)";
+            self.closing = Some(Closing::error(bad_request(message.into()), 0));
         }
     }
 
@@ -613,22 +663,22 @@ impl<'a> Connection<'a> {
     }
 
     /// Which timeout, if any, has passed.
-    fn timed_out(&self, busy: bool) -> Option<&'static str> {
+    fn timed_out(&self, busy: bool) -> Option<Timeout> {
         let config = &self.app.config;
         let now = Instant::now();
         if self.written < self.wbuf.len()
             && now.duration_since(self.last_write_progress) >= config.write_stall_timeout
         {
-            return Some("write stall");
+            return Some(Timeout::WriteStall);
         }
         if let Some(since) = self.partial_since {
             if !self.rbuf.is_empty() && now.duration_since(since) >= config.read_timeout {
-                return Some("read (incomplete frame)");
+                return Some(Timeout::Read);
             }
         }
         let idle = !busy && self.rbuf.is_empty() && self.written == self.wbuf.len();
         if idle && now.duration_since(self.last_activity) >= config.idle_timeout {
-            return Some("idle");
+            return Some(Timeout::Idle);
         }
         None
     }
