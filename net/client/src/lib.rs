@@ -41,6 +41,10 @@ pub use connection::connect_one;
 /// What a batch element is: an engine op (a command or a query).
 pub type Request = Op;
 
+/// The default [`ClientConfig::frames_in_flight_max`]: two frames keep the connection busy
+/// (one on the wire, one being answered) and let the calls made meanwhile gather into the next.
+pub const FRAMES_IN_FLIGHT_MAX_DEFAULT: usize = 2;
+
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -79,10 +83,7 @@ impl Default for ClientConfig {
             retries: 3,
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
-            frames_in_flight_max: std::env::var("BOOKD_FIF")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
+            frames_in_flight_max: FRAMES_IN_FLIGHT_MAX_DEFAULT,
         }
     }
 }
