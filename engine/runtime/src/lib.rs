@@ -118,19 +118,28 @@ impl std::fmt::Debug for RuntimeConfig {
     }
 }
 
+/// How long an idle shard waits before it ticks (expires due holds) by default.
+pub const TICK_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_millis(10);
+/// The most ops a shard applies in one batch before it commits, by default.
+pub const BATCH_OPS_MAX_DEFAULT: usize = 4096;
+/// The most messages a shard's queue holds by default; past it, `overloaded`.
+pub const QUEUE_MESSAGES_MAX_DEFAULT: usize = 4096;
+/// How long a batch waits for its synchronous standbys by default (`--replication-timeout-ms`).
+pub const REPLICATION_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             shard: ShardConfig {
-                tick_interval: std::time::Duration::from_millis(10),
-                batch_ops_max: 4096,
+                tick_interval: TICK_INTERVAL_DEFAULT,
+                batch_ops_max: BATCH_OPS_MAX_DEFAULT,
                 snapshot_log_bytes: snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
                 sync_standbys: 0,
-                replication_timeout: std::time::Duration::from_secs(5),
+                replication_timeout: REPLICATION_TIMEOUT_DEFAULT,
                 hold_retention_ms: bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT,
                 memory_max_bytes: u64::MAX,
             },
-            queue_messages_max: 4096,
+            queue_messages_max: QUEUE_MESSAGES_MAX_DEFAULT,
             clock: system_clock(),
             fatal: Arc::new(|reason| {
                 tracing::error!(%reason, "fatal error: stopping");

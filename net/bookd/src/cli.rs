@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use bookd_server::node::{NodeConfig, Role};
+use bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT;
+use bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES;
+use bookd_runtime::REPLICATION_TIMEOUT_DEFAULT;
+use bookd_server::node::{defaults, NodeConfig, Role};
 
 #[derive(Debug, Parser)]
 #[command(name = "bookd", version, about = "bookd: a durable in-memory booking engine")]
@@ -37,13 +40,13 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Data directory (created if missing).
-    #[arg(long, env = "BOOKD_DATA_DIR", default_value = "./bookd-data")]
+    #[arg(long, env = "BOOKD_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// HTTP/JSON listen address.
-    #[arg(long, env = "BOOKD_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "BOOKD_HTTP", default_value = defaults::HTTP_ADDR)]
     pub http: String,
     /// Binary protocol listen address.
-    #[arg(long, env = "BOOKD_LISTEN", default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "BOOKD_LISTEN", default_value = defaults::LISTEN_ADDR)]
     pub listen: String,
     /// Shards (threads that each own a share of the partitions). Default: one per core, or the
     /// count the data directory was created with.
@@ -53,7 +56,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Acknowledge a command only once this many standbys have it on disk.
-    #[arg(long, env = "BOOKD_SYNC_STANDBYS", default_value_t = 0)]
+    #[arg(long, env = "BOOKD_SYNC_STANDBYS", default_value_t = defaults::SYNC_STANDBYS)]
     pub sync_standbys: usize,
     /// Allow listening on a non-loopback address without a token.
     #[arg(long, env = "BOOKD_INSECURE")]
@@ -64,13 +67,14 @@ pub struct ServeArgs {
     pub sync_interval_ms: Option<u64>,
     /// With --sync-standbys: how long a command waits for its standbys before the caller gets
     /// `replication_timeout` (the command did take effect here; retry with the same hold id).
-    #[arg(long, env = "BOOKD_REPLICATION_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "BOOKD_REPLICATION_TIMEOUT_MS", default_value_t = REPLICATION_TIMEOUT_DEFAULT.as_millis() as u64)]
     pub replication_timeout_ms: u64,
     /// How long a released, expired or cancelled hold is kept after it ended (its id is
     /// reserved and repeats answer as before until then): `24h`, `90s`, `500ms`, `2m`, `1d`,
     /// `1h30m`; at least 1s.
-    #[arg(long, env = "BOOKD_HOLD_RETENTION", default_value = "24h", value_parser = parse_hold_retention)]
-    pub hold_retention: Duration,
+    #[arg(long, env = "BOOKD_HOLD_RETENTION", value_parser = parse_hold_retention_flag,
+          default_value_t = Span(Duration::from_millis(HOLD_RETENTION_MS_DEFAULT)))]
+    pub hold_retention: Span,
     /// The memory the state may use, in bytes, or with a suffix: K, M, G, T (powers of 1000)
     /// or KiB, MiB, GiB, TiB (powers of 1024). Past it, commands that would grow the state
     /// are refused with `storage_full`. Default: 80 % of the machine's physical memory.
@@ -78,17 +82,20 @@ pub struct ServeArgs {
     pub memory_max: Option<u64>,
     /// Size of each log segment file, in bytes or with a suffix as for --memory-max (4KiB to
     /// 1GiB). Segments are preallocated: the disk needs room for two beyond the log.
-    #[arg(long, env = "BOOKD_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
-    pub segment_size: u64,
+    #[arg(long, env = "BOOKD_SEGMENT_SIZE", value_parser = parse_size,
+          default_value_t = Size(bookd_wal::limits::segment_size_bytes_default))]
+    pub segment_size: Size,
     /// The most bytes a second a snapshot is written at, with a suffix as for --memory-max; 0
     /// for as fast as the disk takes them. A snapshot written at full speed fills the disk's
     /// queue and slows the log's syncs, so every durable answer waits longer meanwhile.
-    #[arg(long, env = "BOOKD_SNAPSHOT_WRITE_RATE", default_value = "128MiB", value_parser = parse_bytes)]
-    pub snapshot_write_rate: u64,
+    #[arg(long, env = "BOOKD_SNAPSHOT_WRITE_RATE", value_parser = parse_size,
+          default_value_t = Size(bookd_wal::limits::snapshot_write_bytes_per_s_default))]
+    pub snapshot_write_rate: Size,
     /// Largest piece of a snapshot sent to a standby that needs one, in bytes or with a suffix
     /// as for --memory-max (1KiB to 1MiB). The snapshot file is read and sent a piece at a time.
-    #[arg(long, env = "BOOKD_SNAPSHOT_PIECE_SIZE", default_value = "1MiB", value_parser = parse_bytes)]
-    pub snapshot_piece_size: u64,
+    #[arg(long, env = "BOOKD_SNAPSHOT_PIECE_SIZE", value_parser = parse_size,
+          default_value_t = Size(SNAPSHOT_CHUNK_SIZE_BYTES as u64))]
+    pub snapshot_piece_size: Size,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -106,7 +113,7 @@ pub struct StandbyArgs {
 #[derive(Debug, Args, Clone)]
 pub struct PromoteArgs {
     /// The standby's HTTP address.
-    #[arg(long, env = "BOOKD_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "BOOKD_HTTP", default_value = defaults::HTTP_ADDR)]
     pub http: String,
     /// The node's token, if it has one.
     #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
@@ -116,7 +123,7 @@ pub struct PromoteArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The node's HTTP address.
-    #[arg(long, env = "BOOKD_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "BOOKD_HTTP", default_value = defaults::HTTP_ADDR)]
     pub http: String,
     /// The node's token, if it has one.
     #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
@@ -130,12 +137,12 @@ pub struct ClientArgs {
 pub enum WalCommand {
     /// Check every log record and snapshot; exit 0 if clean, else name the first bad file and offset.
     Verify {
-        #[arg(long, env = "BOOKD_DATA_DIR", default_value = "./bookd-data")]
+        #[arg(long, env = "BOOKD_DATA_DIR", default_value = defaults::DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Print every record, one a line.
     Dump {
-        #[arg(long, env = "BOOKD_DATA_DIR", default_value = "./bookd-data")]
+        #[arg(long, env = "BOOKD_DATA_DIR", default_value = defaults::DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -152,13 +159,13 @@ impl ServeArgs {
             insecure: self.insecure,
             sync_interval_ms: self.sync_interval_ms,
             replication_timeout: std::time::Duration::from_millis(self.replication_timeout_ms),
-            hold_retention: self.hold_retention,
+            hold_retention: self.hold_retention.0,
             memory_max_bytes: self
                 .memory_max
                 .unwrap_or_else(bookd_server::node::default_memory_max_bytes),
-            segment_size_bytes: self.segment_size,
-            snapshot_write_bytes_per_s: self.snapshot_write_rate,
-            snapshot_piece_bytes: self.snapshot_piece_size,
+            segment_size_bytes: self.segment_size.0,
+            snapshot_write_bytes_per_s: self.snapshot_write_rate.0,
+            snapshot_piece_bytes: self.snapshot_piece_size.0,
             role,
             ..NodeConfig::default()
         }
@@ -261,6 +268,43 @@ pub fn parse_bytes(text: &str) -> Result<u64, FlagError> {
         return Err(FlagError::BytesZero);
     }
     Ok(bytes)
+}
+
+/// A size in bytes as a flag shows it: in the largest binary unit that divides it (`64MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        match units.iter().find(|(_, unit)| self.0 != 0 && self.0 % unit == 0) {
+            Some((name, unit)) => write!(f, "{}{name}", self.0 / unit),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// A duration as a flag shows it: in the largest unit up to hours that divides it (`24h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        let units = [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)];
+        match units.iter().find(|(_, unit)| ms != 0 && ms % unit == 0) {
+            Some((name, unit)) => write!(f, "{}{name}", ms / unit),
+            None => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<Size, FlagError> {
+    parse_bytes(text).map(Size)
+}
+
+fn parse_hold_retention_flag(text: &str) -> Result<Span, FlagError> {
+    parse_hold_retention(text).map(Span)
 }
 
 /// Runs the parsed command line; returns the process exit status.
@@ -540,5 +584,28 @@ mod tests {
         assert!(default < physical && default >= physical / 10 * 7, "{default} of {physical}");
         assert_eq!(NodeConfig::default().memory_max_bytes, default);
         assert_eq!(NodeConfig::default().hold_retention, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn the_flags_default_to_what_the_node_defaults_to() {
+        let cli = Cli::try_parse_from(["bookd", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let from_flags = args.node_config(Role::Primary);
+        let config = NodeConfig::default();
+        assert_eq!(from_flags.data_dir, config.data_dir);
+        assert_eq!(from_flags.http_addr, config.http_addr);
+        assert_eq!(from_flags.listen_addr, config.listen_addr);
+        assert_eq!(from_flags.sync_standbys, config.sync_standbys);
+        assert_eq!(from_flags.replication_timeout, config.replication_timeout);
+        assert_eq!(from_flags.hold_retention, config.hold_retention);
+        assert_eq!(from_flags.segment_size_bytes, config.segment_size_bytes);
+        assert_eq!(from_flags.snapshot_write_bytes_per_s, config.snapshot_write_bytes_per_s);
+        assert_eq!(from_flags.snapshot_piece_bytes, config.snapshot_piece_bytes);
+        // Shown in the help as an operator writes them.
+        assert_eq!(Size(64 << 20).to_string(), "64MiB");
+        assert_eq!(Size(1500).to_string(), "1500");
+        assert_eq!(Span(Duration::from_secs(24 * 3600)).to_string(), "24h");
+        assert_eq!(Span(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(parse_size(&Size(128 << 20).to_string()), Ok(Size(128 << 20)));
     }
 }

@@ -54,15 +54,26 @@ pub struct NodeConfig {
     pub memory_max_bytes: u64,
 }
 
+/// The defaults of `bookd serve` that are the node's own; the others are the defaults of the
+/// crates that own the setting (the log's segment size, the runtime's queue, …). The command
+/// line's defaults read these same constants.
+pub mod defaults {
+    pub const DATA_DIR: &str = "./bookd-data";
+    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+    pub const LISTEN_ADDR: &str = "127.0.0.1:7070";
+    /// Standbys a command waits for before it is acknowledged (0: asynchronous replication).
+    pub const SYNC_STANDBYS: usize = 0;
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            data_dir: PathBuf::from("./bookd-data"),
-            http_addr: "127.0.0.1:8080".into(),
-            listen_addr: "127.0.0.1:7070".into(),
+            data_dir: PathBuf::from(defaults::DATA_DIR),
+            http_addr: defaults::HTTP_ADDR.into(),
+            listen_addr: defaults::LISTEN_ADDR.into(),
             shards: None,
             token: None,
-            sync_standbys: 0,
+            sync_standbys: defaults::SYNC_STANDBYS,
             insecure: false,
             sync_interval_ms: None,
             role: Role::Primary,
@@ -71,10 +82,10 @@ impl Default for NodeConfig {
             snapshot_log_bytes: bookd_runtime::SNAPSHOT_LOG_BYTES_MIN_DEFAULT,
             snapshot_piece_bytes: bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64,
             limits: EngineLimits::default(),
-            queue_messages_max: 4096,
+            queue_messages_max: bookd_runtime::QUEUE_MESSAGES_MAX_DEFAULT,
             primary: None,
             reseed: false,
-            replication_timeout: Duration::from_secs(5),
+            replication_timeout: bookd_runtime::REPLICATION_TIMEOUT_DEFAULT,
             hold_retention: Duration::from_millis(bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT),
             memory_max_bytes: default_memory_max_bytes(),
         }
