@@ -277,7 +277,7 @@ pub struct Size(pub u64);
 impl std::fmt::Display for Size {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-        match units.iter().find(|(_, unit)| self.0 != 0 && self.0 % unit == 0) {
+        match units.iter().find(|(_, unit)| self.0 != 0 && self.0.is_multiple_of(*unit)) {
             Some((name, unit)) => write!(f, "{}{name}", self.0 / unit),
             None => write!(f, "{}", self.0),
         }
@@ -292,7 +292,7 @@ impl std::fmt::Display for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
         let units = [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)];
-        match units.iter().find(|(_, unit)| ms != 0 && ms % unit == 0) {
+        match units.iter().find(|(_, unit)| ms != 0 && ms.is_multiple_of(*unit)) {
             Some((name, unit)) => write!(f, "{}{name}", ms / unit),
             None => write!(f, "{ms}ms"),
         }
