@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`codec`]: the one byte layout of a command, for the wire and the log alike.
+//! - [`lifecycle`]: what each verb does to a hold in each status, as one table.
 //! - [`limits`]: every limit, units last, relations checked at compile time.
 //! - `name`: validation of partition, resource and hold ids.
 //! - `command/`: one file per state-changing verb (validate, execute, tests) and the dispatch.
@@ -40,6 +41,7 @@ mod free;
 mod image;
 mod index;
 mod key;
+pub mod lifecycle;
 pub mod limits;
 mod name;
 mod op;

@@ -2,8 +2,8 @@
 //! succeeds again and changes nothing; a hold that is not confirmed cannot be cancelled.
 
 use crate::error::Refusal;
+use crate::lifecycle::HoldVerb;
 use crate::state::Engine;
-use crate::view::HoldStatus;
 
 use super::{validate_hold_ref, Receipt};
 
@@ -20,14 +20,7 @@ impl Cancel {
 
     /// Runs on the hold at `slot`, found by `Engine::apply_to_hold` before the clock moved.
     pub(crate) fn execute(&self, engine: &mut Engine, slot: u32) -> Result<Receipt, Refusal> {
-        match engine.holds[slot as usize].status {
-            HoldStatus::Confirmed => engine.transition(slot, HoldStatus::Cancelled),
-            HoldStatus::Cancelled => {}
-            HoldStatus::Held => return Err(Refusal::HoldNotConfirmed),
-            HoldStatus::Released => return Err(Refusal::HoldReleased),
-            HoldStatus::Expired => return Err(Refusal::HoldExpired),
-        }
-        Ok(engine.hold_receipt(slot, false))
+        engine.follow_lifecycle(slot, HoldVerb::Cancel, 0)
     }
 }
 

@@ -2,8 +2,8 @@
 //! already expired (`hold_expired`); confirming a confirmed hold succeeds again and changes nothing.
 
 use crate::error::Refusal;
+use crate::lifecycle::HoldVerb;
 use crate::state::Engine;
-use crate::view::HoldStatus;
 
 use super::{validate_hold_ref, Receipt};
 
@@ -20,14 +20,7 @@ impl Confirm {
 
     /// Runs on the hold at `slot`, found by `Engine::apply_to_hold` before the clock moved.
     pub(crate) fn execute(&self, engine: &mut Engine, slot: u32) -> Result<Receipt, Refusal> {
-        match engine.holds[slot as usize].status {
-            HoldStatus::Held => engine.transition(slot, HoldStatus::Confirmed),
-            HoldStatus::Confirmed => {}
-            HoldStatus::Released => return Err(Refusal::HoldReleased),
-            HoldStatus::Expired => return Err(Refusal::HoldExpired),
-            HoldStatus::Cancelled => return Err(Refusal::HoldCancelled),
-        }
-        Ok(engine.hold_receipt(slot, false))
+        engine.follow_lifecycle(slot, HoldVerb::Confirm, 0)
     }
 }
 

@@ -2,8 +2,8 @@
 //! Only a live hold can be extended; the refusal names the hold's final state.
 
 use crate::error::Refusal;
+use crate::lifecycle::HoldVerb;
 use crate::state::Engine;
-use crate::view::HoldStatus;
 
 use super::{validate_hold_ref, validate_ttl, Receipt};
 
@@ -27,14 +27,7 @@ impl Extend {
         slot: u32,
         now_ms: u64,
     ) -> Result<Receipt, Refusal> {
-        match engine.holds[slot as usize].status {
-            HoldStatus::Held => engine.set_expiry(slot, now_ms.saturating_add(self.ttl_ms)),
-            HoldStatus::Confirmed => return Err(Refusal::HoldConfirmed),
-            HoldStatus::Released => return Err(Refusal::HoldReleased),
-            HoldStatus::Expired => return Err(Refusal::HoldExpired),
-            HoldStatus::Cancelled => return Err(Refusal::HoldCancelled),
-        }
-        Ok(engine.hold_receipt(slot, false))
+        engine.follow_lifecycle(slot, HoldVerb::Extend, now_ms.saturating_add(self.ttl_ms))
     }
 }
 

@@ -21,6 +21,7 @@ pub use put_resource::PutResource;
 pub use release::Release;
 
 use crate::error::Refusal;
+use crate::lifecycle::{effect, Effect, HoldVerb};
 use crate::state::Engine;
 use crate::view::{HoldStatus, HoldView, ResourceView};
 
@@ -284,6 +285,23 @@ impl Engine {
                 Outcome::PartitionDeleted { partition: "".into(), resources, holds }
             }
         }
+    }
+
+    /// Does to the hold at `slot` what `verb` does in its status (the lifecycle table);
+    /// `expires_at_ms` is the new expiry of an `extend`.
+    pub(crate) fn follow_lifecycle(
+        &mut self,
+        slot: u32,
+        verb: HoldVerb,
+        expires_at_ms: u64,
+    ) -> Result<Receipt, Refusal> {
+        match effect(verb, self.holds[slot as usize].status) {
+            Effect::Move(to) => self.transition(slot, to),
+            Effect::Extend => self.set_expiry(slot, expires_at_ms),
+            Effect::Unchanged => {}
+            Effect::Refuse(refusal) => return Err(refusal),
+        }
+        Ok(self.hold_receipt(slot, false))
     }
 
     pub(crate) fn hold_receipt(&self, slot: u32, existing: bool) -> Receipt {

@@ -2,8 +2,8 @@
 //! again with its current state and changes nothing.
 
 use crate::error::Refusal;
+use crate::lifecycle::HoldVerb;
 use crate::state::Engine;
-use crate::view::HoldStatus;
 
 use super::{validate_hold_ref, Receipt};
 
@@ -20,13 +20,7 @@ impl Release {
 
     /// Runs on the hold at `slot`, found by `Engine::apply_to_hold` before the clock moved.
     pub(crate) fn execute(&self, engine: &mut Engine, slot: u32) -> Result<Receipt, Refusal> {
-        match engine.holds[slot as usize].status {
-            HoldStatus::Held => engine.transition(slot, HoldStatus::Released),
-            HoldStatus::Released | HoldStatus::Expired => {}
-            HoldStatus::Confirmed => return Err(Refusal::HoldConfirmed),
-            HoldStatus::Cancelled => return Err(Refusal::HoldCancelled),
-        }
-        Ok(engine.hold_receipt(slot, false))
+        engine.follow_lifecycle(slot, HoldVerb::Release, 0)
     }
 }
 
