@@ -1,5 +1,30 @@
 //! Every limit of the engine, in one place, with units last. Relations between limits are checked
 //! at compile time; the values are the public contract's ("Names and limits").
+//!
+//! A limit that a refusal message states is written once as a macro that expands to its literal,
+//! so the message is `concat!`ed from it and cannot drift from the constant.
+
+macro_rules! hold_items_max {
+    () => {
+        64
+    };
+}
+macro_rules! hold_ttl_ms_min {
+    () => {
+        1
+    };
+}
+macro_rules! hold_ttl_ms_max {
+    () => {
+        86_400_000
+    };
+}
+macro_rules! list_limit_max {
+    () => {
+        1_000
+    };
+}
+pub(crate) use {hold_items_max, hold_ttl_ms_max, hold_ttl_ms_min, list_limit_max};
 
 /// Longest partition, resource or hold id, in bytes.
 pub const NAME_SIZE_MAX_BYTES: usize = 64;
@@ -8,16 +33,16 @@ pub const CAPACITY_MAX: u64 = (1 << 53) - 1;
 /// Largest quantity of one item of a hold.
 pub const QUANTITY_MAX: u64 = u32::MAX as u64;
 /// Most items in one hold.
-pub const HOLD_ITEMS_MAX: usize = 64;
+pub const HOLD_ITEMS_MAX: usize = hold_items_max!();
 /// Shortest and longest hold time to live, in milliseconds.
-pub const HOLD_TTL_MS_MIN: u64 = 1;
-pub const HOLD_TTL_MS_MAX: u64 = 86_400_000;
+pub const HOLD_TTL_MS_MIN: u64 = hold_ttl_ms_min!();
+pub const HOLD_TTL_MS_MAX: u64 = hold_ttl_ms_max!();
 /// Time to live of a hold created without `ttl_ms`.
 pub const HOLD_TTL_MS_DEFAULT: u64 = 600_000;
 /// Longest `ref` stored with a hold, in bytes.
 pub const HOLD_REF_SIZE_MAX_BYTES: usize = 256;
 /// Most resources a listing page returns, and its default.
-pub const LIST_LIMIT_MAX: usize = 1_000;
+pub const LIST_LIMIT_MAX: usize = list_limit_max!();
 pub const LIST_LIMIT_DEFAULT: usize = 100;
 
 /// How long a released, expired or cancelled hold is kept after it ended, by default: 24 h.

@@ -27,7 +27,10 @@ impl ListQuery {
         match self.limit {
             None => Ok(LIST_LIMIT_DEFAULT),
             Some(limit) if (1..=LIST_LIMIT_MAX as u64).contains(&limit) => Ok(limit as usize),
-            Some(_) => Err(Refusal::invalid("limit", "must be between 1 and 1000")),
+            Some(_) => Err(Refusal::invalid(
+                "limit",
+                concat!("must be between 1 and ", crate::limits::list_limit_max!()),
+            )),
         }
     }
 }

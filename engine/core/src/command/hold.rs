@@ -36,7 +36,8 @@ impl Hold {
         check_name("partition", &self.partition)?;
         check_name("id", &self.hold)?;
         if self.items.is_empty() || self.items.len() > HOLD_ITEMS_MAX {
-            return Err(Refusal::invalid("items", "must hold 1 to 64 items"));
+            let reason = concat!("must hold 1 to ", crate::limits::hold_items_max!(), " items");
+            return Err(Refusal::invalid("items", reason));
         }
         for (index, item) in self.items.iter().enumerate() {
             if let Some(reason) = name_problem(&item.resource) {

@@ -334,7 +334,15 @@ fn validate_ttl(ttl_ms: u64) -> Result<(), Refusal> {
     if (HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&ttl_ms) {
         Ok(())
     } else {
-        Err(Refusal::invalid("ttl_ms", "must be between 1 and 86400000"))
+        Err(Refusal::invalid(
+            "ttl_ms",
+            concat!(
+                "must be between ",
+                crate::limits::hold_ttl_ms_min!(),
+                " and ",
+                crate::limits::hold_ttl_ms_max!()
+            ),
+        ))
     }
 }
 

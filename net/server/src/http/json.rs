@@ -395,13 +395,17 @@ pub fn no_body(body: &[u8]) -> Result<(), ApiError> {
     parse::<EmptyBody>(body).map(|_| ())
 }
 
+/// The refusal of a batch over [`BATCH_COMMANDS_MAX`].
+const TOO_MANY_COMMANDS: &str =
+    concat!("at most ", super::limits::batch_commands_max!(), " commands in a batch");
+
 /// `POST /v1/batch`: at most [`BATCH_COMMANDS_MAX`] commands, each parsed on its own, so an
 /// element that is not a valid command gets its own error and the others still run.
 ///
 /// The common case, every element well-formed, is parsed in one pass; otherwise the body is
 /// parsed again element by element so each malformed one gets its own error.
 pub fn batch(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
-    let too_many = || ApiError::invalid("commands", "at most 1000 commands in a batch");
+    let too_many = || ApiError::invalid("commands", TOO_MANY_COMMANDS);
     if let Ok(TypedBatchBody { commands }) = parse(body) {
         if commands.len() > BATCH_COMMANDS_MAX {
             return Err(too_many());
@@ -414,7 +418,7 @@ pub fn batch(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
 /// [`batch`] one element at a time: the path for bodies with a malformed element. The body
 /// must be an object; each element is checked on its own, shape included.
 fn batch_by_element(body: &[u8]) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
-    let too_many = || ApiError::invalid("commands", "at most 1000 commands in a batch");
+    let too_many = || ApiError::invalid("commands", TOO_MANY_COMMANDS);
     let text = utf8(body)?;
     if !text.trim_start().starts_with('{') {
         return Err(not_objects("request body"));

@@ -8,8 +8,15 @@ pub const BODY_SIZE_MAX_BYTES: usize = 64 * 1024;
 /// Most bytes of an over-long body read and dropped before answering `413`, so the client gets
 /// the answer rather than a connection reset; bodies announced as longer are not read at all.
 pub const BODY_DRAIN_MAX_BYTES: u64 = 1024 * 1024;
-/// Most commands in one `/v1/batch` request (contract: batch ≤ 1 000 commands).
-pub const BATCH_COMMANDS_MAX: usize = 1_000;
+/// Most commands in one `/v1/batch` request (contract: batch ≤ 1 000 commands). A macro too, so
+/// the refusal that states it is `concat!`ed from it.
+macro_rules! batch_commands_max {
+    () => {
+        1_000
+    };
+}
+pub(crate) use batch_commands_max;
+pub const BATCH_COMMANDS_MAX: usize = batch_commands_max!();
 /// Default bound on open connections; the listener stops accepting at the bound.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 /// Default time a client has to send a request's head, counted from when the connection starts
