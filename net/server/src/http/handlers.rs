@@ -41,12 +41,35 @@ pub async fn handle(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
 
 async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) -> HttpResponse {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path();
-    if path != "/health" {
-        if let Some(token) = &app.token {
-            if !auth::authorized(&parts.headers, token) {
-                return error_response(&ApiError::unauthorized());
+    let (route, params) = match admit(app, &parts) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let body = if route.reads_body() {
+        match read_body(app, &parts.headers, body).await {
+            Ok(body) => body,
+            Err(error) => {
+                let mut response = error_response(&error);
+                response.headers_mut().insert(header::CONNECTION, CLOSE);
+                return response;
             }
+        }
+    } else {
+        Bytes::new()
+    };
+    dispatch(app, route, params, parts.uri.query(), &body, started).await
+}
+
+/// Authenticates (every path but `/health`), routes, and refuses writes on a standby: the
+/// route and its raw path parameters, or the response that ends the request.
+fn admit<'p>(
+    app: &HttpApp,
+    parts: &'p hyper::http::request::Parts,
+) -> Result<(Route, [&'p str; router::PARAMS_MAX]), Box<HttpResponse>> {
+    let path = parts.uri.path();
+    if let (Some(token), true) = (&app.token, path != "/health") {
+        if !auth::authorized(&parts.headers, token) {
+            return Err(Box::new(error_response(&ApiError::unauthorized())));
         }
     }
     let (route, params) = match router::route(parts.method.as_str(), path) {
@@ -60,96 +83,111 @@ async fn respond(app: &HttpApp, request: Request<Incoming>, started: Instant) ->
             if let Ok(allow) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
-            return response;
+            return Err(Box::new(response));
         }
         Routing::NotFound => {
-            return error_response(&ApiError::not_found(format!("no route {path}")))
+            let error = ApiError::not_found(format!("no route {path}"));
+            return Err(Box::new(error_response(&error)));
         }
     };
     if route.is_write() && app.node.role() == Role::Standby {
-        return error_response(&ApiError::standby_read_only());
+        return Err(Box::new(error_response(&ApiError::standby_read_only())));
     }
-    let body = if route.reads_body() {
-        match read_body(app, &parts.headers, body).await {
-            Ok(body) => body,
-            Err(error) => {
-                let mut response = error_response(&error);
-                response.headers_mut().insert(header::CONNECTION, CLOSE);
-                return response;
-            }
-        }
-    } else {
-        Bytes::new()
-    };
+    Ok((route, params))
+}
+
+/// Runs an admitted request whose body is read: one arm per route.
+async fn dispatch(
+    app: &HttpApp,
+    route: Route,
+    params: [&str; router::PARAMS_MAX],
+    query: Option<&str>,
+    body: &[u8],
+    started: Instant,
+) -> HttpResponse {
     let partition = || decode_segment(params[0]).into_owned();
     let second = || decode_segment(params[1]).into_owned();
+    let hold_ref = || (partition(), second());
     match route {
-        Route::PutResource => match json::put_resource(partition(), second(), &body) {
-            Ok(command) => command_response(app, command, started).await,
-            Err(error) => error_response(&error),
-        },
+        Route::PutResource => {
+            command_or_error(app, json::put_resource(partition(), second(), body), started).await
+        }
+        Route::CreateHold => command_or_error(app, json::hold(partition(), body), started).await,
+        Route::ConfirmHold => {
+            let (partition, hold) = hold_ref();
+            let command =
+                json::no_body(body).map(|()| Command::Confirm(Confirm { partition, hold }));
+            command_or_error(app, command, started).await
+        }
+        Route::ReleaseHold => {
+            let (partition, hold) = hold_ref();
+            let command =
+                json::no_body(body).map(|()| Command::Release(Release { partition, hold }));
+            command_or_error(app, command, started).await
+        }
+        Route::CancelHold => {
+            let (partition, hold) = hold_ref();
+            let command = json::no_body(body).map(|()| Command::Cancel(Cancel { partition, hold }));
+            command_or_error(app, command, started).await
+        }
+        Route::ExtendHold => {
+            command_or_error(app, json::extend(partition(), second(), body), started).await
+        }
+        Route::DeletePartition => {
+            let command = json::no_body(body)
+                .map(|()| Command::DeletePartition(DeletePartition { partition: partition() }));
+            command_or_error(app, command, started).await
+        }
         Route::GetResource => {
             let op = Op::GetResource { partition: partition(), id: second() };
             query_response(app, op, OP_GET_RESOURCE, started).await
         }
-        Route::ListResources => match router::list_query(parts.uri.query()) {
+        Route::GetHold => {
+            let op = Op::GetHold { partition: partition(), id: second() };
+            query_response(app, op, OP_GET_HOLD, started).await
+        }
+        Route::ListResources => match router::list_query(query) {
             Ok(query) => {
                 let op = Op::ListResources { partition: partition(), query };
                 query_response(app, op, OP_LIST_RESOURCES, started).await
             }
             Err(error) => error_response(&error),
         },
-        Route::CreateHold => match json::hold(partition(), &body) {
-            Ok(command) => command_response(app, command, started).await,
-            Err(error) => error_response(&error),
-        },
-        Route::GetHold => {
-            let op = Op::GetHold { partition: partition(), id: second() };
-            query_response(app, op, OP_GET_HOLD, started).await
-        }
-        Route::ConfirmHold | Route::ReleaseHold | Route::CancelHold => {
-            if let Err(error) = json::no_body(&body) {
-                return error_response(&error);
-            }
-            let (partition, hold) = (partition(), second());
-            let command = match route {
-                Route::ConfirmHold => Command::Confirm(Confirm { partition, hold }),
-                Route::ReleaseHold => Command::Release(Release { partition, hold }),
-                _ => Command::Cancel(Cancel { partition, hold }),
-            };
-            command_response(app, command, started).await
-        }
-        Route::ExtendHold => match json::extend(partition(), second(), &body) {
-            Ok(command) => command_response(app, command, started).await,
-            Err(error) => error_response(&error),
-        },
-        Route::DeletePartition => {
-            if let Err(error) = json::no_body(&body) {
-                return error_response(&error);
-            }
-            let command = Command::DeletePartition(DeletePartition { partition: partition() });
-            command_response(app, command, started).await
-        }
-        Route::Batch => batch(app, &body, started).await,
+        Route::Batch => batch(app, body, started).await,
         Route::OpenApi => bytes_response(StatusCode::OK, JSON, app.openapi()),
         Route::Health => health(app),
-        Route::Metrics => {
-            let role = app.node.role();
-            let epoch = app.node.epoch(&app.runtime);
-            let mut text = metrics::render(app.metrics(), &app.runtime, app.storage(), role, epoch);
-            app.node.render_metrics(&mut text);
-            bytes_response(StatusCode::OK, PROMETHEUS, Bytes::from(text))
-        }
+        Route::Metrics => metrics_response(app),
         Route::Status => status(app).await,
-        Route::Promote => match json::no_body(&body) {
+        Route::Promote => match json::no_body(body) {
             Ok(()) => promote(app).await,
             Err(error) => error_response(&error),
         },
-        Route::Checkpoint => match json::no_body(&body) {
+        Route::Checkpoint => match json::no_body(body) {
             Ok(()) => checkpoint(app).await,
             Err(error) => error_response(&error),
         },
     }
+}
+
+/// A parsed command's response, or the parse error's.
+async fn command_or_error(
+    app: &HttpApp,
+    command: Result<Command, ApiError>,
+    started: Instant,
+) -> HttpResponse {
+    match command {
+        Ok(command) => command_response(app, command, started).await,
+        Err(error) => error_response(&error),
+    }
+}
+
+/// `/metrics`: the node's metrics, then replication's, in Prometheus text.
+fn metrics_response(app: &HttpApp) -> HttpResponse {
+    let role = app.node.role();
+    let epoch = app.node.epoch(&app.runtime);
+    let mut text = metrics::render(app.metrics(), &app.runtime, app.storage(), role, epoch);
+    app.node.render_metrics(&mut text);
+    bytes_response(StatusCode::OK, PROMETHEUS, Bytes::from(text))
 }
 
 /// Reads the whole body: `413` when `Content-Length` or the bytes actually sent exceed the
