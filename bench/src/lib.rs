@@ -22,7 +22,8 @@
 //! ```
 //!
 //! # Layout
-//! - `rng`: [`SplitMix64`], the small seeded generator every random choice comes from.
+//! - `rng`: [`SplitMix64`], the small seeded generator every random choice comes from (from
+//!   bookd-testkit, the one the crates' seeded tests use).
 //! - `workload`: [`Workload`], its constants, names and setup commands ([`Setup`]).
 //! - `client`: [`ClientLoop`], one closed-loop client, and its [`Counters`].
 //! - `in_memory`: [`EngineRun`], many clients round robin against one in-memory engine.

@@ -21,6 +21,7 @@ use bookd_runtime::{
     recover_shard, DataDir, InstallSink, LogError, RawRead, RawRecord, Runtime, RuntimeConfig,
     ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
 };
+use bookd_testkit::SplitMix64;
 use tokio::sync::watch;
 
 const SHARDS: usize = 2;
@@ -286,19 +287,6 @@ async fn close(node: TestNode) {
     drop(_dir);
 }
 
-/// splitmix64, so a failure reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % bound
-    }
-}
-
 fn partition(index: u64) -> String {
     format!("p{index}")
 }
@@ -326,21 +314,21 @@ async fn loaded_primary(
     stop: &watch::Receiver<bool>,
     seed: u64,
     count: usize,
-) -> (TestNode, Arc<Runtime>, Rng, usize) {
+) -> (TestNode, Arc<Runtime>, SplitMix64, usize) {
     let primary = open(&dir.join("a"), Options::default(), stop);
     let runtime = primary.node.runtime().clone();
     runtime.execute(setup_ops()).await;
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let loaded = load(&runtime, &mut rng, "x", count).await;
     (primary, runtime, rng, loaded)
 }
 
-async fn load(runtime: &Runtime, rng: &mut Rng, tag: &str, count: usize) -> usize {
+async fn load(runtime: &Runtime, rng: &mut SplitMix64, tag: &str, count: usize) -> usize {
     let mut ops = Vec::new();
     for index in 0..count {
-        let p = partition(rng.below(4));
+        let p = partition(rng.next_mod(4));
         let hold_id = format!("{tag}-{}", index / 2);
-        if index % 2 == 1 && rng.below(3) == 0 {
+        if index % 2 == 1 && rng.next_mod(3) == 0 {
             ops.push(Op::Command(Command::Release(Release {
                 partition: p.as_str().into(),
                 hold: hold_id.as_str().into(),
@@ -351,8 +339,8 @@ async fn load(runtime: &Runtime, rng: &mut Rng, tag: &str, count: usize) -> usiz
             partition: p.as_str().into(),
             hold: format!("{tag}-{index}").as_str().into(),
             items: vec![Item {
-                resource: format!("r{}", rng.below(5)).as_str().into(),
-                quantity: 1 + rng.below(3),
+                resource: format!("r{}", rng.next_mod(5)).as_str().into(),
+                quantity: 1 + rng.next_mod(3),
             }],
             ttl_ms: None,
             reference: None,
@@ -444,7 +432,7 @@ async fn a_standby_behind_the_kept_log_gets_a_snapshot_first() {
     let primary = open(&temp.path().join("a"), small, &stop);
     let runtime = primary.node.runtime().clone();
     runtime.execute(setup_ops()).await;
-    let mut rng = Rng(2);
+    let mut rng = SplitMix64::new(2);
     load(&runtime, &mut rng, "x", 3_000).await;
     runtime.checkpoint().await.unwrap();
     load(&runtime, &mut rng, "y", 100).await;
@@ -483,7 +471,7 @@ async fn the_sync_gate_waits_for_one_standby() {
     let (standby, standby_runtime) =
         caught_up_standby(&temp.path().join("b"), &primary, &runtime, Options::default(), &stop)
             .await;
-    let mut rng = Rng(3);
+    let mut rng = SplitMix64::new(3);
     let ok = load(&runtime, &mut rng, "x", 200).await;
     assert!(ok > 100, "acknowledged with a standby: {ok}");
     // Everything acknowledged is on the standby's disk already.
@@ -506,7 +494,7 @@ async fn failover_promotion_divergence_and_reseed() {
     let a = open(&a_path, Options::default(), &stop);
     let a_runtime = a.node.runtime().clone();
     a_runtime.execute(setup_ops()).await;
-    let mut rng = Rng(4);
+    let mut rng = SplitMix64::new(4);
     load(&a_runtime, &mut rng, "x", 300).await;
     let b =
         open(&b_path, Options { standby_of: Some(a.node.clone()), ..Options::default() }, &stop);
@@ -658,7 +646,7 @@ async fn trimmed_primary(
     dir: &Path,
     stop: &watch::Receiver<bool>,
     piece_bytes: Option<usize>,
-) -> (TestNode, Arc<Runtime>, Rng) {
+) -> (TestNode, Arc<Runtime>, SplitMix64) {
     let options = Options {
         segment_size_bytes: 64 * 1024,
         snapshot_piece_bytes: piece_bytes,
@@ -667,7 +655,7 @@ async fn trimmed_primary(
     let primary = open(&dir.join("a"), options, stop);
     let runtime = primary.node.runtime().clone();
     runtime.execute(setup_ops()).await;
-    let mut rng = Rng(8);
+    let mut rng = SplitMix64::new(8);
     load(&runtime, &mut rng, "x", 3_000).await;
     runtime.checkpoint().await.unwrap();
     load(&runtime, &mut rng, "y", 100).await;

@@ -11,11 +11,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use bookd_testkit::SplitMix64;
 use bookd_wal::{
     CrashStorage, CrashTail, Lsn, MemoryStorage, Options, RecordView, Replay, SnapshotReader,
     SyncPolicy, Wal, WalError,
 };
-use common::{append_n, assert_records, payload_for, Collect, Rng};
+use common::{append_n, assert_records, payload_for, Collect};
 use proptest::prelude::*;
 
 fn small() -> Options {
@@ -90,11 +91,11 @@ proptest! {
         let options = Options { snapshots_retained: 2, ..small() };
         let (mut wal, _) = Wal::open(storage.clone(), options, &mut Kv::default()).unwrap();
         wal.set_retain_from_lsn(1).unwrap(); // keep the whole log for the comparison below
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut live = Kv::default();
         for (count, snapshot) in steps {
             for _ in 0..count {
-                let payload = [rng.below(16) as u8, rng.below(256) as u8, 1];
+                let payload = [rng.next_mod(16) as u8, rng.next_mod(256) as u8, 1];
                 let lsn = wal.append(0, 1, 0, &payload).unwrap();
                 live.apply(lsn, &payload);
             }

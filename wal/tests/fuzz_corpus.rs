@@ -10,6 +10,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use bookd_testkit::SplitMix64;
 use bookd_wal::segment::segment_name;
 use bookd_wal::snapshot::{encode_header, snapshot_name};
 use bookd_wal::{Area, MemoryStorage, Options, Wal};
@@ -53,7 +54,7 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
     let mut empty = one[0].clone();
     empty[64..].fill(0);
     let mut random = vec![0u8; 4096];
-    let mut rng = common::Rng(42);
+    let mut rng = SplitMix64::new(42);
     random.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
     let payload = vec![7u8; 4096 - 40];
     let mut snapshot = encode_header(5, &payload).to_vec();
@@ -118,20 +119,20 @@ fn mutated_inputs_run_clean() {
     let rounds: u64 =
         std::env::var("BOOKD_WAL_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     let inputs = generated();
-    let mut rng = common::Rng(0xF022);
+    let mut rng = SplitMix64::new(0xF022);
     for _ in 0..rounds {
-        let (_, base) = &inputs[rng.below(inputs.len() as u64) as usize];
+        let (_, base) = &inputs[rng.next_mod(inputs.len() as u64) as usize];
         let mut bytes = base.clone();
-        for _ in 0..1 + rng.below(4) {
+        for _ in 0..1 + rng.next_mod(4) {
             if bytes.len() < 2 {
                 break;
             }
-            let at = 1 + rng.below(bytes.len() as u64 - 1) as usize;
-            match rng.below(4) {
-                0 => bytes[at] ^= 1 << rng.below(8),
+            let at = 1 + rng.next_mod(bytes.len() as u64 - 1) as usize;
+            match rng.next_mod(4) {
+                0 => bytes[at] ^= 1 << rng.next_mod(8),
                 1 => bytes[at] = rng.next_u64() as u8,
                 2 => bytes.truncate(at),
-                _ => bytes[at..].iter_mut().take(rng.below(64) as usize).for_each(|b| *b = 0),
+                _ => bytes[at..].iter_mut().take(rng.next_mod(64) as usize).for_each(|b| *b = 0),
             }
         }
         bookd_wal::fuzzing::recover_from_bytes(&bytes);

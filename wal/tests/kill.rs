@@ -17,8 +17,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bookd_testkit::SplitMix64;
 use bookd_wal::{Options, Wal};
-use common::{assert_records, payload_for, Collect, Rng};
+use common::{assert_records, payload_for, Collect};
 
 const CHILD_ENV: &str = "BOOKD_WAL_KILL_CHILD_DIR";
 const ROUNDS: u64 = 20;
@@ -57,7 +58,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut rng = Rng(0x5EED_0003);
+    let mut rng = SplitMix64::new(0x5EED_0003);
     let mut acknowledged = 0u64;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
@@ -76,7 +77,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         });
-        let kill_after = rng.below(ACKS_BEFORE_KILL_MAX + 1);
+        let kill_after = rng.next_mod(ACKS_BEFORE_KILL_MAX + 1);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut acks = 0;
         let mut opened = false;

@@ -16,13 +16,14 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bookd_testkit::SplitMix64;
 use bookd_wal::recovery::open_snapshot_reader;
 use bookd_wal::snapshot::snapshot_name;
 use bookd_wal::{
     Area, CrashStorage, CrashTail, MemoryStorage, MmapStorage, Options, SnapshotWriter, Storage,
     Wal, WalError,
 };
-use common::{append_n, assert_records, Collect, Rng};
+use common::{append_n, assert_records, Collect};
 
 fn options() -> Options {
     Options { segment_size_bytes: 16 * 1024, ..Options::default() }
@@ -30,16 +31,16 @@ fn options() -> Options {
 
 /// Deterministic state bytes, larger than the writer's 256 KiB buffer.
 fn state(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Writes `bytes` into `writer` in chunks of 1 to 1000 bytes, with one chunk above the buffer.
 fn write_in_chunks(writer: &mut SnapshotWriter, bytes: &[u8], seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut at = 0;
     while at < bytes.len() {
-        let len = if at == 1000 { 300 * 1024 } else { 1 + rng.below(1000) as usize };
+        let len = if at == 1000 { 300 * 1024 } else { 1 + rng.next_mod(1000) as usize };
         let end = (at + len).min(bytes.len());
         writer.write_all(&bytes[at..end]).unwrap();
         at = end;

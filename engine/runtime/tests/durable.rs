@@ -8,6 +8,7 @@ mod runtime_support;
 use bookd_engine::{Command, EngineLimits, Hold, HoldStatus, Item, PutResource};
 use bookd_engine::{Op, OpResult};
 use bookd_runtime::{recover_shard, DataDir, Runtime, RuntimeConfig, ShardLog};
+use bookd_testkit::block_on;
 use runtime_support::bookings;
 
 fn options() -> bookd_wal::Options {
@@ -58,7 +59,7 @@ fn acknowledged_commands_survive_restart_and_snapshots() {
     let runtime = start(&dir);
     assert_eq!(read_all(&runtime, 1), before);
     // Snapshot, more work, reopen: snapshot + the records after it.
-    pollster(runtime.checkpoint()).unwrap();
+    block_on(runtime.checkpoint()).unwrap();
     runtime.execute_blocking(bookings("r1", 8, 20, 1_000));
     let before = read_all(&runtime, 2);
     runtime.shutdown();
@@ -75,11 +76,6 @@ fn acknowledged_commands_survive_restart_and_snapshots() {
         other => panic!("{other:?}"),
     }
     runtime.shutdown();
-}
-
-fn pollster<F: std::future::Future>(future: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(future)
 }
 
 /// The commit is pipelined (the shard applies the next batches while the disk syncs the last),

@@ -16,7 +16,7 @@ use bookd_engine::{Command, Confirm, Engine, Hold, Item, Op, OpResult, PutResour
 use bookd_runtime::{
     InstallError, MemoryLog, RawRead, ReplicateError, Runtime, RuntimeConfig, ShardConfig, ShardLog,
 };
-use runtime_support::block_on;
+use bookd_testkit::block_on;
 
 fn start(config: RuntimeConfig) -> Runtime {
     start_with(config, MemoryLog::default())

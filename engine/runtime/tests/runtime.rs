@@ -12,6 +12,7 @@ use bookd_engine::{
     Command, Confirm, Engine, Hold, HoldStatus, Item, Op, OpResult, Outcome, PutResource,
 };
 use bookd_runtime::{shard_of, LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
+use bookd_testkit::block_on;
 
 /// A MemoryLog the test can still look at while the shard owns it.
 #[derive(Clone, Default)]
@@ -276,7 +277,7 @@ fn a_batch_over_many_partitions_uses_every_shard_and_keeps_order() {
 fn checkpoint_writes_a_snapshot_of_every_shard() {
     let (runtime, logs) = start(2, RuntimeConfig::default());
     runtime.execute_blocking(vec![put("a", "r", 1), put("b", "r", 1), put("c", "r", 1)]);
-    let positions = futures_block_on(runtime.checkpoint()).unwrap();
+    let positions = block_on(runtime.checkpoint()).unwrap();
     assert_eq!(positions.len(), 2);
     for (log, position) in logs.iter().zip(positions) {
         let log = log.inner.lock().unwrap();
@@ -286,23 +287,6 @@ fn checkpoint_writes_a_snapshot_of_every_shard() {
         assert_eq!(u64::from(engine.stats().resources), position);
     }
     runtime.shutdown();
-}
-
-fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
-    // The runtime's own blocking helper is private; a current-thread poll loop is enough here.
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    let waker = std::task::Waker::from(Arc::new(Noop));
-    let mut context = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -16,7 +16,8 @@ use bookd_engine::{Engine, EngineImage, EngineLimits, Op, OpResult};
 use bookd_runtime::{
     recover_shard, DataDir, InstallError, RawRead, Runtime, RuntimeConfig, ShardLog, META_FILE,
 };
-use runtime_support::{block_on, bookings};
+use bookd_testkit::block_on;
+use runtime_support::bookings;
 
 fn options() -> bookd_wal::Options {
     bookd_wal::Options { segment_size_bytes: 64 * 1024, ..bookd_wal::Options::default() }

@@ -20,7 +20,7 @@ use bookd_runtime::{
     apply_record, LogError, MemoryLog, Runtime, RuntimeConfig, ShardConfig, ShardLog, SnapshotGate,
     SnapshotSink, SnapshotWritten, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
-use runtime_support::block_on;
+use bookd_testkit::block_on;
 
 const T0: u64 = 1_800_000_000_000;
 

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use support::{request, Bookd, Rng};
+use bookd_testkit::SplitMix64;
+use support::{request, Bookd};
 
 const CLIENTS: usize = 12;
 const ROUNDS: u64 = 5;
@@ -33,13 +34,13 @@ fn client_loop(
     ledger: Ledger,
     acks: Arc<AtomicUsize>,
 ) {
-    let mut rng = Rng(round * 1_000 + client as u64);
+    let mut rng = SplitMix64::new(round * 1_000 + client as u64);
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) && n < 2_000 {
         n += 1;
         let id = format!("r{round}-c{client}-{n}");
         ledger.lock().unwrap().insert(id.clone(), Acked::default());
-        let quantity = 1 + rng.below(3);
+        let quantity = 1 + rng.next_mod(3);
         let body = format!(
             r#"{{"id":"{id}","items":[{{"resource":"a","quantity":{quantity}}},{{"resource":"b","quantity":{quantity}}}]}}"#
         );
@@ -51,7 +52,7 @@ fn client_loop(
             Ok((status, body)) => panic!("hold {id}: unexpected {status} {body}"),
             Err(_) => return, // bookd was killed
         }
-        if rng.below(2) == 0 {
+        if rng.next_mod(2) == 0 {
             let path = format!("/v1/partitions/shop/holds/{id}/confirm");
             match request(&http, "POST", &path, None, None) {
                 Ok((200, _)) => ledger.lock().unwrap().get_mut(&id).unwrap().confirmed = true,
@@ -73,7 +74,7 @@ fn counts(bookd: &Bookd, resource: &str) -> (u64, u64) {
 fn sigkill_loses_no_acknowledged_command() {
     let temp = tempfile::tempdir().unwrap();
     let ledger: Ledger = Arc::default();
-    let mut rng = Rng(42);
+    let mut rng = SplitMix64::new(42);
     {
         let bookd = Bookd::serve(temp.path(), &["--shards", "2"]);
         for resource in ["a", "b"] {
@@ -94,7 +95,7 @@ fn sigkill_loses_no_acknowledged_command() {
             })
             .collect();
         // Kill at a random moment: after a random number of acknowledgements in this round.
-        let kill_after = 20 + rng.below(300) as usize;
+        let kill_after = 20 + rng.next_mod(300) as usize;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while acks.load(Ordering::Relaxed) < kill_after && std::time::Instant::now() < deadline {
             std::thread::yield_now();

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bookd_testkit::SplitMix64;
 use serde_json::Value;
-use support::{run_bookd, Bookd, Rng};
+use support::{run_bookd, Bookd};
 
 const PARTITIONS: u64 = 4;
 const RESOURCES: u64 = 5;
@@ -37,16 +38,16 @@ fn setup(node: &Bookd) {
 }
 
 /// One batch of seeded holds; returns the ids that were acknowledged (201).
-fn hold_batch(http: &str, rng: &mut Rng, tag: &str, count: usize) -> Vec<(String, String)> {
+fn hold_batch(http: &str, rng: &mut SplitMix64, tag: &str, count: usize) -> Vec<(String, String)> {
     let mut commands = Vec::new();
     let mut ids = Vec::new();
     for index in 0..count {
-        let partition = format!("p{}", rng.below(PARTITIONS));
+        let partition = format!("p{}", rng.next_mod(PARTITIONS));
         let id = format!("{tag}-{index}");
         commands.push(format!(
             r#"{{"op":"hold","partition":"{partition}","id":"{id}","items":[{{"resource":"r{}","quantity":{}}}]}}"#,
-            rng.below(RESOURCES),
-            1 + rng.below(3)
+            rng.next_mod(RESOURCES),
+            1 + rng.next_mod(3)
         ));
         ids.push((partition, id));
     }
@@ -106,7 +107,7 @@ fn a_standby_catches_up_reads_the_same_refuses_writes_and_resumes_after_a_kill()
     // Three shards; the new standby is not told: it takes the primary's count.
     let primary = Bookd::serve(&temp.path().join("primary"), &["--shards", "3"]);
     setup(&primary);
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64::new(11);
     for batch in 0..20 {
         hold_batch(&primary.http, &mut rng, &format!("a{batch}"), 100);
     }
@@ -181,7 +182,7 @@ fn with_one_sync_standby_a_killed_primary_loses_no_acknowledged_command() {
             let (http, acknowledged, stop) =
                 (primary.http.clone(), acknowledged.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(100 + writer);
+                let mut rng = SplitMix64::new(100 + writer);
                 let mut batch = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let ids = hold_batch(&http, &mut rng, &format!("w{writer}-{batch}"), 20);
@@ -232,7 +233,7 @@ fn an_old_primary_detects_the_divergence_and_reseed_recovers_it() {
     let (a_dir, b_dir) = (temp.path().join("a"), temp.path().join("b"));
     let a = Bookd::serve(&a_dir, &["--shards", "2"]);
     setup(&a);
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     hold_batch(&a.http, &mut rng, "x", 200);
     let b = Bookd::start("standby", &b_dir, &standby_args(&a, &[]));
     wait_until("catch-up", || caught_up(&a, &b));
@@ -279,7 +280,7 @@ fn a_standby_catches_up_by_a_snapshot_sent_in_many_pieces() {
         &["--shards", "2", "--segment-size", "64KiB", "--snapshot-piece-size", "1KiB"],
     );
     setup(&primary);
-    let mut rng = Rng(13);
+    let mut rng = SplitMix64::new(13);
     for batch in 0..20 {
         hold_batch(&primary.http, &mut rng, &format!("a{batch}"), 100);
     }

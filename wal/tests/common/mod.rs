@@ -85,20 +85,3 @@ pub fn assert_records(collect: &Collect, from: Lsn, last: Lsn) {
         assert_eq!(h.timestamp_ms, 1_700_000_000_000 + h.lsn);
     }
 }
-
-/// A small deterministic generator (splitmix64) for seeded tests.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}

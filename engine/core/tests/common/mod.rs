@@ -9,6 +9,7 @@ use bookd_engine::{
     Cancel, Command, Confirm, Engine, Extend, Hold, HoldStatus, Item, ListQuery, Outcome,
     PutResource, Refusal, Release,
 };
+use bookd_testkit::SplitMix64;
 use proptest::prelude::*;
 
 /// The time of the first step of every history (Unix ms).
@@ -296,40 +297,33 @@ pub fn run_engine(
 // Generators. Proptest generates one `u64` per step (cheap, and shrinking removes steps); each is
 // decoded into a step with a small deterministic RNG, weighted toward the interesting cases.
 
-/// splitmix64: small, fast, and good enough to pick test cases.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+/// How a step's parts are chosen from the shared generator. Modulo reductions (`next_mod`), so
+/// the failures proptest recorded (`determinism.proptest-regressions`) decode to the same steps.
+pub trait Choose {
     /// Uniform in `low..=high`.
-    pub fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next_u64() % (high - low + 1)
-    }
-
+    fn range(&mut self, low: u64, high: u64) -> u64;
     /// True with probability `percent`/100.
-    pub fn percent(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, choices: &'a [T]) -> &'a T {
-        &choices[(self.next_u64() % choices.len() as u64) as usize]
-    }
-
+    fn percent(&mut self, percent: u64) -> bool;
+    fn pick<'a, T>(&mut self, choices: &'a [T]) -> &'a T;
     /// An index into `weights`, chosen with those relative weights.
-    pub fn weighted(&mut self, weights: &[u64]) -> usize {
-        let mut roll = self.next_u64() % weights.iter().sum::<u64>();
+    fn weighted(&mut self, weights: &[u64]) -> usize;
+}
+
+impl Choose for SplitMix64 {
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_mod(high - low + 1)
+    }
+
+    fn percent(&mut self, percent: u64) -> bool {
+        self.next_mod(100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, choices: &'a [T]) -> &'a T {
+        &choices[self.next_mod(choices.len() as u64) as usize]
+    }
+
+    fn weighted(&mut self, weights: &[u64]) -> usize {
+        let mut roll = self.next_mod(weights.iter().sum::<u64>());
         for (index, &weight) in weights.iter().enumerate() {
             if roll < weight {
                 return index;
@@ -348,7 +342,7 @@ pub enum Profile {
     Churn,
 }
 
-fn bad_name(rng: &mut Rng) -> String {
+fn bad_name(rng: &mut SplitMix64) -> String {
     match rng.range(0, 4) {
         0 => String::new(),
         1 => "a b".into(),
@@ -359,7 +353,7 @@ fn bad_name(rng: &mut Rng) -> String {
 }
 
 /// A valid partition; "p2" is rare, so it often has no resources.
-fn partition(rng: &mut Rng) -> String {
+fn partition(rng: &mut SplitMix64) -> String {
     if rng.percent(8) {
         "p2".into()
     } else {
@@ -367,7 +361,7 @@ fn partition(rng: &mut Rng) -> String {
     }
 }
 
-fn hold_id(rng: &mut Rng, profile: Profile) -> String {
+fn hold_id(rng: &mut SplitMix64, profile: Profile) -> String {
     match profile {
         Profile::Mixed if rng.percent(60) => format!("h{}", rng.range(0, 5)),
         Profile::Mixed => format!("h{}", rng.range(0, 59)),
@@ -375,7 +369,7 @@ fn hold_id(rng: &mut Rng, profile: Profile) -> String {
     }
 }
 
-fn capacity(rng: &mut Rng) -> u64 {
+fn capacity(rng: &mut SplitMix64) -> u64 {
     match rng.weighted(&[20, 3, 1]) {
         0 => rng.range(0, 5),
         1 => rng.range(6, 12),
@@ -383,7 +377,7 @@ fn capacity(rng: &mut Rng) -> u64 {
     }
 }
 
-fn quantity(rng: &mut Rng) -> u64 {
+fn quantity(rng: &mut SplitMix64) -> u64 {
     match rng.weighted(&[50, 35, 12, 3]) {
         0 => 1,
         1 => rng.range(2, 3),
@@ -392,7 +386,7 @@ fn quantity(rng: &mut Rng) -> u64 {
     }
 }
 
-fn ttl(rng: &mut Rng, profile: Profile) -> u64 {
+fn ttl(rng: &mut SplitMix64, profile: Profile) -> u64 {
     if profile == Profile::Churn && rng.percent(90) {
         return rng.range(50_000, 3_600_000);
     }
@@ -404,7 +398,7 @@ fn ttl(rng: &mut Rng, profile: Profile) -> u64 {
 }
 
 /// 1–3 distinct known resources, sometimes one unknown.
-fn items(rng: &mut Rng) -> Vec<Item> {
+fn items(rng: &mut SplitMix64) -> Vec<Item> {
     let mut ids: Vec<&str> = RESOURCES.to_vec();
     let len = rng.weighted(&[5, 3, 2]) + 1;
     let mut items: Vec<Item> = (0..len)
@@ -419,7 +413,7 @@ fn items(rng: &mut Rng) -> Vec<Item> {
     items
 }
 
-fn reference(rng: &mut Rng) -> Option<String> {
+fn reference(rng: &mut SplitMix64) -> Option<String> {
     match rng.weighted(&[6, 2, 1]) {
         0 => None,
         1 => Some("order-1".into()),
@@ -428,7 +422,7 @@ fn reference(rng: &mut Rng) -> Option<String> {
 }
 
 /// Makes a valid hold command invalid in one way.
-fn break_hold(rng: &mut Rng, hold: &mut Hold) {
+fn break_hold(rng: &mut SplitMix64, hold: &mut Hold) {
     match rng.range(0, 9) {
         0 => hold.partition = bad_name(rng),
         1 => hold.hold = bad_name(rng),
@@ -447,7 +441,7 @@ fn break_hold(rng: &mut Rng, hold: &mut Hold) {
     }
 }
 
-fn list_query(rng: &mut Rng) -> ListQuery {
+fn list_query(rng: &mut SplitMix64) -> ListQuery {
     let prefix = rng.pick(&["", "", "a", "a-", "a-1", "b", "c", "a b"]).to_string();
     let after = match rng.weighted(&[3, 2, 1]) {
         0 => None,
@@ -462,7 +456,7 @@ fn list_query(rng: &mut Rng) -> ListQuery {
     ListQuery { prefix, after, limit }
 }
 
-fn time_step(rng: &mut Rng, profile: Profile) -> TimeStep {
+fn time_step(rng: &mut SplitMix64, profile: Profile) -> TimeStep {
     let weights = match profile {
         Profile::Mixed => [4, 8, 1, 1, 4],
         Profile::Churn => [4, 8, 0, 0, 0],
@@ -476,7 +470,7 @@ fn time_step(rng: &mut Rng, profile: Profile) -> TimeStep {
     }
 }
 
-fn verb(rng: &mut Rng, profile: Profile) -> Verb {
+fn verb(rng: &mut SplitMix64, profile: Profile) -> Verb {
     let weights = match profile {
         Profile::Mixed => [4, 3, 3, 2],
         Profile::Churn => [1, 1, 0, 40],
@@ -490,7 +484,7 @@ fn verb(rng: &mut Rng, profile: Profile) -> Verb {
     }
 }
 
-fn put_resource(rng: &mut Rng, profile: Profile) -> Command {
+fn put_resource(rng: &mut SplitMix64, profile: Profile) -> Command {
     let capacity = match profile {
         Profile::Mixed => capacity(rng),
         Profile::Churn => rng.range(1_000, 100_000),
@@ -509,7 +503,7 @@ fn put_resource(rng: &mut Rng, profile: Profile) -> Command {
     Command::PutResource(put)
 }
 
-fn hold(rng: &mut Rng, profile: Profile) -> Command {
+fn hold(rng: &mut SplitMix64, profile: Profile) -> Command {
     let mut hold = Hold {
         partition: partition(rng),
         hold: hold_id(rng, profile),
@@ -524,7 +518,7 @@ fn hold(rng: &mut Rng, profile: Profile) -> Command {
 }
 
 /// A verb on a hold named directly: often unknown, sometimes an invalid name.
-fn on_named(rng: &mut Rng, profile: Profile) -> Command {
+fn on_named(rng: &mut SplitMix64, profile: Profile) -> Command {
     let mut partition = partition(rng);
     let mut hold = hold_id(rng, profile);
     match rng.weighted(&[8, 1, 1]) {
@@ -536,12 +530,12 @@ fn on_named(rng: &mut Rng, profile: Profile) -> Command {
 }
 
 /// A valid partition for a query, or sometimes an invalid name.
-fn query_partition(rng: &mut Rng) -> String {
+fn query_partition(rng: &mut SplitMix64) -> String {
     let name = partition(rng);
     query_name(rng, name)
 }
 
-fn query_name(rng: &mut Rng, name: String) -> String {
+fn query_name(rng: &mut SplitMix64, name: String) -> String {
     if rng.percent(10) {
         bad_name(rng)
     } else {
@@ -551,7 +545,7 @@ fn query_name(rng: &mut Rng, name: String) -> String {
 
 /// Decodes one step from `seed`.
 pub fn step(seed: u64, profile: Profile) -> Step {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let rng = &mut rng;
     let time = time_step(rng, profile);
     let weights: [u64; 9] = match profile {
@@ -615,6 +609,6 @@ pub fn history(
 
 /// A fixed history of `len` steps, the same on every run.
 pub fn fixed_history(len: u64, profile: Profile) -> Vec<Step> {
-    let mut rng = Rng::new(len);
+    let mut rng = SplitMix64::new(len);
     (0..len).map(|_| step(rng.next_u64(), profile)).collect()
 }

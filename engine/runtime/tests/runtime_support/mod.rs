@@ -1,15 +1,11 @@
-//! Shared scaffolding for the engine's runtime tests: a `block_on` for the runtime's async API,
-//! and a booking workload of known shape (events with one resource, holds, every other hold
-//! confirmed) whose hold ids carry a tag, so runs against one runtime never reuse an id.
+//! Shared scaffolding for the engine's runtime tests: a booking workload of known shape (events
+//! with one resource, holds, every other hold confirmed) whose hold ids carry a tag, so runs
+//! against one runtime never reuse an id. The runtime's async API is driven with
+//! `bookd_testkit::block_on`: its futures only wait on the shards' reply channels.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use bookd_engine::Op;
 use bookd_engine::{Command, Confirm, Hold, Item, PutResource};
-
-/// Runs `future` to completion on a fresh current-thread runtime.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
-}
 
 /// For each of `events` partitions `event-N`: `put_resource ga` of `capacity`, then `holds`
 /// holds `{tag}-h{i}` of 1–3 units (with a reference), every even one confirmed.
