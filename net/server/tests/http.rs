@@ -5,7 +5,7 @@
 //! OpenAPI document against the router.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod http_support;
+mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use bookd_server::http::router::ROUTES;
 use bookd_server::http::{openapi, HttpConfig, NodeInfo, PromoteFuture, Role, StorageInfo};
-use http_support::*;
 use serde_json::{json, Value};
+use support::http::*;
+use support::{closed_within, wait_until, T0};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

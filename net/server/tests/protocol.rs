@@ -3,7 +3,7 @@
 //! that stops reading, reconnects, and graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod protocol_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,8 @@ use bookd_protocol::{encode_op, Detail, ErrorCode, Reply};
 use bookd_runtime::shard_of;
 use bookd_server::http::{NodeInfo, Role};
 use bookd_server::{BinaryConfig, BinaryMetrics};
-use protocol_support::{Options, Raw, TestServer, T0, WAIT};
+use support::binary::{Options, Raw, TestServer};
+use support::{T0, WAIT};
 
 async fn client(server: &TestServer, connections: usize) -> Client {
     let config = ClientConfig { connections, ..ClientConfig::default() };

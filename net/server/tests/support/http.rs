@@ -1,56 +1,17 @@
-//! Test support for net/server/tests/http.rs: a server on 127.0.0.1 port 0 over in-memory logs (with
-//! a fake clock that can also stall the shards), and a small raw-TCP HTTP/1.1 client.
-//! Invariant: nothing here talks to any address but the loopback one the server bound.
-#![allow(dead_code)]
+//! The HTTP side of the test server: [`TestServer`] serves the HTTP API over the shared shards
+//! (stalled at their clock reads), and [`Client`] is a small raw-TCP HTTP/1.1 client.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bookd_engine::Engine;
-use bookd_runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
+use bookd_engine::EngineLimits;
 use bookd_server::http::{serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode, StorageInfo};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// Unix ms the fake clock starts at.
-pub const T0: u64 = 1_700_000_000_000;
-
-/// While closed, every shard stops at its next read of the clock (each batch and each idle
-/// tick reads it once), so requests queue up behind it; counts the shards waiting.
-#[derive(Debug, Default)]
-pub struct Gate {
-    closed: AtomicBool,
-    waiting: AtomicU64,
-}
-
-impl Gate {
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-    pub fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
-    }
-    pub fn waiting(&self) -> u64 {
-        self.waiting.load(Ordering::SeqCst)
-    }
-
-    /// Blocks the calling shard thread while the gate is closed (at most 30 s).
-    fn pass(&self) {
-        if self.closed.load(Ordering::SeqCst) {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while self.closed.load(Ordering::SeqCst) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
+use super::{Server, Shards, Stall, WAIT};
 
 /// How to start a test server.
 pub struct Options {
@@ -76,75 +37,31 @@ impl Default for Options {
     }
 }
 
-/// A running server; `clock` is its fake wall clock (Unix ms), `gate` can stall its shards.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub clock: Arc<AtomicU64>,
-    pub gate: Arc<Gate>,
-    pub runtime: Arc<Runtime>,
-    pub app: Arc<HttpApp>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
+/// A running HTTP server; a closed `gate` stops every shard at its next read of the clock.
+pub type TestServer = Server<HttpApp>;
 
-impl TestServer {
+impl Server<HttpApp> {
     pub async fn start(options: Options) -> TestServer {
-        let clock = Arc::new(AtomicU64::new(T0));
-        let gate = Arc::new(Gate::default());
-        let (clock_now, clock_gate) = (clock.clone(), gate.clone());
-        let config = RuntimeConfig {
-            clock: Arc::new(move || {
-                clock_gate.pass();
-                clock_now.load(Ordering::SeqCst)
-            }),
-            fatal: Arc::new(|reason| panic!("fatal in test: {reason}")),
+        let shards = Shards {
+            count: options.shards,
             queue_messages_max: options.queue_messages_max,
-            ..RuntimeConfig::default()
+            limits: EngineLimits::default(),
+            stall: Stall::Clock,
         };
-        let shards = (0..options.shards)
-            .map(|_| (Engine::default(), Box::new(MemoryLog::default()) as Box<dyn ShardLog>))
-            .collect();
-        let runtime = Arc::new(Runtime::start(config, shards).unwrap());
-        let app = Arc::new(
-            HttpApp::new(runtime.clone(), options.token, options.node)
-                .with_config(options.config)
-                .with_storage(options.storage),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_http(listener, app.clone(), async {
-            let _ = stopped.await;
-        }));
-        TestServer { addr, clock, gate, runtime, app, stop: Some(stop), task: Some(task) }
+        let Options { token, node, config, storage, .. } = options;
+        let app = move |runtime| {
+            Arc::new(HttpApp::new(runtime, token, node).with_config(config).with_storage(storage))
+        };
+        Server::launch(shards, app, |listener, app, stopped| {
+            serve_http(listener, app, async {
+                let _ = stopped.await;
+            })
+        })
+        .await
     }
 
     pub fn client(&self) -> Client {
         Client::new(self.addr)
-    }
-
-    pub fn advance_clock(&self, ms: u64) {
-        self.clock.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    /// Asks the server to stop (in-flight requests finish); see [`TestServer::stopped`].
-    pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-
-    /// Waits (bounded) until `serve_http` has returned.
-    pub async fn stopped(&mut self) -> std::io::Result<()> {
-        let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.gate.open();
-        self.stop();
     }
 }
 
@@ -250,7 +167,7 @@ impl Client {
 
 /// Reads one response from `stream`; `buffer` keeps bytes read past it.
 pub async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Response {
-    let deadline = Duration::from_secs(30);
+    let deadline = WAIT;
     let head_end = loop {
         if let Some(end) = find(buffer, b"\r\n\r\n") {
             break end;
@@ -316,34 +233,4 @@ async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>, deadline: Duration) 
         .expect("read failed");
     assert!(read > 0, "connection closed before a full response");
     buffer.extend_from_slice(&chunk[..read]);
-}
-
-/// Whether the server closes `stream` (EOF or reset) within `bound`.
-pub async fn closed_within(stream: &mut TcpStream, bound: Duration) -> bool {
-    let mut chunk = [0u8; 1024];
-    let deadline = Instant::now() + bound;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {} // a response (e.g. 408) before the close
-        }
-    }
-}
-
-/// Waits until `condition` holds, polling every 5 ms, for at most `bound`.
-pub async fn wait_until<F, Fut>(bound: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + bound;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    condition().await
 }
