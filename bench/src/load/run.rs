@@ -974,7 +974,7 @@ mod tests {
         assert_eq!(figures.units_sold, 1);
         assert_eq!((figures.sold_out_at_s, figures.refusals_per_s_after), (None, None));
         // Once every sku has refused, the sale sold out at its last grant.
-        for sku in 0..SELL_OUT_SKUS as u32 {
+        for sku in 0..SELL_OUT_SKUS {
             tracker.note(HOLD, Some(sku), at * 2, &Answer::Refused("insufficient_capacity"));
         }
         assert_eq!(tracker.figures(&[], 0.0).sold_out_at_s, Some(0.005));
