@@ -19,6 +19,37 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Largest response accepted, in bytes.
 const RESPONSE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// What stopped the example: a flag, the connection, or an answer.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("no workload {0}")]
+    UnknownWorkload(String),
+    #[error("{flag}: {source}")]
+    NotANumber { flag: &'static str, source: std::num::ParseIntError },
+    #[error("unknown flag {0}")]
+    UnknownFlag(String),
+    #[error("need at least one client per connection")]
+    TooFewClients,
+    #[error("connect {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("connection closed")]
+    Closed,
+    #[error("no usable Content-Length")]
+    NoContentLength,
+    #[error("bad batch reply: {0}")]
+    BadReply(#[source] serde_json::Error),
+    #[error("setup refused with {0}")]
+    SetupRefused(u16),
+    #[error(transparent)]
+    Histogram(#[from] hdrhistogram::CreationError),
+    #[error("a batch answer has the wrong number of results")]
+    ResultCount,
+}
+
 struct Args {
     addr: String,
     workload: Workload,
@@ -28,7 +59,7 @@ struct Args {
     setup: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
         addr: "127.0.0.1:8080".into(),
         workload: Workload::Hotel,
@@ -39,28 +70,27 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
-        let mut value = || raw.next().ok_or(format!("{flag} needs a value"));
+        let mut value = || raw.next().ok_or_else(|| Error::MissingValue(flag.clone()));
+        let number = |flag: &'static str| {
+            move |source: std::num::ParseIntError| Error::NotANumber { flag, source }
+        };
         match flag.as_str() {
             "--addr" => args.addr = value()?,
             "--workload" => {
                 let name = value()?;
-                args.workload = Workload::from_name(&name).ok_or(format!("no workload {name}"))?;
+                args.workload = Workload::from_name(&name).ok_or(Error::UnknownWorkload(name))?;
             }
-            "--clients" => {
-                args.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?
-            }
+            "--clients" => args.clients = value()?.parse().map_err(number("--clients"))?,
             "--connections" => {
-                args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?
+                args.connections = value()?.parse().map_err(number("--connections"))?
             }
-            "--seconds" => {
-                args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
-            }
+            "--seconds" => args.seconds = value()?.parse().map_err(number("--seconds"))?,
             "--no-setup" => args.setup = false,
-            other => return Err(format!("unknown flag {other}")),
+            other => return Err(Error::UnknownFlag(other.to_string())),
         }
     }
     if args.connections == 0 || args.clients < args.connections {
-        return Err("need at least one client per connection".into());
+        return Err(Error::TooFewClients);
     }
     Ok(args)
 }
@@ -73,28 +103,30 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(addr: &str) -> Result<Connection, String> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    async fn open(addr: &str) -> Result<Connection, Error> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
+        stream.set_nodelay(true)?;
         Ok(Connection { stream: BufReader::new(stream), addr: addr.into(), body: Vec::new() })
     }
 
     /// POSTs `body` to `/v1/batch`; returns the response body.
-    async fn batch(&mut self, body: &[u8]) -> Result<&[u8], String> {
+    async fn batch(&mut self, body: &[u8]) -> Result<&[u8], Error> {
         let head = format!(
             "POST /v1/batch HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.addr,
             body.len()
         );
         let stream = self.stream.get_mut();
-        stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
         let mut length = None;
         let mut line = String::new();
         loop {
             line.clear();
-            if self.stream.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
-                return Err("connection closed".into());
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(Error::Closed);
             }
             if line == "\r\n" {
                 break;
@@ -105,9 +137,9 @@ impl Connection {
             }
         }
         let length =
-            length.filter(|&n| n <= RESPONSE_SIZE_MAX_BYTES).ok_or("no usable Content-Length")?;
+            length.filter(|&n| n <= RESPONSE_SIZE_MAX_BYTES).ok_or(Error::NoContentLength)?;
         self.body.resize(length, 0);
-        self.stream.read_exact(&mut self.body).await.map_err(|e| e.to_string())?;
+        self.stream.read_exact(&mut self.body).await?;
         Ok(&self.body)
     }
 }
@@ -165,13 +197,12 @@ struct BatchResult {
 }
 
 /// Statuses of a `/v1/batch` answer.
-fn statuses(body: &[u8]) -> Result<Vec<u16>, String> {
-    let reply: BatchReply =
-        serde_json::from_slice(body).map_err(|e| format!("bad batch reply: {e}"))?;
+fn statuses(body: &[u8]) -> Result<Vec<u16>, Error> {
+    let reply: BatchReply = serde_json::from_slice(body).map_err(Error::BadReply)?;
     Ok(reply.results.into_iter().map(|r| r.status).collect())
 }
 
-async fn setup(addr: &str, workload: Workload) -> Result<(), String> {
+async fn setup(addr: &str, workload: Workload) -> Result<(), Error> {
     let mut connection = Connection::open(addr).await?;
     let mut commands = workload.setup().peekable();
     let mut body = String::new();
@@ -188,7 +219,7 @@ async fn setup(addr: &str, workload: Workload) -> Result<(), String> {
         body.push_str("]}");
         let reply = connection.batch(body.as_bytes()).await?;
         if let Some(status) = statuses(reply)?.into_iter().find(|s| !matches!(s, 200 | 201)) {
-            return Err(format!("setup refused with {status}"));
+            return Err(Error::SetupRefused(status));
         }
     }
     Ok(())
@@ -205,7 +236,7 @@ async fn connection_loop(
     start: Instant,
     measure_from: Instant,
     end: Instant,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, Error> {
     let per_connection = args.clients / args.connections;
     let prefix = format!("h{}-{index}-", start.elapsed().as_nanos() % 1_000_000_007);
     let mut clients: Vec<ClientLoop> = (0..per_connection)
@@ -214,7 +245,7 @@ async fn connection_loop(
         })
         .collect();
     let mut connection = Connection::open(&args.addr).await?;
-    let mut latency_us = hdrhistogram::Histogram::new(3).map_err(|e| e.to_string())?;
+    let mut latency_us = hdrhistogram::Histogram::new(3)?;
     let mut counters = Counters::default();
     let mut body = String::new();
     while Instant::now() < end {
@@ -232,7 +263,7 @@ async fn connection_loop(
         let statuses = statuses(reply)?;
         let elapsed_us = sent.elapsed().as_micros() as u64;
         if statuses.len() != clients.len() {
-            return Err("a batch answer has the wrong number of results".into());
+            return Err(Error::ResultCount);
         }
         let measuring = sent >= measure_from;
         for (client, status) in clients.iter_mut().zip(statuses) {

@@ -56,16 +56,20 @@ def main():
         # The bench measures after its own warmup; the window sits inside its measured phase.
         bench_warmup, margin = 2, 3
         duration = args.warmup - bench_warmup + args.seconds + margin
+        interval = duration  # one window: the bench refuses a duration its interval does not divide
         bench = subprocess.Popen(
             ["taskset", "-c", args.bench_cpu, args.bin, "bench", "--addr", binary, "--workload", args.workload,
              "--clients", str(args.clients), "--connections", str(args.connections),
-             "--warmup", f"{bench_warmup}s", "--duration", f"{duration}s", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--warmup", f"{bench_warmup}s", "--duration", f"{duration}s", "--interval", f"{interval}s",
+             "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(args.warmup)
         cpu0, commands0, t0 = cpu_seconds(node.pid), metrics_commands(http), time.monotonic()
         time.sleep(args.seconds)
         cpu1, commands1, t1 = cpu_seconds(node.pid), metrics_commands(http), time.monotonic()
-        bench.communicate(timeout=duration + 120)
+        _, errors = bench.communicate(timeout=duration + 120)
+        if bench.returncode != 0:
+            sys.exit(f"bookd bench failed: {errors.strip()}")
         commands = commands1 - commands0
         report = {
             "workload": args.workload, "clients": args.clients, "connections": args.connections,

@@ -9,16 +9,40 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::load::{self, Answer, BenchArgs, Driver};
+use crate::load::{self, Answer, BenchArgs, BenchError, Driver};
 use bookd_engine::Command;
 use bookd_engine::Op;
 
 use bookd_client::{Client, ClientConfig, ClientError};
-use bookd_server::node::{Bound, Node, NodeConfig};
+use bookd_server::node::{Bound, Node, NodeConfig, NodeError};
+use tokio::task::JoinError;
 
 /// Relaxed durability of the embedded node: the log is synced every second, as Redis's
 /// `appendfsync everysec`.
 pub const RELAXED_SYNC_INTERVAL_MS: u64 = 1_000;
+
+/// What went wrong with bookd: the embedded node, the connection, or the setup.
+#[derive(Debug, thiserror::Error)]
+pub enum BookdError {
+    /// The setup's batch failed as a whole.
+    #[error(transparent)]
+    Setup(ClientError),
+    /// A setup command failed (`command`, debug-printed).
+    #[error("setup {command}: {source}")]
+    SetupCommand { command: String, source: ClientError },
+    #[error("embedded node: {0}")]
+    OpenTask(#[source] JoinError),
+    #[error("embedded node: {0}")]
+    Open(#[source] NodeError),
+    #[error("embedded node did not start")]
+    NotStarted,
+    #[error(transparent)]
+    Serve(NodeError),
+    #[error(transparent)]
+    ServeTask(JoinError),
+    #[error("{addr}: {source}")]
+    Connect { addr: String, source: ClientError },
+}
 
 /// bookd seen by the load generator.
 #[derive(Debug, Clone)]
@@ -104,12 +128,13 @@ impl Driver for BookdDriver {
         }
     }
 
-    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
+    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), BenchError> {
         let requests: Vec<Op> = commands.into_iter().map(Op::Command).collect();
-        let results = self.client.execute(&requests).await.map_err(|error| error.to_string())?;
+        let results = self.client.execute(&requests).await.map_err(BookdError::Setup)?;
         for (request, result) in requests.iter().zip(results) {
-            if let Err(error) = result {
-                return Err(format!("setup {request:?}: {error}"));
+            if let Err(source) = result {
+                let command = format!("{request:?}");
+                return Err(BookdError::SetupCommand { command, source }.into());
             }
         }
         Ok(())
@@ -135,8 +160,8 @@ pub struct EmbeddedNode {
 
 impl EmbeddedNode {
     /// Opens and starts a node (durable, or relaxed with the log synced every second).
-    pub async fn start(relaxed: bool) -> Result<EmbeddedNode, String> {
-        let dir = tempfile::tempdir().map_err(|error| format!("temp dir: {error}"))?;
+    pub async fn start(relaxed: bool) -> Result<EmbeddedNode, BenchError> {
+        let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
         let config = NodeConfig {
             data_dir: dir.path().join("data"),
             http_addr: "127.0.0.1:0".into(),
@@ -146,8 +171,8 @@ impl EmbeddedNode {
         };
         let node = tokio::task::spawn_blocking(move || Node::open(config))
             .await
-            .map_err(|error| format!("embedded node: {error}"))?
-            .map_err(|error| format!("embedded node: {error}"))?;
+            .map_err(BookdError::OpenTask)?
+            .map_err(BookdError::Open)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, bound) = tokio::sync::oneshot::channel::<Bound>();
         let served = tokio::spawn(node.serve(
@@ -158,19 +183,19 @@ impl EmbeddedNode {
                 let _ = ready.send(bound);
             },
         ));
-        let bound = bound.await.map_err(|_| "embedded node did not start".to_string())?;
+        let bound = bound.await.map_err(|_| BookdError::NotStarted)?;
         Ok(EmbeddedNode { bound, stop: Some(stop), served: Some(served), _dir: dir })
     }
 
     /// Stops the node cleanly (in-flight commands finish, logs synced).
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), BookdError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         match self.served.take() {
             Some(served) => match served.await {
-                Ok(result) => result.map_err(|error| error.to_string()),
-                Err(error) => Err(error.to_string()),
+                Ok(result) => result.map_err(BookdError::Serve),
+                Err(error) => Err(BookdError::ServeTask(error)),
             },
             None => Ok(()),
         }
@@ -188,7 +213,7 @@ pub async fn connect(
     connections: usize,
     token: Option<String>,
     timeout: Duration,
-) -> Result<BookdDriver, String> {
+) -> Result<BookdDriver, BookdError> {
     let config = ClientConfig {
         connections,
         token,
@@ -196,7 +221,9 @@ pub async fn connect(
         call_timeout: Some(timeout.saturating_add(CALL_TIMEOUT_SLACK)),
         ..ClientConfig::default()
     };
-    let client = Client::connect(addr, config).await.map_err(|error| format!("{addr}: {error}"))?;
+    let client = Client::connect(addr, config)
+        .await
+        .map_err(|source| BookdError::Connect { addr: addr.to_string(), source })?;
     Ok(BookdDriver::new(client))
 }
 

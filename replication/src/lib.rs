@@ -28,6 +28,8 @@ pub mod transport;
 
 use std::sync::Arc;
 
+use bookd_runtime::{ControlError, DataDirError};
+
 pub use message::{LogEnd, Message};
 pub use node::{PromoteError, ReplicatedNode, Role};
 pub use primary::Primary;
@@ -35,10 +37,10 @@ pub use standby::{follow, FollowConfig, FollowEnd, StandbyState};
 pub use transport::{Connector, MemoryTransport, StreamTransport, Transport, TransportError};
 
 /// Persists a raised epoch durably (the data directory's epoch file) before it is used.
-pub type EpochStore = Arc<dyn Fn(u64) -> Result<(), String> + Send + Sync>;
+pub type EpochStore = Arc<dyn Fn(u64) -> Result<(), DataDirError> + Send + Sync>;
 
 /// Why a replication session ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -49,15 +51,15 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("local runtime: {0}")]
     Runtime(String),
+    /// A request to this node's shards failed.
+    #[error("local runtime: {0}")]
+    Shard(#[from] ControlError),
+    /// A raised epoch could not be persisted; it is not used.
+    #[error("local runtime: {0}")]
+    PersistEpoch(#[source] DataDirError),
     /// This standby's disk has no room for what the primary sends: retried after a pause.
     #[error("disk full: {0}")]
     DiskFull(String),
-}
-
-impl From<String> for ReplicationError {
-    fn from(reason: String) -> Self {
-        ReplicationError::Runtime(reason)
-    }
 }
 
 /// CRC32C of the first framed record in `bytes` (the divergence check's checksum).

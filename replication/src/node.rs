@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bookd_runtime::Runtime;
+use bookd_runtime::{ControlError, DataDirError, Runtime};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,12 +24,19 @@ use crate::{EpochStore, ReplicationError};
 pub use bookd_protocol::Role;
 
 /// Why a promotion did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
     #[error("already primary")]
     AlreadyPrimary,
-    #[error("{0}")]
-    Failed(String),
+    /// The new epoch could not be persisted: the node is not promoted.
+    #[error(transparent)]
+    PersistEpoch(DataDirError),
+    /// The task persisting the epoch did not finish.
+    #[error(transparent)]
+    PersistTask(#[from] tokio::task::JoinError),
+    /// The shards did not write their epoch records.
+    #[error(transparent)]
+    Runtime(#[from] ControlError),
 }
 
 const ROLE_PRIMARY: u8 = 0;
@@ -177,10 +184,9 @@ impl ReplicatedNode {
         let epoch = self.runtime.epoch().max(known) + 1;
         let persist = self.persist_epoch.clone();
         tokio::task::spawn_blocking(move || persist(epoch))
-            .await
-            .map_err(|error| PromoteError::Failed(error.to_string()))?
-            .map_err(PromoteError::Failed)?;
-        let positions = self.runtime.promote(epoch).await.map_err(PromoteError::Failed)?;
+            .await?
+            .map_err(PromoteError::PersistEpoch)?;
+        let positions = self.runtime.promote(epoch).await?;
         self.role.store(ROLE_PRIMARY, Ordering::Release);
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.promotion_us.store(elapsed_us.max(1), Ordering::Relaxed);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bookd_runtime::{RawRead, Runtime};
+use bookd_runtime::{ControlError, RawRead, Runtime};
 use tokio::sync::watch;
 
 use crate::limits::{
@@ -25,6 +25,39 @@ use crate::limits::{
 use crate::message::{LogEnd, Message};
 use crate::transport::{Transport, TransportError};
 use crate::{now_ms, record_crc, records_last_lsn, ReplicationError};
+
+/// Why this primary refuses a standby's SUBSCRIBE; the text is the REFUSED message's reason.
+#[derive(Debug, thiserror::Error)]
+enum SubscribeRefusal {
+    #[error(
+        "the standby has {standby} shards, this primary {primary}: a standby needs the primary's \
+         shard count"
+    )]
+    ShardCount { standby: usize, primary: usize },
+    #[error(
+        "the standby is at epoch {standby}, above this primary's epoch {primary}: this node is a \
+         stale primary"
+    )]
+    StalePrimary { standby: u64, primary: u64 },
+    #[error(
+        "shard {shard}: the standby's log ends at position {lsn}, beyond this primary's log \
+         (position {durable}): the histories have diverged (an old primary after a failover?); \
+         restart it with --reseed to re-seed it from this primary"
+    )]
+    LogBeyond { shard: usize, lsn: u64, durable: u64 },
+    #[error("shard {shard}: cannot read this primary's record {lsn}")]
+    Unreadable { shard: usize, lsn: u64 },
+    #[error(
+        "shard {shard}: the standby's record at position {lsn} differs from this primary's \
+         (checksum {standby_crc:08x}, primary {primary_crc:08x}): the histories have diverged \
+         (an old primary after a failover?); restart it with --reseed to re-seed it from this \
+         primary"
+    )]
+    RecordDiffers { shard: usize, lsn: u64, standby_crc: u32, primary_crc: u32 },
+    /// This primary's own shards failed to answer.
+    #[error(transparent)]
+    Runtime(#[from] ControlError),
+}
 
 /// What the primary knows about one connected standby.
 #[derive(Debug, Clone)]
@@ -185,7 +218,8 @@ impl Primary {
         };
         let streams = match self.check_subscriber(epoch, reseed, &shards).await {
             Ok(streams) => streams,
-            Err(reason) => {
+            Err(refusal) => {
+                let reason = refusal.to_string();
                 self.metrics.refused_total.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(standby = %name, %reason, "refusing a standby");
                 let _ = transport.send(&Message::Refused { reason: reason.clone() }).await;
@@ -225,19 +259,16 @@ impl Primary {
         epoch: u64,
         reseed: bool,
         shards: &[LogEnd],
-    ) -> Result<Vec<ShardStream>, String> {
+    ) -> Result<Vec<ShardStream>, SubscribeRefusal> {
         let own_epoch = self.runtime.epoch();
         if shards.len() != self.runtime.shards() {
-            return Err(format!(
-                "the standby has {} shards, this primary {}: a standby needs the primary's shard count",
-                shards.len(),
-                self.runtime.shards()
-            ));
+            return Err(SubscribeRefusal::ShardCount {
+                standby: shards.len(),
+                primary: self.runtime.shards(),
+            });
         }
         if epoch > own_epoch {
-            return Err(format!(
-                "the standby is at epoch {epoch}, above this primary's epoch {own_epoch}: this node is a stale primary"
-            ));
+            return Err(SubscribeRefusal::StalePrimary { standby: epoch, primary: own_epoch });
         }
         let mut streams = Vec::with_capacity(shards.len());
         for (shard, end) in shards.iter().enumerate() {
@@ -254,10 +285,7 @@ impl Primary {
             }
             let durable = self.runtime.metrics()[shard].durable_lsn.load(Ordering::Relaxed);
             if end.last_lsn > durable {
-                return Err(format!(
-                    "shard {shard}: the standby's log ends at position {}, beyond this primary's log (position {durable}): the histories have diverged (an old primary after a failover?); restart it with --reseed to re-seed it from this primary",
-                    end.last_lsn
-                ));
+                return Err(SubscribeRefusal::LogBeyond { shard, lsn: end.last_lsn, durable });
             }
             if end.last_lsn == 0 {
                 streams.push(fresh(1, false));
@@ -274,14 +302,15 @@ impl Primary {
                     streams.push(fresh(end.last_lsn + 1, true));
                 }
                 (RawRead::Records(bytes), Some(crc)) => {
-                    let own = record_crc(&bytes).ok_or_else(|| {
-                        format!("shard {shard}: cannot read this primary's record {}", end.last_lsn)
-                    })?;
+                    let own = record_crc(&bytes)
+                        .ok_or(SubscribeRefusal::Unreadable { shard, lsn: end.last_lsn })?;
                     if own != crc {
-                        return Err(format!(
-                            "shard {shard}: the standby's record at position {} differs from this primary's (checksum {crc:08x}, primary {own:08x}): the histories have diverged (an old primary after a failover?); restart it with --reseed to re-seed it from this primary",
-                            end.last_lsn
-                        ));
+                        return Err(SubscribeRefusal::RecordDiffers {
+                            shard,
+                            lsn: end.last_lsn,
+                            standby_crc: crc,
+                            primary_crc: own,
+                        });
                     }
                     streams.push(fresh(end.last_lsn + 1, false));
                 }
@@ -372,8 +401,7 @@ impl Primary {
             let bytes = match self
                 .runtime
                 .read_raw(shard, stream.next_lsn, RECORDS_CHUNK_SIZE_BYTES)
-                .await
-                .map_err(ReplicationError::Runtime)?
+                .await?
             {
                 RawRead::Records(bytes) if bytes.is_empty() => return Ok(()),
                 RawRead::Records(bytes) => bytes,
@@ -414,11 +442,10 @@ impl Primary {
         stream: &mut ShardStream,
     ) -> Result<(), ReplicationError> {
         let runtime = &self.runtime;
-        let mut snapshot =
-            runtime.latest_snapshot(shard).await.map_err(ReplicationError::Runtime)?;
+        let mut snapshot = runtime.latest_snapshot(shard).await?;
         if snapshot.is_none() {
-            runtime.checkpoint().await.map_err(ReplicationError::Runtime)?;
-            snapshot = runtime.latest_snapshot(shard).await.map_err(ReplicationError::Runtime)?;
+            runtime.checkpoint().await?;
+            snapshot = runtime.latest_snapshot(shard).await?;
         }
         let Some(source) = snapshot else {
             return Err(ReplicationError::Runtime(format!("shard {shard}: no snapshot to send")));

@@ -236,7 +236,7 @@ pub async fn follow<C: Connector>(
 }
 
 /// Where each shard's log ends on this node: position and checksum of its last record.
-pub async fn log_ends(runtime: &Runtime) -> Result<Vec<LogEnd>, String> {
+pub async fn log_ends(runtime: &Runtime) -> Result<Vec<LogEnd>, ReplicationError> {
     let mut ends = Vec::with_capacity(runtime.shards());
     for shard in 0..runtime.shards() {
         let last_lsn = runtime.metrics()[shard].durable_lsn.load(Ordering::Relaxed);
@@ -244,10 +244,13 @@ pub async fn log_ends(runtime: &Runtime) -> Result<Vec<LogEnd>, String> {
             None
         } else {
             match runtime.read_raw(shard, last_lsn, 1).await? {
-                RawRead::Records(bytes) if !bytes.is_empty() => Some(
-                    record_crc(&bytes)
-                        .ok_or_else(|| format!("shard {shard}: record {last_lsn} unreadable"))?,
-                ),
+                RawRead::Records(bytes) if !bytes.is_empty() => {
+                    Some(record_crc(&bytes).ok_or_else(|| {
+                        ReplicationError::Runtime(format!(
+                            "shard {shard}: record {last_lsn} unreadable"
+                        ))
+                    })?)
+                }
                 // The log ends at a snapshot.
                 RawRead::Records(_) | RawRead::Unavailable { .. } => None,
             }
@@ -272,7 +275,7 @@ impl Session<'_> {
     ) -> Result<Option<FollowEnd>, ReplicationError> {
         let runtime = self.runtime;
         let shards = runtime.shards();
-        let ends = log_ends(runtime).await.map_err(ReplicationError::Runtime)?;
+        let ends = log_ends(runtime).await?;
         let own_epoch = runtime.epoch();
         let reseed = self.config.reseed;
         transport
@@ -314,7 +317,7 @@ impl Session<'_> {
             tokio::task::spawn_blocking(move || persist(epoch))
                 .await
                 .map_err(|error| ReplicationError::Runtime(error.to_string()))?
-                .map_err(ReplicationError::Runtime)?;
+                .map_err(ReplicationError::PersistEpoch)?;
             runtime.raise_epoch(epoch);
         }
         {

@@ -68,14 +68,23 @@ pub struct BenchArgs {
     pub token: Option<String>,
 }
 
-fn parse_workload(text: &str) -> Result<Workload, String> {
-    Workload::from_name(text).ok_or_else(|| {
-        format!("unknown workload {text:?}: flash-sale, seat-map, hotel or sell-out")
-    })
+/// Why a flag's value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("unknown workload {0:?}: flash-sale, seat-map, hotel or sell-out")]
+    UnknownWorkload(String),
+    #[error("{0:?} is not a duration (try 20s, 500ms or 20)")]
+    Duration(String),
+    #[error("{0:?} is longer than one hour")]
+    DurationTooLong(String),
+}
+
+fn parse_workload(text: &str) -> Result<Workload, ArgError> {
+    Workload::from_name(text).ok_or_else(|| ArgError::UnknownWorkload(text.to_string()))
 }
 
 /// Parses `20s`, `500ms`, `1.5s`, `2m` or a bare number of seconds (`20`), up to one hour.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ArgError> {
     let text = text.trim();
     let (number, unit_s) = if let Some(number) = text.strip_suffix("ms") {
         (number, 0.001)
@@ -86,16 +95,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (text, 1.0)
     };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 20s, 500ms or 20)"))?;
+    let not_a_duration = || ArgError::Duration(text.to_string());
+    let value: f64 = number.trim().parse().map_err(|_| not_a_duration())?;
     if !value.is_finite() || value < 0.0 {
-        return Err(format!("{text:?} is not a duration (try 20s, 500ms or 20)"));
+        return Err(not_a_duration());
     }
     let duration = Duration::from_secs_f64(value * unit_s);
     if duration > DURATION_MAX {
-        return Err(format!("{text:?} is longer than one hour"));
+        return Err(ArgError::DurationTooLong(text.to_string()));
     }
     Ok(duration)
 }

@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! - `args`: [`BenchArgs`] (the flags of `bookd bench`) and [`parse_duration`].
+//! - `error`: [`BenchError`], what stopped a bench.
 //! - `run`: [`setup`], [`run_closed_loop`], [`run_open_loop`] over any [`Driver`].
 //! - `report`: [`Report`], its table and JSON, the comparison table.
 //! - `redis`: a RESP client with the four operations as Lua scripts, and a local `redis-server`.
@@ -19,6 +20,7 @@
 //! - `windows`: the per-`--interval` figures ([`WindowSummary`]) and their bounded recorder.
 
 mod args;
+mod error;
 mod peers;
 mod plot;
 mod postgres;
@@ -31,11 +33,12 @@ use std::future::Future;
 
 use bookd_engine::Command;
 
-pub use args::{parse_duration, BenchArgs};
+pub use args::{parse_duration, ArgError, BenchArgs};
+pub use error::BenchError;
 pub use peers::{compare, Peer};
 pub use plot::{draw_windows, sweep_and_plot, SweepPoint};
-pub use postgres::{PostgresDriver, PostgresServer};
-pub use redis::{RedisDriver, RedisServer};
+pub use postgres::{PostgresDriver, PostgresError, PostgresServer};
+pub use redis::{RedisDriver, RedisError, RedisServer};
 pub use report::{comparison_table, OpReport, Report, SellOutFigures};
 pub use run::{run_closed_loop, run_open_loop, setup, RunConfig, SETUP_BATCH_COMMANDS};
 pub use windows::{WindowPlan, WindowStats, WindowSummary, WindowsError, WINDOWS_MAX};
@@ -91,7 +94,7 @@ pub trait Driver: Clone + Send + Sync + 'static {
     fn setup_batch(
         &self,
         commands: Vec<Command>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), BenchError>> + Send;
 
     /// Whether the workload's data already exists (the last setup command's resource with its
     /// capacity), so the setup can be skipped. Default: no.
@@ -105,7 +108,7 @@ pub trait Driver: Clone + Send + Sync + 'static {
 /// `--compare` peers. Notes and each window's line go to stderr (none with `--json`); returns
 /// what to print on stdout: the report table (and the comparison table), or the contract's JSON
 /// object alone.
-pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, String> {
+pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, BenchError> {
     let quiet = args.json;
     let log = move |line: &str| {
         if !quiet {
@@ -127,13 +130,13 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Str
     // Refused before any setup: a duration the interval does not divide, too many windows.
     config.window_plan()?;
     if args.timeout.is_zero() {
-        return Err("--timeout must be longer than zero".into());
+        return Err(BenchError::ZeroTimeout);
     }
     let peers = args
         .compare
         .iter()
-        .map(|name| Peer::from_name(name).ok_or(format!("--compare: unknown system {name:?}")))
-        .collect::<Result<Vec<Peer>, String>>()?;
+        .map(|name| Peer::from_name(name).ok_or_else(|| BenchError::UnknownPeer(name.clone())))
+        .collect::<Result<Vec<Peer>, BenchError>>()?;
     let started = std::time::Instant::now();
     let written = setup(bookd, args.workload).await?;
     log(&format!(
@@ -168,7 +171,7 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Str
                     }
                     reports.push(peer_report);
                 }
-                Err(why) => missing.push((peer.name().to_string(), why)),
+                Err(why) => missing.push((peer.name().to_string(), why.to_string())),
             }
         }
         let table = comparison_table(&reports, &missing);

@@ -6,7 +6,7 @@ use super::postgres::{PostgresDriver, PostgresServer};
 use super::redis::{RedisDriver, RedisServer};
 use super::report::Report;
 use super::run::{run_closed_loop, run_open_loop, setup, RunConfig};
-use super::Driver;
+use super::{BenchError, Driver};
 
 /// A system bookd is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub async fn compare(
     relaxed: bool,
     rate: Option<f64>,
     log: &(dyn Fn(&str) + Sync),
-) -> Result<Report, String> {
+) -> Result<Report, BenchError> {
     let config = RunConfig { system: peer.name().into(), ..config.clone() };
     match peer {
         Peer::Redis => {
@@ -72,7 +72,7 @@ async fn measure<D: Driver>(
     config: &RunConfig,
     rate: Option<f64>,
     log: &(dyn Fn(&str) + Sync),
-) -> Result<Report, String> {
+) -> Result<Report, BenchError> {
     let started = std::time::Instant::now();
     let written = setup(driver, config.workload).await?;
     log(&format!(

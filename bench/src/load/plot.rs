@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use super::report::Report;
 use super::run::{run_open_loop, RunConfig};
 use super::windows::WindowSummary;
-use super::Driver;
+use super::{BenchError, Driver};
 
 /// Offered rates of the sweep, as fractions of the closed loop's commands/s.
 const SWEEP_FRACTIONS: [f64; 9] = [0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0];
@@ -48,7 +48,7 @@ pub async fn sweep_and_plot<D: Driver>(
     saturation_per_s: f64,
     path: &Path,
     log: &(dyn Fn(&str) + Sync),
-) -> Result<Vec<SweepPoint>, String> {
+) -> Result<Vec<SweepPoint>, BenchError> {
     let mut points = Vec::with_capacity(SWEEP_FRACTIONS.len());
     let config = RunConfig { warmup: config.warmup.min(SWEEP_WARMUP_MAX), ..config.clone() };
     for fraction in SWEEP_FRACTIONS {
@@ -73,12 +73,17 @@ pub async fn sweep_and_plot<D: Driver>(
     Ok(points)
 }
 
+/// A drawing error of plotters (its type depends on the backend), for `path`.
+fn plot_error(path: &Path, error: &dyn std::fmt::Display) -> BenchError {
+    BenchError::Plot { path: path.to_path_buf(), reason: error.to_string() }
+}
+
 /// A line of the chart: its label, colour and value.
 type Series = (&'static str, RGBColor, fn(&SweepPoint) -> u64);
 
 /// Draws the points: one line per percentile, latency on a log scale.
-pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), String> {
-    let error = |error: &dyn std::fmt::Display| format!("plot {}: {error}", path.display());
+pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), BenchError> {
+    let error = |error: &dyn std::fmt::Display| plot_error(path, error);
     let x_max = points.iter().map(|p| p.achieved_per_s).fold(1.0, f64::max) * 1.1;
     let y_max = points.iter().map(|p| p.p999_us).max().unwrap_or(1).max(10) as f64 * 2.0;
     let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
@@ -126,7 +131,7 @@ pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), Strin
 
 /// Draws a run's windows into `path`: commands/s per window (top panel) and p99 and max per
 /// window on a log scale (bottom panel), against the time into the measured window.
-pub fn draw_windows(report: &Report, path: &Path) -> Result<(), String> {
+pub fn draw_windows(report: &Report, path: &Path) -> Result<(), BenchError> {
     let title = format!(
         "{} {}: {} clients, {} ({} windows of {} s)",
         report.system,
@@ -139,8 +144,12 @@ pub fn draw_windows(report: &Report, path: &Path) -> Result<(), String> {
     draw_window_series(&report.windows, &title, path)
 }
 
-fn draw_window_series(windows: &[WindowSummary], title: &str, path: &Path) -> Result<(), String> {
-    let error = |error: &dyn std::fmt::Display| format!("plot {}: {error}", path.display());
+fn draw_window_series(
+    windows: &[WindowSummary],
+    title: &str,
+    path: &Path,
+) -> Result<(), BenchError> {
+    let error = |error: &dyn std::fmt::Display| plot_error(path, error);
     let x_max = windows.iter().map(|w| w.t_s + w.length_s).fold(1e-3, f64::max);
     let rate_max = windows.iter().map(WindowSummary::commands_per_s).fold(1.0, f64::max) * 1.1;
     let latency_max =

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_postgres::{NoTls, Statement};
 
 use super::redis::{find_in_path, free_port};
-use super::{Answer, Driver};
+use super::{Answer, BenchError, Driver};
 
 const SCHEMA_SQL: &str = r#"
 CREATE TABLE IF NOT EXISTS resources (
@@ -103,6 +103,40 @@ const PUT_SQL: &str = "INSERT INTO resources (partition, id, capacity) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
      ON CONFLICT (partition, id) DO UPDATE SET capacity = EXCLUDED.capacity";
 
+/// What went wrong with PostgreSQL: its server, a connection, a statement or the pool.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error(
+        "PostgreSQL is not installed (apt-get install postgresql: initdb and postgres under \
+         /usr/lib/postgresql/*/bin)"
+    )]
+    NotInstalled,
+    /// A tool of the server's setup (`what`: `chown`, `initdb`) could not be run.
+    #[error("{what}: {source}")]
+    Tool { what: &'static str, source: std::io::Error },
+    /// A tool of the server's setup exited with an error; `stderr` is what it said.
+    #[error("{what} failed: {stderr}")]
+    ToolFailed { what: &'static str, stderr: String },
+    #[error("cannot start postgres: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("postgres did not accept connections within 30 s")]
+    NotReady,
+    #[error("postgres: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("schema: {0}")]
+    Schema(#[source] tokio_postgres::Error),
+    #[error("prepare: {0}")]
+    Prepare(#[source] tokio_postgres::Error),
+    #[error("pool closed")]
+    PoolClosed,
+    #[error("pool poisoned")]
+    PoolPoisoned,
+    #[error("no idle connection behind a permit")]
+    NoIdleConnection,
+    #[error("postgres setup: {0}")]
+    Setup(#[source] tokio_postgres::Error),
+}
+
 /// One connection and its prepared statements.
 struct Connection {
     client: tokio_postgres::Client,
@@ -134,21 +168,23 @@ impl std::fmt::Debug for PostgresDriver {
 impl PostgresDriver {
     /// Opens `connections` connections with `config` (a libpq-style string), creates the
     /// schema and prepares the statements.
-    pub async fn connect(config: &str, connections: usize) -> Result<PostgresDriver, String> {
+    pub async fn connect(
+        config: &str,
+        connections: usize,
+    ) -> Result<PostgresDriver, PostgresError> {
         let mut idle = Vec::with_capacity(connections.max(1));
         for index in 0..connections.max(1) {
-            let (client, connection) = tokio_postgres::connect(config, NoTls)
-                .await
-                .map_err(|e| format!("postgres: {e}"))?;
+            let (client, connection) =
+                tokio_postgres::connect(config, NoTls).await.map_err(PostgresError::Connect)?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
             if index == 0 {
-                client.batch_execute(SCHEMA_SQL).await.map_err(|e| format!("schema: {e}"))?;
+                client.batch_execute(SCHEMA_SQL).await.map_err(PostgresError::Schema)?;
             }
             let prepare = |sql: &'static str| {
                 let client = &client;
-                async move { client.prepare(sql).await.map_err(|e| format!("prepare: {e}")) }
+                async move { client.prepare(sql).await.map_err(PostgresError::Prepare) }
             };
             let hold = prepare("SELECT bookd_hold($1, $2, $3, $4, $5)").await?;
             let confirm = prepare("SELECT bookd_confirm($1, $2)").await?;
@@ -163,15 +199,15 @@ impl PostgresDriver {
 
     /// Borrows an idle connection, waiting in line when all are busy; it goes back to the pool
     /// when the guard is dropped.
-    async fn checkout(&self) -> Result<Checkout<'_>, String> {
-        let permit = self.pool.permits.acquire().await.map_err(|_| "pool closed".to_string())?;
+    async fn checkout(&self) -> Result<Checkout<'_>, PostgresError> {
+        let permit = self.pool.permits.acquire().await.map_err(|_| PostgresError::PoolClosed)?;
         let connection = self
             .pool
             .idle
             .lock()
-            .map_err(|_| "pool poisoned".to_string())?
+            .map_err(|_| PostgresError::PoolPoisoned)?
             .pop()
-            .ok_or("no idle connection behind a permit")?;
+            .ok_or(PostgresError::NoIdleConnection)?;
         Ok(Checkout { pool: &self.pool, connection: Some(connection), _permit: permit })
     }
 }
@@ -206,7 +242,7 @@ impl Driver for PostgresDriver {
     async fn execute(&self, command: &Command) -> Answer {
         let connection = match self.checkout().await {
             Ok(connection) => connection,
-            Err(error) => return Answer::Failed(error),
+            Err(error) => return Answer::Failed(error.to_string()),
         };
         let client = &connection.client;
         let row = match command {
@@ -238,11 +274,11 @@ impl Driver for PostgresDriver {
         }
     }
 
-    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
+    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), BenchError> {
         let (mut partitions, mut ids, mut capacities) = (Vec::new(), Vec::new(), Vec::new());
         for command in &commands {
             let Command::PutResource(put) = command else {
-                return Err(format!("setup sent {}", command.op()));
+                return Err(BenchError::SetupCommand(command.op()));
             };
             partitions.push(put.partition.as_str());
             ids.push(put.resource.as_str());
@@ -254,7 +290,7 @@ impl Driver for PostgresDriver {
             .execute(&connection.put, &[&partitions, &ids, &capacities])
             .await
             .map(|_| ())
-            .map_err(|error| format!("postgres setup: {error}"))
+            .map_err(|error| PostgresError::Setup(error).into())
     }
 }
 
@@ -275,12 +311,9 @@ impl PostgresServer {
     /// Runs `initdb` and starts `postgres` on a free loopback port with `synchronous_commit`
     /// on (durable) or off (relaxed). As root, the server runs as `nobody` (via `runuser`).
     /// `Err` says why not (for example, not installed).
-    pub async fn start(relaxed: bool) -> Result<PostgresServer, String> {
-        let bin = postgres_bin().ok_or(
-            "PostgreSQL is not installed (apt-get install postgresql: initdb and postgres under \
-             /usr/lib/postgresql/*/bin)",
-        )?;
-        let dir = tempfile::tempdir().map_err(|error| format!("temp dir: {error}"))?;
+    pub async fn start(relaxed: bool) -> Result<PostgresServer, BenchError> {
+        let bin = postgres_bin().ok_or(PostgresError::NotInstalled)?;
+        let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
         let data = dir.path().join("data");
         let user = if is_root() { Some("nobody") } else { None };
         if let Some(user) = user {
@@ -309,7 +342,7 @@ impl PostgresServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| format!("cannot start postgres: {error}"))?;
+            .map_err(PostgresError::Start)?;
         let config = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
         let server = PostgresServer { child, bin, data, user, config, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -323,7 +356,7 @@ impl PostgresServer {
                 }
             }
             if Instant::now() >= deadline {
-                return Err("postgres did not accept connections within 30 s".into());
+                return Err(PostgresError::NotReady.into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -380,11 +413,12 @@ fn as_user(user: Option<&str>, program: &Path) -> Process {
     }
 }
 
-fn run(command: &mut Process, what: &str) -> Result<(), String> {
-    let output = command.output().map_err(|error| format!("{what}: {error}"))?;
+fn run(command: &mut Process, what: &'static str) -> Result<(), PostgresError> {
+    let output = command.output().map_err(|source| PostgresError::Tool { what, source })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        Err(PostgresError::ToolFailed { what, stderr })
     }
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Answer, Driver};
+use super::{Answer, BenchError, Driver};
 
 /// Requests queued on one connection before callers wait.
 const QUEUE_REQUESTS_MAX: usize = 4_096;
@@ -110,6 +110,45 @@ redis.call('HSETNX', KEYS[1], 'conf', 0)
 return 'ok'
 "#;
 
+/// What went wrong with Redis: its server, a connection, or a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis-server is not installed (apt-get install redis-server)")]
+    NotInstalled,
+    #[error("cannot start redis-server: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("redis-server did not accept connections within 10 s")]
+    NotReady,
+    #[error("redis at {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    /// The connection's tasks are gone: a request could not be queued or answered.
+    #[error("redis connection closed")]
+    Closed,
+    /// An earlier reply on the connection failed, so the replies after it are out of step.
+    #[error("redis connection lost")]
+    Lost,
+    #[error(transparent)]
+    Read(std::io::Error),
+    #[error("redis closed the connection")]
+    EndOfStream,
+    #[error("bad integer {0:?}")]
+    BadInteger(String),
+    #[error("bad bulk size {0:?}")]
+    BadBulkSize(String),
+    #[error("bulk reply of {0} bytes")]
+    BulkTooLarge(usize),
+    #[error("unexpected RESP type byte {0:#x}")]
+    TypeByte(u8),
+    #[error(transparent)]
+    ScriptSha(#[from] std::string::FromUtf8Error),
+    /// SCRIPT LOAD answered something else than a SHA1 (the reply, debug-printed).
+    #[error("SCRIPT LOAD answered {0}")]
+    ScriptLoad(String),
+    /// A setup script answered something else than `ok` (the reply, debug-printed).
+    #[error("redis setup answered {0}")]
+    Setup(String),
+}
+
 /// One RESP reply (arrays are not needed by these scripts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resp {
@@ -121,7 +160,7 @@ enum Resp {
 
 struct Request {
     bytes: Vec<u8>,
-    reply: oneshot::Sender<Result<Resp, String>>,
+    reply: oneshot::Sender<Result<Resp, RedisError>>,
 }
 
 /// The SHA1s of the loaded scripts.
@@ -145,12 +184,12 @@ pub struct RedisDriver {
 
 impl RedisDriver {
     /// Opens `connections` connections to `addr` and loads the scripts.
-    pub async fn connect(addr: &str, connections: usize) -> Result<RedisDriver, String> {
+    pub async fn connect(addr: &str, connections: usize) -> Result<RedisDriver, RedisError> {
         let mut senders = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
             let stream = TcpStream::connect(addr)
                 .await
-                .map_err(|error| format!("redis at {addr}: {error}"))?;
+                .map_err(|source| RedisError::Connect { addr: addr.to_string(), source })?;
             let _ = stream.set_nodelay(true);
             senders.push(spawn_connection(stream));
         }
@@ -164,8 +203,8 @@ impl RedisDriver {
             let driver = driver.clone();
             async move {
                 match driver.call(&[b"SCRIPT", b"LOAD", body.as_bytes()]).await? {
-                    Resp::Bulk(Some(sha)) => String::from_utf8(sha).map_err(|e| e.to_string()),
-                    other => Err(format!("SCRIPT LOAD answered {other:?}")),
+                    Resp::Bulk(Some(sha)) => Ok(String::from_utf8(sha)?),
+                    other => Err(RedisError::ScriptLoad(format!("{other:?}"))),
                 }
             }
         };
@@ -181,10 +220,7 @@ impl RedisDriver {
     }
 
     /// Queues one request; the receiver gets its reply.
-    async fn send(
-        &self,
-        args: &[&[u8]],
-    ) -> Result<oneshot::Receiver<Result<Resp, String>>, String> {
+    async fn send(&self, args: &[&[u8]]) -> Result<ReplyReceiver, RedisError> {
         let mut bytes =
             Vec::with_capacity(16 + args.iter().map(|arg| arg.len() + 16).sum::<usize>());
         encode(args, &mut bytes);
@@ -196,7 +232,7 @@ impl RedisDriver {
         self.connections[index]
             .send(Request { bytes, reply })
             .await
-            .map_err(|_| "redis connection closed".to_string())?;
+            .map_err(|_| RedisError::Closed)?;
         Ok(answer)
     }
 
@@ -236,11 +272,11 @@ impl RedisDriver {
                 [b"EVALSHA", sha.as_bytes(), b"1", key.as_bytes(), partition.as_bytes()];
             self.send(&args).await
         };
-        sent.map_err(Answer::Failed)
+        sent.map_err(|error| Answer::Failed(error.to_string()))
     }
 
-    async fn call(&self, args: &[&[u8]]) -> Result<Resp, String> {
-        self.send(args).await?.await.map_err(|_| "redis connection closed".to_string())?
+    async fn call(&self, args: &[&[u8]]) -> Result<Resp, RedisError> {
+        self.send(args).await?.await.map_err(|_| RedisError::Closed)?
     }
 }
 
@@ -277,11 +313,11 @@ impl Driver for RedisDriver {
         answers
     }
 
-    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
+    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), BenchError> {
         let mut answers = Vec::with_capacity(commands.len());
         for command in &commands {
             let Command::PutResource(put) = command else {
-                return Err(format!("setup sent {}", command.op()));
+                return Err(BenchError::SetupCommand(command.op()));
             };
             let key = format!("r:{}:{}", put.partition, put.resource);
             let capacity = put.capacity.to_string();
@@ -295,9 +331,9 @@ impl Driver for RedisDriver {
             answers.push(self.send(&args).await?);
         }
         for answer in answers {
-            match answer.await.map_err(|_| "redis connection closed".to_string())? {
+            match answer.await.map_err(|_| RedisError::Closed)? {
                 Ok(Resp::Bulk(Some(ok))) if ok == b"ok" => {}
-                other => return Err(format!("redis setup answered {other:?}")),
+                other => return Err(RedisError::Setup(format!("{other:?}")).into()),
             }
         }
         Ok(())
@@ -305,18 +341,18 @@ impl Driver for RedisDriver {
 }
 
 /// The receiving end of one queued request.
-type ReplyReceiver = oneshot::Receiver<Result<Resp, String>>;
+type ReplyReceiver = oneshot::Receiver<Result<Resp, RedisError>>;
 
 /// A script's reply as the bench's answer.
-fn answer_of(reply: Result<Result<Resp, String>, oneshot::error::RecvError>) -> Answer {
+fn answer_of(reply: Result<Result<Resp, RedisError>, oneshot::error::RecvError>) -> Answer {
     match reply {
         Ok(Ok(Resp::Bulk(Some(text)))) => match text.as_slice() {
             b"ok" | b"existing" => Answer::Ok,
             code => Answer::Refused(static_code(code)),
         },
         Ok(Ok(other)) => Answer::Failed(format!("redis answered {other:?}")),
-        Ok(Err(error)) => Answer::Failed(error),
-        Err(_) => Answer::Failed("redis connection closed".into()),
+        Ok(Err(error)) => Answer::Failed(error.to_string()),
+        Err(_) => Answer::Failed(RedisError::Closed.to_string()),
     }
 }
 
@@ -355,7 +391,7 @@ fn spawn_connection(stream: TcpStream) -> mpsc::Sender<Request> {
     let (read, mut write) = stream.into_split();
     let (sender, mut requests) = mpsc::channel::<Request>(QUEUE_REQUESTS_MAX);
     let (pending_sender, mut pending) =
-        mpsc::channel::<oneshot::Sender<Result<Resp, String>>>(PENDING_REQUESTS_MAX);
+        mpsc::channel::<oneshot::Sender<Result<Resp, RedisError>>>(PENDING_REQUESTS_MAX);
     tokio::spawn(async move {
         let mut buffer = Vec::with_capacity(64 * 1024);
         while let Some(first) = requests.recv().await {
@@ -388,7 +424,7 @@ fn spawn_connection(stream: TcpStream) -> mpsc::Sender<Request> {
                 // The stream is out of step: fail everything still waiting.
                 pending.close();
                 while let Some(reply) = pending.recv().await {
-                    let _ = reply.send(Err("redis connection lost".into()));
+                    let _ = reply.send(Err(RedisError::Lost));
                 }
                 return;
             }
@@ -398,32 +434,34 @@ fn spawn_connection(stream: TcpStream) -> mpsc::Sender<Request> {
 }
 
 /// Reads one RESP reply (no arrays).
-async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Resp, String> {
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<Resp, RedisError> {
     let mut line = Vec::with_capacity(64);
-    let read = reader.read_until(b'\n', &mut line).await.map_err(|error| error.to_string())?;
+    let read = reader.read_until(b'\n', &mut line).await.map_err(RedisError::Read)?;
     if read < 3 || !line.ends_with(b"\r\n") {
-        return Err("redis closed the connection".into());
+        return Err(RedisError::EndOfStream);
     }
     let text = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
     match line[0] {
         b'+' => Ok(Resp::Simple(text)),
         b'-' => Ok(Resp::Error(text)),
-        b':' => text.parse().map(Resp::Integer).map_err(|_| format!("bad integer {text:?}")),
+        b':' => text.parse().map(Resp::Integer).map_err(|_| RedisError::BadInteger(text)),
         b'$' => {
-            let size: i64 = text.parse().map_err(|_| format!("bad bulk size {text:?}"))?;
+            let size: i64 = text.parse().map_err(|_| RedisError::BadBulkSize(text))?;
             if size < 0 {
                 return Ok(Resp::Bulk(None));
             }
             let size = size as usize;
             if size > BULK_SIZE_MAX_BYTES {
-                return Err(format!("bulk reply of {size} bytes"));
+                return Err(RedisError::BulkTooLarge(size));
             }
             let mut bulk = vec![0; size + 2];
-            reader.read_exact(&mut bulk).await.map_err(|error| error.to_string())?;
+            reader.read_exact(&mut bulk).await.map_err(RedisError::Read)?;
             bulk.truncate(size);
             Ok(Resp::Bulk(Some(bulk)))
         }
-        other => Err(format!("unexpected RESP type byte {other:#x}")),
+        other => Err(RedisError::TypeByte(other)),
     }
 }
 
@@ -439,10 +477,9 @@ impl RedisServer {
     /// Starts `redis-server` on a free loopback port with an append-only file fsynced on every
     /// write (`always`, durable) or once a second (`everysec`, relaxed). `Err` says why not
     /// (for example, not installed).
-    pub async fn start(relaxed: bool) -> Result<RedisServer, String> {
-        let binary = find_in_path("redis-server")
-            .ok_or("redis-server is not installed (apt-get install redis-server)")?;
-        let dir = tempfile::tempdir().map_err(|error| format!("temp dir: {error}"))?;
+    pub async fn start(relaxed: bool) -> Result<RedisServer, BenchError> {
+        let binary = find_in_path("redis-server").ok_or(RedisError::NotInstalled)?;
+        let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
         let port = free_port()?;
         let child = Process::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
@@ -457,12 +494,12 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| format!("cannot start redis-server: {error}"))?;
+            .map_err(RedisError::Start)?;
         let server = RedisServer { child, addr: format!("127.0.0.1:{port}"), _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(&server.addr).await.is_err() {
             if Instant::now() >= deadline {
-                return Err("redis-server did not accept connections within 10 s".into());
+                return Err(RedisError::NotReady.into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -484,10 +521,9 @@ pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// A loopback port that was free a moment ago.
-pub(crate) fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|error| format!("no free port: {error}"))?;
-    listener.local_addr().map(|addr| addr.port()).map_err(|error| error.to_string())
+pub(crate) fn free_port() -> Result<u16, BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(BenchError::NoFreePort)?;
+    listener.local_addr().map(|addr| addr.port()).map_err(BenchError::PortUnknown)
 }
 
 #[cfg(test)]
@@ -505,12 +541,12 @@ mod tests {
     async fn replies_of_each_kind_parse() {
         let bytes: &[u8] = b"+OK\r\n-ERR no\r\n:42\r\n$2\r\nok\r\n$-1\r\n";
         let mut reader = BufReader::new(bytes);
-        assert_eq!(read_reply(&mut reader).await, Ok(Resp::Simple("OK".into())));
-        assert_eq!(read_reply(&mut reader).await, Ok(Resp::Error("ERR no".into())));
-        assert_eq!(read_reply(&mut reader).await, Ok(Resp::Integer(42)));
-        assert_eq!(read_reply(&mut reader).await, Ok(Resp::Bulk(Some(b"ok".to_vec()))));
-        assert_eq!(read_reply(&mut reader).await, Ok(Resp::Bulk(None)));
-        assert!(read_reply(&mut reader).await.is_err());
+        assert_eq!(read_reply(&mut reader).await.unwrap(), Resp::Simple("OK".into()));
+        assert_eq!(read_reply(&mut reader).await.unwrap(), Resp::Error("ERR no".into()));
+        assert_eq!(read_reply(&mut reader).await.unwrap(), Resp::Integer(42));
+        assert_eq!(read_reply(&mut reader).await.unwrap(), Resp::Bulk(Some(b"ok".to_vec())));
+        assert_eq!(read_reply(&mut reader).await.unwrap(), Resp::Bulk(None));
+        assert!(matches!(read_reply(&mut reader).await, Err(RedisError::EndOfStream)));
     }
 
     #[test]

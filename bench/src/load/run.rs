@@ -16,8 +16,8 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use super::report::{OpReport, Report, SellOutFigures};
-use super::windows::{window_line, ShardWindow, WindowPlan, WindowSummary, Windows};
-use super::{Answer, Driver};
+use super::windows::{window_line, ShardWindow, WindowPlan, WindowSummary, Windows, WindowsError};
+use super::{Answer, BenchError, Driver};
 use crate::workload::{SELL_OUT_SKUS, SELL_OUT_UNITS};
 use crate::{ClientLoop, Counters, Workload};
 
@@ -88,8 +88,8 @@ impl RunConfig {
     }
 
     /// How the measured window is cut into windows.
-    pub fn window_plan(&self) -> Result<WindowPlan, String> {
-        WindowPlan::new(self.duration, self.interval).map_err(|error| error.to_string())
+    pub fn window_plan(&self) -> Result<WindowPlan, WindowsError> {
+        WindowPlan::new(self.duration, self.interval)
     }
 
     fn client(&self, index: usize) -> ClientLoop {
@@ -195,17 +195,16 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(config: &RunConfig, window: Window) -> Result<Recorder, String> {
+    fn new(config: &RunConfig, window: Window) -> Result<Recorder, BenchError> {
         let plan = config.window_plan()?;
         let mut shards = Vec::with_capacity(RECORDER_SHARDS);
         for _ in 0..RECORDER_SHARDS {
             let mut ops = Vec::with_capacity(OPS.len());
             for _ in OPS {
-                let latency_us = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
-                    .map_err(|error| format!("histogram: {error}"))?;
+                let latency_us = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?;
                 ops.push(OpStats { latency_us, ok: 0, refused: 0, failed: 0 });
             }
-            let window = ShardWindow::new().map_err(|error| error.to_string())?;
+            let window = ShardWindow::new()?;
             shards.push(Mutex::new(Shard { ops, window }));
         }
         Ok(Recorder {
@@ -309,18 +308,16 @@ impl Recorder {
         elapsed: Duration,
         counters: Counters,
         dropped: u64,
-    ) -> Result<Report, String> {
-        let mut all = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)
-            .map_err(|error| format!("histogram: {error}"))?;
+    ) -> Result<Report, BenchError> {
+        let mut all = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
         let mut by_op = Vec::new();
         for (index, name) in OPS.iter().enumerate() {
-            let mut merged = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)
-                .map_err(|error| format!("histogram: {error}"))?;
+            let mut merged = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
             let (mut ok, mut refused, mut failed) = (0, 0, 0);
             for shard in &self.shards {
-                let shard = shard.lock().map_err(|_| "a client panicked".to_string())?;
+                let shard = shard.lock().map_err(|_| BenchError::ClientPanicked)?;
                 let stats = &shard.ops[index];
-                merged.add(&stats.latency_us).map_err(|error| format!("histogram: {error}"))?;
+                merged.add(&stats.latency_us)?;
                 ok += stats.ok;
                 refused += stats.refused;
                 failed += stats.failed;
@@ -328,7 +325,7 @@ impl Recorder {
             if merged.is_empty() {
                 continue;
             }
-            all.add(&merged).map_err(|error| format!("histogram: {error}"))?;
+            all.add(&merged)?;
             by_op.push(OpReport {
                 op: name,
                 count: ok + refused + failed,
@@ -400,7 +397,7 @@ impl Window {
 /// Creates the workload's resources in batches of [`SETUP_BATCH_COMMANDS`], the last batch
 /// last (so [`Driver::is_set_up`] seeing the last resource means all exist). Skipped when the
 /// driver says the data is there. Returns how many resources it wrote.
-pub async fn setup<D: Driver>(driver: &D, workload: Workload) -> Result<u64, String> {
+pub async fn setup<D: Driver>(driver: &D, workload: Workload) -> Result<u64, BenchError> {
     let total = workload.resources();
     let Some(last) = workload.setup().nth((total - 1) as usize) else {
         return Ok(0);
@@ -421,14 +418,14 @@ pub async fn setup<D: Driver>(driver: &D, workload: Workload) -> Result<u64, Str
         if is_last {
             // Everything before it first.
             while let Some(done) = in_flight.join_next().await {
-                done.map_err(|error| format!("setup task: {error}"))??;
+                done.map_err(BenchError::SetupTask)??;
             }
         }
         let driver = driver.clone();
         in_flight.spawn(async move { driver.setup_batch(batch).await });
         while in_flight.len() >= SETUP_BATCHES_IN_FLIGHT_MAX || (is_last && !in_flight.is_empty()) {
             if let Some(done) = in_flight.join_next().await {
-                done.map_err(|error| format!("setup task: {error}"))??;
+                done.map_err(BenchError::SetupTask)??;
             }
         }
     }
@@ -437,7 +434,10 @@ pub async fn setup<D: Driver>(driver: &D, workload: Workload) -> Result<u64, Str
 
 /// Runs `config.clients` closed-loop clients against `driver`: each sends one command, awaits
 /// its answer, then sends the next, for the warm-up and then the measured window.
-pub async fn run_closed_loop<D: Driver>(driver: &D, config: &RunConfig) -> Result<Report, String> {
+pub async fn run_closed_loop<D: Driver>(
+    driver: &D,
+    config: &RunConfig,
+) -> Result<Report, BenchError> {
     let window = Window::new(config);
     let recorder = Arc::new(Recorder::new(config, window)?);
     let progress = Progress::start(config, recorder.clone(), window);
@@ -462,7 +462,7 @@ pub async fn run_closed_loop<D: Driver>(driver: &D, config: &RunConfig) -> Resul
     }
     let mut counters = Counters::default();
     while let Some(done) = clients.join_next().await {
-        counters.add(&done.map_err(|error| format!("client task: {error}"))?);
+        counters.add(&done.map_err(BenchError::ClientTask)?);
     }
     closer.finish(config, &recorder, &progress).await;
     progress.finish();
@@ -603,9 +603,9 @@ pub async fn run_open_loop<D: Driver>(
     driver: &D,
     config: &RunConfig,
     rate: f64,
-) -> Result<Report, String> {
+) -> Result<Report, BenchError> {
     if !(rate.is_finite() && rate > 0.0) {
-        return Err(format!("--rate {rate} must be a positive number of commands per second"));
+        return Err(BenchError::Rate(rate));
     }
     let window = Window::new(config);
     let start = window.start;
@@ -627,7 +627,7 @@ pub async fn run_open_loop<D: Driver>(
     }
     let mut counters = Counters::default();
     while let Some(done) = clients.join_next().await {
-        counters.add(&done.map_err(|error| format!("client task: {error}"))?);
+        counters.add(&done.map_err(BenchError::ClientTask)?);
     }
     closer.finish(config, &recorder, &progress).await;
     progress.finish();
@@ -791,10 +791,10 @@ mod tests {
             }
         }
 
-        async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
-            let mut engine = self.0.lock().map_err(|_| "poisoned".to_string())?;
+        async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), BenchError> {
+            let mut engine = self.0.lock().map_err(|_| BenchError::ClientPanicked)?;
             for command in &commands {
-                engine.apply(crate::RUN_START_MS, command).map_err(|e| format!("{e:?}"))?;
+                engine.apply(crate::RUN_START_MS, command).expect("the engine takes the setup");
             }
             Ok(())
         }
@@ -811,7 +811,7 @@ mod tests {
     #[tokio::test]
     async fn closed_loop_counts_every_command_once() {
         let driver = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
-        assert_eq!(setup(&driver, Workload::FlashSale).await, Ok(1));
+        assert_eq!(setup(&driver, Workload::FlashSale).await.unwrap(), 1);
         let report = run_closed_loop(&driver, &config(Workload::FlashSale)).await.unwrap();
         assert!(report.commands > 0);
         let by_op: u64 = report.by_op.iter().map(|op| op.count).sum();
@@ -865,7 +865,7 @@ mod tests {
             answers
         }
 
-        async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
+        async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), BenchError> {
             self.engine.setup_batch(commands).await
         }
     }

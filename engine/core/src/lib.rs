@@ -64,5 +64,5 @@ pub use name::{check_name, is_name_byte, name_problem};
 pub use op::{Op, OpResult};
 pub use query::ListQuery;
 pub use snapshot_file::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION};
-pub use state::{Engine, EngineLimits, EngineStats};
+pub use state::{Engine, EngineLimits, EngineStats, InvariantViolation};
 pub use view::{HoldStatus, HoldView, ItemView, ResourcePage, ResourceView};

@@ -320,7 +320,7 @@ fn restore<R: Read>(input: &mut Input<R>, limits: EngineLimits) -> Result<Engine
     }
     engine.index_holds(&holds_per_partition)?;
     engine.finish_restore();
-    engine.check_counts().map_err(inconsistent)?;
+    engine.check_counts().map_err(|violation| inconsistent(violation.to_string()))?;
     Ok(engine)
 }
 

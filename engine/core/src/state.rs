@@ -23,6 +23,60 @@ use crate::limits::{
 };
 use crate::view::{HoldStatus, HoldView, ItemView, ResourceView};
 
+/// A broken invariant found by [`Engine::check_invariants`]: which record, and what disagrees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantViolation {
+    #[error("slot {slot} is neither used nor free")]
+    SlotNeitherUsedNorFree { slot: usize },
+    #[error("hold {hold} is in a free slot")]
+    HoldInFreeSlot { hold: Arc<str> },
+    #[error("hold {hold} is in a deleted partition")]
+    HoldInDeletedPartition { hold: Arc<str> },
+    #[error("hold {slot} names a missing partition")]
+    HoldNamesMissingPartition { slot: usize },
+    #[error("hold {hold} is held past its expiry")]
+    HeldPastExpiry { hold: Arc<str> },
+    #[error("hold {hold} names a missing resource")]
+    HoldNamesMissingResource { hold: Arc<str> },
+    #[error("holds_live {counted} but {held} holds are held")]
+    HoldsLive { counted: u32, held: u32 },
+    #[error("holds_len {counted} but {used} slots are used")]
+    HoldsLen { counted: u32, used: u32 },
+    #[error("deleted partition {index} is not empty")]
+    DeletedPartitionNotEmpty { index: usize },
+    /// `counters` and `holds` are (held, confirmed): the resource's and the sums over its holds.
+    #[error(
+        "resource {partition}/{resource}: counters ({}, {}) but holds say ({}, {})",
+        counters.0, counters.1, holds.0, holds.1
+    )]
+    ResourceCounters {
+        partition: Arc<str>,
+        resource: Arc<str>,
+        counters: (u64, u64),
+        holds: (u64, u64),
+    },
+    #[error("resource {partition}/{resource} is oversold")]
+    Oversold { partition: Arc<str>, resource: Arc<str> },
+    #[error("resources_len {counted} but {resources} exist")]
+    ResourcesLen { counted: u32, resources: u32 },
+    #[error("memory_bytes {counted} but the records add up to {records}")]
+    MemoryBytes { counted: u64, records: u64 },
+    #[error("ended hold {hold} is not queued to be forgotten")]
+    EndedHoldNotQueued { hold: Arc<str> },
+    #[error("the retention queue is out of time order")]
+    RetentionOutOfOrder,
+    #[error("hold {hold} is not indexed under its id")]
+    HoldNotIndexed { hold: Arc<str> },
+    #[error("partition names and partitions disagree")]
+    PartitionNamesDisagree,
+    #[error("partition {partition} is not indexed")]
+    PartitionNotIndexed { partition: Arc<str> },
+    #[error("partition {partition} index sizes disagree")]
+    PartitionIndexSizes { partition: Arc<str> },
+    #[error("resource {partition}/{resource} is not indexed")]
+    ResourceNotIndexed { partition: Arc<str>, resource: Arc<str> },
+}
+
 /// Bounds on the tables of one engine. A command that would grow a full table is refused with
 /// `overloaded` and changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -760,7 +814,7 @@ impl Engine {
 
     /// Checks every invariant over the whole state, recomputing each resource's counters from
     /// the holds. O(size); for tests and debugging.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         self.check_counts()?;
         self.check_retention()?;
         self.check_indexes()
@@ -770,7 +824,7 @@ impl Engine {
     /// resource's counters against its holds, capacities, the memory count. A snapshot restore
     /// checks these; the indexes and the retention queue it builds from the records, so they
     /// agree with them by construction (a duplicate name is refused as it is indexed).
-    pub(crate) fn check_counts(&self) -> Result<(), String> {
+    pub(crate) fn check_counts(&self) -> Result<(), InvariantViolation> {
         let mut expected: Vec<Vec<(u64, u64)>> =
             self.partitions.iter().map(|p| vec![(0, 0); p.resources.len()]).collect();
         let mut live = 0u32;
@@ -779,31 +833,31 @@ impl Engine {
         for (slot, hold) in self.holds.iter().enumerate() {
             if !hold.is_used() {
                 if !self.free_holds.contains(slot as u32) {
-                    return Err(format!("slot {slot} is neither used nor free"));
+                    return Err(InvariantViolation::SlotNeitherUsedNorFree { slot });
                 }
                 continue;
             }
             if self.free_holds.contains(slot as u32) {
-                return Err(format!("hold {} is in a free slot", hold.id()));
+                return Err(InvariantViolation::HoldInFreeSlot { hold: hold.id().into() });
             }
             used += 1;
             memory_bytes += hold.memory_bytes();
             if self.free_partitions.contains(&hold.partition) {
-                return Err(format!("hold {} is in a deleted partition", hold.id()));
+                return Err(InvariantViolation::HoldInDeletedPartition { hold: hold.id().into() });
             }
             let counts = expected
                 .get_mut(hold.partition as usize)
-                .ok_or_else(|| format!("hold {slot} names a missing partition"))?;
+                .ok_or(InvariantViolation::HoldNamesMissingPartition { slot })?;
             if hold.status == HoldStatus::Held {
                 live += 1;
                 if hold.expires_at_ms <= self.clock_ms {
-                    return Err(format!("hold {} is held past its expiry", hold.id()));
+                    return Err(InvariantViolation::HeldPastExpiry { hold: hold.id().into() });
                 }
             }
             for item in hold.items.iter() {
-                let count = counts
-                    .get_mut(item.resource as usize)
-                    .ok_or_else(|| format!("hold {} names a missing resource", hold.id()))?;
+                let count = counts.get_mut(item.resource as usize).ok_or_else(|| {
+                    InvariantViolation::HoldNamesMissingResource { hold: hold.id().into() }
+                })?;
                 let quantity = u64::from(item.quantity);
                 match hold.status {
                     HoldStatus::Held => count.0 += quantity,
@@ -813,16 +867,16 @@ impl Engine {
             }
         }
         if live != self.holds_live {
-            return Err(format!("holds_live {} but {live} holds are held", self.holds_live));
+            return Err(InvariantViolation::HoldsLive { counted: self.holds_live, held: live });
         }
         if used != self.holds_len || self.free_holds.len() + used as usize != self.holds.len() {
-            return Err(format!("holds_len {} but {used} slots are used", self.holds_len));
+            return Err(InvariantViolation::HoldsLen { counted: self.holds_len, used });
         }
         let mut resources = 0u32;
         for (index, (part, counts)) in self.partitions.iter().zip(&expected).enumerate() {
             if self.free_partitions.contains(&(index as u32)) {
                 if !part.resources.is_empty() || part.holds.len() > 0 {
-                    return Err(format!("deleted partition {index} is not empty"));
+                    return Err(InvariantViolation::DeletedPartitionNotEmpty { index });
                 }
                 continue;
             }
@@ -832,30 +886,38 @@ impl Engine {
             for (resource, &(held, confirmed)) in part.resources.iter().zip(counts) {
                 resources += 1;
                 if (resource.held, resource.confirmed) != (held, confirmed) {
-                    return Err(format!(
-                        "resource {}/{}: counters ({}, {}) but holds say ({held}, {confirmed})",
-                        part.name, resource.id, resource.held, resource.confirmed
-                    ));
+                    return Err(InvariantViolation::ResourceCounters {
+                        partition: part.name.clone(),
+                        resource: resource.id.clone(),
+                        counters: (resource.held, resource.confirmed),
+                        holds: (held, confirmed),
+                    });
                 }
                 if held + confirmed > resource.capacity {
-                    return Err(format!("resource {}/{} is oversold", part.name, resource.id));
+                    return Err(InvariantViolation::Oversold {
+                        partition: part.name.clone(),
+                        resource: resource.id.clone(),
+                    });
                 }
             }
         }
         if resources != self.resources_len {
-            return Err(format!("resources_len {} but {resources} exist", self.resources_len));
+            return Err(InvariantViolation::ResourcesLen {
+                counted: self.resources_len,
+                resources,
+            });
         }
         if memory_bytes != self.memory_bytes {
-            return Err(format!(
-                "memory_bytes {} but the records add up to {memory_bytes}",
-                self.memory_bytes
-            ));
+            return Err(InvariantViolation::MemoryBytes {
+                counted: self.memory_bytes,
+                records: memory_bytes,
+            });
         }
         Ok(())
     }
 
     /// Every ended hold waits in the retention queue, which is in time order.
-    fn check_retention(&self) -> Result<(), String> {
+    fn check_retention(&self) -> Result<(), InvariantViolation> {
         let queued: std::collections::HashSet<(u64, u32)> =
             self.retention.iter().copied().collect();
         for (slot, hold) in self.holds.iter().enumerate() {
@@ -863,47 +925,54 @@ impl Engine {
                 && hold.status.has_ended()
                 && !queued.contains(&(hold.ended_at_ms, slot as u32))
             {
-                return Err(format!("ended hold {} is not queued to be forgotten", hold.id()));
+                return Err(InvariantViolation::EndedHoldNotQueued { hold: hold.id().into() });
             }
         }
         let in_order =
             self.retention.iter().zip(self.retention.iter().skip(1)).all(|(a, b)| a.0 <= b.0);
         if !in_order {
-            return Err("the retention queue is out of time order".into());
+            return Err(InvariantViolation::RetentionOutOfOrder);
         }
         Ok(())
     }
 
     /// Every record is found through its partition's index under its own hash, and a hold's
     /// reply items are its items.
-    fn check_indexes(&self) -> Result<(), String> {
+    fn check_indexes(&self) -> Result<(), InvariantViolation> {
         let mut holds_per_partition = vec![0usize; self.partitions.len()];
         for (slot, hold) in self.holds.iter().enumerate().filter(|(_, hold)| hold.is_used()) {
             holds_per_partition[hold.partition as usize] += 1;
             if self.find_hold_in(hold.partition, &self.key(hold.id())) != Some(slot as u32) {
-                return Err(format!("hold {} is not indexed under its id", hold.id()));
+                return Err(InvariantViolation::HoldNotIndexed { hold: hold.id().into() });
             }
         }
         if self.partition_names.len() != self.partitions.len() {
-            return Err("partition names and partitions disagree".into());
+            return Err(InvariantViolation::PartitionNamesDisagree);
         }
         for (index, part) in self.partitions.iter().enumerate() {
             if self.free_partitions.contains(&(index as u32)) {
                 continue;
             }
             if self.find_partition(&part.name) != Some(index as u32) {
-                return Err(format!("partition {} is not indexed", part.name));
+                return Err(InvariantViolation::PartitionNotIndexed {
+                    partition: part.name.clone(),
+                });
             }
         }
         for (part, holds) in self.partitions.iter().zip(holds_per_partition) {
             if part.holds.len() != holds || part.resource_index.len() != part.resources.len() {
-                return Err(format!("partition {} index sizes disagree", part.name));
+                return Err(InvariantViolation::PartitionIndexSizes {
+                    partition: part.name.clone(),
+                });
             }
             for (index, resource) in part.resources.iter().enumerate() {
                 if part.find_resource(&self.key(&resource.id)) != Some(index as u32)
                     || resource.short_id != ShortName::of(&resource.id)
                 {
-                    return Err(format!("resource {}/{} is not indexed", part.name, resource.id));
+                    return Err(InvariantViolation::ResourceNotIndexed {
+                        partition: part.name.clone(),
+                        resource: resource.id.clone(),
+                    });
                 }
             }
         }

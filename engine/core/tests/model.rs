@@ -577,7 +577,7 @@ fn compare_state(
     if all_holds {
         model.check();
     }
-    engine.check_invariants()?;
+    engine.check_invariants().map_err(|violation| violation.to_string())?;
     let stats = engine.stats();
     let holds = model.parts.values().map(|p| p.holds.len()).sum::<usize>();
     let live = model.live_expiries().len();

@@ -25,7 +25,7 @@ use super::log::{
     RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::payload::{decode_command, decode_epoch, decode_settings, decode_tick, PayloadError};
-use bookd_engine::{Engine, EngineLimits};
+use bookd_engine::{Engine, EngineLimits, Refusal, SnapshotError};
 
 /// The file naming the data directory's format and shard count.
 pub const META_FILE: &str = "bookd.meta";
@@ -54,8 +54,37 @@ pub enum DataDirError {
     #[error("log {path}: {source}")]
     Log { path: PathBuf, source: WalError },
     /// A record at the end of the log does not apply (the log and the state machine disagree).
-    #[error("shard {shard}: {reason}")]
-    Replay { shard: usize, reason: String },
+    #[error("shard {shard}: {source}")]
+    Replay { shard: usize, source: ReplayError },
+}
+
+/// Why a log record does not apply to an engine: it does not decode, or the engine refuses it
+/// (the log and the state machine disagree).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// `kind` names the record's kind (`command`, `epoch`, `tick`, `settings`).
+    #[error("{kind} record: {source}")]
+    Undecodable { kind: &'static str, source: PayloadError },
+    #[error("replayed {op} refused ({refusal}): log and state machine disagree")]
+    Refused {
+        op: &'static str,
+        #[source]
+        refusal: Refusal,
+    },
+    #[error(
+        "unknown record kind {kind} (this build reads kinds {RECORD_KIND_COMMAND} to \
+         {RECORD_KIND_SETTINGS})"
+    )]
+    UnknownKind { kind: u8 },
+}
+
+/// Why a shard's snapshot and records do not replay into an engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("record {lsn}: {source}")]
+    Record { lsn: u64, source: RecordError },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// Why a directory of another format cannot be read.
@@ -741,7 +770,7 @@ enum DecodedRecord {
 
 impl EngineReplay {
     /// Applies the oldest decoded record.
-    fn apply_oldest(&mut self) -> Result<(), String> {
+    fn apply_oldest(&mut self) -> Result<(), ReplayError> {
         let Some(decoded) = self.ahead.pop_front() else {
             return Ok(());
         };
@@ -753,25 +782,23 @@ impl EngineReplay {
                 apply_record(&mut self.engine, *kind, decoded.timestamp_ms, payload)
             }
         };
-        applied.map_err(|reason| format!("record {}: {reason}", decoded.lsn))
+        applied.map_err(|source| ReplayError::Record { lsn: decoded.lsn, source })
     }
 
     /// Applies every record still decoded ahead (the end of the log, or a snapshot next).
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), ReplayError> {
         while !self.ahead.is_empty() {
             self.apply_oldest()?;
         }
         Ok(())
     }
-}
 
-impl Replay for EngineReplay {
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+    /// Restores the engine from `snapshot`, once the records decoded before it are applied.
+    fn restore(&mut self, snapshot: &mut SnapshotReader) -> Result<(), ReplayError> {
         self.flush()?;
         let started = Instant::now();
         // Decoded as it streams from the file: only the engine is built in memory.
-        self.engine =
-            Engine::read_snapshot(snapshot, self.limits).map_err(|error| error.to_string())?;
+        self.engine = Engine::read_snapshot(snapshot, self.limits)?;
         tracing::info!(
             shard = self.shard,
             lsn = snapshot.lsn(),
@@ -783,12 +810,15 @@ impl Replay for EngineReplay {
         Ok(())
     }
 
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+    /// Decodes `record` and applies the one decoded [`REPLAY_AHEAD`] records before it.
+    fn decode(&mut self, record: &RecordView<'_>) -> Result<(), ReplayError> {
         self.epoch = self.epoch.max(record.header.epoch);
         let header = &record.header;
         let decoded = if header.kind == RECORD_KIND_COMMAND {
-            let command = decode_command(record.payload)
-                .map_err(|error| format!("record {}: command record: {error}", header.lsn))?;
+            let command = decode_command(record.payload).map_err(|source| ReplayError::Record {
+                lsn: header.lsn,
+                source: RecordError::Undecodable { kind: "command", source },
+            })?;
             self.engine.prefetch_hold(&command);
             DecodedRecord::Command(command)
         } else {
@@ -803,6 +833,17 @@ impl Replay for EngineReplay {
             self.apply_oldest()?;
         }
         Ok(())
+    }
+}
+
+/// Recovery takes a refusal's reason as text (`WalError::ReplayRefused`).
+impl Replay for EngineReplay {
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+        self.restore(snapshot).map_err(|error| error.to_string())
+    }
+
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+        self.decode(record).map_err(|error| error.to_string())
     }
 
     fn progress(&mut self, progress: ReplayProgress) {
@@ -824,10 +865,11 @@ fn apply_command(
     engine: &mut Engine,
     timestamp_ms: u64,
     command: &bookd_engine::Command,
-) -> Result<(), String> {
-    engine.apply_receipt(timestamp_ms, command).map(|_| ()).map_err(|refusal| {
-        format!("replayed {} refused ({refusal}): log and state machine disagree", command.op())
-    })
+) -> Result<(), RecordError> {
+    engine
+        .apply_receipt(timestamp_ms, command)
+        .map(|_| ())
+        .map_err(|refusal| RecordError::Refused { op: command.op(), refusal })
 }
 
 /// Applies one log record to `engine`: it must decode and the engine must accept it again.
@@ -836,9 +878,9 @@ pub fn apply_record(
     kind: u8,
     timestamp_ms: u64,
     payload: &[u8],
-) -> Result<(), String> {
+) -> Result<(), RecordError> {
     let undecodable =
-        |kind: &'static str| move |error: PayloadError| format!("{kind} record: {error}");
+        |kind: &'static str| move |source: PayloadError| RecordError::Undecodable { kind, source };
     match kind {
         RECORD_KIND_COMMAND => {
             let command = decode_command(payload).map_err(undecodable("command"))?;
@@ -861,10 +903,7 @@ pub fn apply_record(
             engine.tick(timestamp_ms);
             Ok(())
         }
-        kind => Err(format!(
-            "unknown record kind {kind} (this build reads kinds {RECORD_KIND_COMMAND} to \
-             {RECORD_KIND_SETTINGS})"
-        )),
+        kind => Err(RecordError::UnknownKind { kind }),
     }
 }
 
@@ -903,7 +942,7 @@ pub fn recover_shard(
     finish_install(&path)?;
     let (wal, report) = Wal::open_dir(&path, options, &mut replay)
         .map_err(|source| DataDirError::Wal { shard: index, source })?;
-    replay.flush().map_err(|reason| DataDirError::Replay { shard: index, reason })?;
+    replay.flush().map_err(|source| DataDirError::Replay { shard: index, source })?;
     tracing::info!(
         shard = index,
         snapshot_lsn = report.snapshot_lsn,
@@ -996,12 +1035,25 @@ mod tests {
             bad[0] = 7;
             let error = apply_record(&mut engine, kind, T0 + 40, &bad).unwrap_err();
             assert!(
-                error.contains("record payload version 7 is not one this build reads (1)"),
+                matches!(
+                    error,
+                    RecordError::Undecodable {
+                        source: PayloadError::UnknownVersion { found: 7 },
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .contains("record payload version 7 is not one this build reads (1)"),
                 "{error}"
             );
         }
         let error = apply_record(&mut engine, 9, T0 + 40, &payload).unwrap_err();
-        assert!(error.contains("unknown record kind 9"), "{error}");
+        assert_eq!(error, RecordError::UnknownKind { kind: 9 });
+        assert!(error.to_string().contains("unknown record kind 9"), "{error}");
         assert_eq!(engine.image(), before, "a record that does not decode changes nothing");
     }
 

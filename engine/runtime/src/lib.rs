@@ -37,8 +37,8 @@ use tokio::sync::oneshot;
 
 use bookd_engine::{Op, OpResult};
 pub use durable::{
-    apply_record, read_shard_count, recover_shard, shard_path, DataDir, DataDirError,
-    RecoveredShard, WalLog, META_FILE,
+    apply_record, read_shard_count, recover_shard, shard_path, DataDir, DataDirError, RecordError,
+    RecoveredShard, ReplayError, WalLog, META_FILE,
 };
 pub use log::{
     InstallSink, LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, SnapshotGate,
@@ -155,6 +155,28 @@ impl Default for RuntimeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("shard queue is full")]
 pub struct Overloaded;
+
+/// Why a shard did not do what a control request ([`Runtime::promote`],
+/// [`Runtime::checkpoint`], [`Runtime::read_raw`], [`Runtime::latest_snapshot`]) asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing changed: the node is already at `current` or above.
+    #[error("promotion needs an epoch above {current}, not {epoch}")]
+    EpochNotAbove { current: u64, epoch: u64 },
+    /// The shard's thread is gone.
+    #[error("shard stopped")]
+    Stopped,
+    /// The shard's log failed earlier: it answers no request (the node stops).
+    #[error("the shard's write-ahead log failed")]
+    LogFailed,
+    /// The log could not be read.
+    #[error(transparent)]
+    Log(Arc<LogError>),
+    /// The checkpoint's snapshot was not written; the log is intact. Shared by every
+    /// checkpoint that waited for it.
+    #[error("snapshot failed: {0}")]
+    Snapshot(#[source] Arc<LogError>),
+}
 
 /// The running shards.
 pub struct Runtime {
@@ -276,10 +298,10 @@ impl Runtime {
     /// Promotion: raises the epoch to `epoch`, writes an epoch record in every shard's log and
     /// makes it durable, then accepts commands. The caller persists the epoch first
     /// ([`DataDir::set_epoch`]). Returns each shard's position of its epoch record.
-    pub async fn promote(&self, epoch: u64) -> Result<Vec<u64>, String> {
+    pub async fn promote(&self, epoch: u64) -> Result<Vec<u64>, ControlError> {
         let current = self.epoch();
         if epoch <= current {
-            return Err(format!("promotion needs an epoch above {current}, not {epoch}"));
+            return Err(ControlError::EpochNotAbove { current, epoch });
         }
         self.epoch.fetch_max(epoch, Ordering::AcqRel);
         let mut positions = Vec::with_capacity(self.shards());
@@ -312,13 +334,16 @@ impl Runtime {
         shard: usize,
         from_lsn: u64,
         max_bytes: usize,
-    ) -> Result<RawRead, String> {
+    ) -> Result<RawRead, ControlError> {
         self.ask(shard, |reply| Message::ReadRaw { from_lsn, max_bytes, reply }).await
     }
 
     /// The newest snapshot of `shard`, opened as a stream of its whole file (read it off the
     /// async runtime: it is a file).
-    pub async fn latest_snapshot(&self, shard: usize) -> Result<Option<SnapshotSource>, String> {
+    pub async fn latest_snapshot(
+        &self,
+        shard: usize,
+    ) -> Result<Option<SnapshotSource>, ControlError> {
         self.ask(shard, |reply| Message::LatestSnapshot { reply }).await
     }
 
@@ -371,11 +396,11 @@ impl Runtime {
     async fn ask<T>(
         &self,
         shard: usize,
-        message: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Message,
-    ) -> Result<T, String> {
+        message: impl FnOnce(shard::Reply<T>) -> Message,
+    ) -> Result<T, ControlError> {
         let (reply, receiver) = oneshot::channel();
-        self.inboxes[shard].send(message(reply)).map_err(|_| "shard stopped".to_string())?;
-        receiver.await.map_err(|_| "shard stopped".to_string())?
+        self.inboxes[shard].send(message(reply)).map_err(|_| ControlError::Stopped)?;
+        receiver.await.map_err(|_| ControlError::Stopped)?
     }
 
     /// Sends `ops` (all for `shard`) and returns where their results will arrive.
@@ -439,7 +464,7 @@ impl Runtime {
     }
 
     /// Snapshots every shard; returns each shard's snapshot position once all are durable.
-    pub async fn checkpoint(&self) -> Result<Vec<u64>, String> {
+    pub async fn checkpoint(&self) -> Result<Vec<u64>, ControlError> {
         let mut positions = Vec::with_capacity(self.shards());
         for shard in 0..self.shards() {
             positions.push(self.ask(shard, |reply| Message::Checkpoint { reply }).await?);

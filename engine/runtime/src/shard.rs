@@ -39,13 +39,13 @@ use super::snapshotter::{
     SNAPSHOT_RETRY_INTERVAL,
 };
 use super::standby::{InstallError, ReplicateError, SnapshotInstall, StagedSnapshot};
-use super::{Clock, FatalHook, ShardStatus};
+use super::{Clock, ControlError, FatalHook, ShardStatus};
 use bookd_engine::Engine;
 use bookd_engine::{Command, PREFETCH_AHEAD};
 use bookd_engine::{Op, OpResult};
 use bookd_engine::{Refusal, StorageFullReason};
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, String>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
 /// The largest payload of a command record (a hold of 64 items with 64-byte names and a
 /// 256-byte ref is about 5 KiB): a command is refused for a full disk unless this much fits.
@@ -641,11 +641,12 @@ impl Shard {
             }
             Message::Replicate { records, reply } => self.replicate(records.as_slice(), reply)?,
             Message::ReadRaw { from_lsn, max_bytes, reply } => {
-                let _ =
-                    reply.send(self.log.read_raw(from_lsn, max_bytes).map_err(|e| e.to_string()));
+                let read = self.log.read_raw(from_lsn, max_bytes);
+                let _ = reply.send(read.map_err(|error| ControlError::Log(Arc::new(error))));
             }
             Message::LatestSnapshot { reply } => {
-                let _ = reply.send(self.log.latest_snapshot().map_err(|e| e.to_string()));
+                let latest = self.log.latest_snapshot();
+                let _ = reply.send(latest.map_err(|error| ControlError::Log(Arc::new(error))));
             }
             Message::BeginInstall { lsn, total_bytes, reply } => {
                 let _ = reply.send(self.begin_install(lsn, total_bytes));
@@ -931,8 +932,9 @@ impl Shard {
         tracing::error!(shard = self.index, lsn, %error, "snapshot failed");
         self.metrics.snapshots_failed.fetch_add(1, Ordering::Relaxed);
         self.snapshots.retry_after = Some(Instant::now() + SNAPSHOT_RETRY_INTERVAL);
+        let error = Arc::new(error);
         for (_, reply) in std::mem::take(&mut self.snapshots.checkpoints) {
-            let _ = reply.send(Err(format!("snapshot failed: {error}")));
+            let _ = reply.send(Err(ControlError::Snapshot(error.clone())));
         }
         Ok(())
     }
@@ -1026,12 +1028,12 @@ fn record_room_bytes(command: &Command, payload_max_bytes: usize) -> usize {
 }
 
 /// The answer to a control message sent to a shard whose log failed.
-fn failed<T>() -> Result<T, String> {
-    Err(failed_reason())
+fn failed<T>() -> Result<T, ControlError> {
+    Err(ControlError::LogFailed)
 }
 
 fn failed_reason() -> String {
-    "the shard's write-ahead log failed".to_string()
+    ControlError::LogFailed.to_string()
 }
 
 fn finish(replies: Replies) {

@@ -224,7 +224,7 @@ fn a_payload_of_version_2_is_refused_naming_the_version() {
     let mut engine = Engine::default();
     let payload = hex("02 01 01 70 01 72 0100000000000000");
     let error = apply_record(&mut engine, RECORD_KIND_COMMAND, 1, &payload).unwrap_err();
-    assert!(error.contains(message), "{error}");
+    assert!(error.to_string().contains(message), "{error}");
     assert_eq!(engine.stats().resources, 0);
 }
 

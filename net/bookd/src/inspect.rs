@@ -30,12 +30,9 @@ impl Replay for Check {
     }
 
     fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
-        apply_record(
-            &mut self.engine,
-            record.header.kind,
-            record.header.timestamp_ms,
-            record.payload,
-        )
+        let header = &record.header;
+        apply_record(&mut self.engine, header.kind, header.timestamp_ms, record.payload)
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bookd_bench::bookd::{connect, BookdDriver, EmbeddedNode};
-use bookd_bench::load::{self, Answer, Driver, RunConfig};
+use bookd_bench::load::{self, Answer, BenchError, Driver, RunConfig};
 use bookd_bench::Workload;
 use bookd_engine::Op;
 use bookd_engine::{Command, PutResource};
@@ -152,7 +152,7 @@ impl Driver for Tracking {
         answers
     }
 
-    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), String> {
+    async fn setup_batch(&self, commands: Vec<Command>) -> Result<(), BenchError> {
         self.inner.setup_batch(commands).await
     }
 
@@ -173,8 +173,8 @@ async fn run_and_check(workload: Workload, batched: bool) {
         batched,
     };
     if workload == Workload::FlashSale {
-        assert_eq!(load::setup(&driver, workload).await, Ok(1));
-        assert_eq!(load::setup(&driver, workload).await, Ok(0), "setup is skipped once done");
+        assert_eq!(load::setup(&driver, workload).await.unwrap(), 1);
+        assert_eq!(load::setup(&driver, workload).await.unwrap(), 0, "setup is skipped once done");
     }
     let config = RunConfig {
         duration: Duration::from_secs(1),

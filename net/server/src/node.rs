@@ -198,8 +198,7 @@ impl Node {
     /// The node's replication: a primary, or a standby of `config.primary`.
     fn replicated_node(&self) -> Replication {
         let data_dir = self.data_dir.clone();
-        let persist: EpochStore =
-            Arc::new(move |epoch| data_dir.set_epoch(epoch).map_err(|error| error.to_string()));
+        let persist: EpochStore = Arc::new(move |epoch| data_dir.set_epoch(epoch));
         let runtime = self.runtime.clone();
         let sync_standbys = self.config.sync_standbys;
         let node = match (&self.config.role, &self.config.primary) {

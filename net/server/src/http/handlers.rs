@@ -395,9 +395,7 @@ async fn promote(app: &HttpApp) -> HttpResponse {
             bytes_response(StatusCode::OK, JSON, json::encode(&body, 64))
         }
         Err(PromoteError::AlreadyPrimary) => error_response(&ApiError::already_primary()),
-        Err(PromoteError::Failed(reason)) => {
-            error_response(&ApiError::unavailable(format!("promotion failed: {reason}")))
-        }
+        Err(error) => error_response(&ApiError::unavailable(format!("promotion failed: {error}"))),
     }
 }
 
