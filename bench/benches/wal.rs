@@ -26,10 +26,10 @@ const LATENCY_SAMPLES: usize = 2_000;
 struct Nothing;
 
 impl Replay for Nothing {
-    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
+    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
         Ok(())
     }
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
         std::hint::black_box(record.payload);
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! breaks the LSN order.
 
 use crate::record::{self, Lsn, RecordView};
-use crate::recovery::Replay;
+use crate::recovery::{Replay, ReplayRefusal};
 use crate::segment::{decode_header, segment_name};
 use crate::snapshot::{snapshot_name, SnapshotReader};
 use crate::storage::{Area, MemoryStorage};
@@ -72,13 +72,13 @@ struct Checker {
 }
 
 impl Replay for Checker {
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
-        let bytes = snapshot.read_to_vec().map_err(|e| e.to_string())?;
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), ReplayRefusal> {
+        let bytes = snapshot.read_to_vec()?;
         assert_eq!(bytes.len() as u64, snapshot.size_bytes(), "snapshot read short");
         self.last = Some(snapshot.lsn());
         Ok(())
     }
-    fn record(&mut self, view: &RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, view: &RecordView<'_>) -> Result<(), ReplayRefusal> {
         check_record(view);
         if let Some(last) = self.last {
             assert_eq!(view.lsn(), last + 1, "replay out of order");

@@ -42,7 +42,7 @@ pub mod writer;
 pub use error::WalError;
 pub use inspect::{dump, dump_dir, verify, verify_dir, VerifyReport};
 pub use record::{Lsn, RecordHeader, RecordView};
-pub use recovery::{Replay, ReplayProgress};
+pub use recovery::{Replay, ReplayProgress, ReplayRefusal};
 pub use snapshot::{Snapshot, SnapshotDone, SnapshotReader, SnapshotWriter};
 pub use storage::{
     Area, CrashStorage, CrashTail, FileReader, FileSink, MemoryStorage, MmapStorage, SegmentFile,

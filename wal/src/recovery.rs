@@ -605,15 +605,18 @@ pub struct ReplayProgress {
 
 /// What recovery hands the node: the snapshot, then every record after it in order.
 /// A refusal (e.g. bytes that do not decode) stops recovery with `WalError::ReplayRefused`.
+/// Why a [`Replay`] refused a snapshot or a record: the consumer's own error, whatever its type.
+pub type ReplayRefusal = Box<dyn std::error::Error + Send + Sync>;
+
 pub trait Replay {
     /// Called before any record with the snapshot recovery starts from (if any): its header
     /// is sound; its payload is read from `snapshot` (`std::io::Read`, with `lsn()` and
     /// `size_bytes()`), to its end, and a read error is a refusal to return: the read reaching
     /// the end of a damaged payload fails. A refusal must leave the replay's state as it was:
     /// recovery may then call this again with an older snapshot, or start from the empty state.
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String>;
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), ReplayRefusal>;
     /// Called for every record after the snapshot's LSN, in LSN order.
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String>;
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), ReplayRefusal>;
     /// Progress, for long logs.
     fn progress(&mut self, progress: ReplayProgress) {
         let _ = progress;
@@ -647,7 +650,7 @@ fn replay_snapshot<S: Storage, F>(
             lsn: info.lsn(),
             path: info.path.clone(),
             offset: 0,
-            reason,
+            reason: reason.to_string(),
         }),
         // The consumer stopped before the end and kept what it read: nothing can undo that.
         (Ok(()), Some(damage)) => Err(WalError::corrupt(
@@ -696,7 +699,7 @@ pub fn replay<S: Storage, F: SegmentFile>(
                     lsn: view.lsn(),
                     path: segment.path.clone(),
                     offset: offset as u64,
-                    reason,
+                    reason: reason.to_string(),
                 })?;
                 lsn = view.lsn();
                 replayed += 1;

@@ -141,13 +141,13 @@ impl Kv {
 }
 
 impl Replay for Kv {
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
         let bytes = snapshot.read_to_vec().map_err(|e| e.to_string())?;
         self.map = bytes.chunks(2).map(|c| (c[0], c[1])).collect();
         self.lsn = snapshot.lsn();
         Ok(())
     }
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
         if record.payload.len() != 3 {
             return Err("bad payload".into());
         }
@@ -249,10 +249,10 @@ fn interval_policy_syncs_when_due_and_sync_forces() {
 fn replay_refusal_names_the_record() {
     struct Refuse;
     impl Replay for Refuse {
-        fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
+        fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
             Ok(())
         }
-        fn record(&mut self, r: &RecordView<'_>) -> Result<(), String> {
+        fn record(&mut self, r: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
             if r.lsn() == 7 {
                 Err("does not decode".into())
             } else {

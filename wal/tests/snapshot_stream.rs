@@ -320,7 +320,10 @@ struct Prefix {
 }
 
 impl bookd_wal::Replay for Prefix {
-    fn snapshot(&mut self, snapshot: &mut bookd_wal::SnapshotReader) -> Result<(), String> {
+    fn snapshot(
+        &mut self,
+        snapshot: &mut bookd_wal::SnapshotReader,
+    ) -> Result<(), bookd_wal::ReplayRefusal> {
         let mut head = vec![0u8; self.prefix];
         snapshot.read_exact(&mut head).map_err(|e| e.to_string())?;
         if self.refusals > 0 {
@@ -330,7 +333,7 @@ impl bookd_wal::Replay for Prefix {
         self.restored = Some(snapshot.lsn());
         Ok(())
     }
-    fn record(&mut self, _: &bookd_wal::RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, _: &bookd_wal::RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
         Ok(())
     }
 }

@@ -726,11 +726,11 @@ fn finish_install(path: &Path) -> Result<(), DataDirError> {
 struct NoReplay;
 
 impl Replay for NoReplay {
-    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), String> {
+    fn snapshot(&mut self, _: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
         Ok(())
     }
 
-    fn record(&mut self, _: &RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, _: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
         Ok(())
     }
 }
@@ -838,12 +838,12 @@ impl EngineReplay {
 
 /// Recovery takes a refusal's reason as text (`WalError::ReplayRefused`).
 impl Replay for EngineReplay {
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
-        self.restore(snapshot).map_err(|error| error.to_string())
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
+        Ok(self.restore(snapshot)?)
     }
 
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
-        self.decode(record).map_err(|error| error.to_string())
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
+        Ok(self.decode(record)?)
     }
 
     fn progress(&mut self, progress: ReplayProgress) {

@@ -334,10 +334,16 @@ fn assert_fixture_state(engine: &Engine) {
 fn write_fixture(target: &Path) {
     struct Nothing;
     impl bookd_wal::Replay for Nothing {
-        fn snapshot(&mut self, _: &mut bookd_wal::SnapshotReader) -> Result<(), String> {
+        fn snapshot(
+            &mut self,
+            _: &mut bookd_wal::SnapshotReader,
+        ) -> Result<(), bookd_wal::ReplayRefusal> {
             Ok(())
         }
-        fn record(&mut self, _: &bookd_wal::RecordView<'_>) -> Result<(), String> {
+        fn record(
+            &mut self,
+            _: &bookd_wal::RecordView<'_>,
+        ) -> Result<(), bookd_wal::ReplayRefusal> {
             Ok(())
         }
     }

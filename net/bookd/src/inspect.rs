@@ -22,17 +22,15 @@ struct Check {
 }
 
 impl Replay for Check {
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
-        let bytes = snapshot.read_to_vec().map_err(|error| error.to_string())?;
-        self.engine = Engine::from_snapshot_bytes(&bytes, EngineLimits::default())
-            .map_err(|error| error.to_string())?;
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
+        let bytes = snapshot.read_to_vec()?;
+        self.engine = Engine::from_snapshot_bytes(&bytes, EngineLimits::default())?;
         Ok(())
     }
 
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
         let header = &record.header;
-        apply_record(&mut self.engine, header.kind, header.timestamp_ms, record.payload)
-            .map_err(|error| error.to_string())
+        Ok(apply_record(&mut self.engine, header.kind, header.timestamp_ms, record.payload)?)
     }
 }
 

@@ -16,12 +16,12 @@ pub struct Collect {
 }
 
 impl Replay for Collect {
-    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), String> {
+    fn snapshot(&mut self, snapshot: &mut SnapshotReader) -> Result<(), bookd_wal::ReplayRefusal> {
         let bytes = snapshot.read_to_vec().map_err(|e| e.to_string())?;
         self.snapshot = Some(Snapshot { lsn: snapshot.lsn(), bytes });
         Ok(())
     }
-    fn record(&mut self, record: &RecordView<'_>) -> Result<(), String> {
+    fn record(&mut self, record: &RecordView<'_>) -> Result<(), bookd_wal::ReplayRefusal> {
         self.records.push((record.header, record.payload.to_vec()));
         Ok(())
     }
