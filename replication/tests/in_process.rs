@@ -17,9 +17,9 @@ use bookd_engine::{Command, EngineLimits, Hold, Item, Op, OpResult, PutResource,
 use bookd_replication::{
     Connector, FollowEnd, MemoryTransport, ReplicatedNode, Role, Transport, TransportError,
 };
+use bookd_runtime::testing::TestLog;
 use bookd_runtime::{
-    recover_shard, DataDir, InstallSink, LogError, RawRead, RawRecord, Runtime, RuntimeConfig,
-    ShardConfig, ShardLog, SnapshotSink, SnapshotSource, SnapshotWritten, Staged,
+    recover_shard, DataDir, RawRead, Runtime, RuntimeConfig, ShardConfig, ShardLog,
 };
 use bookd_testkit::SplitMix64;
 use tokio::sync::watch;
@@ -101,7 +101,7 @@ fn open(path: &Path, options: Options, stop: &watch::Receiver<bool>) -> TestNode
         let recovered = recover_shard(&dir, index, wal, EngineLimits::default()).unwrap();
         epoch = epoch.max(recovered.epoch);
         let log: Box<dyn ShardLog> = match &options.full {
-            Some(full) => Box::new(FullDisk { log: recovered.log, full: full.clone() }),
+            Some(full) => Box::new(TestLog::new(recovered.log).with_standby_full(full.clone())),
             None => Box::new(recovered.log),
         };
         shards.push((recovered.engine, log));
@@ -163,96 +163,6 @@ impl Connector for ScriptedConnector {
 
     fn describe(&self) -> String {
         "scripted".into()
-    }
-}
-
-/// A shard log whose disk is full while `full` is set: it refuses a primary's records and
-/// snapshots for space, as a real log does (`NoSpace`, nothing taken); all else passes through.
-struct FullDisk<L> {
-    log: L,
-    full: Arc<AtomicBool>,
-}
-
-impl<L: ShardLog> FullDisk<L> {
-    fn refuse(&self) -> Result<(), LogError> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(LogError::NoSpace("the test's disk is full".into()));
-        }
-        Ok(())
-    }
-}
-
-impl<L: ShardLog> ShardLog for FullDisk<L> {
-    fn append(&mut self, kind: u8, epoch: u64, at: u64, payload: &[u8]) -> Result<u64, LogError> {
-        self.log.append(kind, epoch, at, payload)
-    }
-    fn commit(&mut self) -> Result<u64, LogError> {
-        self.log.commit()
-    }
-    fn sync(&mut self) -> Result<u64, LogError> {
-        self.log.sync()
-    }
-    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
-        self.log.write_out()
-    }
-    fn mark_durable(&mut self, lsn: u64) {
-        self.log.mark_durable(lsn)
-    }
-    fn poison_with(&mut self, error: std::io::Error) -> LogError {
-        self.log.poison_with(error)
-    }
-    fn has_room(&mut self, payload_bytes: usize) -> bool {
-        self.log.has_room(payload_bytes)
-    }
-    fn payload_size_max_bytes(&self) -> usize {
-        self.log.payload_size_max_bytes()
-    }
-    fn last_lsn(&self) -> u64 {
-        self.log.last_lsn()
-    }
-    fn durable_lsn(&self) -> u64 {
-        self.log.durable_lsn()
-    }
-    fn bytes_since_snapshot(&self) -> u64 {
-        self.log.bytes_since_snapshot()
-    }
-    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
-        self.log.write_snapshot(lsn, state)
-    }
-    fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
-        self.log.begin_snapshot(lsn)
-    }
-    fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
-        self.log.snapshot_written(written)
-    }
-    fn snapshot_failed(&mut self, error: LogError) -> (LogError, bool) {
-        self.log.snapshot_failed(error)
-    }
-    fn newest_snapshot_lsn(&self) -> Option<u64> {
-        self.log.newest_snapshot_lsn()
-    }
-    fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {
-        self.refuse()?;
-        self.log.append_raw(records)
-    }
-    fn decode_raw<'a>(&self, records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
-        self.log.decode_raw(records)
-    }
-    fn read_raw(&mut self, from_lsn: u64, max_bytes: usize) -> Result<RawRead, LogError> {
-        self.log.read_raw(from_lsn, max_bytes)
-    }
-    fn latest_snapshot(&mut self) -> Result<Option<SnapshotSource>, LogError> {
-        self.log.latest_snapshot()
-    }
-    fn set_retain_from_lsn(&mut self, lsn: u64) -> Result<(), LogError> {
-        self.log.set_retain_from_lsn(lsn)
-    }
-    fn begin_install(&mut self, lsn: u64, bytes: u64) -> Result<Box<dyn InstallSink>, LogError> {
-        self.refuse()?;
-        self.log.begin_install(lsn, bytes)
-    }
-    fn install_staged(&mut self, staged: Staged) -> Result<(), LogError> {
-        self.log.install_staged(staged)
     }
 }
 

@@ -24,6 +24,8 @@ mod payload;
 mod shard;
 mod snapshotter;
 mod standby;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub use snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT;
 pub use standby::{InstallError, ReplicateError, SnapshotInstall, StagedSnapshot};
 

@@ -5,69 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookd_engine::{
     Command, Confirm, Engine, Hold, HoldStatus, Item, Op, OpResult, Outcome, PutResource,
 };
-use bookd_runtime::{shard_of, LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
+use bookd_runtime::testing::{Gate, TestLog};
+use bookd_runtime::{shard_of, MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use bookd_testkit::block_on;
-
-/// A MemoryLog the test can still look at while the shard owns it.
-#[derive(Clone, Default)]
-struct SharedLog {
-    inner: Arc<Mutex<MemoryLog>>,
-    /// When set, commit waits on this barrier twice (entered, released).
-    gate: Option<Arc<Barrier>>,
-    /// When set, commits are pipelined the way the real log's are (`write_out` hands the shard a
-    /// sync handle for its syncer thread), over a file whose `fdatasync` fails: `/dev/null`.
-    failing_sync: bool,
-}
-
-impl ShardLog for SharedLog {
-    fn append(
-        &mut self,
-        kind: u8,
-        epoch: u64,
-        timestamp_ms: u64,
-        payload: &[u8],
-    ) -> Result<u64, LogError> {
-        self.inner.lock().unwrap().append(kind, epoch, timestamp_ms, payload)
-    }
-    fn commit(&mut self) -> Result<u64, LogError> {
-        if let Some(gate) = &self.gate {
-            gate.wait();
-            gate.wait();
-        }
-        self.inner.lock().unwrap().commit()
-    }
-    fn sync(&mut self) -> Result<u64, LogError> {
-        self.inner.lock().unwrap().sync()
-    }
-    fn write_out(&mut self) -> Result<(u64, Option<bookd_wal::SyncHandle>), LogError> {
-        if !self.failing_sync {
-            return self.commit().map(|durable| (durable, None));
-        }
-        let file = std::fs::File::open("/dev/null").unwrap();
-        Ok((self.last_lsn(), Some(bookd_wal::SyncHandle::new(file))))
-    }
-    fn mark_durable(&mut self, _lsn: u64) {
-        assert!(!self.failing_sync, "a failed sync must never mark anything durable");
-    }
-    fn last_lsn(&self) -> u64 {
-        self.inner.lock().unwrap().last_lsn()
-    }
-    fn durable_lsn(&self) -> u64 {
-        self.inner.lock().unwrap().durable_lsn()
-    }
-    fn bytes_since_snapshot(&self) -> u64 {
-        self.inner.lock().unwrap().bytes_since_snapshot()
-    }
-    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
-        self.inner.lock().unwrap().write_snapshot(lsn, state)
-    }
-}
 
 fn fake_clock(start_ms: u64) -> (Arc<AtomicU64>, bookd_runtime::Clock) {
     let now = Arc::new(AtomicU64::new(start_ms));
@@ -75,8 +21,8 @@ fn fake_clock(start_ms: u64) -> (Arc<AtomicU64>, bookd_runtime::Clock) {
     (now, Arc::new(move || clock_now.load(Ordering::SeqCst)))
 }
 
-fn start(shards: usize, config: RuntimeConfig) -> (Runtime, Vec<SharedLog>) {
-    let logs: Vec<SharedLog> = (0..shards).map(|_| SharedLog::default()).collect();
+fn start(shards: usize, config: RuntimeConfig) -> (Runtime, Vec<TestLog>) {
+    let logs: Vec<TestLog> = (0..shards).map(|_| TestLog::default()).collect();
     let runtime = Runtime::start(
         config,
         logs.iter()
@@ -141,7 +87,7 @@ fn commands_apply_in_order_and_only_successes_are_logged() {
         OpResult::Resource(Ok(resource)) => assert_eq!((resource.held, resource.confirmed), (0, 2)),
         other => panic!("{other:?}"),
     }
-    let log = logs[0].inner.lock().unwrap();
+    let log = logs[0].log();
     assert_eq!(log.records.len(), 3, "put, hold a and confirm a are logged; the refusal is not");
     assert_eq!(log.durable_lsn, 3, "replies are sent only after the commit");
     let decoded: Vec<Command> = log
@@ -168,7 +114,7 @@ fn replaying_the_log_rebuilds_the_same_state() {
     runtime.execute_blocking(ops);
     let live = runtime.execute_blocking(vec![get("p", "r")]);
     runtime.shutdown();
-    let log = logs[0].inner.lock().unwrap();
+    let log = logs[0].log();
     let mut replayed = Engine::default();
     for record in &log.records {
         let command = bookd_runtime::decode_command(&record.payload).unwrap();
@@ -184,8 +130,9 @@ fn replaying_the_log_rebuilds_the_same_state() {
 
 #[test]
 fn a_full_queue_answers_overloaded_and_recovers() {
-    let gate = Arc::new(Barrier::new(2));
-    let log = SharedLog { gate: Some(gate.clone()), ..SharedLog::default() };
+    let gate = Arc::new(Gate::default());
+    gate.close();
+    let log = TestLog::default().with_gate(gate.clone());
     let config = RuntimeConfig { queue_messages_max: 2, ..RuntimeConfig::default() };
     let runtime = Arc::new(
         Runtime::start(config, vec![(Engine::default(), Box::new(log) as Box<dyn ShardLog>)])
@@ -193,10 +140,10 @@ fn a_full_queue_answers_overloaded_and_recovers() {
     );
     // The first command's commit blocks at the gate, so the shard stops draining its queue.
     let first = runtime.submit(0, vec![put("p", "r", 1)]).unwrap();
-    gate.wait();
+    eventually("the first commit to wait at the gate", || gate.waiting() == 1);
     let queued: Vec<_> = (0..2).map(|_| runtime.submit(0, vec![get("p", "r")]).unwrap()).collect();
     assert!(runtime.submit(0, vec![get("p", "r")]).is_err(), "a full queue refuses");
-    gate.wait();
+    gate.open();
     assert!(matches!(first.blocking_recv().unwrap()[0], OpResult::Command(Ok(_))));
     for receiver in queued {
         assert!(matches!(receiver.blocking_recv().unwrap()[0], OpResult::Resource(Ok(_))));
@@ -207,8 +154,7 @@ fn a_full_queue_answers_overloaded_and_recovers() {
 
 #[test]
 fn a_failed_commit_is_fatal_and_acknowledges_nothing() {
-    let log = SharedLog::default();
-    log.inner.lock().unwrap().fail_commit_after = Some(1);
+    let log = TestLog::new(MemoryLog { fail_commit_after: Some(1), ..MemoryLog::default() });
     let fatal = Arc::new(AtomicBool::new(false));
     let fatal_seen = fatal.clone();
     let config = RuntimeConfig {
@@ -268,7 +214,7 @@ fn a_batch_over_many_partitions_uses_every_shard_and_keeps_order() {
     for (shard, log) in logs.iter().enumerate() {
         let expected = partitions.iter().filter(|p| shard_of(p, 4) == shard).count();
         assert!(expected > 0);
-        assert_eq!(log.inner.lock().unwrap().records.len(), expected, "shard {shard}");
+        assert_eq!(log.log().records.len(), expected, "shard {shard}");
     }
     runtime.shutdown();
 }
@@ -280,7 +226,7 @@ fn checkpoint_writes_a_snapshot_of_every_shard() {
     let positions = block_on(runtime.checkpoint()).unwrap();
     assert_eq!(positions.len(), 2);
     for (log, position) in logs.iter().zip(positions) {
-        let log = log.inner.lock().unwrap();
+        let log = log.log();
         let (lsn, bytes) = log.snapshots.last().unwrap();
         assert_eq!(*lsn, position);
         let engine = Engine::from_snapshot_bytes(bytes, Default::default()).unwrap();
@@ -299,7 +245,7 @@ fn a_failed_background_sync_is_fatal_and_acknowledges_nothing() {
         fatal: Arc::new(move |_| fatal_seen.store(true, Ordering::SeqCst)),
         ..RuntimeConfig::default()
     };
-    let log = SharedLog { failing_sync: true, ..SharedLog::default() };
+    let log = TestLog::default().with_failing_sync();
     let runtime =
         Runtime::start(config, vec![(Engine::default(), Box::new(log) as Box<dyn ShardLog>)])
             .unwrap();

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod runtime_support;
@@ -16,59 +16,14 @@ use bookd_engine::{
     Command, Confirm, Engine, Hold, HoldStatus, Item, Op, OpResult, PutResource, Refusal, Release,
     StorageFullReason,
 };
+use bookd_runtime::testing::TestLog;
 use bookd_runtime::{
-    apply_record, LogError, MemoryLog, Runtime, RuntimeConfig, ShardConfig, ShardLog, SnapshotGate,
-    SnapshotSink, SnapshotWritten, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    apply_record, MemoryLog, Runtime, RuntimeConfig, ShardConfig, ShardLog, SnapshotGate,
+    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use bookd_testkit::block_on;
 
 const T0: u64 = 1_800_000_000_000;
-
-/// A MemoryLog the test can still look at while the shard owns it.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<MemoryLog>>);
-
-impl Shared {
-    fn log(&self) -> std::sync::MutexGuard<'_, MemoryLog> {
-        self.0.lock().unwrap()
-    }
-}
-
-impl ShardLog for Shared {
-    fn append(&mut self, kind: u8, epoch: u64, at: u64, payload: &[u8]) -> Result<u64, LogError> {
-        self.log().append(kind, epoch, at, payload)
-    }
-    fn commit(&mut self) -> Result<u64, LogError> {
-        self.log().commit()
-    }
-    fn sync(&mut self) -> Result<u64, LogError> {
-        self.log().sync()
-    }
-    fn last_lsn(&self) -> u64 {
-        self.log().last_lsn()
-    }
-    fn durable_lsn(&self) -> u64 {
-        self.log().durable_lsn()
-    }
-    fn bytes_since_snapshot(&self) -> u64 {
-        self.log().bytes_since_snapshot()
-    }
-    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
-        self.log().write_snapshot(lsn, state)
-    }
-    fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
-        self.log().begin_snapshot(lsn)
-    }
-    fn snapshot_written(&mut self, written: SnapshotWritten) -> Result<(), LogError> {
-        self.log().snapshot_written(written)
-    }
-    fn newest_snapshot_lsn(&self) -> Option<u64> {
-        self.log().newest_snapshot_lsn()
-    }
-    fn has_room(&mut self, payload_bytes: usize) -> bool {
-        self.log().has_room(payload_bytes)
-    }
-}
 
 /// A clock the test sets.
 fn clock(time: &Arc<AtomicU64>) -> bookd_runtime::Clock {
@@ -76,7 +31,7 @@ fn clock(time: &Arc<AtomicU64>) -> bookd_runtime::Clock {
     Arc::new(move || time.load(Ordering::SeqCst))
 }
 
-fn start(log: &Shared, time: &Arc<AtomicU64>, shard: ShardConfig) -> Runtime {
+fn start(log: &TestLog, time: &Arc<AtomicU64>, shard: ShardConfig) -> Runtime {
     let config = RuntimeConfig { shard, clock: clock(time), ..RuntimeConfig::default() };
     let parts = vec![(Engine::default(), Box::new(log.clone()) as Box<dyn ShardLog>)];
     Runtime::start(config, parts).unwrap()
@@ -136,7 +91,7 @@ fn replay(log: &MemoryLog) -> Engine {
 
 #[test]
 fn a_slow_snapshot_never_holds_replies_back_and_captures_its_own_position() {
-    let log = Shared::default();
+    let log = TestLog::default();
     let gate = Arc::new(SnapshotGate::default());
     log.log().snapshot_gate = Some(gate.clone());
     let time = Arc::new(AtomicU64::new(T0));
@@ -172,7 +127,7 @@ fn a_slow_snapshot_never_holds_replies_back_and_captures_its_own_position() {
 
 #[test]
 fn a_repeated_checkpoint_with_nothing_new_answers_at_once_with_the_same_position() {
-    let log = Shared::default();
+    let log = TestLog::default();
     let time = Arc::new(AtomicU64::new(T0));
     let runtime = start(&log, &time, RuntimeConfig::default().shard);
     runtime.execute_blocking(vec![put("r", 5)]);
@@ -189,7 +144,7 @@ fn a_repeated_checkpoint_with_nothing_new_answers_at_once_with_the_same_position
 
 #[test]
 fn snapshots_follow_the_log_once_it_outgrows_the_state() {
-    let log = Shared::default();
+    let log = TestLog::default();
     let time = Arc::new(AtomicU64::new(T0));
     let shard = ShardConfig { snapshot_log_bytes: 4 * 1024, ..RuntimeConfig::default().shard };
     let runtime = start(&log, &time, shard);
@@ -213,7 +168,7 @@ fn snapshots_follow_the_log_once_it_outgrows_the_state() {
 
 #[test]
 fn a_full_disk_refuses_writes_changes_nothing_and_writes_resume_by_themselves() {
-    let log = Shared::default();
+    let log = TestLog::default();
     let full = Arc::new(AtomicBool::new(false));
     log.log().full = Some(full.clone());
     let time = Arc::new(AtomicU64::new(T0));
@@ -237,7 +192,7 @@ fn a_full_disk_refuses_writes_changes_nothing_and_writes_resume_by_themselves() 
 
 #[test]
 fn the_memory_budget_refuses_growth_and_keeps_what_frees_units() {
-    let log = Shared::default();
+    let log = TestLog::default();
     let time = Arc::new(AtomicU64::new(T0));
     let shard = ShardConfig { memory_max_bytes: 2_000, ..RuntimeConfig::default().shard };
     let runtime = start(&log, &time, shard);
@@ -262,7 +217,7 @@ fn the_memory_budget_refuses_growth_and_keeps_what_frees_units() {
 
 #[test]
 fn idle_expiries_and_forgotten_holds_happen_at_a_log_position_and_replay_alike() {
-    let log = Shared::default();
+    let log = TestLog::default();
     let time = Arc::new(AtomicU64::new(T0));
     let retention_ms = 5_000;
     let shard = ShardConfig { hold_retention_ms: retention_ms, ..RuntimeConfig::default().shard };
@@ -274,7 +229,7 @@ fn idle_expiries_and_forgotten_holds_happen_at_a_log_position_and_replay_alike()
     runtime.execute_blocking(vec![put("r", 10), hold("short", Some(100)), hold("kept", None)]);
     runtime.execute_blocking(vec![hold("released", None), release("released")]);
     let ticks =
-        |log: &Shared| log.log().records.iter().filter(|r| r.kind == RECORD_KIND_TICK).count();
+        |log: &TestLog| log.log().records.iter().filter(|r| r.kind == RECORD_KIND_TICK).count();
     // Time passes with no command: the expiry is logged by the idle shard as a tick record.
     time.store(T0 + 100, Ordering::SeqCst);
     wait_until("the expiry's tick record", || ticks(&log) == 1);

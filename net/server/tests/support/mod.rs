@@ -10,12 +10,13 @@ pub mod http;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookd_engine::{Engine, EngineLimits};
-use bookd_runtime::{LogError, MemoryLog, Runtime, RuntimeConfig, ShardLog};
+use bookd_runtime::testing::{Gate, TestLog};
+use bookd_runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -35,82 +36,6 @@ pub enum Stall {
     /// In the commit of a batch: only a shard with a write stops, after applying it and before
     /// its replies go out; the other shards go on.
     Commit,
-}
-
-/// Stalls the shards while closed, where the server was started to ([`Stall`]); fails every
-/// commit while failing (a server that stalls in its commits only). Counts the shards waiting.
-#[derive(Debug, Default)]
-pub struct Gate {
-    closed: AtomicBool,
-    failing: AtomicBool,
-    waiting: AtomicU64,
-}
-
-impl Gate {
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-    pub fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
-    }
-    pub fn fail(&self) {
-        self.failing.store(true, Ordering::SeqCst);
-    }
-    pub fn waiting(&self) -> u64 {
-        self.waiting.load(Ordering::SeqCst)
-    }
-
-    /// Blocks the calling shard thread while the gate is closed (at most [`WAIT`]).
-    fn pass(&self) {
-        if self.closed.load(Ordering::SeqCst) {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + WAIT;
-            while self.closed.load(Ordering::SeqCst) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// A [`MemoryLog`] whose commits pass the gate first ([`Stall::Commit`]).
-struct GatedLog {
-    inner: MemoryLog,
-    gate: Arc<Gate>,
-}
-
-impl ShardLog for GatedLog {
-    fn append(
-        &mut self,
-        kind: u8,
-        epoch: u64,
-        timestamp_ms: u64,
-        payload: &[u8],
-    ) -> Result<u64, LogError> {
-        self.inner.append(kind, epoch, timestamp_ms, payload)
-    }
-    fn commit(&mut self) -> Result<u64, LogError> {
-        self.gate.pass();
-        if self.gate.failing.load(Ordering::SeqCst) {
-            return Err(LogError::Failed("test: log failure".into()));
-        }
-        self.inner.commit()
-    }
-    fn sync(&mut self) -> Result<u64, LogError> {
-        self.inner.sync()
-    }
-    fn last_lsn(&self) -> u64 {
-        self.inner.last_lsn()
-    }
-    fn durable_lsn(&self) -> u64 {
-        self.inner.durable_lsn()
-    }
-    fn bytes_since_snapshot(&self) -> u64 {
-        self.inner.bytes_since_snapshot()
-    }
-    fn write_snapshot(&mut self, lsn: u64, state: &[u8]) -> Result<(), LogError> {
-        self.inner.write_snapshot(lsn, state)
-    }
 }
 
 /// The shards of a test server.
@@ -159,7 +84,7 @@ impl<App> Server<App> {
             // A failed log stops the shard (its replies become `unavailable`) and the test goes
             // on; any other fatal error fails it.
             fatal: Arc::new(move |reason| {
-                assert!(fatal_gate.failing.load(Ordering::SeqCst), "fatal in test: {reason}");
+                assert!(fatal_gate.is_failing(), "fatal in test: {reason}");
                 eprintln!("fatal in test (expected when failing): {reason}");
             }),
             queue_messages_max: shards.queue_messages_max,
@@ -169,9 +94,7 @@ impl<App> Server<App> {
             .map(|_| {
                 let log: Box<dyn ShardLog> = match stall {
                     Stall::Clock => Box::new(MemoryLog::default()),
-                    Stall::Commit => {
-                        Box::new(GatedLog { inner: MemoryLog::default(), gate: gate.clone() })
-                    }
+                    Stall::Commit => Box::new(TestLog::default().with_gate(gate.clone())),
                 };
                 (Engine::new(shards.limits), log)
             })
