@@ -798,6 +798,8 @@ async fn a_standby_drops_a_broken_or_replaced_snapshot_and_starts_over() {
     transport.send(&piece(1, 0, 100)).await.unwrap();
     transport.send(&piece(1, 300, 100)).await.unwrap();
     while next_from(&mut transport).await.is_some() {}
+    // The follower records why the session ended as it ends it, which may be after it closes.
+    wait_for("the session's error", async || state.status().error.is_some()).await;
     assert_eq!(standby_runtime.status().await[1].last_lsn, 0, "nothing of it was installed");
     let error = state.status().error.unwrap_or_default();
     assert!(error.contains("expected 100"), "{error}");
