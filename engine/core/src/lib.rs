@@ -5,6 +5,7 @@
 //! That is what makes the write-ahead log, replay and standbys exact.
 //!
 //! # Layout
+//! - [`change`]: what each change of state did, captured for the change feed, and its layout.
 //! - [`codec`]: the one byte layout of a command, for the wire and the log alike.
 //! - [`lifecycle`]: what each verb does to a hold in each status, as one table.
 //! - [`limits`]: every limit, units last, relations checked at compile time.
@@ -32,6 +33,7 @@
 //! change); counters equal the sums over holds ([`Engine::check_invariants`]); time never runs
 //! backwards; a refused command changes nothing but the clock.
 
+pub mod change;
 mod chunked;
 pub mod codec;
 mod command;

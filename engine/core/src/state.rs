@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::change::{ChangeBuffer, ChangeOp};
 use crate::chunked::ChunkedVec;
 use crate::error::Refusal;
 use crate::expiry::ExpiryQueue;
@@ -319,6 +320,26 @@ impl Hold {
 /// The partition of a free hold slot.
 pub(crate) const FREE_PARTITION: u32 = u32::MAX;
 
+/// How many due holds one advance of the clock may expire.
+#[derive(Debug, Clone, Copy)]
+enum ExpiryBound {
+    All,
+    /// Exactly this many (a replayed tick).
+    Count(u32),
+    /// Until the captured changes reach this many bytes.
+    Bytes(usize),
+}
+
+impl ExpiryBound {
+    fn allows(self, expired: u32, changes_bytes: usize) -> bool {
+        match self {
+            ExpiryBound::All => true,
+            ExpiryBound::Count(count) => expired < count,
+            ExpiryBound::Bytes(max) => expired == 0 || changes_bytes < max,
+        }
+    }
+}
+
 /// Counts that describe the size of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineStats {
@@ -373,6 +394,9 @@ pub struct Engine {
     pub(crate) resources_len: u32,
     pub(crate) holds_live: u32,
     pub(crate) hasher: NameHasher,
+    /// Changes captured since the last drain (see `change`); `None` when capture is off. Not
+    /// state: the log carries the changes, so a snapshot leaves them out.
+    pub(crate) changes: Option<ChangeBuffer>,
 }
 
 #[inline]
@@ -412,6 +436,7 @@ impl Default for Engine {
             resources_len: 0,
             holds_live: 0,
             hasher: NameHasher::default(),
+            changes: None,
         }
     }
 }
@@ -505,18 +530,56 @@ impl Engine {
     /// Advances the clock (never backwards) and expires due holds; returns the effective time
     /// and the number of holds expired.
     pub(crate) fn advance(&mut self, now_ms: u64) -> (u64, u32) {
+        self.advance_bounded(now_ms, ExpiryBound::All)
+    }
+
+    /// [`Engine::advance`], expiring at most what `bound` allows: the rest stays due for the
+    /// next call. Then forgets every ended hold whose retention has passed.
+    fn advance_bounded(&mut self, now_ms: u64, bound: ExpiryBound) -> (u64, u32) {
         let now_ms = now_ms.min(CLOCK_MS_MAX).max(self.clock_ms);
         self.clock_ms = now_ms;
         let mut expired = 0;
-        while let Some((expires_at_ms, slot)) = self.expiry.pop_due(now_ms) {
+        while bound.allows(expired, self.changes_pending().1) {
+            let Some((expires_at_ms, slot)) = self.expiry.pop_due(now_ms) else {
+                break;
+            };
             let hold = &self.holds[slot as usize];
             if hold.status == HoldStatus::Held && hold.expires_at_ms == expires_at_ms {
                 self.transition(slot, HoldStatus::Expired);
+                self.note_hold(ChangeOp::Expire, slot);
                 expired += 1;
             }
         }
         self.forget_due(now_ms);
         (now_ms, expired)
+    }
+
+    /// A tick on a node that captures changes: moves the clock to `now_ms` and expires due
+    /// holds until `changes_bytes_max` bytes of changes are captured (at least one, if any is
+    /// due), then forgets what is due. Returns how many expired; [`Engine::expire_exactly`]
+    /// with that count repeats it. [`Engine::expiry_due`] tells whether more are due.
+    pub fn expire_due(&mut self, now_ms: u64, changes_bytes_max: usize) -> u32 {
+        let start = self.changes_pending().1;
+        let bound = ExpiryBound::Bytes(start.saturating_add(changes_bytes_max));
+        self.advance_bounded(now_ms, bound).1
+    }
+
+    /// Replays a tick of [`Engine::expire_due`]: moves the clock to `now_ms`, expires the next
+    /// `count` due holds (in the same order), forgets what is due. Errs with how many were
+    /// due when fewer than `count` were: the log and the state disagree.
+    pub fn expire_exactly(&mut self, now_ms: u64, count: u32) -> Result<(), u32> {
+        let (_, expired) = self.advance_bounded(now_ms, ExpiryBound::Count(count));
+        if expired == count {
+            Ok(())
+        } else {
+            Err(expired)
+        }
+    }
+
+    /// Whether a hold is due to expire by `now_ms`. May answer yes for a hold confirmed since
+    /// its entry was queued (an expiry that then changes nothing).
+    pub fn expiry_due(&self, now_ms: u64) -> bool {
+        self.expiry.next_ms().is_some_and(|due| due <= now_ms)
     }
 
     /// Forgets every ended hold whose retention has passed by `now_ms`; returns how many.

@@ -2,6 +2,7 @@
 //! holds is held (else `partition_has_live_holds`). Its memory is reused: its slots go back to
 //! the engine's free lists, and a partition of the same name may be created again.
 
+use crate::change::Removed;
 use crate::error::Refusal;
 use crate::state::Engine;
 
@@ -28,6 +29,7 @@ impl DeletePartition {
             return Err(Refusal::PartitionHasLiveHolds { held });
         }
         let (resources, holds) = engine.remove_partition(partition);
+        engine.note_partition_deleted(&self.partition, Removed { resources, holds });
         Ok(Receipt::PartitionDeleted { resources, holds })
     }
 }

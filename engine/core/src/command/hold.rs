@@ -136,6 +136,7 @@ impl Hold {
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let slot =
             engine.insert_hold(partition, &id, items, expires_at_ms, self.reference.as_deref());
+        engine.note_hold(crate::change::ChangeOp::Hold, slot);
         Ok(engine.hold_receipt(slot, false))
     }
 

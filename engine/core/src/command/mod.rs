@@ -20,6 +20,7 @@ pub use hold::{Hold, Item};
 pub use put_resource::PutResource;
 pub use release::Release;
 
+use crate::change::ChangeOp;
 use crate::error::Refusal;
 use crate::lifecycle::{effect, Effect, HoldVerb};
 use crate::state::Engine;
@@ -296,8 +297,14 @@ impl Engine {
         expires_at_ms: u64,
     ) -> Result<Receipt, Refusal> {
         match effect(verb, self.holds[slot as usize].status) {
-            Effect::Move(to) => self.transition(slot, to),
-            Effect::Extend => self.set_expiry(slot, expires_at_ms),
+            Effect::Move(to) => {
+                self.transition(slot, to);
+                self.note_hold(ChangeOp::of_status(to), slot);
+            }
+            Effect::Extend => {
+                self.set_expiry(slot, expires_at_ms);
+                self.note_hold(ChangeOp::Extend, slot);
+            }
             Effect::Unchanged => {}
             Effect::Refuse(refusal) => return Err(refusal),
         }

@@ -36,7 +36,11 @@ impl PutResource {
             if self.capacity < used {
                 return Err(Refusal::CapacityBelowUsage { capacity: self.capacity, used });
             }
+            let changed = resource.capacity != self.capacity;
             resource.capacity = self.capacity;
+            if changed {
+                engine.note_resource(partition, index);
+            }
             return Ok(engine.resource_receipt(partition, index, false));
         }
         // A new resource, and perhaps a new partition: check both tables before touching either.
@@ -63,6 +67,7 @@ impl PutResource {
             None => engine.insert_partition(&self.partition),
         };
         let index = engine.insert_resource(partition, &self.resource, self.capacity);
+        engine.note_resource(partition, index);
         Ok(engine.resource_receipt(partition, index, true))
     }
 }
