@@ -76,6 +76,8 @@ pub enum RecordError {
          {RECORD_KIND_SETTINGS})"
     )]
     UnknownKind { kind: u8 },
+    #[error("tick record expired {logged} holds, replay finds {due} due: log and state machine disagree")]
+    TickMismatch { logged: u32, due: u32 },
 }
 
 /// Why a shard's snapshot and records do not replay into an engine.
@@ -887,20 +889,29 @@ pub fn apply_record(
             apply_command(engine, timestamp_ms, &command)
         }
         // An epoch record changes no booking state; it only moves the clock.
+        // Version 2 moves no time: every expiry has a tick record of its own.
         RECORD_KIND_EPOCH => {
             decode_epoch(payload).map_err(undecodable("epoch"))?;
-            engine.tick(timestamp_ms);
+            if payload.first() == Some(&1) {
+                engine.tick(timestamp_ms);
+            }
             Ok(())
         }
-        RECORD_KIND_TICK => {
-            decode_tick(payload).map_err(undecodable("tick"))?;
-            engine.tick(timestamp_ms);
-            Ok(())
-        }
+        RECORD_KIND_TICK => match decode_tick(payload).map_err(undecodable("tick"))?.expired {
+            None => {
+                engine.tick(timestamp_ms);
+                Ok(())
+            }
+            Some(logged) => engine
+                .expire_exactly(timestamp_ms, logged)
+                .map_err(|due| RecordError::TickMismatch { logged, due }),
+        },
         RECORD_KIND_SETTINGS => {
             let settings = decode_settings(payload).map_err(undecodable("settings"))?;
             engine.set_hold_retention_ms(settings.hold_retention_ms);
-            engine.tick(timestamp_ms);
+            if payload.first() == Some(&1) {
+                engine.tick(timestamp_ms);
+            }
             Ok(())
         }
         kind => Err(RecordError::UnknownKind { kind }),
@@ -1016,17 +1027,18 @@ mod tests {
         crate::encode_command(&hold("p", "h", &[("r", 1)], Some(10)), &mut payload);
         apply_record(&mut engine, RECORD_KIND_COMMAND, T0, &payload).unwrap();
         payload.clear();
-        crate::encode_tick(&mut payload);
+        crate::encode_tick(1, &mut payload);
         apply_record(&mut engine, RECORD_KIND_TICK, T0 + 10, &payload).unwrap();
         assert_eq!(engine.hold("p", "h").unwrap().status, bookd_engine::HoldStatus::Expired);
         payload.clear();
         crate::encode_settings(&crate::Settings { hold_retention_ms: 5_000 }, &mut payload);
         apply_record(&mut engine, RECORD_KIND_SETTINGS, T0 + 20, &payload).unwrap();
-        assert_eq!((engine.hold_retention_ms(), engine.clock_ms()), (5_000, T0 + 20));
+        // Version 2 settings and epoch records move no time (ticks do).
+        assert_eq!((engine.hold_retention_ms(), engine.clock_ms()), (5_000, T0 + 10));
         payload.clear();
         crate::encode_epoch(2, &mut payload);
         apply_record(&mut engine, RECORD_KIND_EPOCH, T0 + 30, &payload).unwrap();
-        assert_eq!(engine.clock_ms(), T0 + 30);
+        assert_eq!(engine.clock_ms(), T0 + 10);
 
         let before = engine.image();
         for kind in [RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_TICK, RECORD_KIND_SETTINGS]
@@ -1047,7 +1059,7 @@ mod tests {
             assert!(
                 error
                     .to_string()
-                    .contains("record payload version 7 is not one this build reads (1)"),
+                    .contains("record payload version 7 is not one this build reads (1, 2)"),
                 "{error}"
             );
         }

@@ -52,8 +52,10 @@ pub use metrics::{
     REFUSAL_CODES,
 };
 pub use payload::{
-    decode_command, decode_epoch, decode_settings, decode_tick, encode_command, encode_epoch,
-    encode_settings, encode_tick, PayloadError, Settings, PAYLOAD_VERSION, PAYLOAD_VERSIONS_READ,
+    decode_command, decode_command_changes, decode_epoch, decode_settings, decode_tick,
+    encode_command, encode_command_changes, encode_epoch, encode_settings, encode_tick,
+    encode_tick_changes, PayloadError,
+    Settings, Tick, PAYLOAD_VERSION, PAYLOAD_VERSIONS_READ,
 };
 pub use shard::ShardConfig;
 

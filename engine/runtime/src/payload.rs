@@ -5,7 +5,22 @@
 //! payload is a [`PayloadError`], never a panic), and allocates only after checking that the
 //! bytes it copies are there, so a damaged payload never makes it allocate more than it holds.
 //!
-//! # Layout, version 1
+//! # Layout, version 2 (written)
+//!
+//! Version 2 is version 1 with the changes each record made (`bookd_engine::change`, the change
+//! feed's source) after the fields of the COMMAND and TICK records, as a *changes section*: a
+//! `u32` byte length, then the list (`u32` count, then the changes). A TICK of version 2 also
+//! says how many holds it expired, so a replay expires exactly those:
+//!
+//! ```text
+//! kind 1 COMMAND   u8 version = 2, u8 command tag, the command's fields (as in version 1),
+//!                  changes section
+//! kind 2 EPOCH     u8 version = 2, u64 epoch
+//! kind 3 TICK      u8 version = 2, u32 holds expired, changes section
+//! kind 4 SETTINGS  u8 version = 2, u64 hold_retention_ms
+//! ```
+//!
+//! # Layout, version 1 (read)
 //!
 //! A command is its tag then its fields in the engine's one command layout
 //! (`bookd_engine::codec`, the binary protocol's too). Strings are a length then UTF-8 bytes:
@@ -41,13 +56,13 @@
 use bookd_engine::codec::{self, put_command_fields, put_u64, CodecError};
 use bookd_engine::limits::{HOLD_ITEMS_MAX, HOLD_REF_SIZE_MAX_BYTES, NAME_SIZE_MAX_BYTES};
 use bookd_engine::{
-    Cancel, Command, Confirm, DeletePartition, Extend, Hold, Item, PutResource, Release,
+    Cancel, Command, Confirm, DeletePartition, Engine, Extend, Hold, Item, PutResource, Release,
 };
 
 /// The payload version this build writes.
-pub const PAYLOAD_VERSION: u8 = 1;
+pub const PAYLOAD_VERSION: u8 = 2;
 /// Every payload version this build reads.
-pub const PAYLOAD_VERSIONS_READ: &[u8] = &[1];
+pub const PAYLOAD_VERSIONS_READ: &[u8] = &[1, 2];
 
 const TAG_PUT_RESOURCE: u8 = 1;
 const TAG_HOLD: u8 = 2;
@@ -98,6 +113,8 @@ pub enum PayloadError {
     RefLength { len: u16 },
     #[error("record payload: presence byte of {field} is {value} (0 or 1 expected)")]
     BadFlag { field: &'static str, value: u8 },
+    #[error("record payload: a changes section of {len} bytes (at least 4)")]
+    ChangesLength { len: usize },
 }
 
 /// The versions this build reads, for messages: "1" or "1, 2".
@@ -107,14 +124,27 @@ fn versions_read() -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Writing (version 1).
+// Writing (version 2).
 
-/// Appends the payload of a COMMAND record for `command` to `out`.
+/// Appends the payload of a COMMAND record for `command` that made no change to `out` (an
+/// empty changes section).
 ///
 /// Only a command the engine accepted is logged, and acceptance implies the shape this layout
 /// holds (names of 1 to 64 bytes, 1 to 64 items, a ref of at most 256 bytes); anything else
 /// breaks that invariant and panics rather than write a record no build could read.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
+    put_command(command, out);
+    put_no_changes(out);
+}
+
+/// Appends the payload of a COMMAND record for `command` to `out`, with the changes `engine`
+/// captured (drained).
+pub fn encode_command_changes(command: &Command, engine: &mut Engine, out: &mut Vec<u8>) {
+    put_command(command, out);
+    put_changes(engine, out);
+}
+
+fn put_command(command: &Command, out: &mut Vec<u8>) {
     assert_loggable(command);
     out.push(PAYLOAD_VERSION);
     out.push(command_tag(command));
@@ -178,10 +208,42 @@ pub fn encode_epoch(epoch: u64, out: &mut Vec<u8>) {
     put_u64(out, epoch);
 }
 
-/// Appends the payload of a TICK record to `out`: the version alone, as the record's timestamp
-/// is the time to which the engine moves (expiring what is due).
-pub fn encode_tick(out: &mut Vec<u8>) {
+/// Appends the payload of a TICK record that expired `expired` holds and carries no change to
+/// `out`. The record's timestamp is the time to which the engine moves.
+pub fn encode_tick(expired: u32, out: &mut Vec<u8>) {
+    put_tick(expired, out);
+    put_no_changes(out);
+}
+
+/// Appends the payload of a TICK record that expired `expired` holds to `out`, with the changes
+/// `engine` captured (drained).
+pub fn encode_tick_changes(expired: u32, engine: &mut Engine, out: &mut Vec<u8>) {
+    put_tick(expired, out);
+    put_changes(engine, out);
+}
+
+fn put_tick(expired: u32, out: &mut Vec<u8>) {
     out.push(PAYLOAD_VERSION);
+    out.extend_from_slice(&expired.to_le_bytes());
+}
+
+/// An empty changes section: 4 bytes of list, a count of 0.
+fn put_no_changes(out: &mut Vec<u8>) {
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+}
+
+/// Appends a changes section to `out`: the engine's captured changes, drained (an empty list
+/// when it captures none).
+fn put_changes(engine: &mut Engine, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    engine.drain_changes(out);
+    let len = out.len() - at - 4;
+    // A record's payload is at most a few MiB: far below 4 GiB.
+    let len = u32::try_from(len)
+        .unwrap_or_else(|_| panic!("invariant broken: a changes section of {len} bytes"));
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Appends the payload of a SETTINGS record to `out`.
@@ -195,40 +257,59 @@ pub fn encode_settings(settings: &Settings, out: &mut Vec<u8>) {
 
 /// Decodes the payload of a COMMAND record.
 pub fn decode_command(payload: &[u8]) -> Result<Command, PayloadError> {
+    Ok(decode_command_changes(payload)?.0)
+}
+
+/// Decodes the payload of a COMMAND record: the command, and the changes list it carries
+/// (`None` for version 1, which carried none). The list itself is the change feed's to decode.
+pub fn decode_command_changes(payload: &[u8]) -> Result<(Command, Option<&[u8]>), PayloadError> {
     let (version, mut reader) = Reader::open(payload)?;
-    let command = match version {
-        1 => command_v1(&mut reader)?,
-        found => return Err(PayloadError::UnknownVersion { found }),
-    };
+    if !PAYLOAD_VERSIONS_READ.contains(&version) {
+        return Err(PayloadError::UnknownVersion { found: version });
+    }
+    // The command's fields are the same in both versions; version 2 adds the changes.
+    let command = command_v1(&mut reader)?;
+    let changes = if version == 2 { Some(reader.changes()?) } else { None };
     reader.finish()?;
-    Ok(command)
+    Ok((command, changes))
+}
+
+/// What a TICK record says: how many holds it expired (`None` for version 1: every hold due),
+/// and the changes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick<'a> {
+    pub expired: Option<u32>,
+    pub changes: Option<&'a [u8]>,
 }
 
 /// Decodes the payload of an EPOCH record: the epoch.
 pub fn decode_epoch(payload: &[u8]) -> Result<u64, PayloadError> {
     let (version, mut reader) = Reader::open(payload)?;
     let epoch = match version {
-        1 => reader.u64("epoch")?,
+        1 | 2 => reader.u64("epoch")?,
         found => return Err(PayloadError::UnknownVersion { found }),
     };
     reader.finish()?;
     Ok(epoch)
 }
 
-/// Checks the payload of a TICK record.
-pub fn decode_tick(payload: &[u8]) -> Result<(), PayloadError> {
-    let (version, reader) = Reader::open(payload)?;
-    match version {
-        1 => reader.finish(),
-        found => Err(PayloadError::UnknownVersion { found }),
-    }
+/// Decodes the payload of a TICK record.
+pub fn decode_tick(payload: &[u8]) -> Result<Tick<'_>, PayloadError> {
+    let (version, mut reader) = Reader::open(payload)?;
+    let tick = match version {
+        1 => Tick { expired: None, changes: None },
+        2 => Tick { expired: Some(reader.u32("holds expired")?), changes: Some(reader.changes()?) },
+        found => return Err(PayloadError::UnknownVersion { found }),
+    };
+    reader.finish()?;
+    Ok(tick)
 }
 
 /// Decodes the payload of a SETTINGS record.
 pub fn decode_settings(payload: &[u8]) -> Result<Settings, PayloadError> {
     let (version, mut reader) = Reader::open(payload)?;
     let settings = match version {
-        1 => Settings { hold_retention_ms: reader.u64("hold_retention_ms")? },
+        1 | 2 => Settings { hold_retention_ms: reader.u64("hold_retention_ms")? },
         found => return Err(PayloadError::UnknownVersion { found }),
     };
     reader.finish()?;
@@ -338,6 +419,19 @@ impl<'a> Reader<'a> {
         Ok(self.0.u64(field)?)
     }
 
+    fn u32(&mut self, field: &'static str) -> Result<u32, PayloadError> {
+        Ok(self.0.u32(field)?)
+    }
+
+    /// A changes section: its bytes, unread (at least the list's count).
+    fn changes(&mut self) -> Result<&'a [u8], PayloadError> {
+        let len = self.u32("changes length")? as usize;
+        if len < 4 {
+            return Err(PayloadError::ChangesLength { len });
+        }
+        Ok(self.0.bytes(len, "changes")?)
+    }
+
     fn flag(&mut self, field: &'static str) -> Result<bool, PayloadError> {
         Ok(self.0.flag(field)?)
     }
@@ -419,7 +513,7 @@ mod tests {
             reference: Some("é".repeat(HOLD_REF_SIZE_MAX_BYTES / 2)),
         });
         let bytes = encoded(&command);
-        assert_eq!(bytes.len(), 2 + 65 + 65 + 1 + 64 * (65 + 8) + 9 + 3 + 256);
+        assert_eq!(bytes.len(), 2 + 65 + 65 + 1 + 64 * (65 + 8) + 9 + 3 + 256 + 8);
         assert_eq!(decode_command(&bytes), Ok(command));
     }
 
@@ -431,8 +525,8 @@ mod tests {
             assert_eq!(decode_epoch(&out), Ok(epoch));
         }
         let mut out = Vec::new();
-        encode_tick(&mut out);
-        assert_eq!(decode_tick(&out), Ok(()));
+        encode_tick(7, &mut out);
+        assert_eq!(decode_tick(&out).unwrap().expired, Some(7));
         let settings = Settings { hold_retention_ms: 86_400_000 };
         let mut out = Vec::new();
         encode_settings(&settings, &mut out);
@@ -442,18 +536,18 @@ mod tests {
     #[test]
     fn an_unknown_version_is_refused_naming_it() {
         let mut bytes = encoded(&confirm("p", "h"));
-        for version in [0u8, 2, 7, 255] {
+        for version in [0u8, 3, 7, 255] {
             bytes[0] = version;
             let error = decode_command(&bytes).unwrap_err();
             assert_eq!(error, PayloadError::UnknownVersion { found: version });
             assert_eq!(
                 error.to_string(),
-                format!("record payload version {version} is not one this build reads (1)")
+                format!("record payload version {version} is not one this build reads (1, 2)")
             );
         }
-        assert_eq!(decode_epoch(&[2; 9]), Err(PayloadError::UnknownVersion { found: 2 }));
-        assert_eq!(decode_tick(&[2]), Err(PayloadError::UnknownVersion { found: 2 }));
-        assert_eq!(decode_settings(&[2; 9]), Err(PayloadError::UnknownVersion { found: 2 }));
+        assert_eq!(decode_epoch(&[3; 9]), Err(PayloadError::UnknownVersion { found: 3 }));
+        assert_eq!(decode_tick(&[3]), Err(PayloadError::UnknownVersion { found: 3 }));
+        assert_eq!(decode_settings(&[3; 9]), Err(PayloadError::UnknownVersion { found: 3 }));
     }
 
     #[test]
@@ -610,9 +704,12 @@ mod tests {
             }
             let _ = decode_command(&bytes);
             let _ = decode_command(&bytes[..cut.index(bytes.len() + 1)]);
-            // A decodable result always re-encodes to exactly the bytes it came from.
-            if let Ok(decoded) = decode_command(&bytes) {
-                prop_assert_eq!(encoded(&decoded), bytes);
+            // A decodable command with no change re-encodes to exactly the bytes it came from
+            // (the changes are the feed's to check).
+            if let Ok((decoded, Some(changes))) = decode_command_changes(&bytes) {
+                if changes == [0; 4] {
+                    prop_assert_eq!(encoded(&decoded), bytes);
+                }
             }
         }
     }

@@ -33,7 +33,9 @@ use super::log::{
     RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::metrics::ShardMetrics;
-use super::payload::{encode_command, encode_epoch, encode_settings, encode_tick, Settings};
+use super::payload::{
+    encode_command_changes, encode_epoch, encode_settings, encode_tick_changes, Settings,
+};
 use super::snapshotter::{
     snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_BYTES_PER_MEMORY_BYTE_DIVISOR,
     SNAPSHOT_RETRY_INTERVAL,
@@ -48,11 +50,18 @@ use bookd_engine::{Refusal, StorageFullReason};
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
 /// The largest payload of a command record (a hold of 64 items with 64-byte names and a
-/// 256-byte ref is about 5 KiB): a command is refused for a full disk unless this much fits.
-const COMMAND_PAYLOAD_BYTES_MAX: usize = 8 * 1024;
+/// 256-byte ref is about 5 KiB, and its change as much again): a command is refused for a full
+/// disk unless this much fits.
+const COMMAND_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
+/// The changes one tick record carries at most; a backlog of expiries takes several records.
+const TICK_CHANGES_BYTES_MAX: usize = 64 * 1024;
+/// The log room a tick needs: its changes, and the largest change beyond the bound. Below the
+/// growth reserve, so expiries keep being logged after new holds are refused.
+const TICK_ROOM_BYTES: usize = TICK_CHANGES_BYTES_MAX + COMMAND_PAYLOAD_BYTES_MAX;
 /// Room kept for commands that free or keep units (confirm, release, cancel, extend, delete)
 /// when the disk is full: a command that grows the state needs this much room.
 const GROWTH_RESERVE_BYTES: usize = 256 * 1024;
+const _: () = assert!(TICK_ROOM_BYTES < GROWTH_RESERVE_BYTES);
 
 /// A message to a shard.
 #[derive(Debug)]
@@ -373,11 +382,12 @@ impl Shard {
     fn run_batch(&mut self, first: Option<Message>, batch: &mut Batch) -> Result<(), LogError> {
         let now_ms = self.batch_time();
         if self.shared.writable.load(Ordering::Acquire) {
+            if !self.engine.captures_changes() {
+                self.engine.capture_changes(true);
+            }
             self.engine.set_memory_max_bytes(self.memory_budget());
             self.log_time(now_ms, batch)?;
         }
-        let expired = self.engine.tick(now_ms);
-        self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
         let mut next = first;
         while let Some(message) = next.take() {
             batch.ops += message.ops_len();
@@ -386,6 +396,11 @@ impl Shard {
                 next = self.inbox.try_recv().ok();
             }
         }
+        assert_eq!(
+            self.engine.changes_pending().0,
+            0,
+            "invariant broken: changes captured that no record carries"
+        );
         let lagging = self.log.durable_lsn() < self.log.last_lsn();
         self.commit_batch(decide_commit(batch, lagging))?;
         self.held.unsynced.push_back(Unsynced {
@@ -438,25 +453,27 @@ impl Shard {
     }
 
     fn apply(&mut self, op: &Op, now_ms: u64, batch: &mut Batch) -> Result<OpResult, LogError> {
-        let engine = &mut self.engine;
         let result = match op {
             Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
+            // Expiries still due: the tick that logs them did not fit, and a command would
+            // expire them in its own record, however many they are.
             Op::Command(command)
-                if !self
-                    .log
-                    .has_room(record_room_bytes(command, self.log.payload_size_max_bytes())) =>
+                if self.engine.expiry_due(now_ms)
+                    || !self
+                        .log
+                        .has_room(record_room_bytes(command, self.log.payload_size_max_bytes())) =>
             {
                 let result = Err(Refusal::StorageFull { reason: StorageFullReason::Disk });
                 self.metrics.count_command(command, &result);
                 OpResult::Command(result)
             }
             Op::Command(command) => {
-                let result = engine.apply(now_ms, command);
+                let result = self.engine.apply(now_ms, command);
                 self.metrics.count_command(command, &result);
                 if result.is_ok() {
                     let payload = &mut self.payload;
                     payload.clear();
-                    encode_command(command, payload);
+                    encode_command_changes(command, &mut self.engine, payload);
                     let epoch = self.shared.epoch.load(Ordering::Acquire);
                     self.log.append(RECORD_KIND_COMMAND, epoch, now_ms, payload)?;
                     self.metrics.log_records.fetch_add(1, Ordering::Relaxed);
@@ -465,10 +482,12 @@ impl Shard {
                 }
                 OpResult::Command(result)
             }
-            Op::GetResource { partition, id } => OpResult::Resource(engine.resource(partition, id)),
-            Op::GetHold { partition, id } => OpResult::Hold(engine.hold(partition, id)),
+            Op::GetResource { partition, id } => {
+                OpResult::Resource(self.engine.resource(partition, id))
+            }
+            Op::GetHold { partition, id } => OpResult::Hold(self.engine.hold(partition, id)),
             Op::ListResources { partition, query } => {
-                OpResult::Page(engine.list_resources(partition, query))
+                OpResult::Page(self.engine.list_resources(partition, query))
             }
         };
         if !matches!(result, OpResult::Command(_) | OpResult::ReadOnly) {
@@ -783,10 +802,11 @@ impl Shard {
     }
 
     /// Appends what time alone changes, so that it happens at a log position on every node: a
-    /// settings record when the configured hold retention differs from the state's, and a tick
-    /// record when a hold is due to expire or be forgotten. Applied exactly as replay applies
-    /// them. On a full disk they wait (the state is the same either way; only the position of
-    /// the change moves to the next record).
+    /// settings record when the configured hold retention differs from the state's, and tick
+    /// records when a hold is due to expire or be forgotten, each expiring what its changes
+    /// section holds (at most [`TICK_CHANGES_BYTES_MAX`] of them; a backlog takes several).
+    /// Replay does exactly the same at the same positions. On a full disk they wait (commands
+    /// are refused meanwhile; the state is the same either way).
     fn log_time(&mut self, now_ms: u64, batch: &mut Batch) -> Result<(), LogError> {
         let epoch = self.shared.epoch.load(Ordering::Acquire);
         let mut payload = Vec::with_capacity(16);
@@ -797,12 +817,16 @@ impl Shard {
             batch.appended = true;
             tracing::info!(shard = self.index, hold_retention_ms = retention, "hold retention set");
         }
-        if self.engine.next_due_ms().is_some_and(|due| due <= now_ms) && self.log.has_room(16) {
+        let mut due = self.engine.next_due_ms().is_some_and(|due| due <= now_ms);
+        while due && self.log.has_room(TICK_ROOM_BYTES) {
+            let expired = self.engine.expire_due(now_ms, TICK_CHANGES_BYTES_MAX);
             payload.clear();
-            encode_tick(&mut payload);
-            self.append_applied(RECORD_KIND_TICK, epoch, now_ms, &payload)?;
+            encode_tick_changes(expired, &mut self.engine, &mut payload);
+            self.append_made(RECORD_KIND_TICK, epoch, now_ms, &payload)?;
             self.metrics.tick_records.fetch_add(1, Ordering::Relaxed);
+            self.metrics.holds_expired.fetch_add(u64::from(expired), Ordering::Relaxed);
             batch.appended = true;
+            due = self.engine.expiry_due(now_ms);
         }
         Ok(())
     }
@@ -815,9 +839,20 @@ impl Shard {
         now_ms: u64,
         payload: &[u8],
     ) -> Result<(), LogError> {
-        self.log.append(kind, epoch, now_ms, payload)?;
         apply_record(&mut self.engine, kind, now_ms, payload)
             .map_err(|reason| LogError::Failed(format!("own record does not apply: {reason}")))?;
+        self.append_made(kind, epoch, now_ms, payload)
+    }
+
+    /// Appends a record whose effect the engine already holds.
+    fn append_made(
+        &mut self,
+        kind: u8,
+        epoch: u64,
+        now_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), LogError> {
+        self.log.append(kind, epoch, now_ms, payload)?;
         self.metrics.log_records.fetch_add(1, Ordering::Relaxed);
         self.metrics.log_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok(())

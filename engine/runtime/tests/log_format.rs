@@ -1,10 +1,10 @@
 //! The log's record payloads, pinned: golden byte vectors written by hand from the documented
-//! layout (checked both ways), and a committed log written by this version that must replay to
-//! the same state in every later build.
+//! layout (version 2 both ways, version 1 read), and a committed log per version that must
+//! replay to the same state in every later build.
 //!
 //! If a vector or the committed records no longer match what the encoders write, the written
-//! layout changed: that needs a new payload version (and a new fixture beside this one), with
-//! the decoders of version 1 kept so that these tests still pass.
+//! layout changed: that needs a new payload version (and a new fixture beside these), with
+//! the decoders of the older versions kept so that these tests still pass.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +15,9 @@ use bookd_engine::{
     Item, PutResource, Release,
 };
 use bookd_runtime::{
-    apply_record, decode_command, decode_epoch, decode_settings, decode_tick, encode_command,
-    encode_epoch, encode_settings, encode_tick, recover_shard, DataDir, Settings,
+    apply_record, decode_command, decode_command_changes, decode_epoch, decode_settings,
+    decode_tick, encode_command, encode_command_changes, encode_epoch, encode_settings,
+    encode_tick, encode_tick_changes, recover_shard, DataDir, Settings, Tick,
     RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 
@@ -180,52 +181,123 @@ fn command_vectors() -> Vec<(&'static str, Command, Vec<u8>)> {
     ]
 }
 
+/// The empty changes section of a version 2 record: a 4-byte list with a count of 0.
+const NO_CHANGES: &str = "04000000 00000000";
+
+/// A vector of version 1 as version 2 writes it: the new version byte, the same fields, an
+/// empty changes section.
+fn as_v2(v1: &[u8]) -> Vec<u8> {
+    let mut bytes = v1.to_vec();
+    bytes[0] = 2;
+    bytes.extend(hex(NO_CHANGES));
+    bytes
+}
+
 #[test]
 fn every_command_has_its_documented_bytes_both_ways() {
-    for (name, command, bytes) in command_vectors() {
+    for (name, command, v1) in command_vectors() {
+        let bytes = as_v2(&v1);
         assert_eq!(encoded(&command), bytes, "{name}: encoding");
-        assert_eq!(decode_command(&bytes), Ok(command), "{name}: decoding");
+        assert_eq!(decode_command(&bytes), Ok(command.clone()), "{name}: decoding");
+        // Version 1, as older logs hold it, still reads.
+        assert_eq!(decode_command(&v1), Ok(command), "{name}: decoding version 1");
     }
+}
+
+#[test]
+fn a_command_carries_its_change_in_the_documented_bytes() {
+    let mut engine = Engine::default();
+    engine.capture_changes(true);
+    engine.apply(1_000, &put("p", "a", 5)).unwrap();
+    engine.apply(1_000, &hold("h1", vec![item("a", 1)], Some(1_000), None)).unwrap();
+    let mut ignored = Vec::new();
+    engine.drain_changes(&mut ignored);
+    let confirm = Command::Confirm(Confirm { partition: "p".into(), hold: "h1".into() });
+    engine.apply(1_500, &confirm).unwrap();
+    let mut out = Vec::new();
+    encode_command_changes(&confirm, &mut engine, &mut out);
+    let bytes = hex("
+        02                  // version
+        03 01 70 02 68 31   // confirm p/h1
+        3b000000            // changes section: 59 bytes
+        01000000            // one change
+        03                  // op: confirm
+        dc05000000000000    // at_ms 1500
+        01 70               // partition p
+        02 68 31            // hold h1
+        01                  // status: confirmed
+        d007000000000000    // expires_at_ms 2000
+        00                  // no ref
+        01                  // one item
+        01 61 01000000      // resource a, quantity 1
+        0500000000000000    // capacity 5
+        0000000000000000    // held 0
+        0100000000000000    // confirmed 1
+    ");
+    assert_eq!(out, bytes);
+    let (decoded, changes) = decode_command_changes(&bytes).unwrap();
+    assert_eq!(decoded, confirm);
+    let changes = bookd_engine::change::decode_changes(changes.unwrap()).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].resources[0].confirmed, 1);
 }
 
 #[test]
 fn epoch_tick_and_settings_have_their_documented_bytes_both_ways() {
     for (epoch, bytes) in
-        [(2, hex("01 0200000000000000")), (0x0102_0304_0506_0708, hex("01 0807060504030201"))]
+        [(2, hex("02 0200000000000000")), (0x0102_0304_0506_0708, hex("02 0807060504030201"))]
     {
         let mut out = Vec::new();
         encode_epoch(epoch, &mut out);
         assert_eq!(out, bytes);
         assert_eq!(decode_epoch(&bytes), Ok(epoch));
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert_eq!(decode_epoch(&v1), Ok(epoch));
     }
     let mut out = Vec::new();
-    encode_tick(&mut out);
-    assert_eq!(out, hex("01"));
-    assert_eq!(decode_tick(&hex("01")), Ok(()));
+    encode_tick(3, &mut out);
+    let bytes = hex(&format!("02 03000000 {NO_CHANGES}"));
+    assert_eq!(out, bytes);
+    let tick = decode_tick(&bytes).unwrap();
+    assert_eq!(tick.expired, Some(3));
+    assert_eq!(tick.changes, Some(&hex("00000000")[..]));
+    assert_eq!(decode_tick(&hex("01")), Ok(Tick { expired: None, changes: None }));
     let settings = Settings { hold_retention_ms: 3_600_000 };
-    let bytes = hex("01 80ee360000000000");
+    let bytes = hex("02 80ee360000000000");
     let mut out = Vec::new();
     encode_settings(&settings, &mut out);
     assert_eq!(out, bytes);
     assert_eq!(decode_settings(&bytes), Ok(settings));
+    assert_eq!(decode_settings(&hex("01 80ee360000000000")), Ok(settings));
 }
 
 #[test]
-fn a_payload_of_version_2_is_refused_naming_the_version() {
-    let message = "record payload version 2 is not one this build reads (1)";
-    for (name, _, mut bytes) in command_vectors() {
-        bytes[0] = 2;
+fn a_payload_of_version_3_is_refused_naming_the_version() {
+    let message = "record payload version 3 is not one this build reads (1, 2)";
+    for (name, _, v1) in command_vectors() {
+        let mut bytes = as_v2(&v1);
+        bytes[0] = 3;
         assert_eq!(decode_command(&bytes).unwrap_err().to_string(), message, "{name}");
     }
-    assert_eq!(decode_epoch(&hex("02 0200000000000000")).unwrap_err().to_string(), message);
-    assert_eq!(decode_tick(&hex("02")).unwrap_err().to_string(), message);
-    assert_eq!(decode_settings(&hex("02 80ee360000000000")).unwrap_err().to_string(), message);
+    assert_eq!(decode_epoch(&hex("03 0200000000000000")).unwrap_err().to_string(), message);
+    assert_eq!(decode_tick(&hex("03")).unwrap_err().to_string(), message);
+    assert_eq!(decode_settings(&hex("03 80ee360000000000")).unwrap_err().to_string(), message);
     // Replay refuses it too, naming the version, and the engine is unchanged.
     let mut engine = Engine::default();
-    let payload = hex("02 01 01 70 01 72 0100000000000000");
+    let payload = hex(&format!("03 01 01 70 01 72 0100000000000000 {NO_CHANGES}"));
     let error = apply_record(&mut engine, RECORD_KIND_COMMAND, 1, &payload).unwrap_err();
     assert!(error.to_string().contains(message), "{error}");
     assert_eq!(engine.stats().resources, 0);
+}
+
+#[test]
+fn a_tick_that_does_not_match_the_state_is_refused() {
+    let mut engine = Engine::default();
+    let mut payload = Vec::new();
+    encode_tick(1, &mut payload);
+    let error = apply_record(&mut engine, RECORD_KIND_TICK, 1, &payload).unwrap_err();
+    assert!(error.to_string().contains("expired 1 holds, replay finds 0 due"), "{error}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,10 +305,19 @@ fn a_payload_of_version_2_is_refused_naming_the_version() {
 
 const T0: u64 = 1_700_000_000_000;
 
-/// The fixture's directory: `records.bin` holds the framed records as the log ships them
+/// A fixture's directory: `records.bin` holds the framed records as the log ships them
 /// (`Wal::read_raw`); `data/` is a whole data directory (format 2, one shard, 4 KiB segments).
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/payload-v1")
+/// Version 1 was written by the build that wrote version 1; version 2 by this one.
+fn fixture_dir(version: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/payload-v{version}"))
+}
+
+/// The fixture's history: (epoch, time, what).
+enum Step {
+    Command(Command),
+    Settings(u64),
+    Tick,
+    Epoch,
 }
 
 fn options() -> bookd_wal::Options {
@@ -261,46 +342,81 @@ fn put(partition: &str, resource: &str, capacity: u64) -> Command {
     })
 }
 
-/// The records of the fixture, as (kind, epoch, timestamp, payload), built by this build's
-/// encoders: every kind and every command but `delete_partition`, which this build cannot yet
-/// apply (its bytes are pinned by the vectors above).
-fn fixture_records() -> Vec<(u8, u64, u64, Vec<u8>)> {
+/// The fixture's history: every kind and every command but `delete_partition` (whose bytes
+/// the vectors pin).
+fn fixture_history() -> Vec<(u64, u64, Step)> {
     let hotel = || "hotel-1".to_string();
-    let command =
-        |epoch, at, command: Command| (RECORD_KIND_COMMAND, epoch, T0 + at, encoded(&command));
-    let mut settings = Vec::new();
-    encode_settings(&Settings { hold_retention_ms: 3_600_000 }, &mut settings);
-    let mut tick = Vec::new();
-    encode_tick(&mut tick);
-    let mut epoch = Vec::new();
-    encode_epoch(2, &mut epoch);
     vec![
-        command(1, 0, put("hotel-1", "room-101", 2)),
-        command(1, 0, put("hotel-1", "room-102", 2)),
-        (RECORD_KIND_SETTINGS, 1, T0, settings),
-        command(
+        (1, 0, Step::Command(put("hotel-1", "room-101", 2))),
+        (1, 0, Step::Command(put("hotel-1", "room-102", 2))),
+        (1, 0, Step::Settings(3_600_000)),
+        (
             1,
             1,
-            on("h1", vec![item("room-101", 1), item("room-102", 1)], None, Some("order-1")),
+            Step::Command(on(
+                "h1",
+                vec![item("room-101", 1), item("room-102", 1)],
+                None,
+                Some("order-1"),
+            )),
         ),
-        command(1, 2, on("h2", vec![item("room-101", 1)], Some(1_000), None)),
-        command(1, 3, Command::Confirm(Confirm { partition: hotel(), hold: "h1".into() })),
+        (1, 2, Step::Command(on("h2", vec![item("room-101", 1)], Some(1_000), None))),
+        (1, 3, Step::Command(Command::Confirm(Confirm { partition: hotel(), hold: "h1".into() }))),
         // h2 expires at T0 + 1002.
-        (RECORD_KIND_TICK, 1, T0 + 1_002, tick.clone()),
-        command(1, 1_003, on("h3", vec![item("room-101", 1)], Some(5_000), None)),
-        command(1, 1_004, Command::Release(Release { partition: hotel(), hold: "h3".into() })),
-        (RECORD_KIND_EPOCH, 2, T0 + 2_000, epoch),
-        command(2, 2_001, on("h4", vec![item("room-101", 1)], Some(60_000), None)),
-        command(
+        (1, 1_002, Step::Tick),
+        (1, 1_003, Step::Command(on("h3", vec![item("room-101", 1)], Some(5_000), None))),
+        (1, 1_004, Step::Command(Command::Release(Release { partition: hotel(), hold: "h3".into() }))),
+        (2, 2_000, Step::Epoch),
+        (2, 2_001, Step::Command(on("h4", vec![item("room-101", 1)], Some(60_000), None))),
+        (
             2,
             2_002,
-            Command::Extend(Extend { partition: hotel(), hold: "h4".into(), ttl_ms: 120_000 }),
+            Step::Command(Command::Extend(Extend {
+                partition: hotel(),
+                hold: "h4".into(),
+                ttl_ms: 120_000,
+            })),
         ),
-        command(2, 2_003, on("h5", vec![item("room-102", 1)], None, Some(""))),
-        command(2, 2_004, Command::Confirm(Confirm { partition: hotel(), hold: "h5".into() })),
-        command(2, 2_005, Command::Cancel(Cancel { partition: hotel(), hold: "h5".into() })),
-        (RECORD_KIND_TICK, 2, T0 + 3_000, tick),
+        (2, 2_003, Step::Command(on("h5", vec![item("room-102", 1)], None, Some("")))),
+        (2, 2_004, Step::Command(Command::Confirm(Confirm { partition: hotel(), hold: "h5".into() }))),
+        (2, 2_005, Step::Command(Command::Cancel(Cancel { partition: hotel(), hold: "h5".into() }))),
+        (2, 3_000, Step::Tick),
     ]
+}
+
+/// The records this build writes for the fixture's history, as (kind, epoch, timestamp,
+/// payload): made by an engine with change capture on, as a shard makes them.
+fn fixture_records() -> Vec<(u8, u64, u64, Vec<u8>)> {
+    let mut engine = Engine::default();
+    engine.capture_changes(true);
+    let mut records = Vec::new();
+    for (epoch, at, step) in fixture_history() {
+        let now_ms = T0 + at;
+        let mut payload = Vec::new();
+        let kind = match step {
+            Step::Command(command) => {
+                engine.apply(now_ms, &command).unwrap();
+                encode_command_changes(&command, &mut engine, &mut payload);
+                RECORD_KIND_COMMAND
+            }
+            Step::Settings(hold_retention_ms) => {
+                encode_settings(&Settings { hold_retention_ms }, &mut payload);
+                apply_record(&mut engine, RECORD_KIND_SETTINGS, now_ms, &payload).unwrap();
+                RECORD_KIND_SETTINGS
+            }
+            Step::Tick => {
+                let expired = engine.expire_due(now_ms, usize::MAX);
+                encode_tick_changes(expired, &mut engine, &mut payload);
+                RECORD_KIND_TICK
+            }
+            Step::Epoch => {
+                encode_epoch(epoch, &mut payload);
+                RECORD_KIND_EPOCH
+            }
+        };
+        records.push((kind, epoch, now_ms, payload));
+    }
+    records
 }
 
 /// The state the fixture's records leave.
@@ -391,9 +507,9 @@ fn committed_records(raw: &[u8]) -> Vec<bookd_wal::RecordView<'_>> {
 #[test]
 fn this_build_writes_the_committed_records() {
     if std::env::var_os("BOOKD_WRITE_FIXTURES").is_some() {
-        write_fixture(&fixture_dir());
+        write_fixture(&fixture_dir(2));
     }
-    let raw = std::fs::read(fixture_dir().join("records.bin")).unwrap();
+    let raw = std::fs::read(fixture_dir(2).join("records.bin")).unwrap();
     let committed = committed_records(&raw);
     let expected = fixture_records();
     assert_eq!(committed.len(), expected.len());
@@ -411,14 +527,17 @@ fn this_build_writes_the_committed_records() {
 }
 
 #[test]
-fn the_committed_records_replay_to_the_expected_state() {
-    let raw = std::fs::read(fixture_dir().join("records.bin")).unwrap();
-    let mut engine = Engine::default();
-    for record in committed_records(&raw) {
-        apply_record(&mut engine, record.header.kind, record.header.timestamp_ms, record.payload)
-            .unwrap_or_else(|error| panic!("record {}: {error}", record.header.lsn));
+fn the_committed_records_of_every_version_replay_to_the_expected_state() {
+    for version in [1, 2] {
+        let raw = std::fs::read(fixture_dir(version).join("records.bin")).unwrap();
+        let mut engine = Engine::default();
+        for record in committed_records(&raw) {
+            assert_eq!(record.payload[0], version);
+            apply_record(&mut engine, record.header.kind, record.header.timestamp_ms, record.payload)
+                .unwrap_or_else(|error| panic!("v{version} record {}: {error}", record.header.lsn));
+        }
+        assert_fixture_state(&engine);
     }
-    assert_fixture_state(&engine);
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -435,14 +554,16 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[test]
-fn the_committed_data_directory_recovers_to_the_expected_state() {
-    let temp = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_dir().join("data"), temp.path());
-    let dir = DataDir::open(temp.path(), None, 4).unwrap();
-    assert_eq!(dir.shards(), 1);
-    let shard = recover_shard(&dir, 0, options(), EngineLimits::default()).unwrap();
-    assert_eq!(shard.report.records_replayed, fixture_records().len() as u64);
-    assert_eq!(shard.report.torn_tail_cut, None);
-    assert_eq!(shard.epoch, 2);
-    assert_fixture_state(&shard.engine);
+fn the_committed_data_directory_of_every_version_recovers_to_the_expected_state() {
+    for version in [1, 2] {
+        let temp = tempfile::tempdir().unwrap();
+        copy_tree(&fixture_dir(version).join("data"), temp.path());
+        let dir = DataDir::open(temp.path(), None, 4).unwrap();
+        assert_eq!(dir.shards(), 1);
+        let shard = recover_shard(&dir, 0, options(), EngineLimits::default()).unwrap();
+        assert_eq!(shard.report.records_replayed, fixture_history().len() as u64);
+        assert_eq!(shard.report.torn_tail_cut, None);
+        assert_eq!(shard.epoch, 2);
+        assert_fixture_state(&shard.engine);
+    }
 }
