@@ -16,6 +16,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use super::changes;
 use super::json::{self, ApiError, BatchJson, Reply};
 use super::limits::{BODY_DRAIN_MAX_BYTES, BODY_SIZE_MAX_BYTES, RETRY_AFTER_S};
 use super::metrics::{self, OP_GET_HOLD, OP_GET_RESOURCE, OP_LIST_RESOURCES};
@@ -30,6 +31,37 @@ const BEARER: HeaderValue = HeaderValue::from_static("Bearer");
 
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A response with a whole body, or an event stream.
+pub type AnyResponse = Response<http_body_util::Either<Full<Bytes>, changes::SseBody>>;
+
+/// Answers one request, streaming `GET /v1/changes` as events when asked to (until `stop`).
+pub async fn handle_any(
+    app: &std::sync::Arc<HttpApp>,
+    request: Request<Incoming>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> AnyResponse {
+    use http_body_util::Either;
+    let (parts, body) = request.into_parts();
+    if !changes::wants_events(&parts) {
+        return handle(app, Request::from_parts(parts, body)).await.map(Either::Left);
+    }
+    let response = match admit(app, &parts) {
+        Err(response) => response.map(Either::Left),
+        Ok(_) => match changes::start_events(app, &parts, stop).await {
+            Ok(events) => {
+                let mut response = Response::new(Either::Right(events));
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                response
+            }
+            Err(error) => error_response(&error).map(Either::Left),
+        },
+    };
+    app.metrics().count_response(response.status().as_u16());
+    response
+}
 
 /// Answers one request. Never fails: every problem is a JSON error response.
 pub async fn handle(app: &HttpApp, request: Request<Incoming>) -> HttpResponse {
@@ -147,12 +179,10 @@ async fn dispatch(
             query_response(app, op, OP_GET_HOLD, started).await
         }
         Route::ListResources => match router::list_query(query) {
-            Ok(query) => {
-                let op = Op::ListResources { partition: partition(), query };
-                query_response(app, op, OP_LIST_RESOURCES, started).await
-            }
+            Ok(query) => list_response(app, partition(), query, started).await,
             Err(error) => error_response(&error),
         },
+        Route::Changes => changes_response(app, query).await,
         Route::Batch => batch(app, body, started).await,
         Route::OpenApi => bytes_response(StatusCode::OK, JSON, app.openapi()),
         Route::Health => health(app),
@@ -285,6 +315,38 @@ async fn command_response(app: &HttpApp, command: Command, started: Instant) -> 
     let result = execute_one(app, Op::Command(command)).await;
     app.metrics().observe_latency(op, elapsed_us(started));
     reply_response(&Reply::of(result, is_hold))
+}
+
+/// A listing, with the feed's position taken before it is read: following the feed from there
+/// may repeat a change the page already shows (applying it again converges), never miss one.
+async fn list_response(
+    app: &HttpApp,
+    partition: String,
+    query: bookd_engine::ListQuery,
+    started: Instant,
+) -> HttpResponse {
+    let cursor = app.feed.end().to_string();
+    let result = execute_one(app, Op::ListResources { partition, query }).await;
+    app.metrics().observe_latency(OP_LIST_RESOURCES, elapsed_us(started));
+    match Reply::of(result, false) {
+        Reply::Page(page, _) => reply_response(&Reply::Page(page, Some(cursor))),
+        other => reply_response(&other),
+    }
+}
+
+/// `GET /v1/changes` as one JSON page (long poll).
+async fn changes_response(app: &HttpApp, query: Option<&str>) -> HttpResponse {
+    let request = match changes::changes_query(query, app.feed.shards()) {
+        Ok(request) => request,
+        Err(error) => return error_response(&error),
+    };
+    match app.feed.read(&request).await {
+        Ok(page) => {
+            let hint = 64 + page.changes.len() * 320;
+            bytes_response(StatusCode::OK, JSON, json::encode(&changes::PageJson(&page), hint))
+        }
+        Err(error) => error_response(&changes::feed_error(&error)),
+    }
 }
 
 /// Runs one query and answers with its reply.
@@ -426,7 +488,7 @@ fn reply_response(reply: &Reply) -> HttpResponse {
         _ => {
             let status = StatusCode::from_u16(reply.status()).unwrap_or(StatusCode::OK);
             let hint = match reply {
-                Reply::Page(page) => 32 + page.resources.len() * 112,
+                Reply::Page(page, _) => 32 + page.resources.len() * 112,
                 _ => 256,
             };
             bytes_response(status, JSON, json::encode(reply, hint))

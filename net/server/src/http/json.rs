@@ -59,6 +59,8 @@ pub enum Detail {
     Held(u32),
     /// `storage_full`: what is full (`memory` or `disk`).
     Storage(&'static str),
+    /// `cursor_expired`: the oldest cursor the feed can serve.
+    Oldest(String),
 }
 
 impl ApiError {
@@ -169,6 +171,7 @@ impl Serialize for ApiError {
             }
             Detail::Held(held) => map.serialize_entry("held", held)?,
             Detail::Storage(reason) => map.serialize_entry("reason", reason)?,
+            Detail::Oldest(cursor) => map.serialize_entry("oldest", cursor)?,
         }
         map.end()
     }
@@ -511,7 +514,8 @@ pub enum Reply {
         hold: HoldView,
         existing: Option<bool>,
     },
-    Page(ResourcePage),
+    /// A listing, with the feed's cursor from just before it was read.
+    Page(ResourcePage, Option<String>),
     /// `delete_partition`: the partition and what was removed with it.
     PartitionDeleted {
         partition: Arc<str>,
@@ -541,7 +545,7 @@ impl Reply {
                 Reply::Hold { status: 200, hold, existing: None }
             }
             OpResult::Resource(Ok(resource)) => Reply::Resource { status: 200, resource },
-            OpResult::Page(Ok(page)) => Reply::Page(page),
+            OpResult::Page(Ok(page)) => Reply::Page(page, None),
             OpResult::Command(Err(refusal))
             | OpResult::Resource(Err(refusal))
             | OpResult::Hold(Err(refusal))
@@ -559,7 +563,7 @@ impl Reply {
     pub fn status(&self) -> u16 {
         match self {
             Reply::Resource { status, .. } | Reply::Hold { status, .. } => *status,
-            Reply::Page(_) | Reply::PartitionDeleted { .. } => 200,
+            Reply::Page(..) | Reply::PartitionDeleted { .. } => 200,
             Reply::Error(error) => error.status,
         }
     }
@@ -572,7 +576,9 @@ impl Serialize for Reply {
             Reply::Hold { hold, existing, .. } => {
                 HoldJson { hold, existing: *existing }.serialize(serializer)
             }
-            Reply::Page(page) => PageJson(page).serialize(serializer),
+            Reply::Page(page, cursor) => {
+                PageJson { page, cursor: cursor.as_deref() }.serialize(serializer)
+            }
             Reply::PartitionDeleted { partition, resources, holds } => {
                 let mut map = serializer.serialize_map(Some(3))?;
                 map.serialize_entry("partition", &**partition)?;
@@ -646,9 +652,12 @@ impl Serialize for HoldJson<'_> {
     }
 }
 
-/// `{"resources":[…], "next": id or null}`.
+/// `{"resources":[…], "next": id or null, "cursor"?}`.
 #[derive(Debug)]
-pub struct PageJson<'a>(pub &'a ResourcePage);
+pub struct PageJson<'a> {
+    pub page: &'a ResourcePage,
+    pub cursor: Option<&'a str>,
+}
 
 impl Serialize for PageJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -662,9 +671,12 @@ impl Serialize for PageJson<'_> {
                 seq.end()
             }
         }
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("resources", &Resources(&self.0.resources))?;
-        map.serialize_entry("next", &self.0.next.as_deref())?;
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("resources", &Resources(&self.page.resources))?;
+        map.serialize_entry("next", &self.page.next.as_deref())?;
+        if let Some(cursor) = self.cursor {
+            map.serialize_entry("cursor", cursor)?;
+        }
         map.end()
     }
 }

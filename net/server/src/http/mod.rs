@@ -49,6 +49,7 @@
 //!   standby answers `{"role":"primary","epoch":n}` after the node's promotion callback.
 
 mod auth;
+mod changes;
 mod handlers;
 pub mod json;
 pub mod limits;
@@ -160,6 +161,7 @@ impl Default for StorageInfo {
 /// Everything a request needs: shared by every connection, read-only after start.
 pub struct HttpApp {
     runtime: Arc<Runtime>,
+    feed: bookd_feed::Feed,
     token: Option<String>,
     node: Arc<dyn NodeInfo>,
     config: HttpConfig,
@@ -188,6 +190,7 @@ impl HttpApp {
     pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
         let token = token.filter(|token| !token.is_empty());
         HttpApp {
+            feed: bookd_feed::Feed::new(runtime.clone()),
             runtime,
             openapi: openapi::document(token.is_some()),
             token,
@@ -217,6 +220,11 @@ impl HttpApp {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The node's change feed.
+    pub fn feed(&self) -> &bookd_feed::Feed {
+        &self.feed
     }
 
     pub fn node(&self) -> &Arc<dyn NodeInfo> {

@@ -25,6 +25,7 @@ pub enum Route {
     ExtendHold,
     DeletePartition,
     Batch,
+    Changes,
     OpenApi,
     Health,
     Metrics,
@@ -80,6 +81,7 @@ pub const ROUTES: &[RouteSpec] = &[
     spec("POST", "/v1/partitions/{partition}/holds/{hold}/extend", Route::ExtendHold),
     spec("DELETE", "/v1/partitions/{partition}", Route::DeletePartition),
     spec("POST", "/v1/batch", Route::Batch),
+    spec("GET", "/v1/changes", Route::Changes),
     spec("GET", "/openapi.json", Route::OpenApi),
     spec("GET", "/health", Route::Health),
     spec("GET", "/metrics", Route::Metrics),
@@ -160,7 +162,7 @@ pub fn decode_segment(segment: &str) -> Cow<'_, str> {
     percent_decode(segment, false)
 }
 
-fn percent_decode(text: &str, plus_is_space: bool) -> Cow<'_, str> {
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Cow<'_, str> {
     if !text.bytes().any(|byte| byte == b'%' || (plus_is_space && byte == b'+')) {
         return Cow::Borrowed(text);
     }

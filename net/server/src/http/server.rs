@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 
-use super::handlers::handle;
+use super::handlers::handle_any;
 use super::limits::{HEADERS_MAX, HEAD_SIZE_MAX_BYTES};
 use super::HttpApp;
 
@@ -75,9 +75,11 @@ async fn run_connection(
 ) -> Result<(), hyper::Error> {
     let _ = stream.set_nodelay(true);
     let service_app = app.clone();
+    let service_stop = stop.clone();
     let service = service_fn(move |request| {
         let app = service_app.clone();
-        async move { Ok::<_, Infallible>(handle(&app, request).await) }
+        let stop = service_stop.clone();
+        async move { Ok::<_, Infallible>(handle_any(&app, request, stop).await) }
     });
     let mut builder = http1::Builder::new();
     builder

@@ -1,0 +1,300 @@
+//! bookd's change feed: every change of state, in log order, read from the shards' durable logs.
+//!
+//! The shard writes the changes each record made into the record itself (payload version 2, see
+//! `bookd_runtime::payload` and `bookd_engine::change`), so the feed is a reader of the log and
+//! nothing else: it never runs on a shard's apply path, it serves only what is durable, and the
+//! primary, a replay after a crash and a standby serve the same changes at the same cursors.
+//!
+//! - `cursor`: positions in every shard's log as one opaque string.
+//! - [`Feed::read`]: a page of changes after a cursor, optionally of one partition, waiting up
+//!   to a bound for the first one (long poll); changes of several shards are merged by time.
+//!
+//! Within a partition (one shard, one log) changes come in log order; across partitions the
+//! merge by time is only a convenience.
+
+mod cursor;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookd_engine::change::{decode_changes, Change, ChangeDecodeError};
+use bookd_runtime::{
+    decode_command_changes, decode_tick, shard_of, ControlError, PayloadError, RawRead, Runtime,
+    RECORD_KIND_COMMAND, RECORD_KIND_TICK,
+};
+
+pub use cursor::{Cursor, CursorError, Position, CURSOR_LENGTH_MAX};
+
+/// Most changes one page holds, and its default.
+pub const FEED_LIMIT_MAX: usize = 1000;
+pub const FEED_LIMIT_DEFAULT: usize = 100;
+/// Longest a read waits for a first change.
+pub const FEED_WAIT_MS_MAX: u64 = 30_000;
+/// Log bytes asked of a shard at a time.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Log bytes one read scans in a shard at most before it answers with what it has (a partition
+/// with few changes in a busy log must not make one request read the whole log).
+const SCAN_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// What a read asks for.
+#[derive(Debug, Clone)]
+pub struct FeedRequest {
+    /// After this position; `None`: from the current end (only new changes).
+    pub cursor: Option<Cursor>,
+    /// Only this partition's changes.
+    pub partition: Option<String>,
+    /// 1 to [`FEED_LIMIT_MAX`].
+    pub limit: usize,
+    /// How long an empty answer may wait for a first change.
+    pub wait: Duration,
+}
+
+/// One change and the cursor just after it.
+#[derive(Debug, Clone)]
+pub struct FeedChange {
+    pub cursor: Cursor,
+    pub change: Arc<Change>,
+}
+
+/// A page of changes, and the cursor to go on from (after the last one, or past what was
+/// scanned when nothing matched).
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    pub changes: Vec<FeedChange>,
+    pub cursor: Cursor,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FeedError {
+    /// The log no longer holds records that old; `oldest` is the oldest cursor it can serve.
+    #[error("the feed no longer has changes that old")]
+    Expired { oldest: Cursor },
+    #[error("shard {shard} cannot be read: {source}")]
+    Shard {
+        shard: usize,
+        #[source]
+        source: ControlError,
+    },
+    #[error("shard {shard} record {lsn}: {reason}")]
+    Record { shard: usize, lsn: u64, reason: RecordProblem },
+}
+
+/// What is wrong with a record the feed read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RecordProblem {
+    #[error("framing: {0}")]
+    Framing(&'static str),
+    #[error("payload: {0}")]
+    Payload(#[from] PayloadError),
+    #[error("changes: {0}")]
+    Changes(#[from] ChangeDecodeError),
+    #[error("expected record {expected}")]
+    OutOfOrder { expected: u64 },
+}
+
+/// The feed's counters (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct FeedMetrics {
+    /// Readers waiting or reading now.
+    pub subscribers: AtomicU64,
+    /// Changes handed out.
+    pub changes_sent: AtomicU64,
+    /// Reads answered.
+    pub reads: AtomicU64,
+}
+
+/// The change feed of one node.
+#[derive(Debug)]
+pub struct Feed {
+    runtime: Arc<Runtime>,
+    metrics: FeedMetrics,
+}
+
+/// The changes read from one shard: each with its position after it, and where the scan ended.
+struct ShardRead {
+    changes: VecDeque<(Position, Arc<Change>)>,
+    end: Position,
+}
+
+impl Feed {
+    pub fn new(runtime: Arc<Runtime>) -> Feed {
+        Feed { runtime, metrics: FeedMetrics::default() }
+    }
+
+    pub fn metrics(&self) -> &FeedMetrics {
+        &self.metrics
+    }
+
+    pub fn shards(&self) -> usize {
+        self.runtime.shards()
+    }
+
+    /// The current end of the feed: every shard just after its durable records.
+    pub fn end(&self) -> Cursor {
+        let positions = self
+            .runtime
+            .metrics()
+            .iter()
+            .map(|shard| Position::at(shard.durable_lsn.load(Ordering::Acquire).saturating_add(1)))
+            .collect();
+        Cursor { positions }
+    }
+
+    /// A page of changes after `request.cursor`, waiting up to `request.wait` for the first.
+    pub async fn read(&self, request: &FeedRequest) -> Result<FeedPage, FeedError> {
+        self.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
+        let page = self.read_waiting(request).await;
+        self.metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.reads.fetch_add(1, Ordering::Relaxed);
+        if let Ok(page) = &page {
+            self.metrics.changes_sent.fetch_add(page.changes.len() as u64, Ordering::Relaxed);
+        }
+        page
+    }
+
+    async fn read_waiting(&self, request: &FeedRequest) -> Result<FeedPage, FeedError> {
+        let deadline = Instant::now() + request.wait;
+        let mut cursor = request.cursor.clone().unwrap_or_else(|| self.end());
+        loop {
+            // Registered before reading, so a change made durable meanwhile wakes the wait.
+            let durable = self.runtime.durable_changed().notified();
+            let page = self.read_once(&cursor, request).await?;
+            let now = Instant::now();
+            if !page.changes.is_empty() || now >= deadline {
+                return Ok(page);
+            }
+            cursor = page.cursor;
+            let _ = tokio::time::timeout(deadline - now, durable).await;
+        }
+    }
+
+    /// One pass over the shards the request reads, merged.
+    async fn read_once(&self, cursor: &Cursor, request: &FeedRequest) -> Result<FeedPage, FeedError> {
+        let shards: Vec<usize> = match &request.partition {
+            Some(partition) => vec![shard_of(partition, self.shards())],
+            None => (0..self.shards()).collect(),
+        };
+        let mut reads = Vec::with_capacity(shards.len());
+        for &shard in &shards {
+            let from = cursor.positions[shard];
+            reads.push((shard, self.read_shard(shard, from, request).await?));
+        }
+        Ok(merge(cursor, reads, request.limit))
+    }
+
+    /// Up to `request.limit` changes of `shard` from `from`, scanning at most
+    /// [`SCAN_BYTES_MAX`] of its log.
+    async fn read_shard(
+        &self,
+        shard: usize,
+        from: Position,
+        request: &FeedRequest,
+    ) -> Result<ShardRead, FeedError> {
+        let mut read = ShardRead { changes: VecDeque::new(), end: from };
+        let mut scanned = 0usize;
+        while read.changes.len() < request.limit && scanned < SCAN_BYTES_MAX {
+            let raw = self
+                .runtime
+                .read_raw(shard, read.end.lsn, READ_CHUNK_BYTES)
+                .await
+                .map_err(|source| FeedError::Shard { shard, source })?;
+            let bytes = match raw {
+                RawRead::Records(bytes) => bytes,
+                RawRead::Unavailable { first_lsn } => {
+                    return Err(FeedError::Expired { oldest: self.oldest(shard, first_lsn) })
+                }
+            };
+            if bytes.is_empty() {
+                break;
+            }
+            scanned += bytes.len();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let record = bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
+                    shard,
+                    lsn: read.end.lsn,
+                    reason: RecordProblem::Framing(error.describe()),
+                })?;
+                rest = &rest[record.raw.len()..];
+                let lsn = record.header.lsn;
+                if lsn != read.end.lsn {
+                    let reason = RecordProblem::OutOfOrder { expected: read.end.lsn };
+                    return Err(FeedError::Record { shard, lsn, reason });
+                }
+                let changes = record_changes(record.header.kind, record.payload)
+                    .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
+                let skip = read.end.skip as usize;
+                for (index, change) in changes.into_iter().enumerate().skip(skip) {
+                    if read.changes.len() == request.limit {
+                        read.end = Position { lsn, skip: index as u32 };
+                        return Ok(read);
+                    }
+                    if request.partition.as_ref().is_none_or(|p| *p == change.partition) {
+                        let after = Position { lsn, skip: index as u32 + 1 };
+                        read.changes.push_back((after, Arc::new(change)));
+                    }
+                }
+                read.end = Position::at(lsn + 1);
+            }
+        }
+        Ok(read)
+    }
+
+    /// The oldest cursor: `shard` at its oldest record, the others where their logs start.
+    fn oldest(&self, shard: usize, first_lsn: u64) -> Cursor {
+        let mut oldest = self.end();
+        for (index, position) in oldest.positions.iter_mut().enumerate() {
+            // The others' oldest records are not known here without asking each; their ends
+            // are served, and a consumer resuming at 410 lists first anyway.
+            if index == shard {
+                *position = Position::at(first_lsn);
+            }
+        }
+        oldest
+    }
+}
+
+/// The changes a record carries (none for records of version 1, epochs and settings).
+fn record_changes(kind: u8, payload: &[u8]) -> Result<Vec<Change>, RecordProblem> {
+    let section = match kind {
+        RECORD_KIND_COMMAND => decode_command_changes(payload)?.1,
+        RECORD_KIND_TICK => decode_tick(payload)?.changes,
+        _ => None,
+    };
+    match section {
+        Some(bytes) => Ok(decode_changes(bytes)?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Merges the shards' changes by time (then shard), at most `limit`, each with the cursor after
+/// it. A shard whose changes were all taken moves to where its scan ended.
+fn merge(from: &Cursor, reads: Vec<(usize, ShardRead)>, limit: usize) -> FeedPage {
+    let mut positions = from.positions.clone();
+    let mut reads = reads;
+    let mut changes = Vec::new();
+    while changes.len() < limit {
+        let next = reads
+            .iter()
+            .enumerate()
+            .filter_map(|(at, (shard, read))| read.changes.front().map(|c| (c.1.at_ms, *shard, at)))
+            .min();
+        let Some((_, shard, at)) = next else {
+            break;
+        };
+        let Some((after, change)) = reads[at].1.changes.pop_front() else {
+            break;
+        };
+        positions[shard] = after;
+        changes.push(FeedChange { cursor: Cursor { positions: positions.clone() }, change });
+    }
+    for (shard, read) in &reads {
+        if read.changes.is_empty() {
+            positions[*shard] = read.end;
+        }
+    }
+    FeedPage { changes, cursor: Cursor { positions } }
+}
