@@ -340,16 +340,16 @@ pub struct MemoryRecord {
 }
 
 impl MemoryRecord {
-    const HEADER_BYTES: usize = 29;
-
-    /// The memory log's own framing (not the WAL's): lsn, epoch, time, kind, length, payload.
+    /// Framed as the WAL frames a record, so readers of `read_raw` (standbys, the change feed)
+    /// decode it the same way.
     fn frame(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.lsn.to_le_bytes());
-        out.extend_from_slice(&self.epoch.to_le_bytes());
-        out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
-        out.push(self.kind);
-        out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.payload);
+        let header = bookd_wal::record::RecordHeader {
+            lsn: self.lsn,
+            epoch: self.epoch,
+            timestamp_ms: self.timestamp_ms,
+            kind: self.kind,
+        };
+        bookd_wal::record::encode_append(out, header, &self.payload);
     }
 }
 
@@ -520,27 +520,19 @@ impl ShardLog for MemoryLog {
     }
 
     fn decode_raw<'a>(&self, mut records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
-        let bad = || LogError::Refused("bad memory-log frame".into());
         let mut decoded = Vec::new();
         while !records.is_empty() {
-            let header = records.get(..MemoryRecord::HEADER_BYTES).ok_or_else(bad)?;
-            let u64_at = |at: usize| {
-                let mut field = [0u8; 8];
-                field.copy_from_slice(&header[at..at + 8]);
-                u64::from_le_bytes(field)
-            };
-            let mut len = [0u8; 4];
-            len.copy_from_slice(&header[25..29]);
-            let end = MemoryRecord::HEADER_BYTES + u32::from_le_bytes(len) as usize;
-            let payload = records.get(MemoryRecord::HEADER_BYTES..end).ok_or_else(bad)?;
+            let view = bookd_wal::record::decode(records).map_err(|error| {
+                LogError::Refused(format!("bad memory-log frame: {}", error.describe()))
+            })?;
             decoded.push(RawRecord {
-                lsn: u64_at(0),
-                epoch: u64_at(8),
-                timestamp_ms: u64_at(16),
-                kind: header[24],
-                payload,
+                lsn: view.header.lsn,
+                epoch: view.header.epoch,
+                timestamp_ms: view.header.timestamp_ms,
+                kind: view.header.kind,
+                payload: view.payload,
             });
-            records = &records[end..];
+            records = &records[view.raw.len()..];
         }
         Ok(decoded)
     }
