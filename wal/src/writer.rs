@@ -59,6 +59,12 @@ pub struct Options {
     /// The most bytes a second a `SnapshotWriter` writes (0: as fast as the disk takes them),
     /// so that a snapshot leaves the disk room for the log's syncs.
     pub snapshot_write_bytes_per_s: u64,
+    /// How long records are kept for readers of the log (the change feed) after the snapshots
+    /// made them unnecessary for recovery: a segment goes once its newest record is this much
+    /// older than the log's newest, or once keeping it would hold more than
+    /// `feed_retention_bytes_max` of such segments. 0 keeps nothing extra.
+    pub feed_retention_ms: u64,
+    pub feed_retention_bytes_max: u64,
 }
 
 impl Default for Options {
@@ -69,6 +75,8 @@ impl Default for Options {
             sync_method: SyncMethod::WriteFdatasync,
             snapshots_retained: snapshots_retained_default,
             snapshot_write_bytes_per_s: snapshot_write_bytes_per_s_default,
+            feed_retention_ms: 0,
+            feed_retention_bytes_max: 0,
         }
     }
 }
@@ -120,6 +128,9 @@ pub(crate) struct Segment<F> {
     /// Offset just after the last record.
     pub(crate) end_offset: usize,
     pub(crate) file: F,
+    /// The timestamp of its newest record, once it is sealed by this process (`None`: found at
+    /// open, counted as of the first record appended since).
+    pub(crate) sealed_at_ms: Option<u64>,
 }
 
 /// A log: one directory, one writer thread.
@@ -141,6 +152,9 @@ pub struct Wal<S: Storage> {
     /// LSNs of the snapshot files, oldest first.
     snapshot_lsns: Vec<Lsn>,
     retain_from_lsn: Lsn,
+    /// The timestamp of the newest record appended by this process, and of the first.
+    newest_timestamp_ms: Option<u64>,
+    opened_at_ms: Option<u64>,
     /// Read position cache for `read_raw`: (lsn, segment index, offset).
     pub(crate) read_cursor: Option<(Lsn, usize, usize)>,
     /// Rate limit of the warnings about refusals for lack of disk space.
@@ -226,6 +240,7 @@ impl<S: Storage> Wal<S> {
                 first_lsn: s.first_lsn,
                 end_offset: s.end_offset,
                 file: s.file,
+                sealed_at_ms: None,
             })
             .collect();
         let mut wal = Wal {
@@ -241,6 +256,8 @@ impl<S: Storage> Wal<S> {
             last_sync: Instant::now(),
             snapshot_lsns: plan.snapshot_lsns,
             retain_from_lsn: Lsn::MAX,
+            newest_timestamp_ms: None,
+            opened_at_ms: None,
             read_cursor: None,
             space_warnings: Throttle::default(),
         };
@@ -358,6 +375,7 @@ impl<S: Storage> Wal<S> {
         let lsn = self.next_lsn;
         let header = RecordHeader { lsn, epoch, timestamp_ms, kind };
         record::encode_append(&mut self.pending, header, payload);
+        self.note_timestamp(timestamp_ms);
         self.active_mut().end_offset += size;
         self.bytes_since_snapshot += size as u64;
         self.next_lsn = lsn + 1;
@@ -388,13 +406,14 @@ impl<S: Storage> Wal<S> {
             if view.payload.len() > max {
                 return Err(refuse(format!("payload of {} bytes above {max}", view.payload.len())));
             }
-            records.push((offset, view.raw.len()));
+            records.push((offset, view.raw.len(), view.header.timestamp_ms));
             offset += view.raw.len();
             expected += 1;
         }
-        for (start, size) in records {
+        for (start, size, timestamp_ms) in records {
             self.make_room(size)?;
             self.pending.extend_from_slice(&bytes[start..start + size]);
+            self.note_timestamp(timestamp_ms);
             self.active_mut().end_offset += size;
             self.bytes_since_snapshot += size as u64;
             self.next_lsn += 1;
@@ -580,7 +599,18 @@ impl<S: Storage> Wal<S> {
             self.segments.pop();
             self.read_cursor = None;
         }
-        self.segments.push(Segment { name, first_lsn, end_offset: header.len(), file });
+        if let (Some(sealed), Some(newest)) = (self.segments.last_mut(), self.newest_timestamp_ms) {
+            if !replaces_empty {
+                sealed.sealed_at_ms = Some(newest);
+            }
+        }
+        self.segments.push(Segment {
+            name,
+            first_lsn,
+            end_offset: header.len(),
+            file,
+            sealed_at_ms: None,
+        });
         self.next_segment_requested = false;
         Ok(())
     }
@@ -738,6 +768,35 @@ impl<S: Storage> Wal<S> {
         self.apply_retention()
     }
 
+    /// Notes the timestamp of a record appended.
+    fn note_timestamp(&mut self, timestamp_ms: u64) {
+        let newest = self.newest_timestamp_ms.map_or(timestamp_ms, |t| t.max(timestamp_ms));
+        self.newest_timestamp_ms = Some(newest);
+        self.opened_at_ms.get_or_insert(timestamp_ms);
+    }
+
+    /// The first LSN the feed's retention keeps: that of the oldest sealed segment that is not
+    /// yet `feed_retention_ms` older than the newest record and within the byte bound.
+    fn feed_keep_from(&self) -> Lsn {
+        let Some(active) = self.segments.last() else { return Lsn::MAX };
+        let (ms, bytes_max) =
+            (self.options.feed_retention_ms, self.options.feed_retention_bytes_max);
+        if ms == 0 || bytes_max == 0 {
+            return Lsn::MAX;
+        }
+        let newest = self.newest_timestamp_ms.unwrap_or(0);
+        let sealed = &self.segments[..self.segments.len() - 1];
+        for (index, segment) in sealed.iter().enumerate() {
+            let kept_bytes = (sealed.len() - index) as u64 * self.options.segment_size_bytes;
+            let sealed_at = segment.sealed_at_ms.or(self.opened_at_ms).unwrap_or(newest);
+            let old = sealed_at.saturating_add(ms) <= newest;
+            if !old && kept_bytes <= bytes_max {
+                return segment.first_lsn;
+            }
+        }
+        active.first_lsn
+    }
+
     /// Removes snapshots beyond the newest `snapshots_retained`, then segments wholly before both
     /// the oldest kept snapshot's LSN and the `retain_from_lsn` floor (oldest first, so a crash
     /// midway never leaves a hole). The active segment is never removed.
@@ -751,7 +810,8 @@ impl<S: Storage> Wal<S> {
         }
         let Some(&oldest_kept) = self.snapshot_lsns.first() else { return Ok(()) };
         // Records from `keep_from` on must stay.
-        let keep_from = oldest_kept.saturating_add(1).min(self.retain_from_lsn);
+        let keep_from =
+            oldest_kept.saturating_add(1).min(self.retain_from_lsn).min(self.feed_keep_from());
         while self.segments.len() >= 2 && self.segments[1].first_lsn <= keep_from {
             let name = self.segments[0].name.clone();
             if let Err(e) = self.storage.remove_file(Area::Wal, &name) {

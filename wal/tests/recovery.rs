@@ -363,3 +363,41 @@ fn an_empty_segment_too_small_for_a_record_is_replaced_by_a_larger_one() {
     assert_eq!(collect.lsns(), vec![1]);
     assert_eq!(collect.records[0].1, payload);
 }
+
+#[test]
+fn feed_retention_keeps_segments_for_a_time_and_within_a_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        snapshots_retained: 1,
+        feed_retention_ms: 60_000,
+        feed_retention_bytes_max: 4 * SEGMENT,
+        ..options()
+    };
+    let (mut wal, _) = Wal::open_dir(dir.path(), opts, &mut Collect::default()).unwrap();
+    // 300 records at time 0, about three segments.
+    for _ in 0..300 {
+        wal.append(1, 1, 0, &payload_for(1)).unwrap();
+    }
+    wal.commit().unwrap();
+    wal.write_snapshot(300, b"s").unwrap();
+    assert_eq!(wal.first_lsn(), 1, "younger than the retention: kept past the snapshot");
+    // A minute later the old segments may go at the next snapshot.
+    for _ in 0..10 {
+        wal.append(1, 1, 60_000, &payload_for(1)).unwrap();
+    }
+    wal.commit().unwrap();
+    wal.write_snapshot(310, b"s").unwrap();
+    assert!(wal.first_lsn() > 200, "older than the retention: dropped ({})", wal.first_lsn());
+    // Young segments beyond the byte bound go too.
+    for _ in 0..1_500 {
+        wal.append(1, 1, 60_001, &payload_for(1)).unwrap();
+    }
+    wal.commit().unwrap();
+    wal.write_snapshot(1_810, b"s").unwrap();
+    let kept = segments(dir.path())
+        .iter()
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .count();
+    assert!(kept <= 4 + 1, "{kept} segments kept, 4 sealed allowed plus the active one");
+    assert!(wal.first_lsn() < 1_810);
+}

@@ -4,6 +4,8 @@
 //! differ). A replay of the same history from the logged tick counts gives the same changes,
 //! byte for byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -59,7 +61,10 @@ impl Consumer {
             }
             for hold in &partition.holds {
                 let status = HoldStatus::from_u8(hold.status).expect("a known status");
-                holds.insert((partition.name.clone(), hold.id.clone()), (status, hold.expires_at_ms));
+                holds.insert(
+                    (partition.name.clone(), hold.id.clone()),
+                    (status, hold.expires_at_ms),
+                );
             }
         }
         prop_assert_eq!(&self.resources, &resources);

@@ -104,6 +104,49 @@ pub struct FeedMetrics {
     pub changes_sent: AtomicU64,
     /// Reads answered.
     pub reads: AtomicU64,
+    /// Of the last read that served changes: log records between its last change and the
+    /// durable end, summed over the shards it read, and how old its last change was (ms).
+    pub lag_records: AtomicU64,
+    pub lag_ms: AtomicU64,
+}
+
+impl FeedMetrics {
+    /// Appends the feed's metrics in Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let metrics: [(&str, &str, &str, &AtomicU64); 5] = [
+            (
+                "bookd_feed_subscribers",
+                "gauge",
+                "Change feed reads in progress (long polls and event streams waiting).",
+                &self.subscribers,
+            ),
+            (
+                "bookd_feed_changes_sent_total",
+                "counter",
+                "Changes handed out by the change feed.",
+                &self.changes_sent,
+            ),
+            ("bookd_feed_reads_total", "counter", "Change feed reads answered.", &self.reads),
+            (
+                "bookd_feed_lag_records",
+                "gauge",
+                "Log records between the last change served and the durable end.",
+                &self.lag_records,
+            ),
+            (
+                "bookd_feed_lag_ms",
+                "gauge",
+                "Age of the last change served when it was served, in ms.",
+                &self.lag_ms,
+            ),
+        ];
+        for (name, kind, help, value) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
 }
 
 /// The change feed of one node.
@@ -151,6 +194,9 @@ impl Feed {
         self.metrics.reads.fetch_add(1, Ordering::Relaxed);
         if let Ok(page) = &page {
             self.metrics.changes_sent.fetch_add(page.changes.len() as u64, Ordering::Relaxed);
+            if let Some(last) = page.changes.last() {
+                self.note_lag(&page.cursor, last.change.at_ms);
+            }
         }
         page
     }
@@ -172,7 +218,11 @@ impl Feed {
     }
 
     /// One pass over the shards the request reads, merged.
-    async fn read_once(&self, cursor: &Cursor, request: &FeedRequest) -> Result<FeedPage, FeedError> {
+    async fn read_once(
+        &self,
+        cursor: &Cursor,
+        request: &FeedRequest,
+    ) -> Result<FeedPage, FeedError> {
         let shards: Vec<usize> = match &request.partition {
             Some(partition) => vec![shard_of(partition, self.shards())],
             None => (0..self.shards()).collect(),
@@ -213,11 +263,12 @@ impl Feed {
             scanned += bytes.len();
             let mut rest = &bytes[..];
             while !rest.is_empty() {
-                let record = bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
-                    shard,
-                    lsn: read.end.lsn,
-                    reason: RecordProblem::Framing(error.describe()),
-                })?;
+                let record =
+                    bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
+                        shard,
+                        lsn: read.end.lsn,
+                        reason: RecordProblem::Framing(error.describe()),
+                    })?;
                 rest = &rest[record.raw.len()..];
                 let lsn = record.header.lsn;
                 if lsn != read.end.lsn {
@@ -241,6 +292,21 @@ impl Feed {
             }
         }
         Ok(read)
+    }
+
+    fn note_lag(&self, cursor: &Cursor, at_ms: u64) {
+        let end = self.end();
+        let records = end
+            .positions
+            .iter()
+            .zip(&cursor.positions)
+            .map(|(end, at)| end.lsn.saturating_sub(at.lsn))
+            .fold(0u64, u64::saturating_add);
+        self.metrics.lag_records.store(records, Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        self.metrics.lag_ms.store(now_ms.saturating_sub(at_ms), Ordering::Relaxed);
     }
 
     /// The oldest cursor: `shard` at its oldest record, the others where their logs start.

@@ -54,8 +54,7 @@ pub use metrics::{
 pub use payload::{
     decode_command, decode_command_changes, decode_epoch, decode_settings, decode_tick,
     encode_command, encode_command_changes, encode_epoch, encode_settings, encode_tick,
-    encode_tick_changes, PayloadError,
-    Settings, Tick, PAYLOAD_VERSION, PAYLOAD_VERSIONS_READ,
+    encode_tick_changes, PayloadError, Settings, Tick, PAYLOAD_VERSION, PAYLOAD_VERSIONS_READ,
 };
 pub use shard::ShardConfig;
 

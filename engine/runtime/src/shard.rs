@@ -459,9 +459,10 @@ impl Shard {
             // expire them in its own record, however many they are.
             Op::Command(command)
                 if self.engine.expiry_due(now_ms)
-                    || !self
-                        .log
-                        .has_room(record_room_bytes(command, self.log.payload_size_max_bytes())) =>
+                    || !self.log.has_room(record_room_bytes(
+                        command,
+                        self.log.payload_size_max_bytes(),
+                    )) =>
             {
                 let result = Err(Refusal::StorageFull { reason: StorageFullReason::Disk });
                 self.metrics.count_command(command, &result);

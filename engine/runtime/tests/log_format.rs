@@ -17,8 +17,8 @@ use bookd_engine::{
 use bookd_runtime::{
     apply_record, decode_command, decode_command_changes, decode_epoch, decode_settings,
     decode_tick, encode_command, encode_command_changes, encode_epoch, encode_settings,
-    encode_tick, encode_tick_changes, recover_shard, DataDir, Settings, Tick,
-    RECORD_KIND_COMMAND, RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    encode_tick, encode_tick_changes, recover_shard, DataDir, Settings, Tick, RECORD_KIND_COMMAND,
+    RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 
 /// Bytes from hex written one field a line: whitespace is ignored, `//` starts a comment.
@@ -365,7 +365,11 @@ fn fixture_history() -> Vec<(u64, u64, Step)> {
         // h2 expires at T0 + 1002.
         (1, 1_002, Step::Tick),
         (1, 1_003, Step::Command(on("h3", vec![item("room-101", 1)], Some(5_000), None))),
-        (1, 1_004, Step::Command(Command::Release(Release { partition: hotel(), hold: "h3".into() }))),
+        (
+            1,
+            1_004,
+            Step::Command(Command::Release(Release { partition: hotel(), hold: "h3".into() })),
+        ),
         (2, 2_000, Step::Epoch),
         (2, 2_001, Step::Command(on("h4", vec![item("room-101", 1)], Some(60_000), None))),
         (
@@ -378,8 +382,16 @@ fn fixture_history() -> Vec<(u64, u64, Step)> {
             })),
         ),
         (2, 2_003, Step::Command(on("h5", vec![item("room-102", 1)], None, Some("")))),
-        (2, 2_004, Step::Command(Command::Confirm(Confirm { partition: hotel(), hold: "h5".into() }))),
-        (2, 2_005, Step::Command(Command::Cancel(Cancel { partition: hotel(), hold: "h5".into() }))),
+        (
+            2,
+            2_004,
+            Step::Command(Command::Confirm(Confirm { partition: hotel(), hold: "h5".into() })),
+        ),
+        (
+            2,
+            2_005,
+            Step::Command(Command::Cancel(Cancel { partition: hotel(), hold: "h5".into() })),
+        ),
         (2, 3_000, Step::Tick),
     ]
 }
@@ -533,8 +545,13 @@ fn the_committed_records_of_every_version_replay_to_the_expected_state() {
         let mut engine = Engine::default();
         for record in committed_records(&raw) {
             assert_eq!(record.payload[0], version);
-            apply_record(&mut engine, record.header.kind, record.header.timestamp_ms, record.payload)
-                .unwrap_or_else(|error| panic!("v{version} record {}: {error}", record.header.lsn));
+            apply_record(
+                &mut engine,
+                record.header.kind,
+                record.header.timestamp_ms,
+                record.payload,
+            )
+            .unwrap_or_else(|error| panic!("v{version} record {}: {error}", record.header.lsn));
         }
         assert_fixture_state(&engine);
     }

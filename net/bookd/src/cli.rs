@@ -91,6 +91,17 @@ pub struct ServeArgs {
     #[arg(long, env = "BOOKD_SNAPSHOT_WRITE_RATE", value_parser = parse_size,
           default_value_t = Size(bookd_wal::limits::snapshot_write_bytes_per_s_default))]
     pub snapshot_write_rate: Size,
+    /// How long the change feed keeps changes after snapshots made their log records
+    /// unnecessary for recovery (as for --hold-retention; 0s keeps none): a consumer that
+    /// falls further behind gets 410 `cursor_expired` and lists again.
+    #[arg(long, env = "BOOKD_FEED_RETENTION", value_parser = parse_span_flag,
+          default_value_t = Span(bookd_server::node::defaults::FEED_RETENTION))]
+    pub feed_retention: Span,
+    /// The most bytes of log each shard keeps for the change feed, with a suffix as for
+    /// --memory-max: older changes go first when the bound is reached.
+    #[arg(long, env = "BOOKD_FEED_RETENTION_BYTES", value_parser = parse_size,
+          default_value_t = Size(bookd_server::node::defaults::FEED_RETENTION_BYTES))]
+    pub feed_retention_bytes: Size,
     /// Largest piece of a snapshot sent to a standby that needs one, in bytes or with a suffix
     /// as for --memory-max (1KiB to 1MiB). The snapshot file is read and sent a piece at a time.
     #[arg(long, env = "BOOKD_SNAPSHOT_PIECE_SIZE", value_parser = parse_size,
@@ -166,6 +177,8 @@ impl ServeArgs {
             segment_size_bytes: self.segment_size.0,
             snapshot_write_bytes_per_s: self.snapshot_write_rate.0,
             snapshot_piece_bytes: self.snapshot_piece_size.0,
+            feed_retention: self.feed_retention.0,
+            feed_retention_bytes: self.feed_retention_bytes.0,
             role,
             ..NodeConfig::default()
         }
@@ -301,6 +314,10 @@ impl std::fmt::Display for Span {
 
 fn parse_size(text: &str) -> Result<Size, FlagError> {
     parse_bytes(text).map(Size)
+}
+
+fn parse_span_flag(text: &str) -> Result<Span, FlagError> {
+    parse_duration(text).map(Span)
 }
 
 fn parse_hold_retention_flag(text: &str) -> Result<Span, FlagError> {

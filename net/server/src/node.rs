@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// The memory the whole node's state may use, in bytes (`u64::MAX`: no limit); the
     /// runtime divides it among the shards.
     pub memory_max_bytes: u64,
+    /// How long each shard's log keeps records for the change feed once snapshots made them
+    /// unnecessary, and the most bytes of such segments it keeps per shard.
+    pub feed_retention: Duration,
+    pub feed_retention_bytes: u64,
 }
 
 /// The defaults of `bookd serve` that are the node's own; the others are the defaults of the
@@ -63,6 +67,10 @@ pub mod defaults {
     pub const LISTEN_ADDR: &str = "127.0.0.1:7070";
     /// Standbys a command waits for before it is acknowledged (0: asynchronous replication).
     pub const SYNC_STANDBYS: usize = 0;
+    /// How long the change feed keeps changes, at least (`--feed-retention`).
+    pub const FEED_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// The most bytes of log a shard keeps for the change feed (`--feed-retention-bytes`).
+    pub const FEED_RETENTION_BYTES: u64 = 1 << 30;
 }
 
 impl Default for NodeConfig {
@@ -88,6 +96,8 @@ impl Default for NodeConfig {
             replication_timeout: bookd_runtime::REPLICATION_TIMEOUT_DEFAULT,
             hold_retention: Duration::from_millis(bookd_engine::limits::HOLD_RETENTION_MS_DEFAULT),
             memory_max_bytes: default_memory_max_bytes(),
+            feed_retention: defaults::FEED_RETENTION,
+            feed_retention_bytes: defaults::FEED_RETENTION_BYTES,
         }
     }
 }
@@ -163,6 +173,8 @@ impl Node {
         let options = bookd_wal::Options {
             segment_size_bytes: config.segment_size_bytes,
             snapshot_write_bytes_per_s: config.snapshot_write_bytes_per_s,
+            feed_retention_ms: u64::try_from(config.feed_retention.as_millis()).unwrap_or(u64::MAX),
+            feed_retention_bytes_max: config.feed_retention_bytes,
             sync_policy: match config.sync_interval_ms {
                 None => SyncPolicy::Always,
                 Some(interval_ms) => SyncPolicy::Interval { interval_ms },

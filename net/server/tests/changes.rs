@@ -25,12 +25,18 @@ async fn ok(response: Response) -> Value {
 }
 
 /// Every change after `cursor`, page by page (`limit` each), and the cursor at the end.
-async fn follow(client: &mut Client, cursor: &str, query: &str, limit: usize) -> (Vec<Value>, String) {
+async fn follow(
+    client: &mut Client,
+    cursor: &str,
+    query: &str,
+    limit: usize,
+) -> (Vec<Value>, String) {
     let mut changes = Vec::new();
     let mut cursor = cursor.to_string();
     for _ in 0..100 {
         let page =
-            ok(client.get(&format!("/v1/changes?cursor={cursor}&limit={limit}{query}")).await).await;
+            ok(client.get(&format!("/v1/changes?cursor={cursor}&limit={limit}{query}")).await)
+                .await;
         let batch = page["changes"].as_array().unwrap().clone();
         cursor = page["cursor"].as_str().unwrap().to_string();
         if batch.is_empty() {
@@ -185,7 +191,11 @@ async fn bad_cursors_and_limits_are_refused() {
 }
 
 /// Reads server-sent events from `stream` until `count` changes came; returns (id, data) each.
-async fn events(stream: &mut TcpStream, buffer: &mut Vec<u8>, count: usize) -> Vec<(String, Value)> {
+async fn events(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    count: usize,
+) -> Vec<(String, Value)> {
     let mut found = Vec::new();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -228,17 +238,20 @@ async fn server_sent_events_stream_and_resume_after_the_last_event() {
     let cursor = ok(client.get("/v1/changes").await).await["cursor"].as_str().unwrap().to_string();
     let mut stream = open_events(server.addr, &format!("?cursor={cursor}"), None).await;
     for capacity in 1..=3 {
-        ok(client.put_json(&format!("{P}/resources/r{capacity}"), &json!({"capacity": capacity})).await)
-            .await;
+        ok(client
+            .put_json(&format!("{P}/resources/r{capacity}"), &json!({"capacity": capacity}))
+            .await)
+        .await;
     }
     let mut buffer = Vec::new();
     let first = events(&mut stream, &mut buffer, 3).await;
     let head = String::from_utf8_lossy(&buffer).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
-    assert_eq!(first.iter().map(|(_, c)| c["resources"][0]["id"].clone()).collect::<Vec<_>>(), [
-        "r1", "r2", "r3"
-    ]);
+    assert_eq!(
+        first.iter().map(|(_, c)| c["resources"][0]["id"].clone()).collect::<Vec<_>>(),
+        ["r1", "r2", "r3"]
+    );
     for (id, change) in &first {
         assert_eq!(change["cursor"], id.as_str());
     }

@@ -86,7 +86,8 @@ fn number(value: &str) -> Option<u64> {
 
 /// A cursor from the query or from `Last-Event-ID`.
 pub fn parse_cursor(text: &str, shards: usize) -> Result<Cursor, ApiError> {
-    Cursor::parse(text, shards).map_err(|_| ApiError::invalid("cursor", "not a cursor of this feed"))
+    Cursor::parse(text, shards)
+        .map_err(|_| ApiError::invalid("cursor", "not a cursor of this feed"))
 }
 
 /// The reply to a failed read: 410 with the oldest cursor, or 503.
@@ -141,7 +142,10 @@ impl Serialize for ChangeJson<'_> {
         if let Some(hold) = &change.hold {
             map.serialize_entry("hold", &HoldJson { partition, hold })?;
         }
-        map.serialize_entry("resources", &ResourcesJson { partition, resources: &change.resources })?;
+        map.serialize_entry(
+            "resources",
+            &ResourcesJson { partition, resources: &change.resources },
+        )?;
         if let Some(removed) = change.removed {
             map.serialize_entry(
                 "removed",
@@ -241,7 +245,9 @@ impl hyper::body::Body for SseBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.events.poll_recv(cx).map(|event| event.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
+        self.events
+            .poll_recv(cx)
+            .map(|event| event.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
     }
 }
 

@@ -216,6 +216,7 @@ fn metrics_response(app: &HttpApp) -> HttpResponse {
     let role = app.node.role();
     let epoch = app.node.epoch(&app.runtime);
     let mut text = metrics::render(app.metrics(), &app.runtime, app.storage(), role, epoch);
+    app.feed.metrics().render(&mut text);
     app.node.render_metrics(&mut text);
     bytes_response(StatusCode::OK, PROMETHEUS, Bytes::from(text))
 }
