@@ -258,6 +258,62 @@ impl Engine {
     }
 }
 
+/// Appends `change` to `out` in the layout above (what the engine captures for it), for
+/// carrying a decoded change on (the binary protocol's CHANGES frame).
+pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
+    out.push(change.op as u8);
+    out.extend_from_slice(&change.at_ms.to_le_bytes());
+    put_name(out, &change.partition);
+    let counts = |out: &mut Vec<u8>, resource: &ChangedResource| {
+        for value in [resource.capacity, resource.held, resource.confirmed] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    };
+    match (change.op, &change.hold) {
+        (ChangeOp::DeletePartition, _) => {
+            let removed = change.removed.unwrap_or(Removed { resources: 0, holds: 0 });
+            out.extend_from_slice(&removed.resources.to_le_bytes());
+            out.extend_from_slice(&removed.holds.to_le_bytes());
+        }
+        (ChangeOp::PutResource, _) | (_, None) => {
+            let resource = change.resources.first();
+            put_name(out, resource.map_or("-", |r| r.id.as_str()));
+            let zero = ChangedResource { id: String::new(), capacity: 0, held: 0, confirmed: 0 };
+            counts(out, resource.unwrap_or(&zero));
+        }
+        (_, Some(hold)) => {
+            put_name(out, &hold.id);
+            out.push(hold.status as u8);
+            out.extend_from_slice(&hold.expires_at_ms.to_le_bytes());
+            match &hold.reference {
+                None => out.push(0),
+                Some(reference) => {
+                    out.push(1);
+                    let len = u16::try_from(reference.len()).unwrap_or(u16::MAX);
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(&reference.as_bytes()[..usize::from(len)]);
+                }
+            }
+            out.push(u8::try_from(hold.items.len()).unwrap_or(u8::MAX));
+            for ((resource, quantity), counted) in hold.items.iter().zip(&change.resources) {
+                put_name(out, resource);
+                out.extend_from_slice(&quantity.to_le_bytes());
+                counts(out, counted);
+            }
+        }
+    }
+}
+
+/// Decodes exactly one change (as [`encode_change`] wrote it).
+pub fn decode_change(bytes: &[u8]) -> Result<Change, ChangeDecodeError> {
+    let mut reader = Reader { bytes };
+    let change = reader.change()?;
+    if !reader.bytes.is_empty() {
+        return Err(ChangeDecodeError::Trailing(reader.bytes.len()));
+    }
+    Ok(change)
+}
+
 /// Why a list of changes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeDecodeError {
@@ -464,5 +520,14 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(decode_changes(&longer), Err(ChangeDecodeError::Trailing(1)));
+        // Each change re-encodes to the bytes the engine captured for it.
+        let mut again = 3u32.to_le_bytes().to_vec();
+        for change in &changes {
+            let mut one = Vec::new();
+            encode_change(change, &mut one);
+            assert_eq!(decode_change(&one).as_ref(), Ok(change));
+            again.extend(one);
+        }
+        assert_eq!(again, bytes);
     }
 }

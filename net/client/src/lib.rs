@@ -20,6 +20,7 @@
 //! `unavailable`) are never retried automatically: they are returned to the caller.
 
 mod connection;
+mod subscription;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,7 +37,9 @@ use bookd_protocol::{
     encode_op, Detail, ErrorCode, ErrorFrame, HelloOk, PartitionDeleted, Refused, Reply,
 };
 
+pub use bookd_protocol::subscribe::CursorChange;
 pub use connection::connect_one;
+pub use subscription::Subscription;
 
 /// What a batch element is: an engine op (a command or a query).
 pub type Request = Op;

@@ -27,10 +27,11 @@ pub enum ErrorCode {
     Unavailable = 20,
     PartitionHasLiveHolds = 21,
     StorageFull = 22,
+    CursorExpired = 23,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::ResourceNotFound,
@@ -53,6 +54,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::PartitionHasLiveHolds,
         ErrorCode::StorageFull,
+        ErrorCode::CursorExpired,
     ];
 
     /// The code with this wire number, if any.
@@ -85,6 +87,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::PartitionHasLiveHolds => "partition_has_live_holds",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::CursorExpired => "cursor_expired",
         }
     }
 
@@ -112,6 +115,6 @@ mod tests {
             assert_eq!(ErrorCode::of_refusal(code.as_str()), Some(*code));
         }
         assert_eq!(ErrorCode::from_u8(0), None);
-        assert_eq!(ErrorCode::from_u8(23), None);
+        assert_eq!(ErrorCode::from_u8(24), None);
     }
 }

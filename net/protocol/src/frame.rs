@@ -21,6 +21,12 @@ pub enum Kind {
     Request = 0x03,
     /// Server → client: one result per command of the REQUEST with the same request id.
     Response = 0x04,
+    /// Client → server: follow the change feed from a cursor, with an initial credit.
+    Subscribe = 0x05,
+    /// Server → client: changes of the subscription with the same request id.
+    Changes = 0x06,
+    /// Client → server: more credit for the subscription with the same request id.
+    Credit = 0x07,
     /// Standby ↔ primary, after HELLO/HELLO_OK: one replication message (docs/protocol.md,
     /// "Replication"). A standby's first REPLICATE frame hands the connection to replication.
     Replicate = 0x10,
@@ -35,6 +41,9 @@ impl Kind {
             0x02 => Some(Kind::HelloOk),
             0x03 => Some(Kind::Request),
             0x04 => Some(Kind::Response),
+            0x05 => Some(Kind::Subscribe),
+            0x06 => Some(Kind::Changes),
+            0x07 => Some(Kind::Credit),
             0x10 => Some(Kind::Replicate),
             0xFF => Some(Kind::Error),
             _ => None,

@@ -46,6 +46,18 @@ pub fn frame(data: &[u8]) {
             Kind::Response => response_payload(parsed.payload, &mut again),
             // Replication messages are checked by bookd-replication's own tests.
             Kind::Replicate => again.extend_from_slice(parsed.payload),
+            Kind::Subscribe => match crate::subscribe::Subscribe::decode(parsed.payload) {
+                Ok(subscribe) => assert!(subscribe.encode(&mut again).is_ok()),
+                Err(_) => again.extend_from_slice(parsed.payload),
+            },
+            Kind::Credit => match crate::subscribe::decode_credit(parsed.payload) {
+                Ok(more) => crate::subscribe::encode_credit(more, &mut again),
+                Err(_) => again.extend_from_slice(parsed.payload),
+            },
+            Kind::Changes => {
+                let _ = crate::subscribe::decode_changes_frame(parsed.payload);
+                again.extend_from_slice(parsed.payload);
+            }
         }
         frame::finish(&mut again, start);
         assert_eq!(again, &rest[..used], "frame did not re-encode to its bytes");

@@ -16,6 +16,7 @@
 //! - [`handshake`]: HELLO, HELLO_OK, ERROR.
 //! - [`command`]: commands (decoded borrowing the frame), REQUEST payloads.
 //! - [`reply`]: results, RESPONSE payloads.
+//! - [`subscribe`]: the change feed: SUBSCRIBE, CHANGES, CREDIT.
 //! - [`fuzzing`]: the fuzz targets' logic, also run as tests over fuzz/corpus/.
 
 pub mod codes;
@@ -25,6 +26,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod limits;
 pub mod reply;
+pub mod subscribe;
 pub mod wire;
 
 pub use codes::ErrorCode;

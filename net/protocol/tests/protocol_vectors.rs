@@ -3,6 +3,10 @@
 //! `BOOKD_PRINT_VECTORS=1` to print the vectors as the document writes them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use bookd_engine::change::{Change, ChangeOp, ChangedHold, ChangedResource};
+use bookd_protocol::subscribe::{
+    decode_changes_frame, decode_credit, encode_changes, encode_credit, Subscribe,
+};
 use std::sync::Arc;
 
 use bookd_engine::{
@@ -184,6 +188,45 @@ fn error_frame() -> Vec<u8> {
     frame_of(Kind::Error, 1, &payload)
 }
 
+fn subscribe_frame() -> Vec<u8> {
+    let mut payload = Vec::new();
+    Subscribe { cursor: "c5.0_3.0", partition: Some("concert-1"), credit: 1000 }
+        .encode(&mut payload)
+        .unwrap();
+    frame_of(Kind::Subscribe, 11, &payload)
+}
+
+fn credit_frame() -> Vec<u8> {
+    let mut payload = Vec::new();
+    encode_credit(500, &mut payload);
+    frame_of(Kind::Credit, 11, &payload)
+}
+
+fn change_value() -> Change {
+    Change {
+        op: ChangeOp::Confirm,
+        at_ms: 1_700_000_000_000,
+        partition: "concert-1".into(),
+        hold: Some(ChangedHold {
+            id: "h-1".into(),
+            status: HoldStatus::Confirmed,
+            expires_at_ms: 1_700_000_600_000,
+            reference: None,
+            items: vec![("ga".into(), 2)],
+        }),
+        resources: vec![ChangedResource { id: "ga".into(), capacity: 100, held: 0, confirmed: 2 }],
+        removed: None,
+    }
+}
+
+fn changes_frame() -> Vec<u8> {
+    let mut payload = Vec::new();
+    let change = change_value();
+    encode_changes("c6.1_3.0", std::iter::once(("c6.1_3.0".to_string(), &change)), &mut payload)
+        .unwrap();
+    frame_of(Kind::Changes, 11, &payload)
+}
+
 fn vectors() -> Vec<Vector> {
     vec![
         Vector { name: "hello", bytes: hello() },
@@ -200,6 +243,9 @@ fn vectors() -> Vec<Vector> {
             bytes: response("response-delete-partition", 10),
         },
         Vector { name: "error", bytes: error_frame() },
+        Vector { name: "subscribe", bytes: subscribe_frame() },
+        Vector { name: "changes", bytes: changes_frame() },
+        Vector { name: "credit", bytes: credit_frame() },
     ]
 }
 
@@ -296,6 +342,20 @@ fn check_decodes(name: &str, bytes: &[u8]) {
                 (error.code, error.message.as_str()),
                 (ErrorCode::Unauthorized, "wrong or missing token")
             );
+        }
+        "subscribe" => {
+            let subscribe = Subscribe::decode(frame.payload).unwrap();
+            assert_eq!(
+                (subscribe.cursor, subscribe.partition, subscribe.credit),
+                ("c5.0_3.0", Some("concert-1"), 1000)
+            );
+        }
+        "credit" => assert_eq!(decode_credit(frame.payload).unwrap(), 500),
+        "changes" => {
+            let (cursor, changes) = decode_changes_frame(frame.payload).unwrap();
+            assert_eq!(cursor, "c6.1_3.0");
+            assert_eq!(changes.len(), 1);
+            assert_eq!(changes[0].change, change_value());
         }
         request if request.starts_with("request-") => {
             let mut ops = Vec::new();

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookd_engine::{Op, OpResult};
+use bookd_feed::{Cursor, Feed, FeedError, FeedPage, FeedRequest, FEED_LIMIT_MAX};
 use bookd_runtime::Runtime;
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -39,6 +40,7 @@ use bookd_protocol::limits::{
     WRITE_STALL_TIMEOUT_DEFAULT,
 };
 use bookd_protocol::reply::{encode_op_result, put_refused, Refused};
+use bookd_protocol::subscribe::{decode_credit, encode_changes, Subscribe};
 use bookd_protocol::wire::put_u16;
 
 /// Settings of the binary server.
@@ -121,6 +123,7 @@ pub trait ReplicationHook: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct BinaryApp {
     runtime: Arc<Runtime>,
+    feed: Arc<Feed>,
     token: Option<String>,
     node: Arc<dyn NodeInfo>,
     config: BinaryConfig,
@@ -132,6 +135,7 @@ impl BinaryApp {
     /// An app over `runtime`; with `token`, a HELLO must carry it. An empty token counts as none.
     pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
         BinaryApp {
+            feed: Arc::new(Feed::new(runtime.clone())),
             runtime,
             token: token.filter(|token| !token.is_empty()),
             node,
@@ -139,6 +143,12 @@ impl BinaryApp {
             metrics: BinaryMetrics::default(),
             replication: None,
         }
+    }
+
+    /// The same app, serving `feed` to subscribers (the node shares one with HTTP).
+    pub fn with_feed(mut self, feed: Arc<Feed>) -> Self {
+        self.feed = feed;
+        self
     }
 
     /// The same app, handing standbys' connections to `hook`.
@@ -278,6 +288,7 @@ impl Timeout {
 /// What woke the connection loop.
 enum Event {
     Done(Done),
+    Changes(Result<FeedPage, FeedError>),
     Written(io::Result<usize>),
     Read(io::Result<usize>),
     Stop,
@@ -310,6 +321,34 @@ struct Connection<'a> {
     paused: bool,
     /// Whether a REQUEST was read (a REPLICATE frame is only taken before any).
     requested: bool,
+    /// The connection's subscription to the change feed, if it opened one.
+    subscription: Option<Subscription>,
+    /// The subscription's read in progress.
+    feed_read: Option<FeedRead<'a>>,
+}
+
+/// A feed read in progress, borrowing the app's feed.
+type FeedRead<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<FeedPage, FeedError>> + Send + 'a>>;
+
+/// How long a subscription's read waits for a change before an empty CHANGES frame says the
+/// subscription is alive.
+const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Most credit a subscriber may hold (more is kept at this).
+const SUBSCRIPTION_CREDIT_MAX: u64 = 1 << 20;
+
+/// A subscription: its id, where it goes on from, and how many changes may still be sent.
+struct Subscription {
+    request_id: u64,
+    cursor: Cursor,
+    partition: Option<String>,
+    credit: u64,
+}
+
+/// A SUBSCRIBE or CREDIT frame, decoded out of the read buffer.
+enum Control {
+    Subscribe { cursor: String, partition: Option<String>, credit: u32 },
+    Credit(u32),
 }
 
 impl<'a> Connection<'a> {
@@ -335,6 +374,8 @@ impl<'a> Connection<'a> {
             write_buffered_max: 0,
             paused: false,
             requested: false,
+            subscription: None,
+            feed_read: None,
         }
     }
 
@@ -455,6 +496,8 @@ impl<'a> Connection<'a> {
                     break;
                 }
                 match self.next_request() {
+                    // A SUBSCRIBE or CREDIT frame: nothing to execute (a REQUEST has 1+ commands).
+                    Ok(Some((_, ops, refused))) if ops.is_empty() && refused.is_empty() => {}
                     Ok(Some((request_id, ops, refused))) => {
                         in_flight.push(execute(runtime, request_id, ops, refused));
                     }
@@ -473,9 +516,13 @@ impl<'a> Connection<'a> {
             if matches!(self.closing, Some(Closing::Abort)) || (self.closing.is_some() && drained) {
                 return Ok(());
             }
+            self.start_feed_read();
             let event = tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => Event::Done(done),
+                page = poll_feed(&mut self.feed_read), if self.feed_read.is_some() => {
+                    Event::Changes(page)
+                }
                 written = self.write.write(&self.wbuf[self.written..]), if unwritten => {
                     Event::Written(written)
                 }
@@ -494,6 +541,10 @@ impl<'a> Connection<'a> {
                         yielded = true;
                         tokio::task::yield_now().await;
                     }
+                }
+                Event::Changes(page) => {
+                    self.feed_read = None;
+                    self.send_changes(page);
                 }
                 Event::Written(written) => {
                     yielded = false;
@@ -598,6 +649,15 @@ impl<'a> Connection<'a> {
             self.closing = Some(Closing::Handoff);
             return Ok(None);
         }
+        if matches!(frame.kind, Kind::Subscribe | Kind::Credit) {
+            let control =
+                decode_control(frame.kind, frame.payload).map_err(|error| (error, request_id))?;
+            self.rbuf.advance(used);
+            self.partial_since = if self.rbuf.is_empty() { None } else { Some(Instant::now()) };
+            self.control(request_id, control).map_err(|error| (error, request_id))?;
+            // Nothing to execute: the caller asks again for the next frame.
+            return Ok(Some((request_id, Vec::new(), Vec::new())));
+        }
         if frame.kind != Kind::Request {
             return Err((bad_request(format!("unexpected {:?} frame", frame.kind)), request_id));
         }
@@ -629,6 +689,96 @@ impl<'a> Connection<'a> {
         BinaryMetrics::add(&metrics.requests_total, 1);
         BinaryMetrics::add(&metrics.commands_total, count as u64);
         Ok(Some((request_id, ops, refused)))
+    }
+
+    /// Opens the subscription or adds credit to it.
+    fn control(&mut self, request_id: u64, control: Control) -> Result<(), ErrorFrame> {
+        let invalid =
+            |message: &str| ErrorFrame { code: ErrorCode::Invalid, message: message.into() };
+        match control {
+            Control::Subscribe { cursor, partition, credit } => {
+                if self.subscription.is_some() {
+                    return Err(bad_request("a connection holds one subscription".into()));
+                }
+                let feed = &self.app.feed;
+                let cursor = if cursor.is_empty() {
+                    feed.end()
+                } else {
+                    Cursor::parse(&cursor, feed.shards())
+                        .map_err(|_| invalid("invalid cursor: not a cursor of this feed"))?
+                };
+                if let Some(partition) = &partition {
+                    if bookd_engine::name_problem(partition).is_some() {
+                        return Err(invalid("invalid partition: not a partition name"));
+                    }
+                }
+                let credit = u64::from(credit).min(SUBSCRIPTION_CREDIT_MAX);
+                self.subscription = Some(Subscription { request_id, cursor, partition, credit });
+                Ok(())
+            }
+            Control::Credit(more) => match &mut self.subscription {
+                Some(subscription) if subscription.request_id == request_id => {
+                    subscription.credit = subscription
+                        .credit
+                        .saturating_add(u64::from(more))
+                        .min(SUBSCRIPTION_CREDIT_MAX);
+                    Ok(())
+                }
+                _ => Err(bad_request(format!("CREDIT for no subscription {request_id}"))),
+            },
+        }
+    }
+
+    /// Starts the subscription's next read when it has credit, none is running, and the
+    /// write buffer has room: a subscriber that reads slowly stops its own reads, nothing else.
+    fn start_feed_read(&mut self) {
+        let room = self.wbuf.len() - self.written < self.app.config.write_buffer_size_max_bytes;
+        let Some(subscription) = &self.subscription else { return };
+        if self.feed_read.is_some() || subscription.credit == 0 || !room || self.closing.is_some() {
+            return;
+        }
+        let request = FeedRequest {
+            cursor: Some(subscription.cursor.clone()),
+            partition: subscription.partition.clone(),
+            limit: usize::try_from(subscription.credit)
+                .unwrap_or(FEED_LIMIT_MAX)
+                .min(FEED_LIMIT_MAX),
+            wait: SUBSCRIPTION_HEARTBEAT,
+        };
+        let feed: &'a Feed = &self.app.feed;
+        self.feed_read = Some(Box::pin(async move { feed.read(&request).await }));
+    }
+
+    /// Writes a page of the subscription as a CHANGES frame (an empty one is a heartbeat), or
+    /// the read's failure as an ERROR frame that ends the connection.
+    fn send_changes(&mut self, page: Result<FeedPage, FeedError>) {
+        let Some(subscription) = &mut self.subscription else { return };
+        let request_id = subscription.request_id;
+        match page {
+            Ok(page) => {
+                subscription.credit = subscription.credit.saturating_sub(page.changes.len() as u64);
+                subscription.cursor = page.cursor.clone();
+                let start = frame::begin(&mut self.wbuf, Kind::Changes, request_id);
+                let changes =
+                    page.changes.iter().map(|change| (change.cursor.to_string(), &*change.change));
+                if encode_changes(&page.cursor.to_string(), changes, &mut self.wbuf).is_err() {
+                    self.wbuf.truncate(start);
+                    return;
+                }
+                frame::finish(&mut self.wbuf, start);
+            }
+            Err(FeedError::Expired { oldest }) => {
+                let error = ErrorFrame {
+                    code: ErrorCode::CursorExpired,
+                    message: format!("oldest cursor: {oldest}"),
+                };
+                self.closing = Some(Closing::error(error, request_id));
+            }
+            Err(error) => {
+                let error = ErrorFrame { code: ErrorCode::Unavailable, message: error.to_string() };
+                self.closing = Some(Closing::error(error, request_id));
+            }
+        }
     }
 
     /// Encodes the RESPONSE frame of a finished request into the write buffer.
@@ -720,6 +870,30 @@ impl<'a> Connection<'a> {
         })
         .await;
         Ok(())
+    }
+}
+
+/// Decodes a SUBSCRIBE or CREDIT payload.
+fn decode_control(kind: Kind, payload: &[u8]) -> Result<Control, ErrorFrame> {
+    if kind == Kind::Credit {
+        return decode_credit(payload)
+            .map(Control::Credit)
+            .map_err(|error| bad_request(format!("CREDIT: {error}")));
+    }
+    let subscribe =
+        Subscribe::decode(payload).map_err(|error| bad_request(format!("SUBSCRIBE: {error}")))?;
+    Ok(Control::Subscribe {
+        cursor: subscribe.cursor.to_owned(),
+        partition: subscribe.partition.map(str::to_owned),
+        credit: subscribe.credit,
+    })
+}
+
+/// The subscription's read, if one runs (else never resolves; its select arm is then off).
+async fn poll_feed(read: &mut Option<FeedRead<'_>>) -> Result<FeedPage, FeedError> {
+    match read {
+        Some(read) => read.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -251,13 +251,16 @@ impl Node {
             memory_max_bytes: self.config.memory_max_bytes,
             data_dir: Some(self.config.data_dir.clone()),
         };
+        let feed = Arc::new(bookd_feed::Feed::new(self.runtime.clone()));
         let app = Arc::new(
             HttpApp::new(self.runtime.clone(), self.config.token.clone(), node_info.clone())
-                .with_storage(storage),
+                .with_storage(storage)
+                .with_feed(feed.clone()),
         );
         let binary_app = Arc::new(
             crate::BinaryApp::new(self.runtime.clone(), self.config.token.clone(), node_info)
-                .with_replication(Arc::new(replication.clone())),
+                .with_replication(Arc::new(replication.clone()))
+                .with_feed(feed),
         );
         if let Some(primary) = &self.config.primary {
             let connector =

@@ -161,7 +161,7 @@ impl Default for StorageInfo {
 /// Everything a request needs: shared by every connection, read-only after start.
 pub struct HttpApp {
     runtime: Arc<Runtime>,
-    feed: bookd_feed::Feed,
+    feed: Arc<bookd_feed::Feed>,
     token: Option<String>,
     node: Arc<dyn NodeInfo>,
     config: HttpConfig,
@@ -190,7 +190,7 @@ impl HttpApp {
     pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
         let token = token.filter(|token| !token.is_empty());
         HttpApp {
-            feed: bookd_feed::Feed::new(runtime.clone()),
+            feed: Arc::new(bookd_feed::Feed::new(runtime.clone())),
             runtime,
             openapi: openapi::document(token.is_some()),
             token,
@@ -212,6 +212,12 @@ impl HttpApp {
         self
     }
 
+    /// The same app, serving `feed` (the node shares one with the binary listener).
+    pub fn with_feed(mut self, feed: Arc<bookd_feed::Feed>) -> Self {
+        self.feed = feed;
+        self
+    }
+
     /// The same app with other server settings.
     pub fn with_config(mut self, config: HttpConfig) -> Self {
         self.config = config;
@@ -223,7 +229,7 @@ impl HttpApp {
     }
 
     /// The node's change feed.
-    pub fn feed(&self) -> &bookd_feed::Feed {
+    pub fn feed(&self) -> &Arc<bookd_feed::Feed> {
         &self.feed
     }
 
