@@ -155,6 +155,8 @@ pub struct Wal<S: Storage> {
     /// The timestamp of the newest record appended by this process, and of the first.
     newest_timestamp_ms: Option<u64>,
     opened_at_ms: Option<u64>,
+    /// Set while a full disk drops what the feed's retention keeps.
+    feed_retention_released: bool,
     /// Read position cache for `read_raw`: (lsn, segment index, offset).
     pub(crate) read_cursor: Option<(Lsn, usize, usize)>,
     /// Rate limit of the warnings about refusals for lack of disk space.
@@ -258,6 +260,7 @@ impl<S: Storage> Wal<S> {
             retain_from_lsn: Lsn::MAX,
             newest_timestamp_ms: None,
             opened_at_ms: None,
+            feed_retention_released: false,
             read_cursor: None,
             space_warnings: Throttle::default(),
         };
@@ -352,7 +355,28 @@ impl<S: Storage> Wal<S> {
         if end.is_some_and(|end| end <= active.file.bytes().len()) {
             return true;
         }
-        self.storage.segment_ready(self.options.segment_size_bytes)
+        if self.storage.segment_ready(self.options.segment_size_bytes) {
+            return true;
+        }
+        // A full disk: what is kept only for the change feed goes first.
+        self.release_feed_segments() && self.storage.segment_ready(self.options.segment_size_bytes)
+    }
+
+    /// Drops the segments kept only for readers of the log (the feed's retention), to make room
+    /// on a full disk. Whether any went.
+    fn release_feed_segments(&mut self) -> bool {
+        let before = self.segments.len();
+        self.feed_retention_released = true;
+        let applied = self.apply_retention();
+        self.feed_retention_released = false;
+        let released = before - self.segments.len();
+        if released > 0 {
+            tracing::warn!(
+                segments = released,
+                "wal: the disk is full: dropped log segments kept only for the change feed"
+            );
+        }
+        applied.is_ok() && released > 0
     }
 
     /// Appends a record into the active segment (not yet durable; see `commit`). Returns its LSN.
@@ -546,7 +570,12 @@ impl<S: Storage> Wal<S> {
             return Ok(());
         }
         self.sync()?;
-        self.create_segment()?;
+        match self.create_segment() {
+            Err(error) if error.is_no_space() && self.release_feed_segments() => {
+                self.create_segment()?
+            }
+            other => other?,
+        }
         let active = self.active();
         assert!(
             active.end_offset + size <= active.file.bytes().len(),

@@ -230,7 +230,17 @@ impl Feed {
         let mut reads = Vec::with_capacity(shards.len());
         for &shard in &shards {
             let from = cursor.positions[shard];
-            reads.push((shard, self.read_shard(shard, from, request).await?));
+            match self.read_shard(shard, from, request).await {
+                Ok(read) => reads.push((shard, read)),
+                // The oldest cursor from here: this shard at its oldest record, the others
+                // where the request had them.
+                Err(FeedError::Expired { oldest }) => {
+                    let mut from_here = cursor.clone();
+                    from_here.positions[shard] = oldest.positions[shard];
+                    return Err(FeedError::Expired { oldest: from_here });
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(merge(cursor, reads, request.limit))
     }
@@ -309,16 +319,10 @@ impl Feed {
         self.metrics.lag_ms.store(now_ms.saturating_sub(at_ms), Ordering::Relaxed);
     }
 
-    /// The oldest cursor: `shard` at its oldest record, the others where their logs start.
+    /// `shard` at its oldest record (the caller fills in the other shards).
     fn oldest(&self, shard: usize, first_lsn: u64) -> Cursor {
         let mut oldest = self.end();
-        for (index, position) in oldest.positions.iter_mut().enumerate() {
-            // The others' oldest records are not known here without asking each; their ends
-            // are served, and a consumer resuming at 410 lists first anyway.
-            if index == shard {
-                *position = Position::at(first_lsn);
-            }
-        }
+        oldest.positions[shard] = Position::at(first_lsn);
         oldest
     }
 }

@@ -29,6 +29,8 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Show a node's role, epoch, log positions, standbys and lag.
     Status(ClientArgs),
+    /// Follow a node's change feed into a NATS JetStream stream, each change exactly once.
+    Relay(RelayArgs),
     /// Inspect a data directory's write-ahead logs and snapshots.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -142,6 +144,26 @@ pub struct ClientArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RelayArgs {
+    /// The NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "BOOKD_RELAY_NATS")]
+    pub nats: String,
+    /// The JetStream stream (created with subjects PREFIX.> if missing).
+    #[arg(long, env = "BOOKD_RELAY_STREAM", default_value = "BOOKD")]
+    pub stream: String,
+    /// Changes go to PREFIX.<partition>.
+    #[arg(long, env = "BOOKD_RELAY_SUBJECT", default_value = "bookd")]
+    pub subject: String,
+    /// The node's HTTP address; several, comma-separated (a primary and its standbys), are
+    /// tried in turn, so the relay follows a failover.
+    #[arg(long, env = "BOOKD_HTTP", default_value = defaults::HTTP_ADDR, value_delimiter = ',')]
+    pub http: Vec<String>,
+    /// The node's token, if it has one.
+    #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +367,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Promote(args) => promote(&args),
         Command::Status(args) => status(&args),
+        Command::Relay(args) => relay(&args),
         Command::Wal(WalCommand::Verify { data_dir }) => crate::inspect::verify(&data_dir),
         Command::Wal(WalCommand::Dump { data_dir }) => crate::inspect::dump(&data_dir),
         Command::Bench(args) => bookd_bench::bookd::run(&args),
@@ -411,6 +434,30 @@ fn promote(args: &PromoteArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn relay(args: &RelayArgs) -> ExitCode {
+    let config = crate::relay::RelayConfig {
+        nats_url: args.nats.clone(),
+        stream: args.stream.clone(),
+        subject_prefix: args.subject.clone(),
+        http: args.http.clone(),
+        token: args.token.clone().filter(|token| !token.is_empty()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bookd relay: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::relay::run(&config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bookd relay: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -25,14 +25,15 @@ impl Bookd {
     }
 
     /// Starts `bookd SUBCOMMAND` (`serve`, `standby`) on `data_dir` with extra `args`, and waits
-    /// for its ready line.
+    /// for its ready line. HTTP listens on a port of its own unless `args` names `--http`.
     pub fn start(subcommand: &str, data_dir: &Path, args: &[&str]) -> Bookd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bookd"));
         command
             .arg(subcommand)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--http") { &[][..] } else { &["--http", "127.0.0.1:0"][..] })
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("BOOKD_LOG", "warn")
             .stdout(Stdio::piped())

@@ -189,10 +189,11 @@ impl HttpApp {
     /// `Authorization: Bearer <token>`. An empty token counts as none.
     pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
         let token = token.filter(|token| !token.is_empty());
+        let shards = runtime.shards();
         HttpApp {
             feed: Arc::new(bookd_feed::Feed::new(runtime.clone())),
             runtime,
-            openapi: openapi::document(token.is_some()),
+            openapi: openapi::document(token.is_some(), shards),
             token,
             node,
             config: HttpConfig::default(),

@@ -11,19 +11,29 @@ use bytes::Bytes;
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
 /// The document for a node that requires a token (`token_required`) or not.
-pub fn document(token_required: bool) -> Bytes {
-    if token_required {
-        return Bytes::from_static(DOCUMENT.as_bytes());
-    }
+pub fn document(token_required: bool, shards: usize) -> Bytes {
     let mut document: serde_json::Value = match serde_json::from_str(DOCUMENT) {
         Ok(document) => document,
         // Checked by the tests below: the embedded document always parses.
         Err(error) => panic!("invariant broken: openapi.json does not parse: {error}"),
     };
-    without_auth(&mut document);
+    if !token_required {
+        without_auth(&mut document);
+    }
+    with_cursor_shards(&mut document, shards);
     match serde_json::to_vec(&document) {
         Ok(bytes) => Bytes::from(bytes),
         Err(error) => panic!("invariant broken: a parsed document does not serialise: {error}"),
+    }
+}
+
+/// A cursor names a position in each of the node's shards: the pattern says how many.
+fn with_cursor_shards(document: &mut serde_json::Value, shards: usize) {
+    const POSITION: &str = "[1-9][0-9]{0,18}\\.[0-9]{1,9}";
+    let more = shards.saturating_sub(1);
+    let pattern = format!("^c{POSITION}(_{POSITION}){{{more}}}$");
+    if let Some(cursor) = document.pointer_mut("/components/schemas/Cursor") {
+        cursor["pattern"] = serde_json::Value::String(pattern);
     }
 }
 
@@ -84,9 +94,9 @@ mod tests {
 
     #[test]
     fn without_a_token_nothing_requires_one() {
-        let secured: serde_json::Value = serde_json::from_slice(&document(true)).unwrap();
+        let secured: serde_json::Value = serde_json::from_slice(&document(true, 2)).unwrap();
         assert!(secured.get("security").is_some());
-        let open: serde_json::Value = serde_json::from_slice(&document(false)).unwrap();
+        let open: serde_json::Value = serde_json::from_slice(&document(false, 2)).unwrap();
         assert!(open.get("security").is_none());
         let text = open.to_string();
         assert!(!text.contains("\"security\""), "an operation still names a security requirement");
