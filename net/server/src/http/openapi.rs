@@ -32,8 +32,11 @@ fn with_cursor_shards(document: &mut serde_json::Value, shards: usize) {
     const POSITION: &str = "[1-9][0-9]{0,18}\\.[0-9]{1,9}";
     let more = shards.saturating_sub(1);
     let pattern = format!("^c{POSITION}(_{POSITION}){{{more}}}$");
+    // "c", then per shard up to 19 + 1 + 9 digits and a separator.
+    let length_max = 1 + shards.max(1) * 30;
     if let Some(cursor) = document.pointer_mut("/components/schemas/Cursor") {
         cursor["pattern"] = serde_json::Value::String(pattern);
+        cursor["maxLength"] = serde_json::Value::from(length_max);
     }
 }
 
