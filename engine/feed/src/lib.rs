@@ -154,6 +154,64 @@ impl FeedMetrics {
 pub struct Feed {
     runtime: Arc<Runtime>,
     metrics: FeedMetrics,
+    /// Per shard, the newest records decoded, shared by the readers near the end.
+    tails: Vec<tokio::sync::Mutex<Tail>>,
+}
+
+/// Changes a shard's shared tail holds at most (about 200 bytes each).
+const TAIL_CHANGES_MAX: usize = 100_000;
+
+/// The newest records of a shard's log with their changes decoded: consecutive LSNs up to
+/// `next_lsn`, oldest first (a record without changes holds an empty list). Every reader of the
+/// shard near the end reads here, so each record is read from the shard and decoded once.
+#[derive(Debug, Default)]
+struct Tail {
+    records: VecDeque<(u64, Arc<[Arc<Change>]>)>,
+    /// The LSN after the last record held (where the next refresh reads).
+    next_lsn: u64,
+    /// Changes held, for the bound.
+    changes: usize,
+}
+
+impl Tail {
+    fn first_lsn(&self) -> u64 {
+        self.records.front().map_or(self.next_lsn, |(lsn, _)| *lsn)
+    }
+
+    fn push(&mut self, lsn: u64, changes: Arc<[Arc<Change>]>) {
+        self.changes += changes.len();
+        self.records.push_back((lsn, changes));
+        self.next_lsn = lsn + 1;
+    }
+
+    fn trim(&mut self, changes_max: usize) {
+        while self.changes > changes_max {
+            let Some((_, dropped)) = self.records.pop_front() else { break };
+            self.changes -= dropped.len();
+        }
+    }
+
+    /// Up to `request.limit` changes from `from` (which is at or after the first record held).
+    fn read(&self, from: Position, request: &FeedRequest) -> ShardRead {
+        let mut read = ShardRead { changes: VecDeque::new(), end: from };
+        let start =
+            usize::try_from(from.lsn.saturating_sub(self.first_lsn())).unwrap_or(usize::MAX);
+        for (lsn, changes) in self.records.iter().skip(start) {
+            let skip = if *lsn == from.lsn { from.skip as usize } else { 0 };
+            for (index, change) in changes.iter().enumerate().skip(skip) {
+                if read.changes.len() == request.limit {
+                    read.end = Position { lsn: *lsn, skip: index as u32 };
+                    return read;
+                }
+                if request.partition.as_ref().is_none_or(|p| *p == change.partition) {
+                    let after = Position { lsn: *lsn, skip: index as u32 + 1 };
+                    read.changes.push_back((after, change.clone()));
+                }
+            }
+            read.end = Position::at(lsn + 1);
+        }
+        read
+    }
 }
 
 /// The changes read from one shard: each with its position after it, and where the scan ended.
@@ -164,7 +222,9 @@ struct ShardRead {
 
 impl Feed {
     pub fn new(runtime: Arc<Runtime>) -> Feed {
-        Feed { runtime, metrics: FeedMetrics::default() }
+        let tails =
+            (0..runtime.shards()).map(|_| tokio::sync::Mutex::new(Tail::default())).collect();
+        Feed { runtime, metrics: FeedMetrics::default(), tails }
     }
 
     pub fn metrics(&self) -> &FeedMetrics {
@@ -245,9 +305,72 @@ impl Feed {
         Ok(merge(cursor, reads, request.limit))
     }
 
-    /// Up to `request.limit` changes of `shard` from `from`, scanning at most
-    /// [`SCAN_BYTES_MAX`] of its log.
+    /// Up to `request.limit` changes of `shard` from `from`: from the shard's shared tail when
+    /// `from` is in it (the common case: followers near the end), else from the log.
     async fn read_shard(
+        &self,
+        shard: usize,
+        from: Position,
+        request: &FeedRequest,
+    ) -> Result<ShardRead, FeedError> {
+        let mut tail = self.tails[shard].lock().await;
+        if tail.records.is_empty() {
+            tail.next_lsn = from.lsn;
+        }
+        if from.lsn < tail.first_lsn() {
+            drop(tail);
+            return self.read_shard_direct(shard, from, request).await;
+        }
+        self.refresh(shard, &mut tail).await?;
+        Ok(tail.read(from, request))
+    }
+
+    /// Appends to `tail` the durable records of `shard` after it (at most [`SCAN_BYTES_MAX`] of
+    /// them at a time), each decoded once for every reader, and trims it to its bound.
+    async fn refresh(&self, shard: usize, tail: &mut Tail) -> Result<(), FeedError> {
+        let durable = self.runtime.metrics()[shard].durable_lsn.load(Ordering::Acquire);
+        let mut scanned = 0usize;
+        while tail.next_lsn <= durable && scanned < SCAN_BYTES_MAX {
+            let raw = self
+                .runtime
+                .read_raw(shard, tail.next_lsn, READ_CHUNK_BYTES)
+                .await
+                .map_err(|source| FeedError::Shard { shard, source })?;
+            let bytes = match raw {
+                RawRead::Records(bytes) if !bytes.is_empty() => bytes,
+                RawRead::Records(_) => break,
+                RawRead::Unavailable { first_lsn } => {
+                    *tail = Tail::default();
+                    return Err(FeedError::Expired { oldest: self.oldest(shard, first_lsn) });
+                }
+            };
+            scanned += bytes.len();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let lsn = tail.next_lsn;
+                let record =
+                    bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
+                        shard,
+                        lsn,
+                        reason: RecordProblem::Framing(error.describe()),
+                    })?;
+                rest = &rest[record.raw.len()..];
+                if record.header.lsn != lsn {
+                    let reason = RecordProblem::OutOfOrder { expected: lsn };
+                    return Err(FeedError::Record { shard, lsn: record.header.lsn, reason });
+                }
+                let changes = record_changes(record.header.kind, record.payload)
+                    .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
+                tail.push(lsn, changes.into_iter().map(Arc::new).collect());
+            }
+        }
+        tail.trim(TAIL_CHANGES_MAX);
+        Ok(())
+    }
+
+    /// Up to `request.limit` changes of `shard` from `from`, read from the log, scanning at
+    /// most [`SCAN_BYTES_MAX`] of it.
+    async fn read_shard_direct(
         &self,
         shard: usize,
         from: Position,

@@ -266,3 +266,32 @@ async fn server_sent_events_stream_and_resume_after_the_last_event() {
     let response = read_response(&mut bad, &mut Vec::new()).await;
     assert_eq!(response.status, 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_behind_the_shared_tail_read_the_log_and_see_the_same() {
+    let server = server().await;
+    let mut client = server.client();
+    // A listing's cursor reads nothing: the feed has no reader yet.
+    ok(client.put_json(&format!("{P}/resources/r0"), &json!({"capacity": 1})).await).await;
+    let listed = ok(client.get(&format!("{P}/resources")).await).await;
+    let start = listed["cursor"].as_str().unwrap().to_string();
+    for index in 1..=20 {
+        let path = format!("{P}/resources/r{index}");
+        ok(client.put_json(&path, &json!({"capacity": index})).await).await;
+    }
+    // The first reader starts at the end: the shared tail begins there.
+    let end = ok(client.get("/v1/changes").await).await;
+    assert_eq!(end["changes"], json!([]));
+    // A reader from before it reads the log itself, and gets every change once.
+    let (behind, _) = follow(&mut client, &start, "", 7).await;
+    let ids: Vec<String> =
+        behind.iter().map(|c| c["resources"][0]["id"].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> = (1..=20).map(|index| format!("r{index}")).collect();
+    assert_eq!(ids, expected);
+    // New changes reach both kinds of reader the same way.
+    ok(client.put_json(&format!("{P}/resources/late"), &json!({"capacity": 1})).await).await;
+    let (from_end, _) = follow(&mut client, end["cursor"].as_str().unwrap(), "", 5).await;
+    let (from_behind, _) = follow(&mut client, behind[19]["cursor"].as_str().unwrap(), "", 5).await;
+    assert_eq!(ops(&from_end), ["put_resource"]);
+    assert_eq!(from_end[0]["resources"], from_behind[0]["resources"]);
+}
