@@ -318,8 +318,9 @@ fn a_standby_whose_disk_fills_stays_up_and_catches_up_by_itself_once_there_is_ro
 #[test]
 fn a_snapshot_install_on_a_full_disk_is_refused_cleanly_and_retried_until_there_is_room() {
     let temp = tempfile::tempdir().unwrap();
-    // A primary that no longer keeps its first records: a new standby needs its snapshot.
-    let flags = ["--shards", "1", "--segment-size", "64KiB"];
+    // A primary that no longer keeps its first records (none kept for the change feed either):
+    // a new standby needs its snapshot.
+    let flags = ["--shards", "1", "--segment-size", "64KiB", "--feed-retention", "0s"];
     let primary = Bookd::serve(&temp.path().join("primary"), &flags);
     put(&primary, "p", "r", 10_000_000);
     for batch in 0..10 {
