@@ -9,6 +9,7 @@ the command, before its fsync) to its arrival at a subscriber, p50/p99/max in ms
 change every subscriber received (clocks are the same machine's).
 
   bench/scripts/feed_load.py --bin target/release/bookd --workload flash-sale --subscribers 100
+  bench/scripts/feed_load.py ... --subscriber-bin target/release/examples/feed_subscribers
 """
 import argparse, json, os, shutil, subprocess, tempfile, threading, time, urllib.request
 
@@ -44,6 +45,8 @@ def main():
     parser.add_argument("--clients", type=int, default=1024)
     parser.add_argument("--duration", default="20s")
     parser.add_argument("--subscribers", type=int, default=0)
+    parser.add_argument("--subscriber-bin", help="follow over the binary protocol with this "
+                        "program (bench/examples/feed_subscribers.rs) instead of HTTP long polls")
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="bookd-feed-")
     node = subprocess.Popen([args.bin, "serve", "--data-dir", data, "--http", "127.0.0.1:0",
@@ -55,9 +58,15 @@ def main():
                 parts = dict(part.split("=", 1) for part in line.split()[2:])
                 http, binary = parts["http"], parts["binary"]
                 break
-        stop, stats = threading.Event(), [None] * args.subscribers
+        rust = None
+        if args.subscriber_bin and args.subscribers:
+            seconds = int(args.duration.rstrip("s")) + 7
+            rust = subprocess.Popen([args.subscriber_bin, binary, str(args.subscribers), str(seconds)],
+                                    stdout=subprocess.PIPE, text=True)
+        python_subscribers = 0 if rust else args.subscribers
+        stop, stats = threading.Event(), [None] * python_subscribers
         threads = [threading.Thread(target=follow, args=(http, stop, stats, i), daemon=True)
-                   for i in range(args.subscribers)]
+                   for i in range(python_subscribers)]
         for thread in threads:
             thread.start()
         bench = subprocess.run([args.bin, "bench", "--workload", args.workload, "--addr", binary,
@@ -67,6 +76,12 @@ def main():
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
+        if rust:
+            subscribers = json.loads(rust.communicate(timeout=120)[0])
+            print(json.dumps({"workload": args.workload, "subscribers": args.subscribers,
+                              "protocol": "binary",
+                              "commands_per_s": round(report["commands_per_s"]), **subscribers}))
+            return
         latencies = [l for s in stats if s for l in s[1]]
         received = [s[0] for s in stats if s]
         print(json.dumps({

@@ -378,7 +378,13 @@ pub fn run_until_signal(config: NodeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let served = tokio.block_on(node.serve(stop_signal(), |bound| {
+    // The handlers are installed before the node says it is ready: a SIGTERM sent the moment
+    // after is a clean stop, not the signal's default action.
+    let shutdown = {
+        let _entered = tokio.enter();
+        stop_signal()
+    };
+    let served = tokio.block_on(node.serve(shutdown, |bound| {
         tracing::info!(http = %bound.http, binary = %bound.binary, "bookd ready");
         // A machine-readable line for scripts and tests that start bookd on port 0.
         println!("bookd ready http={} binary={}", bound.http, bound.binary);
@@ -396,18 +402,20 @@ pub fn run_until_signal(config: NodeConfig) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn stop_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (inside the I/O runtime); the future resolves
+/// on the first of them.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut terminate), Ok(mut interrupt)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        }
     }
 }
 
