@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::limits::{segment_size_bytes_max, segment_size_bytes_min, snapshot_size_bytes_max};
+
 /// Everything that can go wrong in the log. Hot paths return it by value; nothing is boxed.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -82,7 +84,7 @@ pub enum WalError {
 
     /// An argument outside what the call accepts (bad option, snapshot LSN not durable, …).
     #[error("wal: invalid argument: {0}")]
-    Invalid(String),
+    Invalid(#[from] InvalidArgument),
 
     /// A record with this LSN is not in the log (before its first retained record, or not yet durable).
     #[error("wal: lsn {lsn} is not available (log holds {first_lsn}..={last_lsn})")]
@@ -107,6 +109,45 @@ pub enum WalError {
         /// The callback's reason.
         reason: String,
     },
+}
+
+/// What is wrong with an argument (`WalError::Invalid`), with the values concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidArgument {
+    /// `Options::segment_size_bytes` outside its range or not a multiple of a page.
+    #[error(
+        "segment_size_bytes {size_bytes} must be a multiple of 4096 in \
+         {segment_size_bytes_min}..={segment_size_bytes_max}"
+    )]
+    SegmentSize { size_bytes: u64 },
+    /// `Options::snapshots_retained` of 0.
+    #[error("snapshots_retained must be at least 1")]
+    SnapshotsRetained,
+    /// A segment larger than this machine's address space.
+    #[error("segment too big")]
+    SegmentTooBig { size_bytes: u64 },
+    /// A directory of the log holds more files than a log may have.
+    #[error("{} holds too many files", dir.display())]
+    TooManyFiles { dir: PathBuf },
+    /// A snapshot at a position the log has not made durable yet.
+    #[error("snapshot lsn {lsn} is ahead of the durable log (durable lsn {durable_lsn})")]
+    SnapshotAhead { lsn: u64, durable_lsn: u64 },
+    /// A snapshot at a position not after the newest snapshot's.
+    #[error("snapshot lsn {lsn} is not newer than {newest}")]
+    SnapshotNotNewer { lsn: u64, newest: u64 },
+    /// A snapshot in memory larger than a snapshot may be.
+    #[error("snapshot of {size_bytes} bytes above the limit")]
+    SnapshotTooLarge { size_bytes: usize },
+    /// A snapshot written past the largest size a snapshot may have.
+    #[error("snapshot {} above the limit of {snapshot_size_bytes_max} bytes", path.display())]
+    SnapshotOverLimit {
+        path: PathBuf,
+        /// The write the size limit refused.
+        source: std::io::Error,
+    },
+    /// A snapshot writer finished twice.
+    #[error("snapshot already finished")]
+    SnapshotFinished,
 }
 
 impl WalError {
@@ -137,5 +178,27 @@ impl WalError {
     /// True for errors that mean the node must stop (a failed sync, a poisoned writer).
     pub fn is_fatal(&self) -> bool {
         matches!(self, WalError::SyncFailed { .. } | WalError::Poisoned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_argument_says_its_values() {
+        let error = WalError::from(InvalidArgument::SegmentSize { size_bytes: 5 });
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "wal: invalid argument: segment_size_bytes 5 must be a multiple of 4096 in \
+                 {segment_size_bytes_min}..={segment_size_bytes_max}"
+            )
+        );
+        let error = WalError::from(InvalidArgument::SnapshotAhead { lsn: 11, durable_lsn: 10 });
+        assert_eq!(
+            error.to_string(),
+            "wal: invalid argument: snapshot lsn 11 is ahead of the durable log (durable lsn 10)"
+        );
     }
 }

@@ -39,7 +39,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod writer;
 
-pub use error::WalError;
+pub use error::{InvalidArgument, WalError};
 pub use inspect::{dump, dump_dir, verify, verify_dir, VerifyReport};
 pub use record::{Lsn, RecordHeader, RecordView};
 pub use recovery::{Replay, ReplayProgress, ReplayRefusal};

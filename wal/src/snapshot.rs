@@ -29,7 +29,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::error::WalError;
+use crate::error::{InvalidArgument, WalError};
 use crate::limits::{
     snapshot_header_size_bytes, snapshot_io_buffer_size_bytes, snapshot_size_bytes_max,
 };
@@ -330,10 +330,8 @@ impl SnapshotWriter {
         }
         if let Some(error) = self.failed.take() {
             if error.kind() == std::io::ErrorKind::FileTooLarge {
-                return Err(WalError::Invalid(format!(
-                    "snapshot {} above the limit of {snapshot_size_bytes_max} bytes",
-                    self.path.display()
-                )));
+                let path = self.path.clone();
+                return Err(InvalidArgument::SnapshotOverLimit { path, source: error }.into());
             }
             return Err(write_error("write snapshot", &self.path, error));
         }
@@ -343,7 +341,7 @@ impl SnapshotWriter {
             payload_checksum: self.checksum,
         });
         let Some(mut sink) = self.sink.take() else {
-            return Err(WalError::Invalid("snapshot already finished".into()));
+            return Err(InvalidArgument::SnapshotFinished.into());
         };
         sink.write_at(0, &header).map_err(|e| write_error("write snapshot", &self.path, e))?;
         sink.publish()?;

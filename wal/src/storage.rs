@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
-use crate::error::WalError;
+use crate::error::{InvalidArgument, WalError};
 use crate::limits::{
     no_space_warning_interval_ms, segment_retry_backoff_max_ms, segment_retry_backoff_min_ms,
 };
@@ -662,7 +662,7 @@ impl Storage for MmapStorage {
                 names.push(name.to_owned());
             }
             if names.len() > crate::limits::segments_count_max {
-                return Err(WalError::Invalid(format!("{} holds too many files", dir.display())));
+                return Err(InvalidArgument::TooManyFiles { dir: dir.to_path_buf() }.into());
             }
         }
         Ok(names)
@@ -987,8 +987,8 @@ fn sim_create_segment(
     header: &[u8],
     durable_on_drop: bool,
 ) -> Result<SimSegment, WalError> {
-    let size =
-        usize::try_from(size_bytes).map_err(|_| WalError::Invalid("segment too big".into()))?;
+    let size = usize::try_from(size_bytes)
+        .map_err(|_| WalError::from(InvalidArgument::SegmentTooBig { size_bytes }))?;
     let key = (Area::Wal, name.to_owned());
     let mut guard = lock(disk);
     guard

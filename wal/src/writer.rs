@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::WalError;
+use crate::error::{InvalidArgument, WalError};
 use crate::limits::{
     record_header_size_bytes, record_payload_size_max_bytes, segment_header_size_bytes,
     segment_size_bytes_default, segment_size_bytes_max, segment_size_bytes_min,
@@ -86,13 +86,11 @@ impl Options {
         if !(segment_size_bytes_min..=segment_size_bytes_max).contains(&self.segment_size_bytes)
             || !self.segment_size_bytes.is_multiple_of(4096)
         {
-            return Err(WalError::Invalid(format!(
-                "segment_size_bytes {} must be a multiple of 4096 in {segment_size_bytes_min}..={segment_size_bytes_max}",
-                self.segment_size_bytes
-            )));
+            let size_bytes = self.segment_size_bytes;
+            return Err(InvalidArgument::SegmentSize { size_bytes }.into());
         }
         if self.snapshots_retained == 0 {
-            return Err(WalError::Invalid("snapshots_retained must be at least 1".into()));
+            return Err(InvalidArgument::SnapshotsRetained.into());
         }
         Ok(())
     }
@@ -675,16 +673,12 @@ impl<S: Storage> Wal<S> {
     /// Checks that a snapshot at `lsn` may be written: durable and newer than every snapshot.
     fn check_snapshot_lsn(&self, lsn: Lsn) -> Result<(), WalError> {
         if lsn > self.durable_lsn {
-            return Err(WalError::Invalid(format!(
-                "snapshot lsn {lsn} is ahead of the durable log (durable lsn {})",
-                self.durable_lsn
-            )));
+            let durable_lsn = self.durable_lsn;
+            return Err(InvalidArgument::SnapshotAhead { lsn, durable_lsn }.into());
         }
         if let Some(&newest) = self.snapshot_lsns.last() {
             if lsn <= newest {
-                return Err(WalError::Invalid(format!(
-                    "snapshot lsn {lsn} is not newer than {newest}"
-                )));
+                return Err(InvalidArgument::SnapshotNotNewer { lsn, newest }.into());
             }
         }
         Ok(())
@@ -741,10 +735,7 @@ impl<S: Storage> Wal<S> {
     pub fn write_snapshot(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
         self.check_usable()?;
         if bytes.len() as u64 > crate::limits::snapshot_size_bytes_max {
-            return Err(WalError::Invalid(format!(
-                "snapshot of {} bytes above the limit",
-                bytes.len()
-            )));
+            return Err(InvalidArgument::SnapshotTooLarge { size_bytes: bytes.len() }.into());
         }
         let mut writer = match self.begin_snapshot(lsn) {
             Ok(writer) => writer,
