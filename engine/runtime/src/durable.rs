@@ -398,21 +398,8 @@ impl ShardLog for WalLog {
         Ok(lsn)
     }
 
-    fn decode_raw<'a>(&self, mut records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
-        let mut decoded = Vec::new();
-        while !records.is_empty() {
-            let view = bookd_wal::record::decode(records)
-                .map_err(|error| LogError::Refused(error.describe().to_string()))?;
-            decoded.push(RawRecord {
-                lsn: view.header.lsn,
-                epoch: view.header.epoch,
-                timestamp_ms: view.header.timestamp_ms,
-                kind: view.header.kind,
-                payload: view.payload,
-            });
-            records = &records[view.raw.len()..];
-        }
-        Ok(decoded)
+    fn decode_raw<'a>(&self, records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
+        super::log::decode_framed(records)
     }
 
     fn read_raw(&mut self, from_lsn: u64, max_bytes: usize) -> Result<RawRead, LogError> {

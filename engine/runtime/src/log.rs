@@ -353,6 +353,24 @@ impl MemoryRecord {
     }
 }
 
+/// Decodes records framed as the WAL frames them (what `read_raw` returns), checking each.
+pub fn decode_framed(mut records: &[u8]) -> Result<Vec<RawRecord<'_>>, LogError> {
+    let mut decoded = Vec::new();
+    while !records.is_empty() {
+        let view = bookd_wal::record::decode(records)
+            .map_err(|error| LogError::Refused(error.describe().to_string()))?;
+        decoded.push(RawRecord {
+            lsn: view.header.lsn,
+            epoch: view.header.epoch,
+            timestamp_ms: view.header.timestamp_ms,
+            kind: view.header.kind,
+            payload: view.payload,
+        });
+        records = &records[view.raw.len()..];
+    }
+    Ok(decoded)
+}
+
 /// An in-memory log: everything appended is "durable" at commit. For tests of the runtime.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLog {
@@ -519,22 +537,8 @@ impl ShardLog for MemoryLog {
         Ok(self.last_lsn())
     }
 
-    fn decode_raw<'a>(&self, mut records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
-        let mut decoded = Vec::new();
-        while !records.is_empty() {
-            let view = bookd_wal::record::decode(records).map_err(|error| {
-                LogError::Refused(format!("bad memory-log frame: {}", error.describe()))
-            })?;
-            decoded.push(RawRecord {
-                lsn: view.header.lsn,
-                epoch: view.header.epoch,
-                timestamp_ms: view.header.timestamp_ms,
-                kind: view.header.kind,
-                payload: view.payload,
-            });
-            records = &records[view.raw.len()..];
-        }
-        Ok(decoded)
+    fn decode_raw<'a>(&self, records: &'a [u8]) -> Result<Vec<RawRecord<'a>>, LogError> {
+        decode_framed(records)
     }
 
     fn read_raw(&mut self, from_lsn: u64, max_bytes: usize) -> Result<RawRead, LogError> {
