@@ -196,10 +196,7 @@ pub async fn follow<C: Connector>(
             }
             Ok(None) => break,
             Err(ReplicationError::Refused(refusal)) => {
-                let reason = refusal.to_string();
-                tracing::error!(primary = %connector.describe(), %reason, "not following the primary");
-                state.set_state("refused", Some(reason.clone()));
-                return FollowEnd::Refused(reason);
+                return refused(&state, &connector, &refusal)
             }
             Err(error @ ReplicationError::DiskFull { .. }) => {
                 // Said once per stall by the applier that met it; retried here with its own
@@ -216,13 +213,7 @@ pub async fn follow<C: Connector>(
             }
             Err(error) => {
                 disk_backoff = DISK_FULL_RETRY_MIN;
-                let followed =
-                    state.lock().last_heard.is_some_and(|heard| heard.elapsed() < backoff * 4);
-                if followed {
-                    backoff = RECONNECT_BACKOFF_MIN;
-                }
-                tracing::warn!(primary = %connector.describe(), %error, retry_ms = backoff.as_millis() as u64, "replication connection lost; reconnecting");
-                state.set_state("connecting", Some(error.to_string()));
+                backoff = lost(&state, &connector, &error, backoff);
             }
         }
         tokio::select! {
@@ -234,6 +225,29 @@ pub async fn follow<C: Connector>(
     }
     state.set_state("stopped", None);
     FollowEnd::Stopped
+}
+
+/// A final refusal: said, shown in the status, and how the follower ends.
+fn refused<C: Connector>(state: &StandbyState, connector: &C, refusal: &Refusal) -> FollowEnd {
+    let reason = refusal.to_string();
+    tracing::error!(primary = %connector.describe(), %reason, "not following the primary");
+    state.set_state("refused", Some(reason.clone()));
+    FollowEnd::Refused(reason)
+}
+
+/// A session that ended with `error`, said and shown in the status; returns the pause before
+/// the next connection: `backoff`, or the shortest again if the session had been following.
+fn lost<C: Connector>(
+    state: &StandbyState,
+    connector: &C,
+    error: &ReplicationError,
+    backoff: Duration,
+) -> Duration {
+    let followed = state.lock().last_heard.is_some_and(|heard| heard.elapsed() < backoff * 4);
+    let backoff = if followed { RECONNECT_BACKOFF_MIN } else { backoff };
+    tracing::warn!(primary = %connector.describe(), %error, retry_ms = backoff.as_millis() as u64, "replication connection lost; reconnecting");
+    state.set_state("connecting", Some(error.to_string()));
+    backoff
 }
 
 /// Where each shard's log ends on this node: position and checksum of its last record.
