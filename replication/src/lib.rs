@@ -28,11 +28,11 @@ pub mod transport;
 
 use std::sync::Arc;
 
-use bookd_runtime::{ControlError, DataDirError};
+use bookd_runtime::{ControlError, DataDirError, InstallRefusal, LogCause};
 
 pub use message::{LogEnd, Message};
 pub use node::{PromoteError, ReplicatedNode, Role};
-pub use primary::Primary;
+pub use primary::{Primary, SubscribeRefusal};
 pub use standby::{follow, FollowConfig, FollowEnd, StandbyState};
 pub use transport::{Connector, MemoryTransport, StreamTransport, Transport, TransportError};
 
@@ -46,20 +46,72 @@ pub enum ReplicationError {
     Transport(#[from] TransportError),
     /// One side refused the other (divergence, epoch, shard count): final.
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(#[source] Refusal),
+    /// The peer broke the protocol (a message out of place, of an unknown shard); the text
+    /// says which.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The primary's snapshot of `shard` at `lsn` is not what it announced.
+    #[error("protocol error: shard {shard}: snapshot {lsn}: {source}")]
+    SnapshotRefused { shard: usize, lsn: u64, source: InstallRefusal },
+    /// This node's records or snapshot are not as they should be; the text says which.
     #[error("local runtime: {0}")]
     Runtime(String),
     /// A request to this node's shards failed.
     #[error("local runtime: {0}")]
     Shard(#[from] ControlError),
+    /// `shard` failed while it took the primary's records.
+    #[error("local runtime: shard {shard}: {source}")]
+    ShardFailed { shard: usize, source: ControlError },
+    /// `shard` failed while it installed the primary's snapshot at `lsn`.
+    #[error("local runtime: shard {shard}: snapshot {lsn}: {source}")]
+    InstallFailed { shard: usize, lsn: u64, source: ControlError },
+    /// This primary's snapshot of `shard` at `lsn` could not be read at `offset`.
+    #[error("local runtime: shard {shard}: reading snapshot {lsn} at offset {offset}: {source}")]
+    SnapshotRead { shard: usize, lsn: u64, offset: u64, source: std::io::Error },
+    /// A blocking task (persisting an epoch, reading a snapshot piece) did not finish.
+    #[error("local runtime: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// A blocking task of a snapshot install did not finish.
+    #[error("local runtime: snapshot install task: {0}")]
+    InstallTask(#[source] tokio::task::JoinError),
     /// A raised epoch could not be persisted; it is not used.
     #[error("local runtime: {0}")]
     PersistEpoch(#[source] DataDirError),
-    /// This standby's disk has no room for what the primary sends: retried after a pause.
-    #[error("disk full: {0}")]
-    DiskFull(String),
+    /// This standby's disk has no room for the primary's snapshot of `shard` at `lsn`: retried
+    /// after a pause.
+    #[error("disk full: shard {shard}: snapshot {lsn}: {source}")]
+    DiskFull { shard: usize, lsn: u64, source: LogCause },
+}
+
+/// Why one side refused the other ([`ReplicationError::Refused`]); its text is what a
+/// standby's status shows, and what a REFUSED message carries.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The peer's words, as its REFUSED message carried them.
+    #[error("{0}")]
+    Peer(String),
+    /// The primary refused this standby, in its words.
+    #[error("the primary refused: {0}")]
+    ByPrimary(String),
+    /// This primary refused a standby's SUBSCRIBE.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeRefusal),
+    /// A standby does not follow a primary of an epoch below its own.
+    #[error(
+        "the primary is at epoch {epoch}, below this node's epoch {own_epoch}: it is a deposed \
+         primary; not following it"
+    )]
+    DeposedPrimary { epoch: u64, own_epoch: u64 },
+    /// A standby was asked to serve a standby.
+    #[error("this node is a standby, not a primary")]
+    NotPrimary,
+    /// The primary's records do not continue this standby's log of `shard`.
+    #[error(
+        "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this \
+         node's log: {source}"
+    )]
+    Diverged { shard: usize, first_lsn: u64, last_lsn: u64, source: LogCause },
 }
 
 /// CRC32C of the first framed record in `bytes` (the divergence check's checksum).
@@ -102,4 +154,32 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_what_their_reason_says() {
+        let deposed = ReplicationError::Refused(Refusal::DeposedPrimary { epoch: 1, own_epoch: 2 });
+        assert_eq!(
+            deposed.to_string(),
+            "refused: the primary is at epoch 1, below this node's epoch 2: it is a deposed \
+             primary; not following it"
+        );
+        let diverged = Refusal::Diverged {
+            shard: 0,
+            first_lsn: 3,
+            last_lsn: 4,
+            source: LogCause::Discontinuous { lsn: 3, expected: 2 },
+        };
+        assert_eq!(
+            diverged.to_string(),
+            "shard 0: the primary's records 3..=4 do not continue this node's log: lsn 3 does \
+             not continue at 2"
+        );
+        let peer = ReplicationError::Refused(Refusal::ByPrimary("no".into()));
+        assert_eq!(peer.to_string(), "refused: the primary refused: no");
+    }
 }

@@ -158,30 +158,7 @@ impl Message {
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         let mut reader = Reader(codec::Reader::new(bytes));
         let message = match reader.u8("type")? {
-            SUBSCRIBE => {
-                let epoch = reader.u64("epoch")?;
-                let flags = reader.u8("flags")?;
-                if flags > 1 {
-                    return Err(DecodeError::Invalid("flags"));
-                }
-                let count = usize::from(reader.u16("shards")?);
-                if count > SHARDS_MAX {
-                    return Err(DecodeError::Invalid("shards"));
-                }
-                let mut shards = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let last_lsn = reader.u64("last_lsn")?;
-                    let has_crc = reader.u8("has_crc")?;
-                    let crc = reader.u32("last_crc")?;
-                    let last_crc = match has_crc {
-                        0 => None,
-                        1 => Some(crc),
-                        _ => return Err(DecodeError::Invalid("has_crc")),
-                    };
-                    shards.push(LogEnd { last_lsn, last_crc });
-                }
-                Message::Subscribe { epoch, reseed: flags == 1, shards }
-            }
+            SUBSCRIBE => decode_subscribe(&mut reader)?,
             WELCOME => {
                 Message::Welcome { epoch: reader.u64("epoch")?, durable_lsns: reader.lsns()? }
             }
@@ -227,6 +204,32 @@ impl Message {
         reader.0.finish()?;
         Ok(message)
     }
+}
+
+/// A SUBSCRIBE's fields, after its type: the epoch, the flags, where each shard's log ends.
+fn decode_subscribe(reader: &mut Reader<'_>) -> Result<Message, DecodeError> {
+    let epoch = reader.u64("epoch")?;
+    let flags = reader.u8("flags")?;
+    if flags > 1 {
+        return Err(DecodeError::Invalid("flags"));
+    }
+    let count = usize::from(reader.u16("shards")?);
+    if count > SHARDS_MAX {
+        return Err(DecodeError::Invalid("shards"));
+    }
+    let mut shards = Vec::with_capacity(count);
+    for _ in 0..count {
+        let last_lsn = reader.u64("last_lsn")?;
+        let has_crc = reader.u8("has_crc")?;
+        let crc = reader.u32("last_crc")?;
+        let last_crc = match has_crc {
+            0 => None,
+            1 => Some(crc),
+            _ => return Err(DecodeError::Invalid("has_crc")),
+        };
+        shards.push(LogEnd { last_lsn, last_crc });
+    }
+    Ok(Message::Subscribe { epoch, reseed: flags == 1, shards })
 }
 
 fn put_lsns(out: &mut Vec<u8>, lsns: &[u64]) {

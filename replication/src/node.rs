@@ -163,9 +163,10 @@ impl ReplicatedNode {
         let role = self.role();
         async move {
             if role != Role::Primary {
-                let reason = "this node is a standby, not a primary".to_string();
-                let _ = transport.send(&crate::Message::Refused { reason: reason.clone() }).await;
-                return Err(ReplicationError::Refused(reason));
+                let refusal = crate::Refusal::NotPrimary;
+                let reason = refusal.to_string();
+                let _ = transport.send(&crate::Message::Refused { reason }).await;
+                return Err(ReplicationError::Refused(refusal));
             }
             primary.serve_standby(transport, name, stop).await
         }

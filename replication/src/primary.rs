@@ -24,11 +24,11 @@ use crate::limits::{
 };
 use crate::message::{LogEnd, Message};
 use crate::transport::{Transport, TransportError};
-use crate::{now_ms, record_crc, records_last_lsn, ReplicationError};
+use crate::{now_ms, record_crc, records_last_lsn, Refusal, ReplicationError};
 
 /// Why this primary refuses a standby's SUBSCRIBE; the text is the REFUSED message's reason.
 #[derive(Debug, thiserror::Error)]
-enum SubscribeRefusal {
+pub enum SubscribeRefusal {
     #[error(
         "the standby has {standby} shards, this primary {primary}: a standby needs the primary's \
          shard count"
@@ -206,10 +206,9 @@ impl Primary {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), ReplicationError> {
         self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
-        let subscribe =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.recv()).await.map_err(|_| {
-                ReplicationError::Transport(TransportError::Io("no SUBSCRIBE".into()))
-            })??;
+        let subscribe = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.recv())
+            .await
+            .map_err(|_| ReplicationError::Transport(TransportError::NoHandshake("SUBSCRIBE")))??;
         let Some(Message::Subscribe { epoch, reseed, shards }) = subscribe else {
             return Err(ReplicationError::Protocol(format!(
                 "expected SUBSCRIBE, got {}",
@@ -222,8 +221,8 @@ impl Primary {
                 let reason = refusal.to_string();
                 self.metrics.refused_total.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(standby = %name, %reason, "refusing a standby");
-                let _ = transport.send(&Message::Refused { reason: reason.clone() }).await;
-                return Err(ReplicationError::Refused(reason));
+                let _ = transport.send(&Message::Refused { reason }).await;
+                return Err(ReplicationError::Refused(refusal.into()));
             }
         };
         let durable_lsns = self.durable_lsns();
@@ -359,7 +358,7 @@ impl Primary {
                             };
                             self.acked(id, shard, stream, synced_lsn);
                         }
-                        Some(Message::Refused { reason }) => return Err(ReplicationError::Refused(reason)),
+                        Some(Message::Refused { reason }) => return Err(ReplicationError::Refused(Refusal::Peer(reason))),
                         Some(other) => {
                             return Err(ReplicationError::Protocol(format!("unexpected {} from a standby", other.name())));
                         }
@@ -370,7 +369,7 @@ impl Primary {
                 _ = poll.tick() => {}
                 _ = heartbeat.tick() => {
                     if heard.elapsed() > STANDBY_SILENCE_TIMEOUT {
-                        return Err(ReplicationError::Transport(TransportError::Io("standby silent".into())));
+                        return Err(ReplicationError::Transport(TransportError::Silent("standby")));
                     }
                     transport.send(&Message::Heartbeat { time_ms: now_ms(), durable_lsns: self.durable_lsns() }).await?;
                     self.refresh_retention();
@@ -463,12 +462,13 @@ impl Primary {
                 (reader, read)
             })
             .await
-            .map_err(|error| ReplicationError::Runtime(error.to_string()))?;
+            .map_err(ReplicationError::Task)?;
             reader = read.0;
-            let bytes = read.1.map_err(|error| {
-                ReplicationError::Runtime(format!(
-                    "shard {shard}: reading snapshot {lsn} at offset {offset}: {error}"
-                ))
+            let bytes = read.1.map_err(|source| ReplicationError::SnapshotRead {
+                shard,
+                lsn,
+                offset,
+                source,
             })?;
             transport
                 .send(&Message::Snapshot { shard: shard as u16, lsn, total_bytes, offset, bytes })

@@ -28,7 +28,7 @@ use crate::limits::{
 };
 use crate::message::{LogEnd, Message};
 use crate::transport::{Connector, Transport, TransportError};
-use crate::{record_crc, records_after, EpochStore, ReplicationError};
+use crate::{record_crc, records_after, EpochStore, Refusal, ReplicationError};
 
 /// What a standby knows about its primary, for status and metrics.
 #[derive(Debug, Clone, Default)]
@@ -195,16 +195,14 @@ pub async fn follow<C: Connector>(
                 return end;
             }
             Ok(None) => break,
-            Err(ReplicationError::Refused(reason)) => {
-                tracing::error!(primary = %connector.describe(), %reason, "not following the primary");
-                state.set_state("refused", Some(reason.clone()));
-                return FollowEnd::Refused(reason);
+            Err(ReplicationError::Refused(refusal)) => {
+                return refused(&state, &connector, &refusal)
             }
-            Err(ReplicationError::DiskFull(reason)) => {
+            Err(error @ ReplicationError::DiskFull { .. }) => {
                 // Said once per stall by the applier that met it; retried here with its own
                 // backoff, since a session that heard its primary would reset the other.
-                tracing::debug!(%reason, retry_ms = disk_backoff.as_millis() as u64, "no room for the primary's snapshot; asking again");
-                state.set_state("connecting", Some(format!("disk full: {reason}")));
+                tracing::debug!(reason = %error, retry_ms = disk_backoff.as_millis() as u64, "no room for the primary's snapshot; asking again");
+                state.set_state("connecting", Some(error.to_string()));
                 tokio::select! {
                     biased;
                     () = crate::stopped(&mut stop) => break,
@@ -215,13 +213,7 @@ pub async fn follow<C: Connector>(
             }
             Err(error) => {
                 disk_backoff = DISK_FULL_RETRY_MIN;
-                let followed =
-                    state.lock().last_heard.is_some_and(|heard| heard.elapsed() < backoff * 4);
-                if followed {
-                    backoff = RECONNECT_BACKOFF_MIN;
-                }
-                tracing::warn!(primary = %connector.describe(), %error, retry_ms = backoff.as_millis() as u64, "replication connection lost; reconnecting");
-                state.set_state("connecting", Some(error.to_string()));
+                backoff = lost(&state, &connector, &error, backoff);
             }
         }
         tokio::select! {
@@ -233,6 +225,29 @@ pub async fn follow<C: Connector>(
     }
     state.set_state("stopped", None);
     FollowEnd::Stopped
+}
+
+/// A final refusal: said, shown in the status, and how the follower ends.
+fn refused<C: Connector>(state: &StandbyState, connector: &C, refusal: &Refusal) -> FollowEnd {
+    let reason = refusal.to_string();
+    tracing::error!(primary = %connector.describe(), %reason, "not following the primary");
+    state.set_state("refused", Some(reason.clone()));
+    FollowEnd::Refused(reason)
+}
+
+/// A session that ended with `error`, said and shown in the status; returns the pause before
+/// the next connection: `backoff`, or the shortest again if the session had been following.
+fn lost<C: Connector>(
+    state: &StandbyState,
+    connector: &C,
+    error: &ReplicationError,
+    backoff: Duration,
+) -> Duration {
+    let followed = state.lock().last_heard.is_some_and(|heard| heard.elapsed() < backoff * 4);
+    let backoff = if followed { RECONNECT_BACKOFF_MIN } else { backoff };
+    tracing::warn!(primary = %connector.describe(), %error, retry_ms = backoff.as_millis() as u64, "replication connection lost; reconnecting");
+    state.set_state("connecting", Some(error.to_string()));
+    backoff
 }
 
 /// Where each shard's log ends on this node: position and checksum of its last record.
@@ -283,11 +298,11 @@ impl Session<'_> {
             .await?;
         let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.recv())
             .await
-            .map_err(|_| ReplicationError::Transport(TransportError::Io("no WELCOME".into())))??;
+            .map_err(|_| ReplicationError::Transport(TransportError::NoHandshake("WELCOME")))??;
         let (epoch, durable_lsns) = match welcome {
             Some(Message::Welcome { epoch, durable_lsns }) => (epoch, durable_lsns),
             Some(Message::Refused { reason }) => {
-                return Err(ReplicationError::Refused(format!("the primary refused: {reason}")))
+                return Err(ReplicationError::Refused(Refusal::ByPrimary(reason)))
             }
             Some(other) => {
                 return Err(ReplicationError::Protocol(format!(
@@ -296,17 +311,13 @@ impl Session<'_> {
                 )))
             }
             None => {
-                return Err(ReplicationError::Transport(TransportError::Closed(
-                    "before WELCOME".into(),
-                )))
+                return Err(ReplicationError::Transport(TransportError::Ended("before WELCOME")))
             }
         };
         if epoch < own_epoch {
-            let reason = format!(
-                "the primary is at epoch {epoch}, below this node's epoch {own_epoch}: it is a deposed primary; not following it"
-            );
-            let _ = transport.send(&Message::Refused { reason: reason.clone() }).await;
-            return Err(ReplicationError::Refused(reason));
+            let refusal = Refusal::DeposedPrimary { epoch, own_epoch };
+            let _ = transport.send(&Message::Refused { reason: refusal.to_string() }).await;
+            return Err(ReplicationError::Refused(refusal));
         }
         if durable_lsns.len() != shards {
             return Err(ReplicationError::Protocol("WELCOME names another shard count".into()));
@@ -316,7 +327,7 @@ impl Session<'_> {
             let persist = self.config.persist_epoch.clone();
             tokio::task::spawn_blocking(move || persist(epoch))
                 .await
-                .map_err(|error| ReplicationError::Runtime(error.to_string()))?
+                .map_err(ReplicationError::Task)?
                 .map_err(ReplicationError::PersistEpoch)?;
             runtime.raise_epoch(epoch);
         }
@@ -358,13 +369,12 @@ impl Session<'_> {
                 () = shared.changed.notified() => continue,
                 received = tokio::time::timeout(PRIMARY_SILENCE_TIMEOUT, transport.recv()) => received,
             };
-            let message = received.map_err(|_| {
-                ReplicationError::Transport(TransportError::Io("primary silent".into()))
-            })??;
+            let message = received
+                .map_err(|_| ReplicationError::Transport(TransportError::Silent("primary")))??;
             match message {
                 None => {
-                    return Err(ReplicationError::Transport(TransportError::Closed(
-                        "primary closed".into(),
+                    return Err(ReplicationError::Transport(TransportError::Ended(
+                        "primary closed",
                     )))
                 }
                 Some(Message::Records {
@@ -659,7 +669,7 @@ impl Applier {
     }
 
     /// The disk had no room: said once per stall, not per retry.
-    fn stalled(&self, at_lsn: u64, what: &str, reason: &str) {
+    fn stalled(&self, at_lsn: u64, what: &str, reason: &dyn std::fmt::Display) {
         if self.state.disk_full(self.shard) {
             tracing::warn!(shard = self.shard, lsn = at_lsn, %reason, "this standby's disk is full: {what} waits until there is room (tried again with back-off; reads are still served)");
         }
@@ -720,13 +730,12 @@ impl Applier {
                     }
                     pause = (pause * 2).min(DISK_FULL_RETRY_MAX);
                 }
-                Err(ReplicateError::Refused(reason)) => {
-                    return Err(ReplicationError::Refused(format!(
-                        "shard {shard}: the primary's records {first_lsn}..={last_lsn} do not continue this node's log: {reason}"
-                    )))
+                Err(ReplicateError::Refused(source)) => {
+                    let refusal = Refusal::Diverged { shard, first_lsn, last_lsn, source };
+                    return Err(ReplicationError::Refused(refusal));
                 }
-                Err(ReplicateError::Failed(reason)) => {
-                    return Err(ReplicationError::Runtime(format!("shard {shard}: {reason}")))
+                Err(ReplicateError::Failed(source)) => {
+                    return Err(ReplicationError::ShardFailed { shard, source })
                 }
             }
         }
@@ -812,17 +821,15 @@ impl Applier {
     fn install_failed(&self, lsn: u64, error: InstallError) -> ReplicationError {
         let shard = self.shard;
         match error {
-            InstallError::NoSpace(reason) => {
+            InstallError::NoSpace(source) => {
                 let at = self.shared.synced[shard].load(Ordering::Acquire);
-                self.stalled(at, &format!("installing the primary's snapshot {lsn}"), &reason);
-                ReplicationError::DiskFull(format!("shard {shard}: snapshot {lsn}: {reason}"))
+                self.stalled(at, &format!("installing the primary's snapshot {lsn}"), &source);
+                ReplicationError::DiskFull { shard, lsn, source }
             }
-            InstallError::Refused(reason) => {
-                ReplicationError::Protocol(format!("shard {shard}: snapshot {lsn}: {reason}"))
+            InstallError::Refused(source) => {
+                ReplicationError::SnapshotRefused { shard, lsn, source }
             }
-            InstallError::Failed(reason) => {
-                ReplicationError::Runtime(format!("shard {shard}: snapshot {lsn}: {reason}"))
-            }
+            InstallError::Failed(source) => ReplicationError::InstallFailed { shard, lsn, source },
         }
     }
 }
@@ -831,9 +838,7 @@ impl Applier {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ReplicationError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ReplicationError::Runtime(format!("snapshot install task: {error}")))
+    tokio::task::spawn_blocking(work).await.map_err(ReplicationError::InstallTask)
 }
 
 /// Drops a snapshot install (removing its staging) off the async runtime.

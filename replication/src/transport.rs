@@ -15,14 +15,43 @@ use crate::limits::{MEMORY_TRANSPORT_MESSAGES_MAX, MESSAGE_SIZE_MAX_BYTES};
 use crate::message::{DecodeError, Message};
 
 /// Why a transport stopped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// Reading or writing the connection failed.
     #[error("connection failed: {0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
+    /// The primary at `addr` could not be reached (the error of the connector's client).
+    #[error("connection failed: {addr}: {source}")]
+    Connect { addr: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// The primary at `addr` did not accept the connection in time.
+    #[error("connection failed: {addr}: connect timed out")]
+    ConnectTimeout { addr: String },
+    /// The node at `addr` is a standby: it serves no standby.
+    #[error("connection failed: {addr} is a standby, not a primary")]
+    NotPrimary { addr: String },
+    /// The peer did not send the handshake's message (`WELCOME`, `SUBSCRIBE`) in time.
+    #[error("connection failed: no {0}")]
+    NoHandshake(&'static str),
+    /// The peer (`primary`, `standby`) said nothing for longer than its silence timeout.
+    #[error("connection failed: {0} silent")]
+    Silent(&'static str),
+    /// A frame whose length cannot hold its header.
+    #[error("connection failed: frame length {0} below the header")]
+    FrameTooShort(usize),
+    /// A frame of a version or kind that carries no replication message.
+    #[error("connection failed: unexpected frame: version {version}, kind {kind:#04x}")]
+    UnexpectedFrame { version: u8, kind: u8 },
+    /// The connection ended inside a frame.
+    #[error("connection failed: connection closed in the middle of a frame")]
+    Truncated,
     #[error("malformed replication message: {0}")]
     Decode(#[from] DecodeError),
+    /// The peer closed the connection with these words (its ERROR frame, its REFUSED).
     #[error("the peer closed the connection: {0}")]
     Closed(String),
+    /// The peer closed the connection at the point named (`before WELCOME`, `primary closed`).
+    #[error("the peer closed the connection: {0}")]
+    Ended(&'static str),
     #[error("replication message of {0} bytes exceeds the limit")]
     TooLarge(usize),
 }
@@ -72,7 +101,7 @@ impl Transport for MemoryTransport {
         self.sender
             .send(message.to_bytes())
             .await
-            .map_err(|_| TransportError::Closed("memory peer dropped".into()))
+            .map_err(|_| TransportError::Ended("memory peer dropped"))
     }
 
     async fn recv(&mut self) -> Result<Option<Message>, TransportError> {
@@ -116,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> StreamTransport<S> {
         };
         let len = u32::from_le_bytes(*prefix) as usize;
         if len < HEADER_SIZE_BYTES {
-            return Err(TransportError::Io(format!("frame length {len} below the header")));
+            return Err(TransportError::FrameTooShort(len));
         }
         if len > MESSAGE_SIZE_MAX_BYTES + HEADER_SIZE_BYTES {
             return Err(TransportError::TooLarge(len));
@@ -132,9 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> StreamTransport<S> {
                 let text = payload.get(3..).map(String::from_utf8_lossy).unwrap_or_default();
                 Err(TransportError::Closed(text.into_owned()))
             }
-            (version, kind) => Err(TransportError::Io(format!(
-                "unexpected frame: version {version}, kind {kind:#04x}"
-            ))),
+            (version, kind) => Err(TransportError::UnexpectedFrame { version, kind }),
         };
         self.buffer.drain(..PREFIX_SIZE_BYTES + len);
         result
@@ -153,9 +180,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTra
             return Err(TransportError::TooLarge(len));
         }
         self.out[..PREFIX_SIZE_BYTES].copy_from_slice(&(len as u32).to_le_bytes());
-        let io = |error: std::io::Error| TransportError::Io(error.to_string());
-        self.stream.write_all(&self.out).await.map_err(io)?;
-        self.stream.flush().await.map_err(io)?;
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
         if self.out.capacity() > 2 * READ_CHUNK_SIZE_BYTES {
             self.out = Vec::new();
         }
@@ -169,16 +195,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTra
             }
             // `read_buf` into spare capacity is cancel-safe: bytes read are kept in `buffer`.
             self.buffer.reserve(READ_CHUNK_SIZE_BYTES);
-            let read = self
-                .stream
-                .read_buf(&mut self.buffer)
-                .await
-                .map_err(|error| TransportError::Io(error.to_string()))?;
+            let read = self.stream.read_buf(&mut self.buffer).await?;
             if read == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
-                    Err(TransportError::Io("connection closed in the middle of a frame".into()))
+                    Err(TransportError::Truncated)
                 };
             }
         }

@@ -157,7 +157,9 @@ impl Connector for ScriptedConnector {
 
     async fn connect(&self) -> Result<MemoryTransport, TransportError> {
         let (ours, theirs) = MemoryTransport::pair();
-        self.connections.send(theirs).map_err(|_| TransportError::Io("test ended".into()))?;
+        self.connections
+            .send(theirs)
+            .map_err(|_| TransportError::Io(std::io::Error::other("test ended")))?;
         Ok(ours)
     }
 

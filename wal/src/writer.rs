@@ -195,21 +195,7 @@ impl<S: Storage> Wal<S> {
         options.validate()?;
         remove_temp_files(&mut storage)?;
         let mut plan = recovery::plan(&mut storage, true)?;
-        let mut torn_tail_cut = None;
-        if let Some(torn) = plan.scan.torn_tail.clone() {
-            let last = plan.scan.segments.last_mut();
-            let Some(last) = last else { panic!("torn tail without a segment") };
-            let (start, end) = (torn.offset as usize, torn.end as usize);
-            assert!(start <= end && end <= last.file.bytes().len(), "torn tail out of bounds");
-            tracing::warn!(
-                file = %torn.path.display(), offset = torn.offset, bytes = end - start,
-                "wal: cutting off a torn record at the end of the log (never acknowledged)"
-            );
-            if let Err(source) = last.file.write_and_sync(start, &vec![0u8; end - start]) {
-                return Err(sync_failed(&torn.path, source));
-            }
-            torn_tail_cut = Some((torn.path.clone(), torn.offset));
-        }
+        let torn_tail_cut = cut_torn_tail(&mut plan)?;
         // Records found in the last segment may sit in the page cache only (a process crash keeps
         // them there): sync before they count as durable.
         if let Some(last) = plan.scan.segments.last_mut() {
@@ -218,19 +204,35 @@ impl<S: Storage> Wal<S> {
             }
         }
         let records_replayed = recovery::replay(&storage, &mut plan, replay)?;
-        for d in &plan.damaged_snapshots {
-            tracing::warn!(
-                file = %d.path.display(), offset = d.offset, reason = d.reason,
-                base_lsn = plan.base_lsn(),
-                "wal: snapshot damaged; used an older snapshot (or the empty state) and replayed \
-                 the complete log after it instead"
-            );
+        warn_damaged_snapshots(&plan);
+        let report = RecoveryReport {
+            snapshot_lsn: plan.snapshot.as_ref().map(|s| s.lsn()),
+            records_replayed,
+            next_lsn: plan.scan.last_lsn().max(plan.base_lsn()) + 1,
+            torn_tail_cut,
+            damaged_snapshots_skipped: plan
+                .damaged_snapshots
+                .iter()
+                .map(|d| (d.path.clone(), d.offset))
+                .collect(),
+        };
+        let mut wal = Wal::recovered(storage, options, plan, report.next_lsn);
+        if wal.segments.is_empty() {
+            wal.create_segment()?;
         }
+        wal.request_next_segment_when_half_full();
+        Ok((wal, report))
+    }
+
+    /// The writer over a recovered `plan`, whose next record is `next_lsn`; everything before
+    /// it is durable.
+    fn recovered(
+        storage: S,
+        options: Options,
+        plan: recovery::Plan<S::Segment>,
+        next_lsn: Lsn,
+    ) -> Self {
         let bytes_since_snapshot = log_bytes_after(&plan.scan, plan.base_lsn());
-        let report_snapshot = plan.snapshot.as_ref().map(|s| s.lsn());
-        let base = plan.base_lsn();
-        let next_lsn = plan.scan.last_lsn().max(base) + 1;
-        let damaged = plan.damaged_snapshots.iter().map(|d| (d.path.clone(), d.offset)).collect();
         let segments = plan
             .scan
             .segments
@@ -243,7 +245,7 @@ impl<S: Storage> Wal<S> {
                 sealed_at_ms: None,
             })
             .collect();
-        let mut wal = Wal {
+        Wal {
             storage,
             options,
             segments,
@@ -261,19 +263,7 @@ impl<S: Storage> Wal<S> {
             feed_retention_released: false,
             read_cursor: None,
             space_warnings: Throttle::default(),
-        };
-        if wal.segments.is_empty() {
-            wal.create_segment()?;
         }
-        wal.request_next_segment_when_half_full();
-        let report = RecoveryReport {
-            snapshot_lsn: report_snapshot,
-            records_replayed,
-            next_lsn,
-            torn_tail_cut,
-            damaged_snapshots_skipped: damaged,
-        };
-        Ok((wal, report))
     }
 
     /// The LSN the next appended record gets.
@@ -901,6 +891,38 @@ fn sync_failed(path: &Path, source: std::io::Error) -> WalError {
     let error = WalError::SyncFailed { path: path.to_path_buf(), source };
     tracing::error!(file = %path.display(), "{error}");
     error
+}
+
+/// Zeroes a torn record at the end of the last segment (never acknowledged) and syncs it;
+/// returns the file and offset cut, if any.
+fn cut_torn_tail<F: SegmentFile>(
+    plan: &mut recovery::Plan<F>,
+) -> Result<Option<(std::path::PathBuf, u64)>, WalError> {
+    let Some(torn) = plan.scan.torn_tail.clone() else { return Ok(None) };
+    let last = plan.scan.segments.last_mut();
+    let Some(last) = last else { panic!("torn tail without a segment") };
+    let (start, end) = (torn.offset as usize, torn.end as usize);
+    assert!(start <= end && end <= last.file.bytes().len(), "torn tail out of bounds");
+    tracing::warn!(
+        file = %torn.path.display(), offset = torn.offset, bytes = end - start,
+        "wal: cutting off a torn record at the end of the log (never acknowledged)"
+    );
+    if let Err(source) = last.file.write_and_sync(start, &vec![0u8; end - start]) {
+        return Err(sync_failed(&torn.path, source));
+    }
+    Ok(Some((torn.path, torn.offset)))
+}
+
+/// Says which newer snapshots recovery passed over as damaged.
+fn warn_damaged_snapshots<F>(plan: &recovery::Plan<F>) {
+    for d in &plan.damaged_snapshots {
+        tracing::warn!(
+            file = %d.path.display(), offset = d.offset, reason = d.reason,
+            base_lsn = plan.base_lsn(),
+            "wal: snapshot damaged; used an older snapshot (or the empty state) and replayed \
+             the complete log after it instead"
+        );
+    }
 }
 
 fn remove_temp_files<S: Storage>(storage: &mut S) -> Result<(), WalError> {

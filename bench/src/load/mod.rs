@@ -115,28 +115,13 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Ben
             eprintln!("{line}");
         }
     };
-    let mode = if args.relaxed { "relaxed" } else { "durable" };
-    let config = RunConfig {
-        duration: args.duration,
-        warmup: args.warmup,
-        seed: args.seed,
-        progress: !args.json,
-        mode,
-        interval: args.interval,
-        timeout: args.timeout,
-        print_windows: !args.json,
-        ..RunConfig::new("bookd", args.workload, args.clients as usize, args.connections as usize)
-    };
+    let config = run_config(args);
     // Refused before any setup: a duration the interval does not divide, too many windows.
     config.window_plan()?;
     if args.timeout.is_zero() {
         return Err(BenchError::ZeroTimeout);
     }
-    let peers = args
-        .compare
-        .iter()
-        .map(|name| Peer::from_name(name).ok_or_else(|| BenchError::UnknownPeer(name.clone())))
-        .collect::<Result<Vec<Peer>, BenchError>>()?;
+    let peers = peers_named(&args.compare)?;
     let started = std::time::Instant::now();
     let written = setup(bookd, args.workload).await?;
     log(&format!(
@@ -160,31 +145,69 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Ben
         log(&format!("plot: {}", path.display()));
     }
     if !peers.is_empty() {
-        let mut reports = vec![report.clone()];
-        let mut missing = Vec::new();
-        for peer in peers {
-            match compare(peer, &config, args.relaxed, args.rate, &log).await {
-                Ok(mut peer_report) => {
-                    peer_report.rate = args.rate;
-                    if !args.json {
-                        out.push_str(&peer_report.table());
-                    }
-                    reports.push(peer_report);
-                }
-                Err(why) => missing.push((peer.name().to_string(), why.to_string())),
-            }
-        }
-        let table = comparison_table(&reports, &missing);
-        if args.json {
-            eprint!("{table}");
-        } else {
-            out.push('\n');
-            out.push_str(&table);
-        }
+        compare_peers(peers, &config, args, &report, &mut out, &log).await;
     }
     if args.json {
         out = report.to_json().to_string();
         out.push('\n');
     }
     Ok(out)
+}
+
+/// How `args` run bookd (the peers run the same, under their own names).
+fn run_config(args: &BenchArgs) -> RunConfig {
+    let mode = if args.relaxed { "relaxed" } else { "durable" };
+    RunConfig {
+        duration: args.duration,
+        warmup: args.warmup,
+        seed: args.seed,
+        progress: !args.json,
+        mode,
+        interval: args.interval,
+        timeout: args.timeout,
+        print_windows: !args.json,
+        ..RunConfig::new("bookd", args.workload, args.clients as usize, args.connections as usize)
+    }
+}
+
+/// The peers `--compare` names, or the first name that is none.
+fn peers_named(names: &[String]) -> Result<Vec<Peer>, BenchError> {
+    names
+        .iter()
+        .map(|name| Peer::from_name(name).ok_or_else(|| BenchError::UnknownPeer(name.clone())))
+        .collect()
+}
+
+/// Runs the workload against each of `peers` as it ran against bookd (`report`); appends each
+/// peer's table to `out` (none with `--json`), then the comparison table (to stderr with
+/// `--json`). A peer that cannot run is listed in the comparison, with why.
+async fn compare_peers(
+    peers: Vec<Peer>,
+    config: &RunConfig,
+    args: &BenchArgs,
+    report: &Report,
+    out: &mut String,
+    log: &(dyn Fn(&str) + Sync),
+) {
+    let mut reports = vec![report.clone()];
+    let mut missing = Vec::new();
+    for peer in peers {
+        match compare(peer, config, args.relaxed, args.rate, log).await {
+            Ok(mut peer_report) => {
+                peer_report.rate = args.rate;
+                if !args.json {
+                    out.push_str(&peer_report.table());
+                }
+                reports.push(peer_report);
+            }
+            Err(why) => missing.push((peer.name().to_string(), why.to_string())),
+        }
+    }
+    let table = comparison_table(&reports, &missing);
+    if args.json {
+        eprint!("{table}");
+    } else {
+        out.push('\n');
+        out.push_str(&table);
+    }
 }

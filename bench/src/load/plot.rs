@@ -151,17 +151,33 @@ fn draw_window_series(
 ) -> Result<(), BenchError> {
     let error = |error: &dyn std::fmt::Display| plot_error(path, error);
     let x_max = windows.iter().map(|w| w.t_s + w.length_s).fold(1e-3, f64::max);
-    let rate_max = windows.iter().map(WindowSummary::commands_per_s).fold(1.0, f64::max) * 1.1;
-    let latency_max =
-        windows.iter().map(|w| w.max_us.max(w.p99_us)).max().unwrap_or(1).max(10) as f64 * 2.0;
     let root = SVGBackend::new(path, (1100, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;
     let root = root.titled(title, ("sans-serif", 18)).map_err(|e| error(&e))?;
     let (top, bottom) = root.split_vertically(330);
-    // A point per window, at its middle.
-    let middle = |w: &WindowSummary| w.t_s + w.length_s / 2.0;
+    draw_rate_panel(&top, windows, x_max, path)?;
+    draw_latency_panel(&bottom, windows, x_max, path)?;
+    root.present().map_err(|e| error(&e))
+}
 
-    let mut rates = ChartBuilder::on(&top)
+/// A panel of the windows chart.
+type Panel<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// A point per window, at its middle.
+fn window_middle(window: &WindowSummary) -> f64 {
+    window.t_s + window.length_s / 2.0
+}
+
+/// The windows chart's top panel: commands/s per window.
+fn draw_rate_panel(
+    area: &Panel<'_>,
+    windows: &[WindowSummary],
+    x_max: f64,
+    path: &Path,
+) -> Result<(), BenchError> {
+    let error = |error: &dyn std::fmt::Display| plot_error(path, error);
+    let rate_max = windows.iter().map(WindowSummary::commands_per_s).fold(1.0, f64::max) * 1.1;
+    let mut rates = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(80)
@@ -174,7 +190,8 @@ fn draw_window_series(
         .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
         .draw()
         .map_err(|e| error(&e))?;
-    let line: Vec<(f64, f64)> = windows.iter().map(|w| (middle(w), w.commands_per_s())).collect();
+    let line: Vec<(f64, f64)> =
+        windows.iter().map(|w| (window_middle(w), w.commands_per_s())).collect();
     rates
         .draw_series(LineSeries::new(line.clone(), BLUE.stroke_width(2)))
         .map_err(|e| error(&e))?
@@ -189,9 +206,20 @@ fn draw_window_series(
         .background_style(WHITE)
         .border_style(BLACK)
         .draw()
-        .map_err(|e| error(&e))?;
+        .map_err(|e| error(&e))
+}
 
-    let mut latency = ChartBuilder::on(&bottom)
+/// The windows chart's bottom panel: p99 and max per window, on a log scale.
+fn draw_latency_panel(
+    area: &Panel<'_>,
+    windows: &[WindowSummary],
+    x_max: f64,
+    path: &Path,
+) -> Result<(), BenchError> {
+    let error = |error: &dyn std::fmt::Display| plot_error(path, error);
+    let latency_max =
+        windows.iter().map(|w| w.max_us.max(w.p99_us)).max().unwrap_or(1).max(10) as f64 * 2.0;
+    let mut latency = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(80)
@@ -207,7 +235,7 @@ fn draw_window_series(
         [("p99", RGBColor(230, 120, 0), |w| w.p99_us), ("max", RED, |w| w.max_us)];
     for (label, color, value) in series {
         let line: Vec<(f64, f64)> =
-            windows.iter().map(|w| (middle(w), value(w).max(1) as f64)).collect();
+            windows.iter().map(|w| (window_middle(w), value(w).max(1) as f64)).collect();
         latency
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
             .map_err(|e| error(&e))?
@@ -223,8 +251,7 @@ fn draw_window_series(
         .background_style(WHITE)
         .border_style(BLACK)
         .draw()
-        .map_err(|e| error(&e))?;
-    root.present().map_err(|e| error(&e))
+        .map_err(|e| error(&e))
 }
 
 /// A line of the windows chart's latency panel: its label, colour and value.

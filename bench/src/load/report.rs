@@ -213,6 +213,16 @@ impl Report {
     /// The report for a person.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        self.table_heading(&mut out);
+        self.table_success(&mut out);
+        self.table_latency(&mut out);
+        self.table_windows(&mut out);
+        self.table_unanswered(&mut out);
+        out
+    }
+
+    /// What ran, how, and how many commands it completed.
+    fn table_heading(&self, out: &mut String) {
         let loop_kind = match self.rate {
             Some(rate) => format!("open loop at {rate:.0} commands/s offered, up to"),
             None => "closed loop,".to_string(),
@@ -233,6 +243,10 @@ impl Report {
             "  commands       {:>12}  {:>12.0}/s",
             self.commands, self.commands_per_s
         );
+    }
+
+    /// The workload's own figures: its successes, holds refused, the sell-out.
+    fn table_success(&self, out: &mut String) {
         if self.sell_out.is_none() {
             let successes = self.workload.successes(&self.counters);
             let _ = writeln!(
@@ -263,6 +277,10 @@ impl Report {
                 figures.units_sold, figures.units
             );
         }
+    }
+
+    /// Latency over every command, then one line per op.
+    fn table_latency(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "  latency µs     p50 {}  p99 {}  p99.9 {}  max {}",
@@ -280,20 +298,27 @@ impl Report {
                 op.op, op.count, op.ok, op.refused, op.failed, op.p50_us, op.p99_us
             );
         }
-        if let Some(stats) = WindowStats::of(&self.windows) {
-            let _ = writeln!(
-                out,
-                "  windows        {} × {:.1} s: median {:.0}/s, lowest {:.0}/s ({:.2}× the median, at {:.1} s); highest p99 {} µs, max {} µs",
-                self.windows.len(),
-                self.interval_s,
-                stats.median_per_s,
-                stats.lowest_per_s,
-                stats.lowest_per_s / stats.median_per_s.max(1e-9),
-                stats.lowest_t_s,
-                stats.highest_p99_us,
-                stats.highest_max_us
-            );
-        }
+    }
+
+    /// The spread of the measurement windows, when there are any.
+    fn table_windows(&self, out: &mut String) {
+        let Some(stats) = WindowStats::of(&self.windows) else { return };
+        let _ = writeln!(
+            out,
+            "  windows        {} × {:.1} s: median {:.0}/s, lowest {:.0}/s ({:.2}× the median, at {:.1} s); highest p99 {} µs, max {} µs",
+            self.windows.len(),
+            self.interval_s,
+            stats.median_per_s,
+            stats.lowest_per_s,
+            stats.lowest_per_s / stats.median_per_s.max(1e-9),
+            stats.lowest_t_s,
+            stats.highest_p99_us,
+            stats.highest_max_us
+        );
+    }
+
+    /// Commands without an answer, offered but never sent, and the first failure.
+    fn table_unanswered(&self, out: &mut String) {
         let _ = writeln!(out, "  unanswered     {:>12}", self.unanswered);
         if self.dropped > 0 {
             let _ = writeln!(out, "  offered but not sent before the end: {}", self.dropped);
@@ -302,7 +327,6 @@ impl Report {
             let _ =
                 writeln!(out, "  {} commands got no answer; the first: {failure}", self.errors());
         }
-        out
     }
 }
 

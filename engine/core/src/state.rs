@@ -888,11 +888,43 @@ impl Engine {
     /// checks these; the indexes and the retention queue it builds from the records, so they
     /// agree with them by construction (a duplicate name is refused as it is indexed).
     pub(crate) fn check_counts(&self) -> Result<(), InvariantViolation> {
-        let mut expected: Vec<Vec<(u64, u64)>> =
-            self.partitions.iter().map(|p| vec![(0, 0); p.resources.len()]).collect();
-        let mut live = 0u32;
-        let mut used = 0u32;
-        let mut memory_bytes = 0u64;
+        let tally = self.tally_holds()?;
+        if tally.live != self.holds_live {
+            return Err(InvariantViolation::HoldsLive {
+                counted: self.holds_live,
+                held: tally.live,
+            });
+        }
+        let used = tally.used;
+        if used != self.holds_len || self.free_holds.len() + used as usize != self.holds.len() {
+            return Err(InvariantViolation::HoldsLen { counted: self.holds_len, used });
+        }
+        let (resources, partitions_memory_bytes) = self.check_resources(&tally.counts)?;
+        if resources != self.resources_len {
+            return Err(InvariantViolation::ResourcesLen {
+                counted: self.resources_len,
+                resources,
+            });
+        }
+        let memory_bytes = tally.memory_bytes + partitions_memory_bytes;
+        if memory_bytes != self.memory_bytes {
+            return Err(InvariantViolation::MemoryBytes {
+                counted: self.memory_bytes,
+                records: memory_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// One pass over the hold slots: checks each slot and hold, and adds up what the holds
+    /// count for.
+    fn tally_holds(&self) -> Result<HoldTally, InvariantViolation> {
+        let mut tally = HoldTally {
+            counts: self.partitions.iter().map(|p| vec![(0, 0); p.resources.len()]).collect(),
+            live: 0,
+            used: 0,
+            memory_bytes: 0,
+        };
         for (slot, hold) in self.holds.iter().enumerate() {
             if !hold.is_used() {
                 if !self.free_holds.contains(slot as u32) {
@@ -900,43 +932,45 @@ impl Engine {
                 }
                 continue;
             }
-            if self.free_holds.contains(slot as u32) {
-                return Err(InvariantViolation::HoldInFreeSlot { hold: hold.id().into() });
-            }
-            used += 1;
-            memory_bytes += hold.memory_bytes();
-            if self.free_partitions.contains(&hold.partition) {
-                return Err(InvariantViolation::HoldInDeletedPartition { hold: hold.id().into() });
-            }
-            let counts = expected
+            self.check_used_hold(slot, hold)?;
+            tally.used += 1;
+            tally.memory_bytes += hold.memory_bytes();
+            let counts = tally
+                .counts
                 .get_mut(hold.partition as usize)
                 .ok_or(InvariantViolation::HoldNamesMissingPartition { slot })?;
             if hold.status == HoldStatus::Held {
-                live += 1;
+                tally.live += 1;
                 if hold.expires_at_ms <= self.clock_ms {
                     return Err(InvariantViolation::HeldPastExpiry { hold: hold.id().into() });
                 }
             }
-            for item in hold.items.iter() {
-                let count = counts.get_mut(item.resource as usize).ok_or_else(|| {
-                    InvariantViolation::HoldNamesMissingResource { hold: hold.id().into() }
-                })?;
-                let quantity = u64::from(item.quantity);
-                match hold.status {
-                    HoldStatus::Held => count.0 += quantity,
-                    HoldStatus::Confirmed => count.1 += quantity,
-                    _ => {}
-                }
-            }
+            add_hold_items(counts, hold)?;
         }
-        if live != self.holds_live {
-            return Err(InvariantViolation::HoldsLive { counted: self.holds_live, held: live });
+        Ok(tally)
+    }
+
+    /// A used slot is not free, and its hold is not in a deleted partition.
+    fn check_used_hold(&self, slot: usize, hold: &Hold) -> Result<(), InvariantViolation> {
+        if self.free_holds.contains(slot as u32) {
+            return Err(InvariantViolation::HoldInFreeSlot { hold: hold.id().into() });
         }
-        if used != self.holds_len || self.free_holds.len() + used as usize != self.holds.len() {
-            return Err(InvariantViolation::HoldsLen { counted: self.holds_len, used });
+        if self.free_partitions.contains(&hold.partition) {
+            return Err(InvariantViolation::HoldInDeletedPartition { hold: hold.id().into() });
         }
+        Ok(())
+    }
+
+    /// Checks each live partition's resources against what its holds count for (`counts`),
+    /// and that deleted partitions are empty; returns the resources counted and the memory of
+    /// the partitions and resources.
+    fn check_resources(
+        &self,
+        counts: &[Vec<(u64, u64)>],
+    ) -> Result<(u32, u64), InvariantViolation> {
         let mut resources = 0u32;
-        for (index, (part, counts)) in self.partitions.iter().zip(&expected).enumerate() {
+        let mut memory_bytes = 0u64;
+        for (index, (part, counts)) in self.partitions.iter().zip(counts).enumerate() {
             if self.free_partitions.contains(&(index as u32)) {
                 if !part.resources.is_empty() || part.holds.len() > 0 {
                     return Err(InvariantViolation::DeletedPartitionNotEmpty { index });
@@ -948,35 +982,10 @@ impl Engine {
                 part.resources.iter().map(|r| resource_memory_bytes(&r.id)).sum::<u64>();
             for (resource, &(held, confirmed)) in part.resources.iter().zip(counts) {
                 resources += 1;
-                if (resource.held, resource.confirmed) != (held, confirmed) {
-                    return Err(InvariantViolation::ResourceCounters {
-                        partition: part.name.clone(),
-                        resource: resource.id.clone(),
-                        counters: (resource.held, resource.confirmed),
-                        holds: (held, confirmed),
-                    });
-                }
-                if held + confirmed > resource.capacity {
-                    return Err(InvariantViolation::Oversold {
-                        partition: part.name.clone(),
-                        resource: resource.id.clone(),
-                    });
-                }
+                check_resource(part, resource, held, confirmed)?;
             }
         }
-        if resources != self.resources_len {
-            return Err(InvariantViolation::ResourcesLen {
-                counted: self.resources_len,
-                resources,
-            });
-        }
-        if memory_bytes != self.memory_bytes {
-            return Err(InvariantViolation::MemoryBytes {
-                counted: self.memory_bytes,
-                records: memory_bytes,
-            });
-        }
-        Ok(())
+        Ok((resources, memory_bytes))
     }
 
     /// Every ended hold waits in the retention queue, which is in time order.
@@ -1041,6 +1050,58 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// What the holds' records add up to ([`Engine::check_counts`]).
+struct HoldTally {
+    /// Per partition, per resource: the quantities its holds hold and confirmed.
+    counts: Vec<Vec<(u64, u64)>>,
+    /// Holds in the `held` state.
+    live: u32,
+    /// Slots in use.
+    used: u32,
+    /// Memory of the holds.
+    memory_bytes: u64,
+}
+
+/// Adds what `hold` holds or confirmed to its partition's per-resource `counts`.
+fn add_hold_items(counts: &mut [(u64, u64)], hold: &Hold) -> Result<(), InvariantViolation> {
+    for item in hold.items.iter() {
+        let count = counts.get_mut(item.resource as usize).ok_or_else(|| {
+            InvariantViolation::HoldNamesMissingResource { hold: hold.id().into() }
+        })?;
+        let quantity = u64::from(item.quantity);
+        match hold.status {
+            HoldStatus::Held => count.0 += quantity,
+            HoldStatus::Confirmed => count.1 += quantity,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A resource's counters are what its holds count for, within its capacity.
+fn check_resource(
+    part: &Partition,
+    resource: &Resource,
+    held: u64,
+    confirmed: u64,
+) -> Result<(), InvariantViolation> {
+    if (resource.held, resource.confirmed) != (held, confirmed) {
+        return Err(InvariantViolation::ResourceCounters {
+            partition: part.name.clone(),
+            resource: resource.id.clone(),
+            counters: (resource.held, resource.confirmed),
+            holds: (held, confirmed),
+        });
+    }
+    if held + confirmed > resource.capacity {
+        return Err(InvariantViolation::Oversold {
+            partition: part.name.clone(),
+            resource: resource.id.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// The memory the budget counts for a hold of `items` items, with a long id of that many bytes

@@ -20,7 +20,7 @@ use bookd_wal::{
 use bookd_wal::segment::{segment_name, SegmentHeader};
 
 use super::log::{
-    InstallSink, LogError, RawRead, RawRecord, ShardLog, SnapshotSink, SnapshotSource,
+    InstallSink, LogCause, LogError, RawRead, RawRecord, ShardLog, SnapshotSink, SnapshotSource,
     SnapshotWritten, Staged, StagedLog, WalSink, Written, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
     RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
@@ -289,7 +289,7 @@ impl WalLog {
 }
 
 fn log_error(error: WalError) -> LogError {
-    LogError::Failed(error.to_string())
+    LogError::Failed(LogCause::Wal(error))
 }
 
 impl ShardLog for WalLog {
@@ -387,10 +387,10 @@ impl ShardLog for WalLog {
     fn append_raw(&mut self, records: &[u8]) -> Result<u64, LogError> {
         let lsn = self.wal.append_raw(records).map_err(|error| match error {
             WalError::RawRecordRefused { .. } | WalError::PayloadTooLarge { .. } => {
-                LogError::Refused(error.to_string())
+                LogError::Refused(LogCause::Wal(error))
             }
             // The records before the one that needed a new segment are appended (`last_lsn`).
-            WalError::NoSpace { .. } => LogError::NoSpace(error.to_string()),
+            WalError::NoSpace { .. } => LogError::NoSpace(LogCause::Wal(error)),
             other => log_error(other),
         })?;
         // A standby snapshots (and trims) its log as a primary does.
@@ -483,11 +483,13 @@ fn install_room_bytes(payload_bytes: u64, options: &bookd_wal::Options) -> Optio
 
 /// What a [`WalLog`] needs from a failed I/O operation of an install: a full disk is a refusal
 /// (`NoSpace`), anything else too (`Refused`): nothing of the log in use was touched yet.
-fn install_error(what: &str, error: WalError) -> LogError {
-    if error.is_no_space() {
-        LogError::NoSpace(format!("{what}: {error}"))
+fn install_error(step: &'static str, error: WalError) -> LogError {
+    let no_space = error.is_no_space();
+    let cause = LogCause::WalStep { step, source: error };
+    if no_space {
+        LogError::NoSpace(cause)
     } else {
-        LogError::Refused(format!("{what}: {error}"))
+        LogError::Refused(cause)
     }
 }
 
@@ -547,18 +549,19 @@ impl WalInstall {
         lsn: u64,
         payload_bytes: u64,
     ) -> Result<WalInstall, LogError> {
-        guard.remove().map_err(|error| {
-            LogError::Refused(format!("{}: cannot remove: {error}", guard.path.display()))
+        guard.remove().map_err(|source| {
+            LogError::Refused(LogCause::Remove { path: guard.path.clone(), source })
         })?;
         let needed = install_room_bytes(payload_bytes, &options)
             .ok_or_else(|| LogError::Refused("a snapshot larger than a disk can be".into()))?;
         let parent = path.parent().unwrap_or(&path);
         if let Some(free) = bookd_wal::storage::disk_free_bytes(parent) {
             if free < needed {
-                return Err(LogError::NoSpace(format!(
-                    "{}: a snapshot install needs {needed} bytes, the disk has {free} free",
-                    parent.display()
-                )));
+                return Err(LogError::NoSpace(LogCause::Room {
+                    dir: parent.to_path_buf(),
+                    needed_bytes: needed,
+                    free_bytes: free,
+                }));
             }
         }
         let storage = MmapStorage::open(&guard.path, options.sync_method)
@@ -571,11 +574,13 @@ impl WalInstall {
 
 impl InstallSink for WalInstall {
     fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
-        self.writer.write_all(bytes).map_err(|error| {
-            if bookd_wal::storage::io_error_is_no_space(&error) {
-                LogError::NoSpace(format!("writing the staged snapshot: {error}"))
+        self.writer.write_all(bytes).map_err(|source| {
+            let no_space = bookd_wal::storage::io_error_is_no_space(&source);
+            let cause = LogCause::Io { step: "writing the staged snapshot", source };
+            if no_space {
+                LogError::NoSpace(cause)
             } else {
-                LogError::Refused(format!("writing the staged snapshot: {error}"))
+                LogError::Refused(cause)
             }
         })
     }
@@ -588,11 +593,12 @@ impl InstallSink for WalInstall {
         let WalInstall { writer, mut storage, path, options, guard } = *self;
         let lsn = writer.lsn();
         if writer.size_bytes() != payload_bytes || writer.checksum() != checksum {
-            return Err(LogError::Refused(format!(
-                "the snapshot that arrived ({} bytes, CRC32C {:08x}) is not the primary's ({payload_bytes} bytes, {checksum:08x})",
-                writer.size_bytes(),
-                writer.checksum()
-            )));
+            return Err(LogError::Refused(LogCause::Mismatch {
+                bytes: writer.size_bytes(),
+                checksum: writer.checksum(),
+                expected_bytes: payload_bytes,
+                expected_checksum: checksum,
+            }));
         }
         // The header is written from the checksum computed while writing, which is the
         // primary's: the staged file is the primary's file, byte for byte.
@@ -609,8 +615,9 @@ impl InstallSink for WalInstall {
             .create_segment(&segment_name(first_lsn), options.segment_size_bytes, &segment_header)
             .map_err(|error| install_error("create the staged log's first segment", error))?;
         drop(storage);
-        sync_dir(&guard.path)
-            .map_err(|error| LogError::Refused(format!("{}: {error}", guard.path.display())))?;
+        sync_dir(&guard.path).map_err(|source| {
+            LogError::Refused(LogCause::Path { path: guard.path.clone(), source })
+        })?;
         let storage = MmapStorage::open_read_only(&guard.path)
             .map_err(|error| install_error("open the staged snapshot", error))?;
         let reader = bookd_wal::recovery::open_snapshot_reader(&storage, lsn)
@@ -645,11 +652,11 @@ fn swap_in_staged(
 ) -> Result<Wal<MmapStorage>, LogError> {
     let WalStaged { mut guard, path } = staged;
     let retired = retired_path(&path);
-    let refused = |what: &Path, error: std::io::Error| {
-        LogError::Refused(format!("{}: {error}", what.display()))
+    let refused = |what: &Path, source: std::io::Error| {
+        LogError::Refused(LogCause::Path { path: what.to_path_buf(), source })
     };
-    let fatal = |what: &Path, error: std::io::Error| {
-        LogError::Failed(format!("snapshot install: {}: {error}", what.display()))
+    let fatal = |what: &Path, source: std::io::Error| {
+        LogError::Failed(LogCause::Swap { path: what.to_path_buf(), source })
     };
     if retired.exists() {
         std::fs::remove_dir_all(&retired).map_err(|error| refused(&retired, error))?;
@@ -662,8 +669,9 @@ fn swap_in_staged(
         sync_dir(parent).map_err(|error| fatal(parent, error))?;
     }
     drop(guard);
-    let (wal, _) = Wal::open_dir(&path, options, &mut NoReplay)
-        .map_err(|error| LogError::Failed(format!("snapshot install: {error}")))?;
+    let (wal, _) = Wal::open_dir(&path, options, &mut NoReplay).map_err(|source| {
+        LogError::Failed(LogCause::WalStep { step: "snapshot install", source })
+    })?;
     if retired.exists() {
         if let Err(error) = std::fs::remove_dir_all(&retired) {
             tracing::warn!(path = %retired.display(), %error, "could not remove the replaced log; start-up removes it");

@@ -27,7 +27,7 @@ mod standby;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub use snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT;
-pub use standby::{InstallError, ReplicateError, SnapshotInstall, StagedSnapshot};
+pub use standby::{InstallError, InstallRefusal, ReplicateError, SnapshotInstall, StagedSnapshot};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,9 +43,9 @@ pub use durable::{
     RecoveredShard, ReplayError, WalLog, META_FILE,
 };
 pub use log::{
-    InstallSink, LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog, SnapshotGate,
-    SnapshotSink, SnapshotSource, SnapshotWritten, Staged, RECORD_KIND_COMMAND, RECORD_KIND_EPOCH,
-    RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
+    InstallSink, LogCause, LogError, MemoryLog, MemoryRecord, RawRead, RawRecord, ShardLog,
+    SnapshotGate, SnapshotSink, SnapshotSource, SnapshotWritten, Staged, RECORD_KIND_COMMAND,
+    RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 pub use metrics::{
     op_index, refusal_index, Histogram, ShardMetrics, BATCH_BOUNDS, COMMAND_OPS, LATENCY_BOUNDS_US,
@@ -326,7 +326,7 @@ impl Runtime {
         records: Arc<Vec<u8>>,
     ) -> Result<u64, ReplicateError> {
         let (reply, receiver) = oneshot::channel();
-        let stopped = || ReplicateError::Failed("shard stopped".into());
+        let stopped = || ReplicateError::Failed(ControlError::Stopped);
         self.inboxes[shard].send(Message::Replicate { records, reply }).map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?
     }
@@ -360,7 +360,7 @@ impl Runtime {
         total_bytes: u64,
     ) -> Result<SnapshotInstall, InstallError> {
         let (reply, receiver) = oneshot::channel();
-        let stopped = || InstallError::Failed("shard stopped".into());
+        let stopped = || InstallError::Failed(ControlError::Stopped);
         let message = Message::BeginInstall { lsn, total_bytes, reply };
         self.inboxes[shard].send(message).map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?
@@ -371,10 +371,11 @@ impl Runtime {
     pub async fn install_snapshot(&self, staged: StagedSnapshot) -> Result<(), InstallError> {
         let shard = staged.shard();
         let (reply, receiver) = oneshot::channel();
-        let stopped = || InstallError::Failed("shard stopped".into());
-        let inbox = self.inboxes.get(shard).ok_or_else(|| {
-            InstallError::Refused(format!("a snapshot of shard {shard}, which is not here"))
-        })?;
+        let stopped = || InstallError::Failed(ControlError::Stopped);
+        let inbox = self
+            .inboxes
+            .get(shard)
+            .ok_or(InstallError::Refused(InstallRefusal::Absent { shard }))?;
         let staged = Box::new(staged);
         inbox.send(Message::InstallSnapshot { staged, reply }).map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?

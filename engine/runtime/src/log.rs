@@ -22,19 +22,81 @@ pub const RECORD_KIND_SETTINGS: u8 = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("write-ahead log failed: {0}")]
-    Failed(String),
+    Failed(#[source] LogCause),
     /// Records offered to `append_raw` that are damaged or do not continue this log, or a
     /// snapshot install that cannot go on; the log is as before.
     #[error("records refused: {0}")]
-    Refused(String),
+    Refused(#[source] LogCause),
     /// The disk has no room for what was offered (a standby's records, or a snapshot to
     /// install). Not fatal: what is in the log stays, nothing more was taken.
     #[error("no room on the disk: {0}")]
-    NoSpace(String),
+    NoSpace(#[source] LogCause),
     /// A snapshot could not be written. The log is intact (recovery replays further) unless
     /// [`ShardLog::snapshot_failed`] says the log must stop.
     #[error("snapshot not written: {0}")]
-    Snapshot(bookd_wal::WalError),
+    Snapshot(#[source] bookd_wal::WalError),
+}
+
+/// What lies under a [`LogError`]: the error of the layer below (the write-ahead log, the
+/// operating system, the engine), or what the log found wrong, with the values concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum LogCause {
+    /// The write-ahead log's own error.
+    #[error("{0}")]
+    Wal(#[from] bookd_wal::WalError),
+    /// A step of the write-ahead log failed, e.g. "create the staged snapshot".
+    #[error("{step}: {source}")]
+    WalStep { step: &'static str, source: bookd_wal::WalError },
+    /// An I/O call failed, e.g. "writing the staged snapshot".
+    #[error("{step}: {source}")]
+    Io { step: &'static str, source: std::io::Error },
+    /// An I/O call on `path` failed.
+    #[error("{}: {source}", path.display())]
+    Path { path: std::path::PathBuf, source: std::io::Error },
+    /// The staging area an earlier install left behind cannot be removed.
+    #[error("{}: cannot remove: {source}", path.display())]
+    Remove { path: std::path::PathBuf, source: std::io::Error },
+    /// The old log was moved away for a snapshot install, and the new one could not take its
+    /// place at `path`.
+    #[error("snapshot install: {}: {source}", path.display())]
+    Swap { path: std::path::PathBuf, source: std::io::Error },
+    /// Framed records that do not decode.
+    #[error("{}", .0.describe())]
+    Frame(bookd_wal::record::DecodeError),
+    /// Records whose first position does not continue the log.
+    #[error("lsn {lsn} does not continue at {expected}")]
+    Discontinuous { lsn: u64, expected: u64 },
+    /// The snapshot that arrived is not the one its primary announced.
+    #[error(
+        "the snapshot that arrived ({bytes} bytes, CRC32C {checksum:08x}) is not the primary's \
+         ({expected_bytes} bytes, {expected_checksum:08x})"
+    )]
+    Mismatch { bytes: u64, checksum: u32, expected_bytes: u64, expected_checksum: u32 },
+    /// The disk under `dir` has less room than a snapshot install needs.
+    #[error(
+        "{}: a snapshot install needs {needed_bytes} bytes, the disk has {free_bytes} free",
+        dir.display()
+    )]
+    Room { dir: std::path::PathBuf, needed_bytes: u64, free_bytes: u64 },
+    /// A snapshot asked for at a position that is not durable yet.
+    #[error("snapshot at {lsn} is not durable yet")]
+    NotDurable { lsn: u64 },
+    /// A record the shard made itself does not apply to its engine.
+    #[error("own record does not apply: {0}")]
+    OwnRecord(#[source] crate::RecordError),
+    /// A primary's record, appended, does not apply to this shard's engine.
+    #[error("replicated record {lsn} does not apply: {source}")]
+    ReplicatedRecord { lsn: u64, source: crate::RecordError },
+    /// A condition the log states in words, with nothing under it (a thread that stopped, a
+    /// log that does not replicate, a test's injected failure).
+    #[error("{0}")]
+    Other(&'static str),
+}
+
+impl From<&'static str> for LogCause {
+    fn from(said: &'static str) -> LogCause {
+        LogCause::Other(said)
+    }
 }
 
 /// One record, decoded from framed bytes.
@@ -84,7 +146,7 @@ pub trait ShardLog: Send + 'static {
     fn mark_durable(&mut self, _lsn: u64) {}
     /// A handle of [`ShardLog::write_out`] failed to sync: the log is unusable from now on.
     fn poison_with(&mut self, error: std::io::Error) -> LogError {
-        LogError::Failed(format!("log sync failed: {error}"))
+        LogError::Failed(LogCause::Io { step: "log sync failed", source: error })
     }
     /// Whether a record of `payload_bytes` can be appended now without needing disk space that
     /// may be missing (a full disk): when `true`, the next `append` of that size cannot fail for
@@ -358,7 +420,7 @@ pub fn decode_framed(mut records: &[u8]) -> Result<Vec<RawRecord<'_>>, LogError>
     let mut decoded = Vec::new();
     while !records.is_empty() {
         let view = bookd_wal::record::decode(records)
-            .map_err(|error| LogError::Refused(error.describe().to_string()))?;
+            .map_err(|error| LogError::Refused(LogCause::Frame(error)))?;
         decoded.push(RawRecord {
             lsn: view.header.lsn,
             epoch: view.header.epoch,
@@ -423,11 +485,12 @@ impl InstallSink for MemoryInstall {
         checksum: u32,
     ) -> Result<(Box<dyn std::io::Read + Send>, Staged), LogError> {
         if self.bytes.len() as u64 != payload_bytes || self.checksum != checksum {
-            return Err(LogError::Refused(format!(
-                "the snapshot that arrived ({} bytes, CRC32C {:08x}) is not the primary's ({payload_bytes} bytes, {checksum:08x})",
-                self.bytes.len(),
-                self.checksum
-            )));
+            return Err(LogError::Refused(LogCause::Mismatch {
+                bytes: self.bytes.len() as u64,
+                checksum: self.checksum,
+                expected_bytes: payload_bytes,
+                expected_checksum: checksum,
+            }));
         }
         let reader = Box::new(std::io::Cursor::new(self.bytes.clone()));
         Ok((reader, Staged { lsn: self.lsn, inner: StagedLog::Memory(self.bytes) }))
@@ -487,7 +550,7 @@ impl ShardLog for MemoryLog {
 
     fn begin_snapshot(&mut self, lsn: u64) -> Result<Box<dyn SnapshotSink>, LogError> {
         if lsn > self.durable_lsn {
-            return Err(LogError::Failed(format!("snapshot at {lsn} is not durable yet")));
+            return Err(LogError::Failed(LogCause::NotDurable { lsn }));
         }
         // What was appended from here on is what the next snapshot will not cover.
         self.bytes_since_snapshot = 0;
@@ -519,10 +582,10 @@ impl ShardLog for MemoryLog {
         }
         for (expected, record) in (self.last_lsn() + 1..).zip(&decoded) {
             if record.lsn != expected {
-                return Err(LogError::Refused(format!(
-                    "lsn {} does not continue at {expected}",
-                    record.lsn
-                )));
+                return Err(LogError::Refused(LogCause::Discontinuous {
+                    lsn: record.lsn,
+                    expected,
+                }));
             }
         }
         for record in decoded {
@@ -599,6 +662,25 @@ impl ShardLog for MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_causes_say_their_values() {
+        let mismatch = LogError::Refused(LogCause::Mismatch {
+            bytes: 4,
+            checksum: 0xab,
+            expected_bytes: 5,
+            expected_checksum: 0xcd,
+        });
+        assert_eq!(
+            mismatch.to_string(),
+            "records refused: the snapshot that arrived (4 bytes, CRC32C 000000ab) is not the \
+             primary's (5 bytes, 000000cd)"
+        );
+        let gap = LogError::Refused(LogCause::Discontinuous { lsn: 3, expected: 1 });
+        assert_eq!(gap.to_string(), "records refused: lsn 3 does not continue at 1");
+        let said = LogError::Failed("the syncer thread stopped".into());
+        assert_eq!(said.to_string(), "write-ahead log failed: the syncer thread stopped");
+    }
 
     #[test]
     fn memory_logs_ship_records_verbatim() {

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use super::durable::apply_record;
 use super::log::{
-    LogError, RawRead, ShardLog, SnapshotSource, SnapshotWritten, RECORD_KIND_COMMAND,
+    LogCause, LogError, RawRead, ShardLog, SnapshotSource, SnapshotWritten, RECORD_KIND_COMMAND,
     RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
 use super::metrics::ShardMetrics;
@@ -40,7 +40,9 @@ use super::snapshotter::{
     snapshot_due, Done, Phase, SnapshotThread, Snapshots, SNAPSHOT_BYTES_PER_MEMORY_BYTE_DIVISOR,
     SNAPSHOT_RETRY_INTERVAL,
 };
-use super::standby::{InstallError, ReplicateError, SnapshotInstall, StagedSnapshot};
+use super::standby::{
+    InstallError, InstallRefusal, ReplicateError, SnapshotInstall, StagedSnapshot,
+};
 use super::{Clock, ControlError, FatalHook, ShardStatus};
 use bookd_engine::Engine;
 use bookd_engine::{Command, PREFETCH_AHEAD};
@@ -715,11 +717,8 @@ impl Shard {
                 break;
             }
             apply_record(&mut self.engine, record.kind, record.timestamp_ms, record.payload)
-                .map_err(|reason| {
-                    LogError::Failed(format!(
-                        "replicated record {} does not apply: {reason}",
-                        record.lsn
-                    ))
+                .map_err(|source| {
+                    LogError::Failed(LogCause::ReplicatedRecord { lsn: record.lsn, source })
                 })?;
             self.shared.epoch.fetch_max(record.epoch, Ordering::AcqRel);
         }
@@ -752,11 +751,9 @@ impl Shard {
     ) -> Result<Result<(), InstallError>, LogError> {
         let lsn = staged.lsn();
         if staged.shard() != self.index {
-            return Ok(Err(InstallError::Refused(format!(
-                "a snapshot of shard {} given to shard {}",
-                staged.shard(),
-                self.index
-            ))));
+            let refusal =
+                InstallRefusal::OtherShard { snapshot: staged.shard(), shard: self.index };
+            return Ok(Err(InstallError::Refused(refusal)));
         }
         self.drain_syncs()?;
         let StagedSnapshot { engine, staged, .. } = staged;
@@ -841,7 +838,7 @@ impl Shard {
         payload: &[u8],
     ) -> Result<(), LogError> {
         apply_record(&mut self.engine, kind, now_ms, payload)
-            .map_err(|reason| LogError::Failed(format!("own record does not apply: {reason}")))?;
+            .map_err(|reason| LogError::Failed(LogCause::OwnRecord(reason)))?;
         self.append_made(kind, epoch, now_ms, payload)
     }
 
@@ -1068,8 +1065,8 @@ fn failed<T>() -> Result<T, ControlError> {
     Err(ControlError::LogFailed)
 }
 
-fn failed_reason() -> String {
-    ControlError::LogFailed.to_string()
+fn failed_reason() -> ControlError {
+    ControlError::LogFailed
 }
 
 fn finish(replies: Replies) {

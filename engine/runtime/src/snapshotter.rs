@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::log::{LogError, SnapshotSink, SnapshotWritten};
+use super::log::{LogCause, LogError, SnapshotSink, SnapshotWritten};
 use bookd_engine::SnapshotView;
 
 /// The log written since the last snapshot must reach this multiple of the state's size before
@@ -99,7 +99,7 @@ fn yield_to_shards(shard: usize) {
 /// Streams `view` into `sink` and makes it durable.
 fn write(view: SnapshotView, mut sink: Box<dyn SnapshotSink>) -> Result<SnapshotWritten, LogError> {
     view.write_to(&mut sink)
-        .map_err(|error| LogError::Failed(format!("snapshot write: {error}")))?;
+        .map_err(|source| LogError::Failed(LogCause::Io { step: "snapshot write", source }))?;
     drop(view);
     sink.finish()
 }

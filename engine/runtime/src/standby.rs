@@ -11,40 +11,77 @@
 use bookd_wal::limits::snapshot_header_size_bytes;
 use bookd_wal::snapshot::{decode_header, SnapshotHeader};
 
-use super::log::{InstallSink, LogError, Staged};
-use bookd_engine::{Engine, EngineLimits};
+use super::log::{InstallSink, LogCause, LogError, Staged};
+use super::ControlError;
+use bookd_engine::{Engine, EngineLimits, SnapshotError};
 
 const HEADER: usize = snapshot_header_size_bytes as usize;
 
 /// Why [`super::Runtime::replicate`] did not take a primary's records.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReplicateError {
     /// The records are damaged or do not continue this log: nothing appended.
     #[error("records refused: {0}")]
-    Refused(String),
+    Refused(#[source] LogCause),
     /// The disk is full: the records up to `durable_lsn` are on disk and applied, none after
     /// (offer them again once there is room).
     #[error("no room on the disk (records kept up to position {durable_lsn}): {reason}")]
-    NoSpace { durable_lsn: u64, reason: String },
+    NoSpace {
+        durable_lsn: u64,
+        #[source]
+        reason: LogCause,
+    },
     /// The shard stopped, or its log failed (the node stops).
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] ControlError),
 }
 
 /// Why a snapshot was not installed. In every case the shard's log and state are as before
 /// and the staging is gone.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     /// No room on this node's disk for the snapshot.
     #[error("no room on the disk for the snapshot: {0}")]
-    NoSpace(String),
+    NoSpace(#[source] LogCause),
     /// What arrived is not the snapshot announced: pieces out of order or past the end, a
     /// header or checksum that does not match, a state that does not restore.
     #[error("snapshot refused: {0}")]
-    Refused(String),
+    Refused(#[source] InstallRefusal),
     /// The shard stopped, or its log failed.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] ControlError),
+}
+
+/// Why a snapshot was refused ([`InstallError::Refused`]), with the values concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallRefusal {
+    /// The log refused it (a checksum or size that differ, an install already under way, …).
+    #[error("{0}")]
+    Log(#[from] LogCause),
+    /// A file too short to hold even its header.
+    #[error("a snapshot of {total_bytes} bytes is shorter than its file's header")]
+    TooShort { total_bytes: u64 },
+    /// A piece that does not start where the last one ended.
+    #[error("snapshot piece at offset {offset}, expected {expected}")]
+    OutOfOrder { offset: u64, expected: u64 },
+    /// A piece that runs past the size announced.
+    #[error("snapshot piece of {bytes} bytes at {offset} runs past its end ({total_bytes})")]
+    PastEnd { bytes: usize, offset: u64, total_bytes: u64 },
+    /// A damaged file header, or one of another position or size.
+    #[error("snapshot file header, offset {at}: {reason}")]
+    Header { at: u64, reason: &'static str },
+    /// Finished before every byte arrived.
+    #[error("snapshot at {lsn} incomplete: {received_bytes} of {total_bytes} bytes")]
+    Incomplete { lsn: u64, received_bytes: u64, total_bytes: u64 },
+    /// A state whose checksums pass but that does not restore into an engine.
+    #[error("snapshot at {lsn}: {source}")]
+    Restore { lsn: u64, source: SnapshotError },
+    /// A snapshot of shard `snapshot` handed to shard `shard`.
+    #[error("a snapshot of shard {snapshot} given to shard {shard}")]
+    OtherShard { snapshot: usize, shard: usize },
+    /// A snapshot of a shard this node does not have.
+    #[error("a snapshot of shard {shard}, which is not here")]
+    Absent { shard: usize },
 }
 
 impl InstallError {
@@ -52,8 +89,8 @@ impl InstallError {
     pub(crate) fn from_log(error: LogError) -> InstallError {
         match error {
             LogError::NoSpace(reason) => InstallError::NoSpace(reason),
-            LogError::Refused(reason) => InstallError::Refused(reason),
-            other => InstallError::Failed(other.to_string()),
+            LogError::Refused(reason) => InstallError::Refused(InstallRefusal::Log(reason)),
+            other => InstallError::Failed(ControlError::Log(std::sync::Arc::new(other))),
         }
     }
 }
@@ -109,11 +146,9 @@ impl SnapshotInstall {
 
     /// The size of a snapshot file holding `total_bytes`, or why it cannot be one.
     pub(crate) fn payload_bytes(total_bytes: u64) -> Result<u64, InstallError> {
-        total_bytes.checked_sub(HEADER as u64).ok_or_else(|| {
-            InstallError::Refused(format!(
-                "a snapshot of {total_bytes} bytes is shorter than its file's header"
-            ))
-        })
+        total_bytes
+            .checked_sub(HEADER as u64)
+            .ok_or(InstallError::Refused(InstallRefusal::TooShort { total_bytes }))
     }
 
     pub fn shard(&self) -> usize {
@@ -143,18 +178,16 @@ impl SnapshotInstall {
     /// Blocking I/O: call it off the async runtime.
     pub fn write(&mut self, offset: u64, mut bytes: &[u8]) -> Result<(), InstallError> {
         if offset != self.received_bytes {
-            return Err(InstallError::Refused(format!(
-                "snapshot piece at offset {offset}, expected {}",
-                self.received_bytes
-            )));
+            let expected = self.received_bytes;
+            return Err(InstallError::Refused(InstallRefusal::OutOfOrder { offset, expected }));
         }
         let end = offset.checked_add(bytes.len() as u64).filter(|&end| end <= self.total_bytes);
         let Some(end) = end else {
-            return Err(InstallError::Refused(format!(
-                "snapshot piece of {} bytes at {offset} runs past its end ({})",
-                bytes.len(),
-                self.total_bytes
-            )));
+            return Err(InstallError::Refused(InstallRefusal::PastEnd {
+                bytes: bytes.len(),
+                offset,
+                total_bytes: self.total_bytes,
+            }));
         };
         if self.header.is_none() {
             let take = (HEADER - self.head.len()).min(bytes.len());
@@ -165,9 +198,7 @@ impl SnapshotInstall {
                 head.copy_from_slice(&self.head);
                 let header =
                     decode_header(&head, self.lsn, self.total_bytes).map_err(|(at, reason)| {
-                        InstallError::Refused(format!(
-                            "snapshot file header, offset {at}: {reason}"
-                        ))
+                        InstallError::Refused(InstallRefusal::Header { at, reason })
                     })?;
                 self.header = Some(header);
             }
@@ -187,16 +218,18 @@ impl SnapshotInstall {
             shard, lsn, total_bytes, received_bytes, header, sink, limits, ..
         } = self;
         let Some(header) = header.filter(|_| received_bytes == total_bytes) else {
-            return Err(InstallError::Refused(format!(
-                "snapshot at {lsn} incomplete: {received_bytes} of {total_bytes} bytes"
-            )));
+            return Err(InstallError::Refused(InstallRefusal::Incomplete {
+                lsn,
+                received_bytes,
+                total_bytes,
+            }));
         };
         let (mut reader, staged) = sink
             .finish(header.payload_size_bytes, header.payload_checksum)
             .map_err(InstallError::from_log)?;
         // A state that does not restore drops `staged`, which removes the staging.
         let engine = Engine::read_snapshot(&mut reader, limits)
-            .map_err(|error| InstallError::Refused(format!("snapshot at {lsn}: {error}")))?;
+            .map_err(|source| InstallError::Refused(InstallRefusal::Restore { lsn, source }))?;
         Ok(StagedSnapshot { shard, lsn, engine, staged })
     }
 }

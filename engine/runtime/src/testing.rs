@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::log::{
-    InstallSink, LogError, MemoryLog, RawRead, RawRecord, ShardLog, SnapshotSink, SnapshotSource,
-    SnapshotWritten, Staged,
+    InstallSink, LogCause, LogError, MemoryLog, RawRead, RawRecord, ShardLog, SnapshotSink,
+    SnapshotSource, SnapshotWritten, Staged,
 };
 
 /// The longest a closed [`Gate`] holds a thread: a test that never opens it fails instead of
@@ -181,8 +181,9 @@ impl<L: ShardLog> ShardLog for TestLog<L> {
         if !self.failing_sync {
             return self.log().write_out();
         }
-        let file = std::fs::File::open("/dev/null")
-            .map_err(|error| LogError::Failed(format!("opening /dev/null: {error}")))?;
+        let file = std::fs::File::open("/dev/null").map_err(|source| {
+            LogError::Failed(LogCause::Io { step: "opening /dev/null", source })
+        })?;
         Ok((self.last_lsn(), Some(bookd_wal::SyncHandle::new(file))))
     }
 

@@ -161,10 +161,7 @@ impl State {
         queue: &mut mpsc::UnboundedReceiver<Call>,
     ) -> Ended {
         let (mut read, mut write) = stream.split();
-        let in_flight_max = (hello.in_flight_max as usize).clamp(1, self.frames_in_flight_max);
-        let frame_size_max = (hello.frame_size_max_bytes as usize).min(FRAME_SIZE_CAP_BYTES);
-        let commands_max =
-            usize::from(hello.commands_per_frame_max).clamp(1, COMMANDS_PER_FRAME_MAX);
+        let (in_flight_max, frame_size_max, commands_max) = self.session_limits(&hello);
         self.rbuf.clear();
         self.wbuf.clear();
         self.written = 0;
@@ -172,19 +169,13 @@ impl State {
         let mut ticker = tokio::time::interval(DEADLINE_CHECK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while !self.backlog.is_empty()
-                && self.pending.len() < in_flight_max
-                && self.wbuf.len() - self.written < WRITE_BUFFER_SIZE_MAX_BYTES
-            {
+            while !self.backlog.is_empty() && self.has_room(in_flight_max) {
                 self.build_frame(frame_size_max, commands_max);
             }
             if !queue_open && self.backlog.is_empty() && self.pending.is_empty() {
                 return Ended::ClientGone;
             }
-            let may_send = queue_open
-                && self.backlog.is_empty()
-                && self.pending.len() < in_flight_max
-                && self.wbuf.len() - self.written < WRITE_BUFFER_SIZE_MAX_BYTES;
+            let may_send = queue_open && self.backlog.is_empty() && self.has_room(in_flight_max);
             let unwritten = self.written < self.wbuf.len();
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK_SIZE_BYTES / 4 {
                 self.rbuf.reserve(READ_CHUNK_SIZE_BYTES);
@@ -212,26 +203,49 @@ impl State {
                     // again, so their next calls join the next frame (batching).
                     tokio::task::yield_now().await;
                 }
-                Event::Tick => {
-                    if queue_open {
-                        // Calls held back by the in-flight bound must time out too.
-                        while let Ok(call) = queue.try_recv() {
-                            self.backlog.push_back(call);
-                        }
-                    }
-                    self.expire();
-                }
+                Event::Tick => self.tick(queue, queue_open),
                 Event::Queued(0) => queue_open = false,
                 Event::Queued(_) => self.backlog.extend(self.received.drain(..)),
-                Event::Written(Ok(written)) => {
-                    self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                    self.written += written;
-                    if self.written == self.wbuf.len() {
-                        self.wbuf.clear();
-                        self.written = 0;
-                    }
-                }
+                Event::Written(Ok(written)) => self.wrote(written),
             }
+        }
+    }
+
+    /// In flight at most, frame size at most and commands per frame at most on a connection
+    /// whose node said `hello`: the lower of its limits and this client's.
+    fn session_limits(&self, hello: &HelloOk) -> (usize, usize, usize) {
+        let in_flight_max = (hello.in_flight_max as usize).clamp(1, self.frames_in_flight_max);
+        let frame_size_max = (hello.frame_size_max_bytes as usize).min(FRAME_SIZE_CAP_BYTES);
+        let commands_max =
+            usize::from(hello.commands_per_frame_max).clamp(1, COMMANDS_PER_FRAME_MAX);
+        (in_flight_max, frame_size_max, commands_max)
+    }
+
+    /// Whether another frame may go out: fewer than `in_flight_max` in flight, and room in the
+    /// write buffer.
+    fn has_room(&self, in_flight_max: usize) -> bool {
+        self.pending.len() < in_flight_max
+            && self.wbuf.len() - self.written < WRITE_BUFFER_SIZE_MAX_BYTES
+    }
+
+    /// The deadline check: calls still queued join the backlog (held back by the in-flight
+    /// bound, they must time out too), then every call past its deadline is answered.
+    fn tick(&mut self, queue: &mut mpsc::UnboundedReceiver<Call>, queue_open: bool) {
+        if queue_open {
+            while let Ok(call) = queue.try_recv() {
+                self.backlog.push_back(call);
+            }
+        }
+        self.expire();
+    }
+
+    /// `written` more bytes of the write buffer went out.
+    fn wrote(&mut self, written: usize) {
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        self.written += written;
+        if self.written == self.wbuf.len() {
+            self.wbuf.clear();
+            self.written = 0;
         }
     }
 
@@ -281,42 +295,7 @@ impl State {
     /// Answers the calls of every complete RESPONSE frame in the read buffer. A frame whose
     /// calls all want statuses only is decoded without building its results.
     fn read_frames(&mut self) -> Result<(), Ended> {
-        loop {
-            let (request_id, used, statuses_only) =
-                match frame::parse(&self.rbuf, FRAME_SIZE_CAP_BYTES) {
-                    Ok(None) => return Ok(()),
-                    Err(error) => return Err(self.broken(format!("bad frame: {error}"))),
-                    Ok(Some((frame, used))) => match frame.kind {
-                        Kind::Response => {
-                            let statuses_only =
-                                self.pending.get(&frame.request_id).is_some_and(|calls| {
-                                    calls.iter().all(|call| {
-                                        matches!(call.reply, Some(ReplyTo::Statuses(_)) | None)
-                                    })
-                                });
-                            let decoded = if statuses_only {
-                                self.statuses.clear();
-                                decode_statuses(frame.payload, &mut self.statuses)
-                            } else {
-                                self.replies.clear();
-                                decode_response(frame.payload, &mut self.replies)
-                            };
-                            if let Err(error) = decoded {
-                                return Err(self.broken(format!("bad RESPONSE: {error}")));
-                            }
-                            (frame.request_id, used, statuses_only)
-                        }
-                        Kind::Error => {
-                            let error = ErrorFrame::decode(frame.payload);
-                            return Err(match error {
-                                Ok(error) if error.code == ErrorCode::Unavailable => Ended::Lost,
-                                Ok(error) => self.fail_pending(ClientError::Server(error)),
-                                Err(error) => self.broken(format!("bad ERROR frame: {error}")),
-                            });
-                        }
-                        other => return Err(self.broken(format!("unexpected {other:?} frame"))),
-                    },
-                };
+        while let Some((request_id, used, statuses_only)) = self.decode_frame()? {
             self.rbuf.advance(used);
             let Some(mut calls) = self.pending.remove(&request_id) else {
                 return Err(self.broken(format!("RESPONSE to unknown request {request_id}")));
@@ -328,40 +307,57 @@ impl State {
                 return Err(self.broken(format!("{results} results for {expected} commands")));
             }
             if statuses_only {
-                let mut statuses = self.statuses.drain(..);
-                for call in calls.drain(..) {
-                    let count = usize::from(call.count);
-                    match call.reply {
-                        Some(ReplyTo::Statuses(sender)) => {
-                            let _ = sender.send(Ok(statuses.by_ref().take(count).collect()));
-                        }
-                        _ => statuses.by_ref().take(count).for_each(drop),
-                    }
-                }
+                answer_statuses(&mut self.statuses, &mut calls);
             } else {
-                let mut replies = self.replies.drain(..);
-                for call in calls.drain(..) {
-                    let count = usize::from(call.count);
-                    match call.reply {
-                        Some(ReplyTo::One(sender)) => {
-                            if let Some(reply) = replies.next() {
-                                let _ = sender.send(Ok(reply));
-                            }
-                        }
-                        Some(ReplyTo::Many(sender)) => {
-                            let _ = sender.send(Ok(replies.by_ref().take(count).collect()));
-                        }
-                        Some(ReplyTo::Statuses(sender)) => {
-                            let batch = replies.by_ref().take(count).map(|r| r.status()).collect();
-                            let _ = sender.send(Ok(batch));
-                        }
-                        // Timed out already: its results are dropped.
-                        None => replies.by_ref().take(count).for_each(drop),
-                    }
-                }
+                answer_replies(&mut self.replies, &mut calls);
             }
             self.spare.push(calls);
         }
+        Ok(())
+    }
+
+    /// The next complete frame in the read buffer, its results decoded into `statuses` or
+    /// `replies`: its request id, its size in the buffer, and whether it was decoded as
+    /// statuses only. `None` until a whole frame is there; an ERROR frame or a bad one ends the
+    /// connection.
+    fn decode_frame(&mut self) -> Result<Option<(u64, usize, bool)>, Ended> {
+        let (frame, used) = match frame::parse(&self.rbuf, FRAME_SIZE_CAP_BYTES) {
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(self.broken(format!("bad frame: {error}"))),
+            Ok(Some(parsed)) => parsed,
+        };
+        match frame.kind {
+            Kind::Response => {
+                let statuses_only = self.wants_statuses_only(frame.request_id);
+                let decoded = if statuses_only {
+                    self.statuses.clear();
+                    decode_statuses(frame.payload, &mut self.statuses)
+                } else {
+                    self.replies.clear();
+                    decode_response(frame.payload, &mut self.replies)
+                };
+                if let Err(error) = decoded {
+                    return Err(self.broken(format!("bad RESPONSE: {error}")));
+                }
+                Ok(Some((frame.request_id, used, statuses_only)))
+            }
+            Kind::Error => {
+                let error = ErrorFrame::decode(frame.payload);
+                Err(match error {
+                    Ok(error) if error.code == ErrorCode::Unavailable => Ended::Lost,
+                    Ok(error) => self.fail_pending(ClientError::Server(error)),
+                    Err(error) => self.broken(format!("bad ERROR frame: {error}")),
+                })
+            }
+            other => Err(self.broken(format!("unexpected {other:?} frame"))),
+        }
+    }
+
+    /// Whether every call of request `request_id` wants statuses only (or no longer waits).
+    fn wants_statuses_only(&self, request_id: u64) -> bool {
+        self.pending.get(&request_id).is_some_and(|calls| {
+            calls.iter().all(|call| matches!(call.reply, Some(ReplyTo::Statuses(_)) | None))
+        })
     }
 
     /// Answers `Timeout` to every call past its deadline, waiting or in flight.
@@ -403,6 +399,45 @@ impl State {
         self.rbuf.clear();
         self.wbuf.clear();
         self.written = 0;
+    }
+}
+
+/// Hands each call its statuses, in order; a call that timed out already drops its own.
+fn answer_statuses(statuses: &mut Vec<Status>, calls: &mut Pending) {
+    let mut statuses = statuses.drain(..);
+    for call in calls.drain(..) {
+        let count = usize::from(call.count);
+        match call.reply {
+            Some(ReplyTo::Statuses(sender)) => {
+                let _ = sender.send(Ok(statuses.by_ref().take(count).collect()));
+            }
+            _ => statuses.by_ref().take(count).for_each(drop),
+        }
+    }
+}
+
+/// Hands each call its replies, in order, as it asked for them; a call that timed out already
+/// drops its own.
+fn answer_replies(replies: &mut Vec<Reply>, calls: &mut Pending) {
+    let mut replies = replies.drain(..);
+    for call in calls.drain(..) {
+        let count = usize::from(call.count);
+        match call.reply {
+            Some(ReplyTo::One(sender)) => {
+                if let Some(reply) = replies.next() {
+                    let _ = sender.send(Ok(reply));
+                }
+            }
+            Some(ReplyTo::Many(sender)) => {
+                let _ = sender.send(Ok(replies.by_ref().take(count).collect()));
+            }
+            Some(ReplyTo::Statuses(sender)) => {
+                let batch = replies.by_ref().take(count).map(|r| r.status()).collect();
+                let _ = sender.send(Ok(batch));
+            }
+            // Timed out already: its results are dropped.
+            None => replies.by_ref().take(count).for_each(drop),
+        }
     }
 }
 

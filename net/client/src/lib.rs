@@ -461,7 +461,7 @@ impl Client {
                 code: ErrorCode::Invalid,
                 detail: Detail::Invalid {
                     field: "commands".into(),
-                    reason: "a batch holds 1 to 1000 commands".into(),
+                    reason: format!("a batch holds 1 to {limit} commands"),
                 },
             }));
         }

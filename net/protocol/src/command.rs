@@ -401,6 +401,10 @@ fn encode_op_inner(op: &Op, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// The field a REQUEST's count out of range names, with the range it must be in.
+const COUNT_OUT_OF_RANGE: &str =
+    concat!("count (1 to ", crate::limits::commands_per_frame_max!(), " commands per frame)");
+
 /// Decodes a REQUEST payload: `u16 count` (1–1 000), then `count` commands, nothing after.
 /// `each` gets every command in order.
 pub fn decode_request<'a>(
@@ -410,7 +414,7 @@ pub fn decode_request<'a>(
     let mut reader = Reader::new(payload);
     let count = usize::from(reader.u16("count")?);
     if !(1..=COMMANDS_PER_FRAME_MAX).contains(&count) {
-        return Err(DecodeError::Range("count (1 to 1000 commands per frame)"));
+        return Err(DecodeError::Range(COUNT_OUT_OF_RANGE));
     }
     for _ in 0..count {
         each(CommandRef::decode(&mut reader)?);
@@ -423,7 +427,25 @@ pub fn decode_request<'a>(
 pub fn put_request_count(buf: &mut Vec<u8>, count: usize) {
     assert!(
         (1..=COMMANDS_PER_FRAME_MAX).contains(&count),
-        "a request holds 1 to 1000 commands, not {count}"
+        "a request holds 1 to {COMMANDS_PER_FRAME_MAX} commands, not {count}"
     );
     put_u16(buf, count as u16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_out_of_range_states_the_limit() {
+        let stated = format!("count (1 to {COMMANDS_PER_FRAME_MAX} commands per frame)");
+        assert_eq!(COUNT_OUT_OF_RANGE, stated);
+        assert_eq!(COUNT_OUT_OF_RANGE, "count (1 to 1000 commands per frame)");
+        let mut payload = Vec::new();
+        put_u16(&mut payload, 0);
+        assert!(matches!(
+            decode_request(&payload, |_| {}),
+            Err(DecodeError::Range(COUNT_OUT_OF_RANGE))
+        ));
+    }
 }

@@ -1,8 +1,18 @@
 //! Every limit of the binary protocol, in one place, units last. Contract values come from
 //! public contract ("Names and limits"); the rest are defaults of
 //! [`super::BinaryConfig`]. Relations between limits are checked at compile time.
+//!
+//! A limit that a `&'static str` refusal states is written once as a macro that expands to its
+//! literal, so the refusal is `concat!`ed from it and cannot drift from the constant.
 
 use std::time::Duration;
+
+macro_rules! commands_per_frame_max {
+    () => {
+        1_000
+    };
+}
+pub(crate) use commands_per_frame_max;
 
 /// The only protocol version this build speaks (byte 0 of every frame header).
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -16,7 +26,7 @@ pub const FRAME_SIZE_MAX_BYTES_DEFAULT: usize = 1024 * 1024;
 /// Response frames may be larger than the request limit (a page is larger than its query).
 pub const FRAME_SIZE_CAP_BYTES: usize = 16 * 1024 * 1024;
 /// Most commands in one REQUEST frame (contract: batch ≤ 1 000 commands).
-pub const COMMANDS_PER_FRAME_MAX: usize = 1_000;
+pub const COMMANDS_PER_FRAME_MAX: usize = commands_per_frame_max!();
 /// Longest token in a HELLO, in bytes (its length is a `u16`).
 pub const TOKEN_SIZE_MAX_BYTES: usize = u16::MAX as usize;
 /// Longest message in an ERROR frame, in bytes (longer ones are cut at a char boundary).

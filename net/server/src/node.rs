@@ -118,12 +118,34 @@ pub enum NodeError {
     DataDir(#[from] DataDirError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    /// The address given, which is not a loopback address.
     #[error("refusing to listen on non-loopback address {0} without --token (give a token, or --insecure to accept the risk)")]
     Insecure(String),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot start shard threads: {0}")]
-    Threads(std::io::Error),
+    Threads(#[source] std::io::Error),
+    /// The shards could not be shut down (the task that stops them did not finish).
+    #[error("shutdown: {0}")]
+    Shutdown(#[source] tokio::task::JoinError),
+}
+
+/// A node's settings that do not go together or are out of range, with the values concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("a standby needs --primary ADDR")]
+    NoPrimary,
+    #[error("--hold-retention is too long")]
+    HoldRetentionTooLong,
+    #[error("--hold-retention must be at least 1s, not {hold_retention_ms} ms")]
+    HoldRetentionTooShort { hold_retention_ms: u64 },
+    #[error("--memory-max must be at least 1 byte")]
+    NoMemory,
+    #[error(
+        "--snapshot-piece-size must be between {SNAPSHOT_PIECE_BYTES_MIN} and {max_bytes} \
+         bytes, not {piece_bytes}"
+    )]
+    SnapshotPieceSize { piece_bytes: u64, max_bytes: u64 },
 }
 
 /// A recovered node with its shards running, not yet listening.
@@ -147,26 +169,22 @@ impl Node {
     pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
         check_listen_security(&config)?;
         if config.role == Role::Standby && config.primary.is_none() {
-            return Err(NodeError::Config("a standby needs --primary ADDR".into()));
+            return Err(ConfigError::NoPrimary.into());
         }
         let hold_retention_ms = u64::try_from(config.hold_retention.as_millis())
             .ok()
             .filter(|&ms| ms <= bookd_engine::limits::CLOCK_MS_MAX)
-            .ok_or_else(|| NodeError::Config("--hold-retention is too long".into()))?;
+            .ok_or(ConfigError::HoldRetentionTooLong)?;
         if hold_retention_ms < bookd_engine::limits::HOLD_RETENTION_MS_MIN {
-            return Err(NodeError::Config(format!(
-                "--hold-retention must be at least 1s, not {hold_retention_ms} ms"
-            )));
+            return Err(ConfigError::HoldRetentionTooShort { hold_retention_ms }.into());
         }
         if config.memory_max_bytes == 0 {
-            return Err(NodeError::Config("--memory-max must be at least 1 byte".into()));
+            return Err(ConfigError::NoMemory.into());
         }
-        let piece_max = bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64;
-        if !(SNAPSHOT_PIECE_BYTES_MIN..=piece_max).contains(&config.snapshot_piece_bytes) {
-            return Err(NodeError::Config(format!(
-                "--snapshot-piece-size must be between {SNAPSHOT_PIECE_BYTES_MIN} and {piece_max} bytes, not {}",
-                config.snapshot_piece_bytes
-            )));
+        let max_bytes = bookd_replication::limits::SNAPSHOT_CHUNK_SIZE_BYTES as u64;
+        let piece_bytes = config.snapshot_piece_bytes;
+        if !(SNAPSHOT_PIECE_BYTES_MIN..=max_bytes).contains(&piece_bytes) {
+            return Err(ConfigError::SnapshotPieceSize { piece_bytes, max_bytes }.into());
         }
         let wanted = config.shards.map(|shards| shards.clamp(1, 1024));
         let data_dir = DataDir::open(&config.data_dir, wanted, default_shards())?;
@@ -296,7 +314,7 @@ impl Node {
             }
         })
         .await
-        .map_err(|error| NodeError::Config(format!("shutdown: {error}")))?;
+        .map_err(NodeError::Shutdown)?;
         served.map_err(|source| NodeError::Listen { addr: bound.http.to_string(), source })
     }
 }

@@ -88,11 +88,13 @@ impl Connector for TcpConnector {
         };
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect_one(&self.addr, &config))
             .await
-            .map_err(|_| TransportError::Io(format!("{}: connect timed out", self.addr)))?;
-        let (stream, hello) =
-            connected.map_err(|error| TransportError::Io(format!("{}: {error}", self.addr)))?;
+            .map_err(|_| TransportError::ConnectTimeout { addr: self.addr.clone() })?;
+        let (stream, hello) = connected.map_err(|error| TransportError::Connect {
+            addr: self.addr.clone(),
+            source: Box::new(error),
+        })?;
         if hello.role != Role::Primary {
-            return Err(TransportError::Io(format!("{} is a standby, not a primary", self.addr)));
+            return Err(TransportError::NotPrimary { addr: self.addr.clone() });
         }
         Ok(StreamTransport::new(stream, Vec::new()))
     }

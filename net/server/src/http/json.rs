@@ -84,7 +84,7 @@ impl ApiError {
         ApiError::new(413, "payload_too_large", "request body larger than 65536 bytes")
     }
 
-    pub fn invalid(field: impl Into<String>, reason: &'static str) -> Self {
+    pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         let field = field.into();
         ApiError {
             status: 422,

@@ -323,11 +323,27 @@ pub fn render(
 ) -> String {
     let shards = runtime.metrics();
     let mut out = String::with_capacity(16 * 1024);
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    // A counter the shards do not have (yet) reads as 0.
-    let load_at = |counters: &[AtomicU64], index: usize| counters.get(index).map_or(0, load);
+    render_commands(&mut out, shards);
+    render_http(&mut out, http);
+    render_shards(&mut out, runtime, shards);
+    render_node(&mut out, shards, storage, role, epoch);
+    out
+}
 
-    header(&mut out, &COMMANDS_TOTAL);
+type Shards = [std::sync::Arc<ShardMetrics>];
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The counter at `index`: one the shards do not have (yet) reads as 0.
+fn load_at(counters: &[AtomicU64], index: usize) -> u64 {
+    counters.get(index).map_or(0, load)
+}
+
+/// Commands by op and result, refusals by code, queries: summed over the shards.
+fn render_commands(out: &mut String, shards: &Shards) {
+    header(out, &COMMANDS_TOTAL);
     for (op, name) in COMMAND_OPS.iter().enumerate() {
         let ok: u64 = shards.iter().map(|s| load_at(&s.commands_ok, op)).sum();
         let refused: u64 = shards.iter().map(|s| load_at(&s.commands_refused, op)).sum();
@@ -335,39 +351,36 @@ pub fn render(
         let _ =
             writeln!(out, "{}{{op=\"{name}\",result=\"refused\"}} {refused}", COMMANDS_TOTAL.name);
     }
-    header(&mut out, &REFUSALS_TOTAL);
+    header(out, &REFUSALS_TOTAL);
     for (index, code) in REFUSAL_CODES.iter().enumerate() {
         let count: u64 = shards.iter().map(|s| load_at(&s.refusals, index)).sum();
         let _ = writeln!(out, "{}{{code=\"{code}\"}} {count}", REFUSALS_TOTAL.name);
     }
-    header(&mut out, &QUERIES_TOTAL);
+    header(out, &QUERIES_TOTAL);
     let queries: u64 = shards.iter().map(|s| load(&s.queries)).sum();
     let _ = writeln!(out, "{} {queries}", QUERIES_TOTAL.name);
+}
 
-    header(&mut out, &COMMAND_LATENCY);
+/// What the HTTP layer counts: latencies by op, commands per batch, responses by status,
+/// connections.
+fn render_http(out: &mut String, http: &HttpMetrics) {
+    header(out, &COMMAND_LATENCY);
     for (op, name) in LATENCY_OPS.iter().enumerate() {
         let histogram = &http.latency_us[op];
         let mut counts = vec![0; histogram.bounds().len() + 1];
         let mut sum = 0;
         histogram.add_into(&mut counts, &mut sum);
         let labels = format!("op=\"{name}\"");
-        histogram_lines(
-            &mut out,
-            COMMAND_LATENCY.name,
-            &labels,
-            histogram.bounds(),
-            &counts,
-            sum,
-            1e6,
-        );
+        let bounds = histogram.bounds();
+        histogram_lines(out, COMMAND_LATENCY.name, &labels, bounds, &counts, sum, 1e6);
     }
-    header(&mut out, &HTTP_BATCH_COMMANDS);
+    header(out, &HTTP_BATCH_COMMANDS);
     let mut counts = vec![0; HTTP_BATCH_BOUNDS.len() + 1];
     let mut sum = 0;
     http.batch_commands.add_into(&mut counts, &mut sum);
-    histogram_lines(&mut out, HTTP_BATCH_COMMANDS.name, "", HTTP_BATCH_BOUNDS, &counts, sum, 1.0);
+    histogram_lines(out, HTTP_BATCH_COMMANDS.name, "", HTTP_BATCH_BOUNDS, &counts, sum, 1.0);
 
-    header(&mut out, &HTTP_RESPONSES_TOTAL);
+    header(out, &HTTP_RESPONSES_TOTAL);
     for (index, counter) in http.responses.iter().enumerate() {
         let count = load(counter);
         match STATUSES.get(index) {
@@ -380,61 +393,66 @@ pub fn render(
             }
         }
     }
-    header(&mut out, &HTTP_CONNECTIONS_OPEN);
+    header(out, &HTTP_CONNECTIONS_OPEN);
     let _ = writeln!(out, "{} {}", HTTP_CONNECTIONS_OPEN.name, load(&http.connections_open));
-    header(&mut out, &HTTP_CONNECTIONS_TOTAL);
+    header(out, &HTTP_CONNECTIONS_TOTAL);
     let _ = writeln!(out, "{} {}", HTTP_CONNECTIONS_TOTAL.name, load(&http.connections_total));
+}
 
-    header(&mut out, &QUEUE_DEPTH);
+/// Per shard: queue, batches, log, commits, holds, resources, snapshots.
+fn render_shards(out: &mut String, runtime: &Runtime, shards: &Shards) {
+    header(out, &QUEUE_DEPTH);
     for (shard, depth) in runtime.queue_depths().iter().enumerate() {
         let _ = writeln!(out, "{}{{shard=\"{shard}\"}} {depth}", QUEUE_DEPTH.name);
     }
-    per_shard(&mut out, &SHARD_BATCHES_TOTAL, shards, |s| load(&s.batches));
-    header(&mut out, &SHARD_BATCH_OPS);
-    summed_histogram(&mut out, SHARD_BATCH_OPS.name, BATCH_BOUNDS, shards, |s| &s.batch_ops, 1.0);
-    per_shard(&mut out, &LOG_RECORDS_TOTAL, shards, |s| load(&s.log_records));
-    per_shard(&mut out, &LOG_BYTES_TOTAL, shards, |s| load(&s.log_bytes));
-    per_shard(&mut out, &LOG_LAST_LSN, shards, |s| load(&s.last_lsn));
-    per_shard(&mut out, &LOG_DURABLE_LSN, shards, |s| load(&s.durable_lsn));
-    header(&mut out, &COMMIT_LATENCY);
+    per_shard(out, &SHARD_BATCHES_TOTAL, shards, |s| load(&s.batches));
+    header(out, &SHARD_BATCH_OPS);
+    summed_histogram(out, SHARD_BATCH_OPS.name, BATCH_BOUNDS, shards, |s| &s.batch_ops, 1.0);
+    per_shard(out, &LOG_RECORDS_TOTAL, shards, |s| load(&s.log_records));
+    per_shard(out, &LOG_BYTES_TOTAL, shards, |s| load(&s.log_bytes));
+    per_shard(out, &LOG_LAST_LSN, shards, |s| load(&s.last_lsn));
+    per_shard(out, &LOG_DURABLE_LSN, shards, |s| load(&s.durable_lsn));
+    header(out, &COMMIT_LATENCY);
     let name = COMMIT_LATENCY.name;
-    summed_histogram(&mut out, name, LATENCY_BOUNDS_US, shards, |s| &s.commit_latency_us, 1e6);
-    per_shard(&mut out, &HOLDS_LIVE, shards, |s| load(&s.holds_live));
-    per_shard(&mut out, &HOLDS_EXPIRED_TOTAL, shards, |s| load(&s.holds_expired));
-    per_shard(&mut out, &RESOURCES, shards, |s| load(&s.resources));
-    per_shard(&mut out, &SNAPSHOTS_TOTAL, shards, |s| load(&s.snapshots));
-    per_shard(&mut out, &SNAPSHOTS_FAILED_TOTAL, shards, |s| load(&s.snapshots_failed));
-    per_shard(&mut out, &SNAPSHOT_LAST_BYTES, shards, |s| load(&s.snapshot_last_bytes));
-    header(&mut out, &SNAPSHOT_LAST_SECONDS);
+    summed_histogram(out, name, LATENCY_BOUNDS_US, shards, |s| &s.commit_latency_us, 1e6);
+    per_shard(out, &HOLDS_LIVE, shards, |s| load(&s.holds_live));
+    per_shard(out, &HOLDS_EXPIRED_TOTAL, shards, |s| load(&s.holds_expired));
+    per_shard(out, &RESOURCES, shards, |s| load(&s.resources));
+    per_shard(out, &SNAPSHOTS_TOTAL, shards, |s| load(&s.snapshots));
+    per_shard(out, &SNAPSHOTS_FAILED_TOTAL, shards, |s| load(&s.snapshots_failed));
+    per_shard(out, &SNAPSHOT_LAST_BYTES, shards, |s| load(&s.snapshot_last_bytes));
+    header(out, &SNAPSHOT_LAST_SECONDS);
     for (shard, metrics) in shards.iter().enumerate() {
         let seconds = load(&metrics.snapshot_last_duration_ms) as f64 / 1000.0;
         let _ = writeln!(out, "{}{{shard=\"{shard}\"}} {seconds}", SNAPSHOT_LAST_SECONDS.name);
     }
-    per_shard(&mut out, &TICK_RECORDS_TOTAL, shards, |s| load(&s.tick_records));
-    per_shard(&mut out, &HOLDS, shards, |s| load(&s.holds));
+    per_shard(out, &TICK_RECORDS_TOTAL, shards, |s| load(&s.tick_records));
+    per_shard(out, &HOLDS, shards, |s| load(&s.holds));
+}
 
-    header(&mut out, &MEMORY_BYTES);
+/// The node as a whole: memory, disk, role, epoch.
+fn render_node(out: &mut String, shards: &Shards, storage: &StorageInfo, role: Role, epoch: u64) {
+    header(out, &MEMORY_BYTES);
     let memory = shards.iter().fold(0u64, |sum, s| sum.saturating_add(load(&s.memory_bytes)));
     let _ = writeln!(out, "{} {memory}", MEMORY_BYTES.name);
-    header(&mut out, &MEMORY_MAX_BYTES);
+    header(out, &MEMORY_MAX_BYTES);
     let _ = match storage.memory_max_bytes {
         u64::MAX => writeln!(out, "{} +Inf", MEMORY_MAX_BYTES.name),
         max => writeln!(out, "{} {max}", MEMORY_MAX_BYTES.name),
     };
-    header(&mut out, &DISK_FREE_BYTES);
+    header(out, &DISK_FREE_BYTES);
     // No sample when there is no data directory or the filesystem cannot be asked.
     if let Some(free) = storage.data_dir.as_deref().and_then(crate::system::disk_free_bytes) {
         let _ = writeln!(out, "{} {free}", DISK_FREE_BYTES.name);
     }
 
-    header(&mut out, &ROLE);
+    header(out, &ROLE);
     for candidate in [Role::Primary, Role::Standby] {
         let value = u8::from(candidate == role);
         let _ = writeln!(out, "{}{{role=\"{}\"}} {value}", ROLE.name, candidate.as_str());
     }
-    header(&mut out, &EPOCH);
+    header(out, &EPOCH);
     let _ = writeln!(out, "{} {epoch}", EPOCH.name);
-    out
 }
 
 fn header(out: &mut String, doc: &MetricDoc) {
@@ -446,7 +464,7 @@ fn header(out: &mut String, doc: &MetricDoc) {
 fn per_shard(
     out: &mut String,
     doc: &MetricDoc,
-    shards: &[std::sync::Arc<ShardMetrics>],
+    shards: &Shards,
     value: impl Fn(&ShardMetrics) -> u64,
 ) {
     header(out, doc);
@@ -459,7 +477,7 @@ fn summed_histogram(
     out: &mut String,
     name: &str,
     bounds: &[u64],
-    shards: &[std::sync::Arc<ShardMetrics>],
+    shards: &Shards,
     histogram: impl Fn(&ShardMetrics) -> &Histogram,
     divisor: f64,
 ) {

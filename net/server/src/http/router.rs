@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use bookd_engine::limits::LIST_LIMIT_MAX;
 use bookd_engine::ListQuery;
 
 use super::json::ApiError;
@@ -236,7 +237,8 @@ pub fn list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
 
 fn parse_limit(value: &str) -> Result<u64, ApiError> {
     if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(ApiError::invalid("limit", "must be an integer between 1 and 1000"));
+        let reason = format!("must be an integer between 1 and {LIST_LIMIT_MAX}");
+        return Err(ApiError::invalid("limit", reason));
     }
     // All digits: the only failure is overflow, which the engine refuses as out of range.
     Ok(value.parse().unwrap_or(u64::MAX))
@@ -311,6 +313,10 @@ mod tests {
         assert_eq!(list_query(Some("prefix=a%3A")).unwrap().prefix, "a:");
         assert_eq!(list_query(Some("limit=99999999999999999999")).unwrap().limit, Some(u64::MAX));
         assert_eq!(list_query(Some("limit=x")).unwrap_err().code, "invalid");
+        assert_eq!(
+            list_query(Some("limit=x")).unwrap_err().message,
+            "invalid limit: must be an integer between 1 and 1000"
+        );
         assert_eq!(list_query(Some("limit=-1")).unwrap_err().code, "invalid");
         assert_eq!(list_query(Some("limit=")).unwrap_err().code, "invalid");
         assert_eq!(list_query(Some("limit=1&limit=2")).unwrap_err().code, "bad_request");
