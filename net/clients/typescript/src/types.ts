@@ -1,0 +1,209 @@
+/**
+ * The typed views of the API: resources, holds, pages, changes and the commands that make them,
+ * the same as the HTTP API's JSON bodies (docs/API.md) with camelCase field names.
+ *
+ * @module
+ */
+
+import type { Refusal } from './errors.js';
+import type { U64 } from './wire.js';
+
+/** A hold's state. */
+export type HoldStatus = 'held' | 'confirmed' | 'released' | 'expired' | 'cancelled';
+
+/** Hold statuses by wire number. */
+export const HOLD_STATUSES: readonly HoldStatus[] = ['held', 'confirmed', 'released', 'expired', 'cancelled'];
+
+/** A resource: `available = capacity − held − confirmed`. */
+export interface Resource {
+  partition: string;
+  id: string;
+  capacity: number;
+  held: number;
+  confirmed: number;
+  available: number;
+}
+
+/** The result of `put_resource` and `get_resource`. */
+export interface ResourceResult extends Resource {
+  kind: 'resource';
+  /** `put_resource` created the resource (HTTP 201) rather than changed it (200); false for reads. */
+  created: boolean;
+}
+
+/** One item of a hold. */
+export interface HoldItem {
+  resource: string;
+  quantity: number;
+}
+
+/** A hold. */
+export interface Hold {
+  partition: string;
+  id: string;
+  status: HoldStatus;
+  items: HoldItem[];
+  /** Unix milliseconds (the primary's clock). */
+  expiresAtMs: number;
+  ref: string | null;
+}
+
+/** The result of every hold command and of `get_hold`. */
+export interface HoldResult extends Hold {
+  kind: 'hold';
+  /** A `hold` whose id already existed with the same items (HTTP 200 `"existing": true`). */
+  existing: boolean;
+}
+
+/** A page of `list_resources`: pass `next` as `after` for the next one. */
+export interface ResourcePage {
+  kind: 'page';
+  /** The partition (empty when the page is empty). */
+  partition: string;
+  resources: Resource[];
+  next: string | null;
+}
+
+/** The result of `delete_partition`: what was removed with it. */
+export interface PartitionDeleted {
+  kind: 'partition_deleted';
+  partition: string;
+  resources: number;
+  holds: number;
+}
+
+/** An error result: the contract's code and its details. */
+export interface ErrorResult extends Refusal {
+  kind: 'error';
+}
+
+/** One command's result as decoded from a RESPONSE. */
+export type Result = ResourceResult | HoldResult | ResourcePage | PartitionDeleted | ErrorResult;
+
+/** An item to hold: `quantity` units of `resource`. */
+export interface ItemInput {
+  resource: string;
+  quantity: U64;
+}
+
+/** Creates or changes a resource. */
+export interface PutResourceCommand {
+  op: 'put_resource';
+  partition: string;
+  /** The resource id. */
+  id: string;
+  capacity: U64;
+}
+
+/** Takes units of 1–64 resources, all or nothing. */
+export interface HoldCommand {
+  op: 'hold';
+  partition: string;
+  /** The hold id: yours to choose, the idempotency key. */
+  id: string;
+  items: readonly ItemInput[];
+  /** Time to live; absent or null: 600 000 (10 minutes). */
+  ttlMs?: U64 | null;
+  /** An order or payment reference kept with the hold. */
+  ref?: string | null;
+}
+
+/** `confirm`, `release`, `cancel` and `get_hold`: a verb on one hold. */
+export interface HoldVerbCommand {
+  op: 'confirm' | 'release' | 'cancel' | 'get_hold';
+  partition: string;
+  id: string;
+}
+
+/** Sets a held hold's expiry to now + `ttlMs`. */
+export interface ExtendCommand {
+  op: 'extend';
+  partition: string;
+  id: string;
+  ttlMs: U64;
+}
+
+/** Reads one resource. */
+export interface GetResourceCommand {
+  op: 'get_resource';
+  partition: string;
+  id: string;
+}
+
+/** Reads a page of a partition's resources in id order. */
+export interface ListResourcesCommand {
+  op: 'list_resources';
+  partition: string;
+  /** Only ids that start with this (default: all). */
+  prefix?: string;
+  /** Only ids after this one (a page's `next`). */
+  after?: string | null;
+  /** 1–1 000; absent or null: 100. */
+  limit?: U64 | null;
+}
+
+/** Removes a partition with every resource and hold in it. */
+export interface DeletePartitionCommand {
+  op: 'delete_partition';
+  partition: string;
+}
+
+/** Any command or read of the protocol (one element of a batch). */
+export type Command =
+  | PutResourceCommand
+  | HoldCommand
+  | HoldVerbCommand
+  | ExtendCommand
+  | GetResourceCommand
+  | ListResourcesCommand
+  | DeletePartitionCommand;
+
+/** A change's kind. */
+export type ChangeOp =
+  | 'put_resource'
+  | 'hold'
+  | 'confirm'
+  | 'release'
+  | 'cancel'
+  | 'extend'
+  | 'expire'
+  | 'delete_partition';
+
+/** Change ops by wire number − 1. */
+export const CHANGE_OPS: readonly ChangeOp[] = [
+  'put_resource',
+  'hold',
+  'confirm',
+  'release',
+  'cancel',
+  'extend',
+  'expire',
+  'delete_partition',
+];
+
+/** One change of the feed, as `GET /v1/changes` shows it. */
+export interface Change {
+  /** The cursor just after this change: a position to resume from. */
+  cursor: string;
+  partition: string;
+  atMs: number;
+  op: ChangeOp;
+  /** The hold as after the change (every op but put_resource and delete_partition). */
+  hold?: Hold;
+  /** The resources the change touched, each as after it (absolute counts). */
+  resources: Resource[];
+  /** delete_partition: what went with the partition. */
+  removed?: { resources: number; holds: number };
+}
+
+/** The node's side of the handshake. */
+export interface HelloOk {
+  role: 'primary' | 'standby';
+  epoch: number;
+  shards: number;
+  /** Largest REQUEST `frame_len` the node accepts. */
+  frameSizeMaxBytes: number;
+  commandsPerFrameMax: number;
+  /** REQUEST frames the node works on at once per connection. */
+  inFlightMax: number;
+}
