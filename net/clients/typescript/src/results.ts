@@ -155,7 +155,7 @@ export function skipResult(reader: Reader): number {
       reader.flag('created');
       skip8(reader, 'partition');
       skip8(reader, 'id');
-      reader.skip(24, 'counts');
+      skipCounts(reader);
       return 0;
     case TAG_HOLD: {
       reader.flag('existing');
@@ -163,13 +163,13 @@ export function skipResult(reader: Reader): number {
       skip8(reader, 'id');
       const statusByte = reader.u8('hold status');
       if (statusByte >= HOLD_STATUSES.length) throw new DecodeError(`hold status: unknown value ${statusByte}`);
-      reader.skip(8, 'expires_at_ms');
+      reader.u64('expires_at_ms');
       const count = reader.u8('items');
       for (let index = 0; index < count; index++) {
         skip8(reader, 'items.resource');
         reader.skip(4, 'items.quantity');
       }
-      if (reader.flag('ref')) reader.skip(reader.u16('ref'), 'ref');
+      if (reader.flag('ref')) reader.skipText(reader.u16('ref'), 'ref');
       return 0;
     }
     case TAG_PAGE: {
@@ -177,7 +177,7 @@ export function skipResult(reader: Reader): number {
       const count = reader.u16('resources');
       for (let index = 0; index < count; index++) {
         skip8(reader, 'id');
-        reader.skip(24, 'counts');
+        skipCounts(reader);
       }
       if (reader.flag('next')) skip8(reader, 'next');
       return 0;
@@ -192,7 +192,17 @@ export function skipResult(reader: Reader): number {
 }
 
 function skip8(reader: Reader, field: string): void {
-  reader.skip(reader.u8(field), field);
+  reader.skipText(reader.u8(field), field);
+}
+
+/** Steps over a resource's counts, refusing `held + confirmed > capacity`. */
+function skipCounts(reader: Reader): void {
+  const capacity = reader.u64('capacity');
+  const held = reader.u64('held');
+  const confirmed = reader.u64('confirmed');
+  if (held + confirmed > capacity) {
+    throw new DecodeError(`held ${held} + confirmed ${confirmed} exceeds capacity ${capacity}`);
+  }
 }
 
 function skipDetails(reader: Reader, code: ErrorCode): void {
@@ -202,14 +212,16 @@ function skipDetails(reader: Reader, code: ErrorCode): void {
       return;
     case 'insufficient_capacity':
       skip8(reader, 'resource');
-      reader.skip(16, 'requested, available');
+      reader.u64('requested');
+      reader.u64('available');
       return;
     case 'invalid':
       skip8(reader, 'field');
       skip8(reader, 'reason');
       return;
     case 'capacity_below_usage':
-      reader.skip(16, 'capacity, used');
+      reader.u64('capacity');
+      reader.u64('used');
       return;
     case 'overloaded':
       skip8(reader, 'table');

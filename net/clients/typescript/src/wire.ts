@@ -7,6 +7,8 @@
  * @module
  */
 
+import { isUtf8 } from 'node:buffer';
+
 import { invalid } from './errors.js';
 import { SAFE_INTEGER_MAX } from './limits.js';
 
@@ -250,6 +252,21 @@ export class Reader {
 
   optStr16(field: string): string | null {
     return this.flag(field) ? this.str16(field) : null;
+  }
+
+  /** Steps over `length` bytes of UTF-8, checking them without building a string. */
+  skipText(length: number, field: string): void {
+    this.need(length, field);
+    const buf = this.buf;
+    const start = this.pos;
+    const end = start + length;
+    this.pos = end;
+    for (let index = start; index < end; index++) {
+      if (buf[index]! >= 0x80) {
+        if (!isUtf8(buf.subarray(start, end))) throw new DecodeError(`${field}: not valid UTF-8`);
+        return;
+      }
+    }
   }
 
   /** Refuses bytes after the last field. */
