@@ -1,0 +1,362 @@
+/**
+ * `npm run bench -- --addr ADDR --workload flash-sale [--clients N] [--connections M]
+ * [--duration D] [--warmup W] [--interval I] [--timeout T] [--seed S] [--token T] [--json]`:
+ * the closed-loop load generator of `bookd bench`, driven through this package's client.
+ *
+ * Each of N clients is a closed loop (one command, await its result, the next) with a handle
+ * pinned to connection `i mod M`, so the clients of a connection wake together and their next
+ * commands leave together in one frame (the client's automatic batching). `--json` prints the
+ * same object as `bookd bench --json` (keys in the same, sorted, order).
+ */
+
+import { performance } from 'node:perf_hooks';
+
+import { Client, RefusedError, TimeoutError } from '../src/index.js';
+import type { Command } from '../src/index.js';
+import { Histogram } from './histogram.js';
+import {
+  ClientLoop,
+  type Counters,
+  WORKLOADS,
+  type Workload,
+  addCounters,
+  counters,
+  names,
+  resourceCount,
+  setupCommand,
+  successes,
+} from './workloads.js';
+
+interface Args {
+  addr: string;
+  workload: Workload;
+  clients: number;
+  connections: number;
+  durationMs: number;
+  warmupMs: number;
+  intervalMs: number;
+  timeoutMs: number;
+  seed: bigint;
+  token: string | undefined;
+  json: boolean;
+}
+
+const USAGE = `usage: npm run bench -- --addr HOST:PORT --workload flash-sale|seat-map|hotel
+  [--clients N (1024)] [--connections M (64)] [--duration D (20s)] [--warmup W (5s)]
+  [--interval I (10s)] [--timeout T (30s)] [--seed S (42)] [--token T] [--json]
+durations: 20s, 500ms, 2m or seconds; --addr and --token also from BOOKD_ADDR and BOOKD_TOKEN`;
+
+class UsageError extends Error {}
+
+/** Parses `20s`, `500ms`, `1.5s`, `2m` or seconds, up to an hour; in ms. */
+export function parseDuration(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(text);
+  if (!match) throw new UsageError(`${JSON.stringify(text)} is not a duration (try 20s, 500ms or 20)`);
+  const value = Number(match[1]) * (match[2] === 'ms' ? 1 : match[2] === 'm' ? 60_000 : 1000);
+  if (value > 3_600_000) throw new UsageError(`${JSON.stringify(text)} is longer than one hour`);
+  return value;
+}
+
+function parseArgs(argv: string[]): Args {
+  const values = new Map<string, string>();
+  let json = false;
+  for (let index = 0; index < argv.length; index++) {
+    const arg = argv[index]!;
+    if (arg === '--json') {
+      json = true;
+      continue;
+    }
+    if (arg === '--help' || arg === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    const [name, inline] = arg.split('=', 2) as [string, string | undefined];
+    const known = ['--addr', '--workload', '--clients', '--connections', '--duration', '--warmup', '--interval', '--timeout', '--seed', '--token'];
+    if (!known.includes(name)) throw new UsageError(`unknown flag ${arg}`);
+    const value = inline ?? argv[++index];
+    if (value === undefined) throw new UsageError(`${name} needs a value`);
+    values.set(name, value);
+  }
+  const addr = values.get('--addr') ?? process.env['BOOKD_ADDR'];
+  if (!addr) throw new UsageError('--addr is required (the node binary protocol address, e.g. 127.0.0.1:7070)');
+  const workload = values.get('--workload');
+  if (!workload) throw new UsageError('--workload is required');
+  if (!WORKLOADS.includes(workload as Workload) || workload === 'sell-out') {
+    throw new UsageError(`unknown workload ${JSON.stringify(workload)}: flash-sale, seat-map or hotel`);
+  }
+  const integer = (name: string, fallback: number, max: number): number => {
+    const text = values.get(name);
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < 1 || value > max) throw new UsageError(`${name} must be an integer in 1..=${max}`);
+    return value;
+  };
+  const args: Args = {
+    addr,
+    workload: workload as Workload,
+    clients: integer('--clients', 1024, 65_536),
+    connections: integer('--connections', 64, 1024),
+    durationMs: parseDuration(values.get('--duration') ?? '20s'),
+    warmupMs: parseDuration(values.get('--warmup') ?? '5s'),
+    intervalMs: parseDuration(values.get('--interval') ?? '10s'),
+    timeoutMs: parseDuration(values.get('--timeout') ?? '30s'),
+    seed: BigInt(values.get('--seed') ?? '42'),
+    token: values.get('--token') ?? process.env['BOOKD_TOKEN'],
+    json,
+  };
+  if (args.intervalMs <= 0) throw new UsageError('--interval must be longer than zero');
+  if (args.timeoutMs <= 0) throw new UsageError('--timeout must be longer than zero');
+  args.intervalMs = Math.min(args.intervalMs, args.durationMs);
+  if (args.durationMs > 0 && Math.round(args.durationMs * 1000) % Math.round(args.intervalMs * 1000) !== 0) {
+    throw new UsageError(
+      `--duration ${args.durationMs} ms is not a whole number of --interval ${args.intervalMs} ms windows (make the duration a multiple of the interval)`,
+    );
+  }
+  return args;
+}
+
+const OPS = ['hold', 'confirm', 'release', 'cancel'] as const;
+type Op = (typeof OPS)[number];
+
+interface OpStats {
+  latency: Histogram;
+  ok: number;
+  refused: number;
+  failed: number;
+}
+
+interface Window {
+  latency: Histogram;
+  commands: number;
+}
+
+/** What the run measured. */
+class Recorder {
+  readonly ops = new Map<Op, OpStats>();
+  readonly windows: Window[];
+  unanswered = 0;
+  firstFailure: string | null = null;
+  readonly measureFrom: number;
+  readonly end: number;
+  private readonly intervalMs: number;
+
+  constructor(args: Args, start: number) {
+    this.measureFrom = start + args.warmupMs;
+    this.end = this.measureFrom + args.durationMs;
+    this.intervalMs = args.intervalMs;
+    const count = args.durationMs === 0 ? 0 : Math.round(args.durationMs / args.intervalMs);
+    this.windows = Array.from({ length: count }, () => ({ latency: new Histogram(), commands: 0 }));
+    for (const op of OPS) this.ops.set(op, { latency: new Histogram(), ok: 0, refused: 0, failed: 0 });
+  }
+
+  record(op: Op, finished: number, micros: number, outcome: 'ok' | 'refused' | 'failed'): void {
+    const stats = this.ops.get(op)!;
+    stats.latency.record(micros);
+    stats[outcome]++;
+    const index = Math.min(Math.floor((finished - this.measureFrom) / this.intervalMs), this.windows.length - 1);
+    const window = this.windows[index];
+    if (window) {
+      window.latency.record(micros);
+      window.commands++;
+    }
+  }
+}
+
+/** Creates the workload's resources in batches of 1 000, 16 in flight, unless they are there. */
+async function setup(client: Client, workload: Workload): Promise<number> {
+  const total = resourceCount(workload);
+  const last = setupCommand(workload, total - 1);
+  try {
+    const found = await client.getResource(last.partition, last.id);
+    if (found.capacity === last.capacity) return 0;
+  } catch (error) {
+    if (!(error instanceof RefusedError) || error.code !== 'resource_not_found') throw error;
+  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < total - 1) {
+      const batch: Command[] = [];
+      while (batch.length < 1000 && next < total - 1) batch.push(setupCommand(workload, next++));
+      for (const entry of await client.batch(batch)) {
+        if (!entry.ok) throw new Error(`setup: ${entry.error.message}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  // The last resource last: seeing it means everything is there.
+  await client.execute(last);
+  return total;
+}
+
+/** One closed-loop client until the end of the run; its counters of the measured window. */
+async function closedClient(handle: Client, loop: ClientLoop, recorder: Recorder): Promise<Counters> {
+  let measuring = false;
+  for (;;) {
+    const started = performance.now();
+    if (started >= recorder.end) break;
+    const op = loop.op;
+    const command = loop.next();
+    let outcome: 'ok' | 'refused' | 'failed';
+    try {
+      await handle.execute(command);
+      outcome = 'ok';
+    } catch (error) {
+      if (error instanceof RefusedError) {
+        outcome = 'refused';
+      } else {
+        outcome = 'failed';
+        if (error instanceof TimeoutError) recorder.unanswered++;
+        recorder.firstFailure ??= error instanceof Error ? error.message : String(error);
+      }
+    }
+    const finished = performance.now();
+    if (finished >= recorder.end) break;
+    if (finished >= recorder.measureFrom) {
+      if (!measuring) {
+        loop.resetCounters();
+        measuring = true;
+      }
+      recorder.record(op, finished, (finished - started) * 1000, outcome);
+    }
+    loop.onReply(outcome === 'ok');
+  }
+  return measuring ? loop.counters : counters();
+}
+
+const round3 = (value: number): number => Math.round(value * 1000) / 1000;
+
+/** The `bookd bench --json` object. */
+function report(args: Args, recorder: Recorder, totals: Counters): Record<string, unknown> {
+  const durationS = args.durationMs / 1000;
+  const perS = (count: number): number => round3(count / Math.max(durationS, 1e-9));
+  const all = new Histogram();
+  const byOp: Record<string, unknown> = {};
+  for (const [op, stats] of recorder.ops) {
+    if (stats.latency.count === 0) continue;
+    all.add(stats.latency);
+    byOp[op] = {
+      count: stats.ok + stats.refused + stats.failed,
+      ok: stats.ok,
+      refused: stats.refused,
+      p50_us: stats.latency.quantile(0.5),
+      p99_us: stats.latency.quantile(0.99),
+    };
+  }
+  const failed = [...recorder.ops.values()].reduce((sum, stats) => sum + stats.failed, 0);
+  const success: Record<string, unknown> =
+    args.workload === 'flash-sale'
+      ? { bookings: totals.confirmed, bookings_per_s: perS(totals.confirmed) }
+      : args.workload === 'hotel'
+        ? { stays_booked: totals.confirmed, stays_booked_per_s: perS(totals.confirmed) }
+        : {
+            holds_granted: totals.holdsGranted,
+            holds_refused: totals.holdsRefused,
+            holds_granted_per_s: perS(totals.holdsGranted),
+            holds_refused_per_s: perS(totals.holdsRefused),
+          };
+  success['follow_ups_refused'] = totals.followUpsRefused;
+  success['errors'] = failed;
+  return {
+    workload: args.workload,
+    clients: args.clients,
+    connections: args.connections,
+    duration_s: round3(durationS),
+    commands: all.count,
+    commands_per_s: perS(all.count),
+    latency_us: { p50: all.quantile(0.5), p99: all.quantile(0.99), p999: all.quantile(0.999), max: all.max },
+    by_op: byOp,
+    success,
+    windows: recorder.windows.map((window, index) => ({
+      t_s: round3((index * args.intervalMs) / 1000),
+      commands: window.commands,
+      p99_us: window.latency.quantile(0.99),
+      max_us: window.latency.max,
+    })),
+    unanswered: recorder.unanswered,
+  };
+}
+
+/** JSON with every object's keys sorted, as serde_json prints a map. */
+function sortedJson(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) => {
+    if (inner === null || typeof inner !== 'object' || Array.isArray(inner)) return inner;
+    return Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  });
+}
+
+/** The report for a person. */
+function table(args: Args, object: Record<string, any>, framesPerCommand: number): string {
+  const lines = [
+    `bookd (TypeScript client) ${args.workload}: closed loop, ${args.clients} clients over ${args.connections} connections, ` +
+      `${args.durationMs / 1000} s after ${args.warmupMs / 1000} s warm-up`,
+    `  commands       ${String(object.commands).padStart(12)}  ${object.commands_per_s.toFixed(0).padStart(12)}/s`,
+  ];
+  const success = successes(args.workload, {
+    ...counters(),
+    confirmed: object.success.bookings ?? object.success.stays_booked ?? 0,
+    holdsGranted: object.success.holds_granted ?? 0,
+  });
+  const name = args.workload === 'flash-sale' ? 'bookings' : args.workload === 'hotel' ? 'stays booked' : 'holds granted';
+  lines.push(`  ${name.padEnd(14)} ${String(success).padStart(12)}  ${(success / (args.durationMs / 1000)).toFixed(0).padStart(12)}/s`);
+  const l = object.latency_us;
+  lines.push(`  latency µs     p50 ${l.p50}  p99 ${l.p99}  p99.9 ${l.p999}  max ${l.max}`);
+  lines.push(`  ${'op'.padEnd(8)} ${'count'.padStart(10)} ${'ok'.padStart(10)} ${'refused'.padStart(10)} ${'p50 µs'.padStart(8)} ${'p99 µs'.padStart(8)}`);
+  for (const [op, s] of Object.entries(object.by_op as Record<string, any>)) {
+    lines.push(
+      `  ${op.padEnd(8)} ${String(s.count).padStart(10)} ${String(s.ok).padStart(10)} ${String(s.refused).padStart(10)} ${String(s.p50_us).padStart(8)} ${String(s.p99_us).padStart(8)}`,
+    );
+  }
+  for (const w of object.windows as any[]) {
+    lines.push(`  window ${w.t_s.toFixed(1).padStart(6)} s  ${(w.commands / (args.intervalMs / 1000)).toFixed(0).padStart(10)}/s  p99 ${w.p99_us} µs  max ${w.max_us} µs`);
+  }
+  lines.push(`  unanswered     ${String(object.unanswered).padStart(12)}`);
+  lines.push(`  client: ${framesPerCommand.toFixed(1)} commands per frame`);
+  return lines.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const client = await Client.connect(args.addr, {
+    connections: args.connections,
+    clientName: 'bookd-bench-ts',
+    callTimeoutMs: args.timeoutMs + 1000,
+    ...(args.token ? { token: args.token } : {}),
+  });
+  try {
+    const started = performance.now();
+    const written = await setup(client, args.workload);
+    if (!args.json) {
+      console.error(`bookd: set up ${written} resources in ${((performance.now() - started) / 1000).toFixed(1)} s${written === 0 ? ' (already there)' : ''}`);
+    }
+    const shared = names(args.workload);
+    const idPrefix = `t${Date.now()}`;
+    const recorder = new Recorder(args, performance.now());
+    const runs: Promise<Counters>[] = [];
+    for (let index = 0; index < args.clients; index++) {
+      const loop = new ClientLoop(args.workload, args.seed, index, idPrefix, shared);
+      runs.push(closedClient(client.pinned(index % args.connections), loop, recorder));
+    }
+    const totals = counters();
+    for (const run of await Promise.all(runs)) addCounters(totals, run);
+    const object = report(args, recorder, totals);
+    const stats = client.stats;
+    if (args.json) {
+      process.stdout.write(sortedJson(object) + '\n');
+    } else {
+      process.stdout.write(table(args, object, stats.commandsSent / Math.max(stats.framesSent, 1)));
+      if (recorder.firstFailure) console.error(`  the first failure: ${recorder.firstFailure}`);
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    console.error(`bench: ${error.message}\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  console.error(`bench: ${error instanceof Error ? error.message : String(error)}`);
+  process.exitCode = 1;
+});
