@@ -13,6 +13,7 @@ import { checkFrame } from './frame.js';
 /** Receives whole frames: `buf[pos .. pos + total)`, prefix included. */
 export type FrameHandler = (buf: Buffer, pos: number, total: number) => void;
 
+/** Cuts a byte stream into whole frames, bounded by a frame size limit. */
 export class FrameReader {
   private buf: Buffer | null = null;
   private len = 0;

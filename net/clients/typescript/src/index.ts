@@ -28,6 +28,7 @@ export { PROTOCOL_VERSION } from './limits.js';
 export { Kind, FrameError, checkFrame, beginFrame, finishFrame, encodeFrame, kindName, requestIdAt } from './frame.js';
 export type { KindValue } from './frame.js';
 export { FrameReader } from './frame-reader.js';
+export type { FrameHandler } from './frame-reader.js';
 export { OPCODES, encodeCommand, decodeCommand, decodeRequest, isWrite } from './commands.js';
 export type { Op } from './commands.js';
 export { decodeResult, decodeResponse, encodeResult, skipResult } from './results.js';
