@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 
 import { Client, RefusedError, TimeoutError } from '../src/index.js';
 import type { Command } from '../src/index.js';
+import { UsageError, parseDuration } from './duration.js';
 import { Histogram } from './histogram.js';
 import {
   ClientLoop,
@@ -45,17 +46,6 @@ const USAGE = `usage: npm run bench -- --addr HOST:PORT --workload flash-sale|se
   [--clients N (1024)] [--connections M (64)] [--duration D (20s)] [--warmup W (5s)]
   [--interval I (10s)] [--timeout T (30s)] [--seed S (42)] [--token T] [--json]
 durations: 20s, 500ms, 2m or seconds; --addr and --token also from BOOKD_ADDR and BOOKD_TOKEN`;
-
-class UsageError extends Error {}
-
-/** Parses `20s`, `500ms`, `1.5s`, `2m` or seconds, up to an hour; in ms. */
-export function parseDuration(text: string): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(text);
-  if (!match) throw new UsageError(`${JSON.stringify(text)} is not a duration (try 20s, 500ms or 20)`);
-  const value = Number(match[1]) * (match[2] === 'ms' ? 1 : match[2] === 'm' ? 60_000 : 1000);
-  if (value > 3_600_000) throw new UsageError(`${JSON.stringify(text)} is longer than one hour`);
-  return value;
-}
 
 function parseArgs(argv: string[]): Args {
   const values = new Map<string, string>();
