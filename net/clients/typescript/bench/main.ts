@@ -18,6 +18,7 @@ import { Histogram } from './histogram.js';
 import {
   ClientLoop,
   type Counters,
+  SELL_OUT_SKUS,
   WORKLOADS,
   type Workload,
   addCounters,
@@ -42,7 +43,7 @@ interface Args {
   json: boolean;
 }
 
-const USAGE = `usage: npm run bench -- --addr HOST:PORT --workload flash-sale|seat-map|hotel
+const USAGE = `usage: npm run bench -- --addr HOST:PORT --workload flash-sale|seat-map|hotel|sell-out
   [--clients N (1024)] [--connections M (64)] [--duration D (20s)] [--warmup W (5s)]
   [--interval I (10s)] [--timeout T (30s)] [--seed S (42)] [--token T] [--json]
 durations: 20s, 500ms, 2m or seconds; --addr and --token also from BOOKD_ADDR and BOOKD_TOKEN`;
@@ -71,8 +72,8 @@ function parseArgs(argv: string[]): Args {
   if (!addr) throw new UsageError('--addr is required (the node binary protocol address, e.g. 127.0.0.1:7070)');
   const workload = values.get('--workload');
   if (!workload) throw new UsageError('--workload is required');
-  if (!WORKLOADS.includes(workload as Workload) || workload === 'sell-out') {
-    throw new UsageError(`unknown workload ${JSON.stringify(workload)}: flash-sale, seat-map or hotel`);
+  if (!WORKLOADS.includes(workload as Workload)) {
+    throw new UsageError(`unknown workload ${JSON.stringify(workload)}: flash-sale, seat-map, hotel or sell-out`);
   }
   const integer = (name: string, fallback: number, max: number): number => {
     const text = values.get(name);
@@ -118,6 +119,25 @@ interface OpStats {
 interface Window {
   latency: Histogram;
   commands: number;
+  holdsRefused: number;
+}
+
+/**
+ * The sell-out's run-wide figures (warm-up included): units sold, when the last hold was
+ * granted, and which skus refused a hold for capacity (such a sku is sold out for good, every
+ * hold being confirmed).
+ */
+class SellOut {
+  unitsSold = 0;
+  /** ms from the run's start to the last granted hold; -1: none yet. */
+  lastGrantMs = -1;
+  readonly refused = new Set<string>();
+
+  note(op: Op, resource: string | undefined, sinceStartMs: number, outcome: string, code: string | undefined): void {
+    if (op === 'hold' && outcome === 'ok') this.lastGrantMs = Math.max(this.lastGrantMs, sinceStartMs);
+    else if (op === 'hold' && code === 'insufficient_capacity' && resource !== undefined) this.refused.add(resource);
+    else if (op === 'confirm' && outcome === 'ok') this.unitsSold++;
+  }
 }
 
 /** What the run measured. */
@@ -126,16 +146,20 @@ class Recorder {
   readonly windows: Window[];
   unanswered = 0;
   firstFailure: string | null = null;
+  readonly start: number;
   readonly measureFrom: number;
   readonly end: number;
+  readonly sellOut: SellOut | null;
   private readonly intervalMs: number;
 
   constructor(args: Args, start: number) {
+    this.start = start;
+    this.sellOut = args.workload === 'sell-out' ? new SellOut() : null;
     this.measureFrom = start + args.warmupMs;
     this.end = this.measureFrom + args.durationMs;
     this.intervalMs = args.intervalMs;
     const count = args.durationMs === 0 ? 0 : Math.round(args.durationMs / args.intervalMs);
-    this.windows = Array.from({ length: count }, () => ({ latency: new Histogram(), commands: 0 }));
+    this.windows = Array.from({ length: count }, () => ({ latency: new Histogram(), commands: 0, holdsRefused: 0 }));
     for (const op of OPS) this.ops.set(op, { latency: new Histogram(), ok: 0, refused: 0, failed: 0 });
   }
 
@@ -148,6 +172,7 @@ class Recorder {
     if (window) {
       window.latency.record(micros);
       window.commands++;
+      if (op === 'hold' && outcome === 'refused') window.holdsRefused++;
     }
   }
 }
@@ -187,12 +212,15 @@ async function closedClient(handle: Client, loop: ClientLoop, recorder: Recorder
     const op = loop.op;
     const command = loop.next();
     let outcome: 'ok' | 'refused' | 'failed';
+    let code: string | undefined;
+    const resource = command.op === 'hold' ? command.items[0]?.resource : undefined;
     try {
       await handle.execute(command);
       outcome = 'ok';
     } catch (error) {
       if (error instanceof RefusedError) {
         outcome = 'refused';
+        code = error.code;
       } else {
         outcome = 'failed';
         if (error instanceof TimeoutError) recorder.unanswered++;
@@ -200,6 +228,7 @@ async function closedClient(handle: Client, loop: ClientLoop, recorder: Recorder
       }
     }
     const finished = performance.now();
+    recorder.sellOut?.note(op, resource, finished - recorder.start, outcome, code);
     if (finished >= recorder.end) break;
     if (finished >= recorder.measureFrom) {
       if (!measuring) {
@@ -214,6 +243,27 @@ async function closedClient(handle: Client, loop: ClientLoop, recorder: Recorder
 }
 
 const round3 = (value: number): number => Math.round(value * 1000) / 1000;
+
+/** The sell-out's success figures, as `bookd bench` reports them. */
+function sellOutFigures(args: Args, recorder: Recorder, totals: Counters, perS: (count: number) => number): Record<string, unknown> {
+  const sellOut = recorder.sellOut!;
+  const soldOut = sellOut.refused.size === SELL_OUT_SKUS;
+  const soldOutAtS = soldOut ? Math.max(sellOut.lastGrantMs, 0) / 1000 : null;
+  let refusalsAfter: number | null = null;
+  if (soldOutAtS !== null) {
+    const after = recorder.windows.filter((_, index) => (args.warmupMs + index * args.intervalMs) / 1000 >= soldOutAtS);
+    const spanS = (after.length * args.intervalMs) / 1000;
+    if (spanS > 0) refusalsAfter = round3(after.reduce((sum, w) => sum + w.holdsRefused, 0) / spanS);
+  }
+  return {
+    units: SELL_OUT_SKUS * 1000,
+    units_sold: sellOut.unitsSold,
+    sold_out_at_s: soldOutAtS === null ? null : round3(soldOutAtS),
+    refusals_per_s_after_sell_out: refusalsAfter,
+    holds_refused: totals.holdsRefused,
+    holds_refused_per_s: perS(totals.holdsRefused),
+  };
+}
 
 /** The `bookd bench --json` object. */
 function report(args: Args, recorder: Recorder, totals: Counters): Record<string, unknown> {
@@ -238,7 +288,9 @@ function report(args: Args, recorder: Recorder, totals: Counters): Record<string
       ? { bookings: totals.confirmed, bookings_per_s: perS(totals.confirmed) }
       : args.workload === 'hotel'
         ? { stays_booked: totals.confirmed, stays_booked_per_s: perS(totals.confirmed) }
-        : {
+        : args.workload === 'sell-out'
+          ? sellOutFigures(args, recorder, totals, perS)
+          : {
             holds_granted: totals.holdsGranted,
             holds_refused: totals.holdsRefused,
             holds_granted_per_s: perS(totals.holdsGranted),
@@ -283,10 +335,11 @@ function table(args: Args, object: Record<string, any>, framesPerCommand: number
   ];
   const success = successes(args.workload, {
     ...counters(),
-    confirmed: object.success.bookings ?? object.success.stays_booked ?? 0,
+    confirmed: object.success.bookings ?? object.success.stays_booked ?? object.success.units_sold ?? 0,
     holdsGranted: object.success.holds_granted ?? 0,
   });
-  const name = args.workload === 'flash-sale' ? 'bookings' : args.workload === 'hotel' ? 'stays booked' : 'holds granted';
+  const name =
+    args.workload === 'flash-sale' ? 'bookings' : args.workload === 'hotel' ? 'stays booked' : args.workload === 'sell-out' ? 'units sold' : 'holds granted';
   lines.push(`  ${name.padEnd(14)} ${String(success).padStart(12)}  ${(success / (args.durationMs / 1000)).toFixed(0).padStart(12)}/s`);
   const l = object.latency_us;
   lines.push(`  latency µs     p50 ${l.p50}  p99 ${l.p99}  p99.9 ${l.p999}  max ${l.max}`);

@@ -14,6 +14,8 @@ export const HOLD_TTL_MS = 600_000;
 const SEAT_MAP = { partitions: 100, seats: 10_000, perHoldMax: 4 };
 const HOTEL = { partitions: 1000, roomTypes: 5, nights: 365, capacity: 20, stayMax: 7 };
 const SELL_OUT = { skus: 100, capacity: 1000 };
+/** sell-out: skus `sku-0` .. `sku-99`. */
+export const SELL_OUT_SKUS = SELL_OUT.skus;
 
 /** What the workload's success figure counts, per client and added up. */
 export interface Counters {
