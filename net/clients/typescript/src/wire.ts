@@ -95,6 +95,8 @@ export class Writer {
   /** A `str8`: refused locally as `invalid` when over 255 bytes. */
   str8(value: string, field: string): void {
     if (typeof value !== 'string') throw invalid(field, 'not a string');
+    // Every UTF-16 unit is at least one byte: longer strings cannot fit.
+    if (value.length > 0xff) throw invalid(field, `${Buffer.byteLength(value)} bytes, longer than 255`);
     const at = this.pos;
     this.ensure(1 + value.length * 3);
     this.pos = at + 1;
@@ -109,6 +111,7 @@ export class Writer {
   /** A `str16`: refused locally as `invalid` when over `max` bytes (at most 65 535). */
   str16(value: string, field: string, max = 0xffff): void {
     if (typeof value !== 'string') throw invalid(field, 'not a string');
+    if (value.length > max) throw invalid(field, `${Buffer.byteLength(value)} bytes, longer than ${max}`);
     const at = this.pos;
     this.ensure(2 + value.length * 3);
     this.pos = at + 2;

@@ -448,6 +448,7 @@ describe('the client against a fake node', () => {
     const long = (await rejectsWithin(client.getHold('p', 'h'.repeat(256)), RefusedError, /invalid id: 256 bytes/)) as RefusedError;
     assert.equal(long.local, true);
     assert.equal(long.httpStatus, 422);
+    await rejectsWithin(client.getHold('p', 'x'.repeat(10_000_000)), RefusedError, /invalid id: 10000000 bytes, longer than 255/);
     await rejectsWithin(client.putResource('p', 'r', -1), RefusedError, /invalid capacity/);
     await rejectsWithin(client.putResource('p', 'r', 1.5), RefusedError, /invalid capacity/);
     await rejectsWithin(client.putResource('p', 'r', 2n ** 64n), RefusedError, /invalid capacity/);
