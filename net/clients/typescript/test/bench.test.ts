@@ -18,6 +18,31 @@ describe('the bench', () => {
     const a = SplitMix64.stream(7n, 0n);
     const b = SplitMix64.stream(7n, 1n);
     assert.notEqual(a.nextU64(), b.nextU64());
+    // The 32-bit arithmetic against BigInt arithmetic, over many streams and draws.
+    const MASK = (1n << 64n) - 1n;
+    const mix = (value: bigint): bigint => {
+      let z = value;
+      z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK;
+      z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK;
+      return z ^ (z >> 31n);
+    };
+    for (const [seed, stream] of [
+      [42n, 0n],
+      [42n, 1023n],
+      [0xffff_ffff_ffff_ffffn, 7n],
+      [123456789n, 0xffff_ffff_ffff_fff0n],
+    ] as const) {
+      let state = mix(seed ^ mix((stream + 0x9e3779b97f4a7c15n) & MASK));
+      const rng = SplitMix64.stream(seed, stream);
+      const copy = SplitMix64.stream(seed, stream);
+      for (let draw = 0; draw < 500; draw++) {
+        state = (state + 0x9e3779b97f4a7c15n) & MASK;
+        const expected = mix(state);
+        assert.equal(rng.nextU64(), expected);
+        const n = [4, 100, 9997, 1_000][draw % 4]!;
+        assert.equal(copy.below(n), Number((expected * BigInt(n)) >> 64n));
+      }
+    }
     const dice = SplitMix64.stream(42n, 3n);
     const seen = new Set<number>();
     for (let index = 0; index < 1000; index++) {
