@@ -128,8 +128,9 @@ class Pool {
 }
 
 /**
- * A pool of connections to one node. Calls made in the same turn of the event loop on one
- * connection leave together in one REQUEST frame; frames are pipelined.
+ * A pool of connections to one node. Calls made on one connection by the same callback and the
+ * promise continuations it sets off leave together in one REQUEST frame (and so do calls made
+ * while the connection is at its in-flight bound); frames are pipelined.
  *
  * @example
  * ```ts

@@ -1,7 +1,8 @@
 /**
  * One pooled connection: its socket, the calls waiting to be sent, the frames in flight and
- * the buffers. Every call enqueued in the same turn of the event loop (and every call enqueued
- * while the connection is at its in-flight bound) leaves in ONE REQUEST frame of up to the
+ * the buffers. Every call enqueued by the same callback and the promise continuations it sets
+ * off (and every call enqueued while the connection is at its in-flight bound) leaves in ONE
+ * REQUEST frame of up to the
  * node's 1 000 commands and frame size (automatic batching); frames are pipelined by request id
  * and results matched back by id and position. On a lost connection every unanswered call is
  * queued again (up to `retries` times, within its deadline) and the connection is made again
@@ -92,14 +93,19 @@ const WRITE_BUFFER_SIZE_MAX_BYTES = 1024 * 1024;
 /** The scratch buffer's first size; it grows up to the backlog bound. */
 const SCRATCH_SIZE_BYTES = 16 * 1024;
 
-let immediateQueue: Connection[] = [];
-let immediateScheduled = false;
+let flushQueue: Connection[] = [];
+let flushQueued = false;
 
-/** Flushes every connection that asked, once per turn of the event loop. */
+/**
+ * Flushes every connection that asked. Scheduled with `process.nextTick`, it runs once the
+ * current callback and every promise continuation it set off are done: the calls they made
+ * leave together, and a connection's frame goes out as soon as its callers have made them (not
+ * after every other socket's callbacks of the same event-loop turn).
+ */
 function flushScheduled(): void {
-  immediateScheduled = false;
-  const queue = immediateQueue;
-  immediateQueue = [];
+  flushQueued = false;
+  const queue = flushQueue;
+  flushQueue = [];
   for (const connection of queue) connection.flush();
 }
 
@@ -217,15 +223,15 @@ export class Connection {
     });
   }
 
-  /** Makes the connection send what waits: flushes once this turn, or connects. */
+  /** Makes the connection send what waits: flushes once the current callback is done, or connects. */
   private wake(): void {
     if (this.state === 'ready') {
       if (!this.flushPending) {
         this.flushPending = true;
-        immediateQueue.push(this);
-        if (!immediateScheduled) {
-          immediateScheduled = true;
-          setImmediate(flushScheduled);
+        flushQueue.push(this);
+        if (!flushQueued) {
+          flushQueued = true;
+          process.nextTick(flushScheduled);
         }
       }
     } else if (this.state === 'idle') {
