@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::change::{decode_changes, Change, ChangeDecodeError};
+use bookd_engine::change::{decode_changes_encoded, Change, ChangeDecodeError};
 use bookd_runtime::{
     decode_command_changes, decode_tick, shard_of, ControlError, PayloadError, RawRead, Runtime,
     RECORD_KIND_COMMAND, RECORD_KIND_TICK,
@@ -51,19 +51,84 @@ pub struct FeedRequest {
     pub wait: Duration,
 }
 
-/// One change and the cursor just after it.
+/// A change as the feed holds it: decoded once and kept with its encoded form (the log's own
+/// bytes), shared by every reader it is served to. Derefs to the [`Change`].
+#[derive(Debug)]
+pub struct SharedChange {
+    change: Change,
+    encoded: Box<[u8]>,
+}
+
+impl SharedChange {
+    /// `change` and the bytes it was decoded from.
+    pub fn new(change: Change, encoded: &[u8]) -> SharedChange {
+        SharedChange { change, encoded: encoded.into() }
+    }
+
+    /// The change in the log's layout: what a CHANGES frame of the binary protocol carries.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// About how many bytes of memory the change holds: the struct, its encoded form, and the
+    /// decoded strings and lists (never more than twice the encoded form, plus their headers).
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<SharedChange>() + 3 * self.encoded.len() + 64
+    }
+}
+
+impl std::ops::Deref for SharedChange {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.change
+    }
+}
+
+/// One change of a page: its shard, where that shard's log goes on after it, and the change.
 #[derive(Debug, Clone)]
 pub struct FeedChange {
-    pub cursor: Cursor,
-    pub change: Arc<Change>,
+    pub shard: usize,
+    pub after: Position,
+    pub change: Arc<SharedChange>,
 }
 
 /// A page of changes, and the cursor to go on from (after the last one, or past what was
-/// scanned when nothing matched).
+/// scanned when nothing matched). The cursor just after each change is
+/// [`FeedPage::walk`]'s to give: changes carry only the one position that moves.
 #[derive(Debug, Clone)]
 pub struct FeedPage {
+    /// The cursor the page was read from.
+    pub from: Cursor,
     pub changes: Vec<FeedChange>,
     pub cursor: Cursor,
+}
+
+impl FeedPage {
+    /// The page's changes in order, each with the cursor just after it.
+    pub fn walk(&self) -> Walk<'_> {
+        Walk { changes: self.changes.iter(), cursor: self.from.clone() }
+    }
+}
+
+/// The changes of a page with their cursors, one cursor updated in place (not an `Iterator`:
+/// each cursor lives until the next call).
+#[derive(Debug)]
+pub struct Walk<'p> {
+    changes: std::slice::Iter<'p, FeedChange>,
+    cursor: Cursor,
+}
+
+impl<'p> Walk<'p> {
+    /// The next change and the cursor just after it.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<(&Cursor, &'p FeedChange)> {
+        let change = self.changes.next()?;
+        if let Some(position) = self.cursor.positions.get_mut(change.shard) {
+            *position = change.after;
+        }
+        Some((&self.cursor, change))
+    }
 }
 
 /// Why a read failed.
@@ -158,19 +223,21 @@ pub struct Feed {
     tails: Vec<tokio::sync::Mutex<Tail>>,
 }
 
-/// Changes a shard's shared tail holds at most (about 200 bytes each).
-const TAIL_CHANGES_MAX: usize = 100_000;
+/// Bytes of changes a shard's shared tail holds at most ([`SharedChange::footprint`]): about
+/// 150 000 flash-sale changes, a few seconds of a busy shard, so that readers a little behind
+/// the end still share one decoding instead of each reading the log.
+const TAIL_BYTES_MAX: usize = 48 << 20;
 
 /// The newest records of a shard's log with their changes decoded: consecutive LSNs up to
 /// `next_lsn`, oldest first (a record without changes holds an empty list). Every reader of the
 /// shard near the end reads here, so each record is read from the shard and decoded once.
 #[derive(Debug, Default)]
 struct Tail {
-    records: VecDeque<(u64, Arc<[Arc<Change>]>)>,
+    records: VecDeque<(u64, Box<[Arc<SharedChange>]>)>,
     /// The LSN after the last record held (where the next refresh reads).
     next_lsn: u64,
-    /// Changes held, for the bound.
-    changes: usize,
+    /// The footprint of the changes held, for the bound.
+    bytes: usize,
 }
 
 impl Tail {
@@ -178,16 +245,16 @@ impl Tail {
         self.records.front().map_or(self.next_lsn, |(lsn, _)| *lsn)
     }
 
-    fn push(&mut self, lsn: u64, changes: Arc<[Arc<Change>]>) {
-        self.changes += changes.len();
+    fn push(&mut self, lsn: u64, changes: Box<[Arc<SharedChange>]>) {
+        self.bytes += footprint(&changes);
         self.records.push_back((lsn, changes));
         self.next_lsn = lsn + 1;
     }
 
-    fn trim(&mut self, changes_max: usize) {
-        while self.changes > changes_max {
+    fn trim(&mut self, bytes_max: usize) {
+        while self.bytes > bytes_max {
             let Some((_, dropped)) = self.records.pop_front() else { break };
-            self.changes -= dropped.len();
+            self.bytes -= footprint(&dropped);
         }
     }
 
@@ -196,7 +263,7 @@ impl Tail {
         let mut read = ShardRead { changes: VecDeque::new(), end: from };
         let start =
             usize::try_from(from.lsn.saturating_sub(self.first_lsn())).unwrap_or(usize::MAX);
-        for (lsn, changes) in self.records.iter().skip(start) {
+        for (lsn, changes) in self.records.range(start.min(self.records.len())..) {
             let skip = if *lsn == from.lsn { from.skip as usize } else { 0 };
             for (index, change) in changes.iter().enumerate().skip(skip) {
                 if read.changes.len() == request.limit {
@@ -214,9 +281,13 @@ impl Tail {
     }
 }
 
+fn footprint(changes: &[Arc<SharedChange>]) -> usize {
+    changes.iter().map(|change| change.footprint()).sum::<usize>() + 32
+}
+
 /// The changes read from one shard: each with its position after it, and where the scan ended.
 struct ShardRead {
-    changes: VecDeque<(Position, Arc<Change>)>,
+    changes: VecDeque<(Position, Arc<SharedChange>)>,
     end: Position,
 }
 
@@ -361,10 +432,10 @@ impl Feed {
                 }
                 let changes = record_changes(record.header.kind, record.payload)
                     .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
-                tail.push(lsn, changes.into_iter().map(Arc::new).collect());
+                tail.push(lsn, changes);
             }
         }
-        tail.trim(TAIL_CHANGES_MAX);
+        tail.trim(TAIL_BYTES_MAX);
         Ok(())
     }
 
@@ -411,14 +482,14 @@ impl Feed {
                 let changes = record_changes(record.header.kind, record.payload)
                     .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
                 let skip = read.end.skip as usize;
-                for (index, change) in changes.into_iter().enumerate().skip(skip) {
+                for (index, change) in changes.iter().enumerate().skip(skip) {
                     if read.changes.len() == request.limit {
                         read.end = Position { lsn, skip: index as u32 };
                         return Ok(read);
                     }
                     if request.partition.as_ref().is_none_or(|p| *p == change.partition) {
                         let after = Position { lsn, skip: index as u32 + 1 };
-                        read.changes.push_back((after, Arc::new(change)));
+                        read.changes.push_back((after, change.clone()));
                     }
                 }
                 read.end = Position::at(lsn + 1);
@@ -451,16 +522,18 @@ impl Feed {
 }
 
 /// The changes a record carries (none for records of version 1, epochs and settings).
-fn record_changes(kind: u8, payload: &[u8]) -> Result<Vec<Change>, RecordProblem> {
+fn record_changes(kind: u8, payload: &[u8]) -> Result<Box<[Arc<SharedChange>]>, RecordProblem> {
     let section = match kind {
         RECORD_KIND_COMMAND => decode_command_changes(payload)?.1,
         RECORD_KIND_TICK => decode_tick(payload)?.changes,
         _ => None,
     };
-    match section {
-        Some(bytes) => Ok(decode_changes(bytes)?),
-        None => Ok(Vec::new()),
-    }
+    let Some(bytes) = section else { return Ok(Box::default()) };
+    let changes = decode_changes_encoded(bytes)?;
+    Ok(changes
+        .into_iter()
+        .map(|(change, encoded)| Arc::new(SharedChange::new(change, encoded)))
+        .collect())
 }
 
 /// Merges the shards' changes by time (then shard), at most `limit`, each with the cursor after
@@ -482,12 +555,12 @@ fn merge(from: &Cursor, reads: Vec<(usize, ShardRead)>, limit: usize) -> FeedPag
             break;
         };
         positions[shard] = after;
-        changes.push(FeedChange { cursor: Cursor { positions: positions.clone() }, change });
+        changes.push(FeedChange { shard, after, change });
     }
     for (shard, read) in &reads {
         if read.changes.is_empty() {
             positions[*shard] = read.end;
         }
     }
-    FeedPage { changes, cursor: Cursor { positions } }
+    FeedPage { from: from.clone(), changes, cursor: Cursor { positions } }
 }
