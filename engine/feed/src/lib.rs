@@ -343,7 +343,19 @@ impl Feed {
             if !page.changes.is_empty() || now >= deadline {
                 return Ok(page);
             }
+            // A read scans a bounded stretch of log: while durable records are left to scan, go
+            // on at once; only at the end wait for a new change.
+            // (Only while the scan moves, so a log that cannot be read yet is waited for.)
+            let end = self.end();
+            let behind = self
+                .shards_read(request)
+                .into_iter()
+                .any(|shard| page.cursor.positions[shard].lsn < end.positions[shard].lsn);
+            let moved = page.cursor != cursor;
             cursor = page.cursor;
+            if behind && moved {
+                continue;
+            }
             let _ = tokio::time::timeout(deadline - now, durable).await;
         }
     }
@@ -354,10 +366,7 @@ impl Feed {
         cursor: &Cursor,
         request: &FeedRequest,
     ) -> Result<FeedPage, FeedError> {
-        let shards: Vec<usize> = match &request.partition {
-            Some(partition) => vec![shard_of(partition, self.shards())],
-            None => (0..self.shards()).collect(),
-        };
+        let shards = self.shards_read(request);
         let mut reads = Vec::with_capacity(shards.len());
         for &shard in &shards {
             let from = cursor.positions[shard];
@@ -376,6 +385,14 @@ impl Feed {
         Ok(merge(cursor, reads, request.limit))
     }
 
+    /// The shards a request reads: its partition's, or all.
+    fn shards_read(&self, request: &FeedRequest) -> Vec<usize> {
+        match &request.partition {
+            Some(partition) => vec![shard_of(partition, self.shards())],
+            None => (0..self.shards()).collect(),
+        }
+    }
+
     /// Up to `request.limit` changes of `shard` from `from`: from the shard's shared tail when
     /// `from` is in it (the common case: followers near the end), else from the log.
     async fn read_shard(
@@ -385,8 +402,10 @@ impl Feed {
         request: &FeedRequest,
     ) -> Result<ShardRead, FeedError> {
         let mut tail = self.tails[shard].lock().await;
-        if tail.records.is_empty() {
-            tail.next_lsn = from.lsn;
+        // The tail serves the readers nearest the end: one ahead of it (nobody read for a while)
+        // moves it there rather than wait for it to catch up; readers behind read the log.
+        if tail.records.is_empty() || from.lsn > tail.next_lsn {
+            *tail = Tail { next_lsn: from.lsn, ..Tail::default() };
         }
         if from.lsn < tail.first_lsn() {
             drop(tail);
