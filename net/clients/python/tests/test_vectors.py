@@ -272,3 +272,14 @@ def test_every_cut_of_a_payload_is_refused_cleanly(vector):
         # Only a shorter payload that is itself complete may decode (e.g. fewer fields of
         # an ERROR message cut inside its text cannot): none of the vectors has one.
         pytest.fail(f"{vector['name']}: a payload cut at {cut} decoded")
+
+
+def test_the_package_version_follows_the_protocol_version():
+    import re
+
+    import bookd_client
+    from conftest import PACKAGE_DIR
+    text = (PACKAGE_DIR / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+    assert version == bookd_client.__version__
+    assert int(version.split(".")[0]) == bookd_client.PROTOCOL_VERSION == FILE["protocol_version"]
