@@ -4,10 +4,14 @@ import json
 import os
 import pathlib
 
+import sys
+
 import pytest
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent
 REPO_DIR = PACKAGE_DIR.parent.parent.parent
+# The tests are of this tree's package, installed or not.
+sys.path.insert(0, str(PACKAGE_DIR))
 
 
 def vectors_path() -> pathlib.Path:
