@@ -407,3 +407,17 @@ async def test_a_silent_subscription_connection_is_made_again():
         async with b.Subscription(node.addr, heartbeat_timeout=0.3) as feed:
             assert (await feed.__anext__()).cursor == "c1"
             assert feed.connects == 2
+
+
+@bounded
+async def test_a_node_gone_for_good_is_unavailable_after_the_retries():
+    async with FakeNode(lambda peer: answer_with(peer, correct)) as node:
+        client = await b.connect(node.addr, **FAST, retries=2)
+    # The fake node is closed: every reconnect is refused.
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(b.UnavailableError, match="not reachable within the retries"):
+        await client.get_resource("concert-1", "ga")
+    assert asyncio.get_running_loop().time() - started < 5.0
+    await client.close()
+    with pytest.raises(b.ClientClosedError):
+        await client.get_resource("concert-1", "ga")
