@@ -321,3 +321,31 @@ async def test_calls_and_the_feed_resume_after_the_node_is_killed(tmp_path):
             await feed.close()
     finally:
         node.stop()
+
+
+def test_the_bench_prints_the_bookd_bench_json_object(node):
+    import subprocess
+    import sys
+
+    from conftest import PACKAGE_DIR
+    run = subprocess.run(
+        [sys.executable, "-m", "bookd_client.bench", "--addr", node.binary, "--workload",
+         "flash-sale", "--clients", "8", "--connections", "2", "--duration", "1s",
+         "--warmup", "200ms", "--interval", "500ms", "--json"],
+        cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert set(report) == {"workload", "clients", "connections", "duration_s", "commands",
+                           "commands_per_s", "latency_us", "by_op", "success", "windows",
+                           "unanswered"}
+    assert (report["workload"], report["clients"], report["connections"]) == ("flash-sale", 8, 2)
+    assert report["commands"] > 0 and report["unanswered"] == 0
+    assert set(report["by_op"]) == {"hold", "confirm"}
+    assert report["by_op"]["hold"]["count"] + report["by_op"]["confirm"]["count"] == \
+        report["commands"]
+    assert report["success"]["bookings"] == report["by_op"]["confirm"]["ok"]
+    assert report["success"]["errors"] == 0
+    assert [w["t_s"] for w in report["windows"]] == [0.0, 0.5]
+    assert sum(w["commands"] for w in report["windows"]) == report["commands"]
+    latency = report["latency_us"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
