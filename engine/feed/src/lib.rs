@@ -221,6 +221,10 @@ pub struct Feed {
     metrics: FeedMetrics,
     /// Per shard, the newest records decoded, shared by the readers near the end.
     tails: Vec<tokio::sync::Mutex<Tail>>,
+    /// Per shard, one read of the log for a reader behind the tail at a time: such reads are
+    /// each reader's own, and the shard's thread copies the log for them, so however many
+    /// readers fall behind, they take turns and the shard's writes keep their pace.
+    behind: Vec<tokio::sync::Semaphore>,
 }
 
 /// Bytes of changes a shard's shared tail holds at most ([`SharedChange::footprint`]): about
@@ -295,7 +299,8 @@ impl Feed {
     pub fn new(runtime: Arc<Runtime>) -> Feed {
         let tails =
             (0..runtime.shards()).map(|_| tokio::sync::Mutex::new(Tail::default())).collect();
-        Feed { runtime, metrics: FeedMetrics::default(), tails }
+        let behind = (0..runtime.shards()).map(|_| tokio::sync::Semaphore::new(1)).collect();
+        Feed { runtime, metrics: FeedMetrics::default(), tails, behind }
     }
 
     pub fn metrics(&self) -> &FeedMetrics {
@@ -409,6 +414,8 @@ impl Feed {
         }
         if from.lsn < tail.first_lsn() {
             drop(tail);
+            // Closed never: the feed owns the semaphore for its whole life.
+            let _turn = self.behind[shard].acquire().await;
             return self.read_shard_direct(shard, from, request).await;
         }
         self.refresh(shard, &mut tail).await?;
