@@ -10,6 +10,11 @@ change every subscriber received (clocks are the same machine's).
 
   bench/scripts/feed_load.py --bin target/release/bookd --workload flash-sale --subscribers 100
   bench/scripts/feed_load.py ... --subscriber-bin target/release/examples/feed_subscribers
+
+Also reports the node's own CPU over the bench (/proc/PID/stat, user + system, in cores) and the
+changes it sent (/metrics `bookd_feed_changes_sent_total`), so the cost of fan-out per delivered
+change is a figure of the node alone. `--subscriber-nice N` runs the subscribers at a lower
+priority, a stand-in for subscribers on other machines: they use what the node leaves.
 """
 import argparse, json, os, shutil, subprocess, tempfile, threading, time, urllib.request
 
@@ -32,6 +37,18 @@ def follow(http, stop, stats, index):
         cursor = page["cursor"]
     stats[index] = (received, latencies)
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+def changes_sent(http):
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("bookd_feed_changes_sent_total "):
+                return int(float(line.split()[1]))
+    return 0
+
 def percentile(values, p):
     if not values:
         return None
@@ -47,6 +64,8 @@ def main():
     parser.add_argument("--subscribers", type=int, default=0)
     parser.add_argument("--subscriber-bin", help="follow over the binary protocol with this "
                         "program (bench/examples/feed_subscribers.rs) instead of HTTP long polls")
+    parser.add_argument("--subscriber-nice", type=int, default=0,
+                        help="niceness of the binary subscribers' process (0: the node's own)")
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="bookd-feed-")
     node = subprocess.Popen([args.bin, "serve", "--data-dir", data, "--http", "127.0.0.1:0",
@@ -61,18 +80,26 @@ def main():
         rust = None
         if args.subscriber_bin and args.subscribers:
             seconds = int(args.duration.rstrip("s")) + 7
-            rust = subprocess.Popen([args.subscriber_bin, binary, str(args.subscribers), str(seconds)],
-                                    stdout=subprocess.PIPE, text=True)
+            command = [args.subscriber_bin, binary, str(args.subscribers), str(seconds)]
+            if args.subscriber_nice:
+                command = ["nice", "-n", str(args.subscriber_nice)] + command
+            rust = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         python_subscribers = 0 if rust else args.subscribers
         stop, stats = threading.Event(), [None] * python_subscribers
         threads = [threading.Thread(target=follow, args=(http, stop, stats, i), daemon=True)
                    for i in range(python_subscribers)]
         for thread in threads:
             thread.start()
+        cpu_before, sent_before, started = cpu_seconds(node.pid), changes_sent(http), time.time()
         bench = subprocess.run([args.bin, "bench", "--workload", args.workload, "--addr", binary,
                                 "--clients", str(args.clients), "--duration", args.duration,
                                 "--json"], capture_output=True, text=True, check=True)
         report = json.loads(bench.stdout)
+        elapsed = time.time() - started
+        node_cores = (cpu_seconds(node.pid) - cpu_before) / elapsed
+        sent_per_s = (changes_sent(http) - sent_before) / elapsed
+        usage = {"node_cores": round(node_cores, 2), "changes_sent_per_s": round(sent_per_s),
+                "node_cpu_us_per_command": round(node_cores * 1e6 / max(report["commands_per_s"], 1), 2)}
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
@@ -80,13 +107,13 @@ def main():
             subscribers = json.loads(rust.communicate(timeout=120)[0])
             print(json.dumps({"workload": args.workload, "subscribers": args.subscribers,
                               "protocol": "binary",
-                              "commands_per_s": round(report["commands_per_s"]), **subscribers}))
+                              "commands_per_s": round(report["commands_per_s"]), **usage, **subscribers}))
             return
         latencies = [l for s in stats if s for l in s[1]]
         received = [s[0] for s in stats if s]
         print(json.dumps({
             "workload": args.workload, "subscribers": args.subscribers,
-            "commands_per_s": round(report["commands_per_s"]),
+            "commands_per_s": round(report["commands_per_s"]), **usage,
             "changes_received_min": min(received) if received else None,
             "feed_latency_ms": {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
                                 "max": percentile(latencies, 1.0)},

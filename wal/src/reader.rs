@@ -7,7 +7,7 @@ use crate::error::WalError;
 use crate::limits::segment_header_size_bytes;
 use crate::record::{self, Lsn};
 use crate::storage::{SegmentFile, Storage};
-use crate::writer::Wal;
+use crate::writer::{Wal, LSN_INDEX_STRIDE};
 
 impl<S: Storage> Wal<S> {
     /// The framed bytes of consecutive durable records starting at `from_lsn`, at most `max_bytes`
@@ -52,17 +52,25 @@ impl<S: Storage> Wal<S> {
         Ok(out)
     }
 
-    /// (segment index, offset) of the record `lsn`, which must be held by the log.
-    fn locate(&self, lsn: Lsn) -> (usize, usize) {
+    /// (segment index, offset) of the record `lsn`, which must be held by the log: from the
+    /// read cursor when it is there, else from the segment's LSN index, extended on the way.
+    fn locate(&mut self, lsn: Lsn) -> (usize, usize) {
         if let Some((cursor_lsn, index, offset)) = self.read_cursor {
             if cursor_lsn == lsn && index < self.segments.len() {
                 return (index, offset);
             }
         }
         let index = self.segments.partition_point(|s| s.first_lsn <= lsn).saturating_sub(1);
-        let segment = &self.segments[index];
-        let mut offset = segment_header_size_bytes as usize;
-        let mut at = segment.first_lsn;
+        let segment = &mut self.segments[index];
+        let steps = lsn - segment.first_lsn;
+        let wanted = usize::try_from(steps / LSN_INDEX_STRIDE).unwrap_or(usize::MAX);
+        if segment.lsn_index.is_empty() {
+            segment.lsn_index.push(segment_header_size_bytes as usize);
+        }
+        // The nearest entry at or before `lsn`, then record by record, noting each stride passed.
+        let known = wanted.min(segment.lsn_index.len() - 1);
+        let mut offset = segment.lsn_index[known];
+        let mut at = segment.first_lsn + known as u64 * LSN_INDEX_STRIDE;
         while at < lsn {
             let bytes = &segment.file.bytes()[offset..segment.end_offset];
             let Some((_, size)) = record::peek(bytes) else {
@@ -70,6 +78,11 @@ impl<S: Storage> Wal<S> {
             };
             offset += size;
             at += 1;
+            if (at - segment.first_lsn) % LSN_INDEX_STRIDE == 0
+                && (at - segment.first_lsn) / LSN_INDEX_STRIDE == segment.lsn_index.len() as u64
+            {
+                segment.lsn_index.push(offset);
+            }
         }
         (index, offset)
     }

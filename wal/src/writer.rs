@@ -129,7 +129,14 @@ pub(crate) struct Segment<F> {
     /// The timestamp of its newest record, once it is sealed by this process (`None`: found at
     /// open, counted as of the first record appended since).
     pub(crate) sealed_at_ms: Option<u64>,
+    /// Where records `first_lsn + k * LSN_INDEX_STRIDE` start, for k = 0, 1, …: filled by readers
+    /// as they pass (records are only ever appended), so finding a record is a lookup and at
+    /// most a stride of steps, not a walk from the segment's start.
+    pub(crate) lsn_index: Vec<usize>,
 }
+
+/// Records between two entries of a segment's LSN index.
+pub(crate) const LSN_INDEX_STRIDE: u64 = 128;
 
 /// A log: one directory, one writer thread.
 pub struct Wal<S: Storage> {
@@ -243,6 +250,7 @@ impl<S: Storage> Wal<S> {
                 end_offset: s.end_offset,
                 file: s.file,
                 sealed_at_ms: None,
+                lsn_index: Vec::new(),
             })
             .collect();
         Wal {
@@ -627,6 +635,7 @@ impl<S: Storage> Wal<S> {
             end_offset: header.len(),
             file,
             sealed_at_ms: None,
+            lsn_index: Vec::new(),
         });
         self.next_segment_requested = false;
         Ok(())

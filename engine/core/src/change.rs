@@ -340,12 +340,29 @@ pub enum ChangeDecodeError {
 /// Decodes a list of changes (as [`Engine::drain_changes`] wrote it). Strict: never panics,
 /// allocates nothing before the bytes it copies are there.
 pub fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, ChangeDecodeError> {
+    decode_list(bytes, |change, _| change)
+}
+
+/// Decodes a list of changes as [`decode_changes`] does, each with the bytes it was encoded in
+/// (exactly what [`encode_change`] writes for it), so a reader can pass a change on without
+/// encoding it again.
+pub fn decode_changes_encoded(bytes: &[u8]) -> Result<Vec<(Change, &[u8])>, ChangeDecodeError> {
+    decode_list(bytes, |change, encoded| (change, encoded))
+}
+
+fn decode_list<'a, T>(
+    bytes: &'a [u8],
+    mut each: impl FnMut(Change, &'a [u8]) -> T,
+) -> Result<Vec<T>, ChangeDecodeError> {
     let mut reader = Reader { bytes };
     let count = reader.u32()?;
     // Every change is at least 11 bytes: the bound keeps a lying count from allocating.
     let mut changes = Vec::with_capacity((count as usize).min(bytes.len() / 11));
     for _ in 0..count {
-        changes.push(reader.change()?);
+        let start = reader.bytes;
+        let change = reader.change()?;
+        let encoded = &start[..start.len() - reader.bytes.len()];
+        changes.push(each(change, encoded));
     }
     if !reader.bytes.is_empty() {
         return Err(ChangeDecodeError::Trailing(reader.bytes.len()));

@@ -10,7 +10,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bookd_engine::change::{decode_changes, Change, ChangeOp};
+use bookd_engine::change::{
+    decode_changes, decode_changes_encoded, encode_change, Change, ChangeOp,
+};
 use bookd_engine::{Engine, HoldStatus};
 use common::{engine_resolve, history, Action, Profile, T0};
 use proptest::prelude::*;
@@ -130,7 +132,11 @@ fn run(steps: &[common::Step], budget: usize) -> Result<(), TestCaseError> {
         }
         for logged in &log[applied..] {
             let (Logged::Command(_, _, bytes) | Logged::Tick(_, _, bytes)) = logged;
-            for change in decode_changes(bytes).expect("changes decode") {
+            // What the feed passes on verbatim is what encoding the decoded change gives.
+            for (change, encoded) in decode_changes_encoded(bytes).expect("changes decode") {
+                let mut again = Vec::new();
+                encode_change(&change, &mut again);
+                prop_assert_eq!(encoded, &again[..]);
                 consumer.apply(&change);
             }
         }

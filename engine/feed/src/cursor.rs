@@ -76,16 +76,28 @@ impl Cursor {
     }
 }
 
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("c")?;
+impl Cursor {
+    /// Appends the cursor's text to `out` (what `to_string` gives, without a `String`).
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        out.push(b'c');
         for (shard, position) in self.positions.iter().enumerate() {
             if shard > 0 {
-                f.write_str("_")?;
+                out.push(b'_');
             }
-            write!(f, "{}.{}", position.lsn, position.skip)?;
+            out.extend_from_slice(digits.format(position.lsn).as_bytes());
+            out.push(b'.');
+            out.extend_from_slice(digits.format(position.skip).as_bytes());
         }
-        Ok(())
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = Vec::with_capacity(4 + 12 * self.positions.len());
+        self.write_text(&mut text);
+        // Digits, dots, underscores and a 'c': ASCII.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::change::{decode_changes, Change, ChangeDecodeError};
+use bookd_engine::change::{decode_changes_encoded, Change, ChangeDecodeError};
 use bookd_runtime::{
     decode_command_changes, decode_tick, shard_of, ControlError, PayloadError, RawRead, Runtime,
     RECORD_KIND_COMMAND, RECORD_KIND_TICK,
@@ -51,19 +51,84 @@ pub struct FeedRequest {
     pub wait: Duration,
 }
 
-/// One change and the cursor just after it.
+/// A change as the feed holds it: decoded once and kept with its encoded form (the log's own
+/// bytes), shared by every reader it is served to. Derefs to the [`Change`].
+#[derive(Debug)]
+pub struct SharedChange {
+    change: Change,
+    encoded: Box<[u8]>,
+}
+
+impl SharedChange {
+    /// `change` and the bytes it was decoded from.
+    pub fn new(change: Change, encoded: &[u8]) -> SharedChange {
+        SharedChange { change, encoded: encoded.into() }
+    }
+
+    /// The change in the log's layout: what a CHANGES frame of the binary protocol carries.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// About how many bytes of memory the change holds: the struct, its encoded form, and the
+    /// decoded strings and lists (never more than twice the encoded form, plus their headers).
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<SharedChange>() + 3 * self.encoded.len() + 64
+    }
+}
+
+impl std::ops::Deref for SharedChange {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.change
+    }
+}
+
+/// One change of a page: its shard, where that shard's log goes on after it, and the change.
 #[derive(Debug, Clone)]
 pub struct FeedChange {
-    pub cursor: Cursor,
-    pub change: Arc<Change>,
+    pub shard: usize,
+    pub after: Position,
+    pub change: Arc<SharedChange>,
 }
 
 /// A page of changes, and the cursor to go on from (after the last one, or past what was
-/// scanned when nothing matched).
+/// scanned when nothing matched). The cursor just after each change is
+/// [`FeedPage::walk`]'s to give: changes carry only the one position that moves.
 #[derive(Debug, Clone)]
 pub struct FeedPage {
+    /// The cursor the page was read from.
+    pub from: Cursor,
     pub changes: Vec<FeedChange>,
     pub cursor: Cursor,
+}
+
+impl FeedPage {
+    /// The page's changes in order, each with the cursor just after it.
+    pub fn walk(&self) -> Walk<'_> {
+        Walk { changes: self.changes.iter(), cursor: self.from.clone() }
+    }
+}
+
+/// The changes of a page with their cursors, one cursor updated in place (not an `Iterator`:
+/// each cursor lives until the next call).
+#[derive(Debug)]
+pub struct Walk<'p> {
+    changes: std::slice::Iter<'p, FeedChange>,
+    cursor: Cursor,
+}
+
+impl<'p> Walk<'p> {
+    /// The next change and the cursor just after it.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<(&Cursor, &'p FeedChange)> {
+        let change = self.changes.next()?;
+        if let Some(position) = self.cursor.positions.get_mut(change.shard) {
+            *position = change.after;
+        }
+        Some((&self.cursor, change))
+    }
 }
 
 /// Why a read failed.
@@ -156,21 +221,27 @@ pub struct Feed {
     metrics: FeedMetrics,
     /// Per shard, the newest records decoded, shared by the readers near the end.
     tails: Vec<tokio::sync::Mutex<Tail>>,
+    /// Per shard, one read of the log for a reader behind the tail at a time: such reads are
+    /// each reader's own, and the shard's thread copies the log for them, so however many
+    /// readers fall behind, they take turns and the shard's writes keep their pace.
+    behind: Vec<tokio::sync::Semaphore>,
 }
 
-/// Changes a shard's shared tail holds at most (about 200 bytes each).
-const TAIL_CHANGES_MAX: usize = 100_000;
+/// Bytes of changes a shard's shared tail holds at most ([`SharedChange::footprint`]): about
+/// 150 000 flash-sale changes, a few seconds of a busy shard, so that readers a little behind
+/// the end still share one decoding instead of each reading the log.
+const TAIL_BYTES_MAX: usize = 48 << 20;
 
 /// The newest records of a shard's log with their changes decoded: consecutive LSNs up to
 /// `next_lsn`, oldest first (a record without changes holds an empty list). Every reader of the
 /// shard near the end reads here, so each record is read from the shard and decoded once.
 #[derive(Debug, Default)]
 struct Tail {
-    records: VecDeque<(u64, Arc<[Arc<Change>]>)>,
+    records: VecDeque<(u64, Box<[Arc<SharedChange>]>)>,
     /// The LSN after the last record held (where the next refresh reads).
     next_lsn: u64,
-    /// Changes held, for the bound.
-    changes: usize,
+    /// The footprint of the changes held, for the bound.
+    bytes: usize,
 }
 
 impl Tail {
@@ -178,16 +249,16 @@ impl Tail {
         self.records.front().map_or(self.next_lsn, |(lsn, _)| *lsn)
     }
 
-    fn push(&mut self, lsn: u64, changes: Arc<[Arc<Change>]>) {
-        self.changes += changes.len();
+    fn push(&mut self, lsn: u64, changes: Box<[Arc<SharedChange>]>) {
+        self.bytes += footprint(&changes);
         self.records.push_back((lsn, changes));
         self.next_lsn = lsn + 1;
     }
 
-    fn trim(&mut self, changes_max: usize) {
-        while self.changes > changes_max {
+    fn trim(&mut self, bytes_max: usize) {
+        while self.bytes > bytes_max {
             let Some((_, dropped)) = self.records.pop_front() else { break };
-            self.changes -= dropped.len();
+            self.bytes -= footprint(&dropped);
         }
     }
 
@@ -196,7 +267,7 @@ impl Tail {
         let mut read = ShardRead { changes: VecDeque::new(), end: from };
         let start =
             usize::try_from(from.lsn.saturating_sub(self.first_lsn())).unwrap_or(usize::MAX);
-        for (lsn, changes) in self.records.iter().skip(start) {
+        for (lsn, changes) in self.records.range(start.min(self.records.len())..) {
             let skip = if *lsn == from.lsn { from.skip as usize } else { 0 };
             for (index, change) in changes.iter().enumerate().skip(skip) {
                 if read.changes.len() == request.limit {
@@ -214,9 +285,13 @@ impl Tail {
     }
 }
 
+fn footprint(changes: &[Arc<SharedChange>]) -> usize {
+    changes.iter().map(|change| change.footprint()).sum::<usize>() + 32
+}
+
 /// The changes read from one shard: each with its position after it, and where the scan ended.
 struct ShardRead {
-    changes: VecDeque<(Position, Arc<Change>)>,
+    changes: VecDeque<(Position, Arc<SharedChange>)>,
     end: Position,
 }
 
@@ -224,7 +299,8 @@ impl Feed {
     pub fn new(runtime: Arc<Runtime>) -> Feed {
         let tails =
             (0..runtime.shards()).map(|_| tokio::sync::Mutex::new(Tail::default())).collect();
-        Feed { runtime, metrics: FeedMetrics::default(), tails }
+        let behind = (0..runtime.shards()).map(|_| tokio::sync::Semaphore::new(1)).collect();
+        Feed { runtime, metrics: FeedMetrics::default(), tails, behind }
     }
 
     pub fn metrics(&self) -> &FeedMetrics {
@@ -272,7 +348,19 @@ impl Feed {
             if !page.changes.is_empty() || now >= deadline {
                 return Ok(page);
             }
+            // A read scans a bounded stretch of log: while durable records are left to scan, go
+            // on at once; only at the end wait for a new change.
+            // (Only while the scan moves, so a log that cannot be read yet is waited for.)
+            let end = self.end();
+            let behind = self
+                .shards_read(request)
+                .into_iter()
+                .any(|shard| page.cursor.positions[shard].lsn < end.positions[shard].lsn);
+            let moved = page.cursor != cursor;
             cursor = page.cursor;
+            if behind && moved {
+                continue;
+            }
             let _ = tokio::time::timeout(deadline - now, durable).await;
         }
     }
@@ -283,10 +371,7 @@ impl Feed {
         cursor: &Cursor,
         request: &FeedRequest,
     ) -> Result<FeedPage, FeedError> {
-        let shards: Vec<usize> = match &request.partition {
-            Some(partition) => vec![shard_of(partition, self.shards())],
-            None => (0..self.shards()).collect(),
-        };
+        let shards = self.shards_read(request);
         let mut reads = Vec::with_capacity(shards.len());
         for &shard in &shards {
             let from = cursor.positions[shard];
@@ -305,6 +390,14 @@ impl Feed {
         Ok(merge(cursor, reads, request.limit))
     }
 
+    /// The shards a request reads: its partition's, or all.
+    fn shards_read(&self, request: &FeedRequest) -> Vec<usize> {
+        match &request.partition {
+            Some(partition) => vec![shard_of(partition, self.shards())],
+            None => (0..self.shards()).collect(),
+        }
+    }
+
     /// Up to `request.limit` changes of `shard` from `from`: from the shard's shared tail when
     /// `from` is in it (the common case: followers near the end), else from the log.
     async fn read_shard(
@@ -314,11 +407,15 @@ impl Feed {
         request: &FeedRequest,
     ) -> Result<ShardRead, FeedError> {
         let mut tail = self.tails[shard].lock().await;
-        if tail.records.is_empty() {
-            tail.next_lsn = from.lsn;
+        // The tail serves the readers nearest the end: one ahead of it (nobody read for a while)
+        // moves it there rather than wait for it to catch up; readers behind read the log.
+        if tail.records.is_empty() || from.lsn > tail.next_lsn {
+            *tail = Tail { next_lsn: from.lsn, ..Tail::default() };
         }
         if from.lsn < tail.first_lsn() {
             drop(tail);
+            // Closed never: the feed owns the semaphore for its whole life.
+            let _turn = self.behind[shard].acquire().await;
             return self.read_shard_direct(shard, from, request).await;
         }
         self.refresh(shard, &mut tail).await?;
@@ -361,10 +458,10 @@ impl Feed {
                 }
                 let changes = record_changes(record.header.kind, record.payload)
                     .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
-                tail.push(lsn, changes.into_iter().map(Arc::new).collect());
+                tail.push(lsn, changes);
             }
         }
-        tail.trim(TAIL_CHANGES_MAX);
+        tail.trim(TAIL_BYTES_MAX);
         Ok(())
     }
 
@@ -411,14 +508,14 @@ impl Feed {
                 let changes = record_changes(record.header.kind, record.payload)
                     .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
                 let skip = read.end.skip as usize;
-                for (index, change) in changes.into_iter().enumerate().skip(skip) {
+                for (index, change) in changes.iter().enumerate().skip(skip) {
                     if read.changes.len() == request.limit {
                         read.end = Position { lsn, skip: index as u32 };
                         return Ok(read);
                     }
                     if request.partition.as_ref().is_none_or(|p| *p == change.partition) {
                         let after = Position { lsn, skip: index as u32 + 1 };
-                        read.changes.push_back((after, Arc::new(change)));
+                        read.changes.push_back((after, change.clone()));
                     }
                 }
                 read.end = Position::at(lsn + 1);
@@ -451,16 +548,18 @@ impl Feed {
 }
 
 /// The changes a record carries (none for records of version 1, epochs and settings).
-fn record_changes(kind: u8, payload: &[u8]) -> Result<Vec<Change>, RecordProblem> {
+fn record_changes(kind: u8, payload: &[u8]) -> Result<Box<[Arc<SharedChange>]>, RecordProblem> {
     let section = match kind {
         RECORD_KIND_COMMAND => decode_command_changes(payload)?.1,
         RECORD_KIND_TICK => decode_tick(payload)?.changes,
         _ => None,
     };
-    match section {
-        Some(bytes) => Ok(decode_changes(bytes)?),
-        None => Ok(Vec::new()),
-    }
+    let Some(bytes) = section else { return Ok(Box::default()) };
+    let changes = decode_changes_encoded(bytes)?;
+    Ok(changes
+        .into_iter()
+        .map(|(change, encoded)| Arc::new(SharedChange::new(change, encoded)))
+        .collect())
 }
 
 /// Merges the shards' changes by time (then shard), at most `limit`, each with the cursor after
@@ -482,12 +581,12 @@ fn merge(from: &Cursor, reads: Vec<(usize, ShardRead)>, limit: usize) -> FeedPag
             break;
         };
         positions[shard] = after;
-        changes.push(FeedChange { cursor: Cursor { positions: positions.clone() }, change });
+        changes.push(FeedChange { shard, after, change });
     }
     for (shard, read) in &reads {
         if read.changes.is_empty() {
             positions[*shard] = read.end;
         }
     }
-    FeedPage { changes, cursor: Cursor { positions } }
+    FeedPage { from: from.clone(), changes, cursor: Cursor { positions } }
 }

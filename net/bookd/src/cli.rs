@@ -164,6 +164,9 @@ pub struct RelayArgs {
     /// The node's token, if it has one.
     #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve the relay's own figures (published, lag, caught up) on ADDR at GET /metrics.
+    #[arg(long, env = "BOOKD_RELAY_METRICS")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,7 +455,21 @@ fn relay(args: &RelayArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::relay::run(&config)) {
+    let metrics = std::sync::Arc::new(crate::relay::RelayMetrics::default());
+    if let Some(addr) = &args.metrics {
+        let listener = match runtime.block_on(tokio::net::TcpListener::bind(addr.as_str())) {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("bookd relay: cannot listen on {addr}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Ok(local) = listener.local_addr() {
+            eprintln!("bookd relay metrics={local}");
+        }
+        runtime.spawn(crate::relay::serve_metrics(listener, metrics.clone()));
+    }
+    match runtime.block_on(crate::relay::run(&config, &metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bookd relay: {error}");

@@ -8,7 +8,13 @@
 //! the stream holds (its `Nats-Msg-Id`), or from the oldest change the node keeps when the stream
 //! is empty; JetStream drops a duplicate id within its window, which covers a publish whose
 //! acknowledgement was lost in a crash.
+//!
+//! With `--metrics ADDR` the relay serves its own figures (`GET /metrics`, Prometheus text):
+//! changes published, how old the last one was when the stream acknowledged it, and whether the
+//! relay is at the end of the feed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
@@ -26,6 +32,59 @@ pub struct RelayConfig {
     /// The nodes' HTTP addresses, tried in turn.
     pub http: Vec<String>,
     pub token: Option<String>,
+}
+
+/// The relay's figures.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    /// Changes the stream acknowledged.
+    pub published: AtomicU64,
+    /// How old the last change published was (ms since its `at_ms`) when the stream took it.
+    pub lag_ms: AtomicU64,
+    /// 1 when the last page read was not full: the relay is at the feed's end.
+    pub caught_up: AtomicU64,
+    /// Reads of the feed that failed and were retried (a node down, a failover).
+    pub retries: AtomicU64,
+}
+
+impl RelayMetrics {
+    /// The figures as Prometheus text.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let metrics: [(&str, &str, &str, &AtomicU64); 4] = [
+            (
+                "bookd_relay_published_total",
+                "counter",
+                "Changes published to the stream and acknowledged by it.",
+                &self.published,
+            ),
+            (
+                "bookd_relay_lag_ms",
+                "gauge",
+                "Age of the last change published when the stream acknowledged it, in ms.",
+                &self.lag_ms,
+            ),
+            (
+                "bookd_relay_caught_up",
+                "gauge",
+                "1 when the relay's last read reached the end of the feed.",
+                &self.caught_up,
+            ),
+            (
+                "bookd_relay_retries_total",
+                "counter",
+                "Reads of the feed that failed and were tried again (a node down, a failover).",
+                &self.retries,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
 }
 
 /// Why the relay stopped.
@@ -51,7 +110,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Runs the relay until an error that retrying cannot mend (NATS refusing the stream, a node
 /// refusing the relay's cursor for good).
-pub async fn run(config: &RelayConfig) -> Result<(), RelayError> {
+pub async fn run(config: &RelayConfig, metrics: &RelayMetrics) -> Result<(), RelayError> {
     let client = async_nats::connect(&config.nats_url).await.map_err(nats)?;
     let js = jetstream::new(client);
     let mut stream = js
@@ -77,6 +136,7 @@ pub async fn run(config: &RelayConfig) -> Result<(), RelayError> {
         let page = match read_page(addr, config.token.as_deref(), cursor.as_deref()).await {
             Ok(page) => page,
             Err(Retry::Elsewhere) => {
+                metrics.retries.fetch_add(1, Ordering::Relaxed);
                 node += 1;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -101,11 +161,14 @@ pub async fn run(config: &RelayConfig) -> Result<(), RelayError> {
             ack.await.map_err(nats)?;
         }
         published += changes.len() as u64;
+        metrics.published.store(published, Ordering::Relaxed);
+        metrics.caught_up.store(u64::from(changes.len() < PAGE_LIMIT), Ordering::Relaxed);
         if let Some(last) = changes.last().and_then(|change| change["cursor"].as_str()) {
             cursor = Some(last.to_string());
+            let lag_ms = now_ms()
+                .saturating_sub(changes.last().and_then(|c| c["at_ms"].as_u64()).unwrap_or(0));
+            metrics.lag_ms.store(lag_ms, Ordering::Relaxed);
             if reported.elapsed() >= Duration::from_secs(10) {
-                let lag_ms = now_ms()
-                    .saturating_sub(changes.last().and_then(|c| c["at_ms"].as_u64()).unwrap_or(0));
                 eprintln!("bookd relay: {published} changes published, lag {lag_ms} ms");
                 reported = Instant::now();
             }
@@ -192,4 +255,43 @@ async fn oldest_cursor(addr: &str, token: Option<&str>) -> Result<String, Retry>
         }
     }
     Err(Retry::Elsewhere)
+}
+
+/// Connections the metrics listener serves at once; more wait in the kernel's backlog.
+const METRICS_CONNECTIONS_MAX: usize = 16;
+
+/// Serves `GET /metrics` (anything else: 404) on `listener` until the process ends.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<RelayMetrics>) {
+    use http_body_util::Full;
+    use hyper::{Response, StatusCode};
+    let connections = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors, say: wait a little rather than spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let response = if request.uri().path() == "/metrics" {
+                    Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4")
+                        .body(Full::new(Bytes::from(metrics.render())))
+                } else {
+                    Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Full::new(Bytes::from_static(b"not found\n")))
+                };
+                async move { response }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            drop(permit);
+        });
+    }
 }

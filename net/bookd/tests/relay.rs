@@ -48,9 +48,10 @@ fn nats_server(port: u16, store: &Path) -> Killed {
     Killed(child)
 }
 
-fn relay(nats_port: u16, http: &str) -> Killed {
+fn relay(nats_port: u16, http: &str, more: &[&str]) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_bookd"))
         .args(["relay", "--nats", &format!("nats://127.0.0.1:{nats_port}"), "--http", http])
+        .args(more)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -139,7 +140,7 @@ fn every_change_lands_in_the_stream_exactly_once_through_kills() {
     let args = ["--shards", "2", "--http", http.as_str()];
     let node_dir = temp.path().join("node");
     let mut node = Bookd::serve(&node_dir, &args);
-    let mut relayed = relay(nats_port, &node.http);
+    let mut relayed = relay(nats_port, &node.http, &[]);
     for round in 0..20 {
         make_changes(&node.http, round);
     }
@@ -149,7 +150,8 @@ fn every_change_lands_in_the_stream_exactly_once_through_kills() {
     for round in 20..40 {
         make_changes(&node.http, round);
     }
-    relayed = relay(nats_port, &node.http);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    relayed = relay(nats_port, &node.http, &["--metrics", &metrics]);
     // The node dies while the relay follows it; the relay waits for it on the same address.
     wait_until("more changes relayed", || stream_ids(nats_port).len() >= 250);
     node.kill9();
@@ -160,6 +162,21 @@ fn every_change_lands_in_the_stream_exactly_once_through_kills() {
     let expected = feed_changes(&node.http);
     assert_eq!(expected.len(), 60 * 4 * 3, "every change is in the feed");
     wait_until("every change relayed", || stream_ids(nats_port).len() >= expected.len());
+    // The relay's own figures: what this run of it published, at the feed's end, after a retry
+    // while the node was down.
+    let metric = |name: &str| -> Option<u64> {
+        let (_, text) = request(&metrics, "GET", "/metrics", None, None).ok()?;
+        let line = text.lines().find(|line| line.starts_with(&format!("{name} ")))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    wait_until("the relay reports that it is caught up", || {
+        metric("bookd_relay_caught_up") == Some(1)
+    });
+    let published = metric("bookd_relay_published_total").unwrap();
+    assert!(published >= (expected.len() - 12) as u64 / 2, "published {published}");
+    assert!(published <= expected.len() as u64, "published {published}");
+    assert!(metric("bookd_relay_retries_total").unwrap() >= 1, "the node was down once");
+    assert!(metric("bookd_relay_lag_ms").is_some());
     drop(relayed);
     let messages = stream_ids(nats_port);
     assert_eq!(messages.len(), expected.len(), "nothing twice");

@@ -1,7 +1,8 @@
 //! bookd's binary protocol for gateway services: TCP, little-endian, length-prefixed frames,
 //! versioned, pipelined by request id, up to 1 000 commands per frame, the same commands,
-//! results and error codes as HTTP. The byte layout is docs/protocol.md; its hex vectors are
-//! checked against this code by net/protocol/tests/protocol_vectors.rs. No tokio and no I/O here:
+//! results and error codes as HTTP. The byte layout is docs/protocol.md; its test vectors
+//! (docs/protocol-vectors.json) are checked against this code by
+//! net/protocol/tests/protocol_vectors.rs. No tokio and no I/O here:
 //! the server (`bookd-server`) and the client (`bookd-client`) bring their own sockets.
 //!
 //! Invariant: the protocol only decodes shapes. A frame or field that does not decode is a

@@ -69,19 +69,67 @@ pub fn encode_changes<'c>(
     changes: impl ExactSizeIterator<Item = (String, &'c Change)>,
     buf: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    put_str16(buf, cursor, "cursor")?;
-    let count = u16::try_from(changes.len())
-        .map_err(|_| EncodeError { field: "changes".into(), len: changes.len() })?;
-    put_u16(buf, count);
+    let mut writer = ChangesWriter::begin(cursor, buf)?;
+    let mut encoded = Vec::new();
     for (after, change) in changes {
-        put_str16(buf, &after, "cursor")?;
-        let at = buf.len();
-        put_u32(buf, 0);
-        encode_change(change, buf);
-        let len = u32::try_from(buf.len() - at - 4).unwrap_or(u32::MAX);
-        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        encoded.clear();
+        encode_change(change, &mut encoded);
+        writer.push(after.as_bytes(), &encoded)?;
     }
+    writer.finish();
     Ok(())
+}
+
+/// Most changes one CHANGES frame carries (its count is a `u16`).
+pub const CHANGES_PER_FRAME_MAX: usize = u16::MAX as usize;
+
+/// Writes a CHANGES payload change by change from bytes the caller already has: each change's
+/// cursor text and its encoded form (the log's own bytes), so a node serving many subscribers
+/// copies each change into each frame and encodes nothing again.
+#[derive(Debug)]
+pub struct ChangesWriter<'b> {
+    buf: &'b mut Vec<u8>,
+    /// Where the count goes, and the changes written so far.
+    count_at: usize,
+    count: u16,
+}
+
+impl<'b> ChangesWriter<'b> {
+    /// Starts a payload going on from `cursor` at the end of `buf`.
+    pub fn begin(cursor: &str, buf: &'b mut Vec<u8>) -> Result<ChangesWriter<'b>, EncodeError> {
+        put_str16(buf, cursor, "cursor")?;
+        let count_at = buf.len();
+        put_u16(buf, 0);
+        Ok(ChangesWriter { buf, count_at, count: 0 })
+    }
+
+    /// Appends one change: `cursor`, the UTF-8 text of the cursor just after it, and
+    /// `encoded`, the change in the log's layout. Nothing is written when it is refused.
+    pub fn push(&mut self, cursor: &[u8], encoded: &[u8]) -> Result<(), EncodeError> {
+        let too_long = |field: &str, len| EncodeError { field: field.into(), len };
+        let count = self.count.checked_add(1).ok_or_else(|| too_long("changes", usize::MAX))?;
+        let cursor_len =
+            u16::try_from(cursor.len()).map_err(|_| too_long("cursor", cursor.len()))?;
+        let change_len =
+            u32::try_from(encoded.len()).map_err(|_| too_long("change", encoded.len()))?;
+        self.buf.reserve(2 + cursor.len() + 4 + encoded.len());
+        put_u16(self.buf, cursor_len);
+        self.buf.extend_from_slice(cursor);
+        put_u32(self.buf, change_len);
+        self.buf.extend_from_slice(encoded);
+        self.count = count;
+        Ok(())
+    }
+
+    /// Changes written so far.
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Writes the count; the payload is complete.
+    pub fn finish(self) {
+        self.buf[self.count_at..self.count_at + 2].copy_from_slice(&self.count.to_le_bytes());
+    }
 }
 
 /// Decodes a CHANGES payload: the page's cursor and its changes.

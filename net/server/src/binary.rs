@@ -40,8 +40,8 @@ use bookd_protocol::limits::{
     WRITE_STALL_TIMEOUT_DEFAULT,
 };
 use bookd_protocol::reply::{encode_op_result, put_refused, Refused};
-use bookd_protocol::subscribe::{decode_credit, encode_changes, Subscribe};
-use bookd_protocol::wire::put_u16;
+use bookd_protocol::subscribe::{decode_credit, ChangesWriter, Subscribe};
+use bookd_protocol::wire::{put_u16, EncodeError};
 
 /// Settings of the binary server.
 #[derive(Debug, Clone)]
@@ -756,16 +756,15 @@ impl<'a> Connection<'a> {
         let request_id = subscription.request_id;
         match page {
             Ok(page) => {
-                subscription.credit = subscription.credit.saturating_sub(page.changes.len() as u64);
-                subscription.cursor = page.cursor.clone();
                 let start = frame::begin(&mut self.wbuf, Kind::Changes, request_id);
-                let changes =
-                    page.changes.iter().map(|change| (change.cursor.to_string(), &*change.change));
-                if encode_changes(&page.cursor.to_string(), changes, &mut self.wbuf).is_err() {
+                if write_changes(&page, &mut self.wbuf).is_err() {
+                    // Not sent: the subscription reads the page again.
                     self.wbuf.truncate(start);
                     return;
                 }
                 frame::finish(&mut self.wbuf, start);
+                subscription.credit = subscription.credit.saturating_sub(page.changes.len() as u64);
+                subscription.cursor = page.cursor;
             }
             Err(FeedError::Expired { oldest }) => {
                 let error = ErrorFrame {
@@ -887,6 +886,21 @@ fn decode_control(kind: Kind, payload: &[u8]) -> Result<Control, ErrorFrame> {
         partition: subscribe.partition.map(str::to_owned),
         credit: subscribe.credit,
     })
+}
+
+/// A page as a CHANGES payload: each change copied in its encoded form, shared by every
+/// subscriber, beside the cursor after it, written straight into the frame.
+fn write_changes(page: &FeedPage, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let mut writer = ChangesWriter::begin(&page.cursor.to_string(), buf)?;
+    let mut cursor_text = Vec::with_capacity(64);
+    let mut walk = page.walk();
+    while let Some((cursor, change)) = walk.next() {
+        cursor_text.clear();
+        cursor.write_text(&mut cursor_text);
+        writer.push(&cursor_text, change.change.encoded())?;
+    }
+    writer.finish();
+    Ok(())
 }
 
 /// The subscription's read, if one runs (else never resolves; its select arm is then off).

@@ -110,32 +110,37 @@ pub struct PageJson<'a>(pub &'a FeedPage);
 
 impl Serialize for PageJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Changes<'a>(&'a [FeedChange]);
+        struct Changes<'a>(&'a FeedPage);
         impl Serialize for Changes<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-                for change in self.0 {
-                    seq.serialize_element(&ChangeJson(change))?;
+                let mut seq = serializer.serialize_seq(Some(self.0.changes.len()))?;
+                let mut walk = self.0.walk();
+                while let Some((cursor, change)) = walk.next() {
+                    seq.serialize_element(&ChangeJson { cursor, change })?;
                 }
                 seq.end()
             }
         }
         let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("changes", &Changes(&self.0.changes))?;
+        map.serialize_entry("changes", &Changes(self.0))?;
         map.serialize_entry("cursor", &self.0.cursor.to_string())?;
         map.end()
     }
 }
 
 /// One change: `{"cursor","partition","at_ms","op","hold"?,"resources":[…],"removed"?}`.
-pub struct ChangeJson<'a>(pub &'a FeedChange);
+pub struct ChangeJson<'a> {
+    /// The cursor just after the change.
+    pub cursor: &'a Cursor,
+    pub change: &'a FeedChange,
+}
 
 impl Serialize for ChangeJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let change = &*self.0.change;
+        let change = &**self.change.change;
         let partition = change.partition.as_str();
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("cursor", &self.0.cursor.to_string())?;
+        map.serialize_entry("cursor", &self.cursor.to_string())?;
         map.serialize_entry("partition", partition)?;
         map.serialize_entry("at_ms", &change.at_ms)?;
         map.serialize_entry("op", change.op.as_str())?;
@@ -214,12 +219,13 @@ impl Serialize for ResourcesJson<'_> {
 
 /// One server-sent event per change: `id:` the cursor after it, `data:` the change.
 pub fn sse_events(page: &FeedPage, out: &mut Vec<u8>) {
-    for change in &page.changes {
+    let mut walk = page.walk();
+    while let Some((cursor, change)) = walk.next() {
         out.extend_from_slice(b"id: ");
-        out.extend_from_slice(change.cursor.to_string().as_bytes());
+        cursor.write_text(out);
         out.extend_from_slice(b"\nevent: change\ndata: ");
         // Serialising these types cannot fail (string keys, finite numbers).
-        if serde_json::to_writer(&mut *out, &ChangeJson(change)).is_err() {
+        if serde_json::to_writer(&mut *out, &ChangeJson { cursor, change }).is_err() {
             out.extend_from_slice(b"{}");
         }
         out.extend_from_slice(b"\n\n");

@@ -87,9 +87,10 @@ async fn run_connection(
         .header_read_timeout(app.config().header_read_timeout)
         .max_buf_size(HEAD_SIZE_MAX_BYTES)
         .max_headers(HEADERS_MAX)
-        .keep_alive(true)
-        // Pipelined requests get their responses in one write where possible.
-        .pipeline_flush(true);
+        // Not `pipeline_flush`: with it hyper buffers a streaming body (an event stream) without
+        // bound while the client does not read. Without it, hyper stops polling the body once
+        // its write buffer is full, and the stream's bounded channel holds the rest.
+        .keep_alive(true);
     let stream = WriteStallTimeout::new(stream, app.config().write_stall_timeout);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
