@@ -319,6 +319,7 @@ export class Client {
    */
   subscribe(options: SubscribeOptions = {}): Subscription {
     const pool = this.pool;
+    if (pool.closed) throw new ClosedError();
     return new Subscription({ host: pool.host, port: pool.port }, pool.options, options);
   }
 

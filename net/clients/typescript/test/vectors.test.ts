@@ -6,6 +6,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
 import {
@@ -41,6 +42,7 @@ import {
   skipResult,
   Reader,
   DecodeError,
+  PROTOCOL_VERSION,
 } from '../src/index.js';
 import { fromHex, readRepoFile } from './repo.js';
 
@@ -246,6 +248,16 @@ describe('protocol vectors (docs/protocol-vectors.json)', () => {
   it('are of protocol version 1, the version this package speaks', () => {
     assert.equal(file.protocol_version, 1);
     assert.ok(file.vectors.length >= 20, `only ${file.vectors.length} vectors`);
+  });
+
+  it('are of the version the package version is tied to (1.x for protocol 1)', () => {
+    const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+      bookd: { protocolVersion: number };
+    };
+    assert.equal(Number(manifest.version.split('.')[0]), PROTOCOL_VERSION);
+    assert.equal(manifest.bookd.protocolVersion, PROTOCOL_VERSION);
+    assert.equal(file.protocol_version, PROTOCOL_VERSION);
   });
 
   it('name every error code with its number and HTTP status', () => {
