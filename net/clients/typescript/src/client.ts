@@ -57,8 +57,11 @@ export interface HoldOptions extends CallOptions {
 
 /** A page's position and size. */
 export interface ListOptions extends CallOptions {
+  /** Only ids that start with this. */
   prefix?: string;
+  /** Only ids after this one (the previous page's `next`). */
   after?: string | null;
+  /** Resources per page, 1–1 000 (default 100). */
   limit?: U64;
 }
 
@@ -77,7 +80,19 @@ export type ResultOf<C extends Command> = C extends PutResourceCommand | GetReso
         : SuccessResult;
 
 /** One command's outcome in a batch. */
-export type BatchEntry = { ok: true; result: SuccessResult } | { ok: false; error: BookdError };
+export type BatchEntry =
+  | {
+      /** The command succeeded. */
+      ok: true;
+      /** Its result. */
+      result: SuccessResult;
+    }
+  | {
+      /** The command was refused (by the node, or locally). */
+      ok: false;
+      /** Why: a {@link RefusedError} with the code and details. */
+      error: BookdError;
+    };
 
 /** The result kind each op answers with. */
 const EXPECT: Readonly<Record<Command['op'], Result['kind']>> = {

@@ -45,7 +45,9 @@ export interface ErrorDetails {
 
 /** An error result as decoded from the wire: its code and details. */
 export interface Refusal {
+  /** The contract's error code. */
   readonly code: ErrorCode;
+  /** What the code's details say (nothing for codes that have none). */
   readonly details: ErrorDetails;
 }
 
@@ -94,6 +96,7 @@ export class BookdError extends Error {
 /** The node refused a command (or the client refused it locally, before sending it). */
 export class RefusedError extends BookdError implements Refusal {
   declare readonly code: ErrorCode;
+  /** The details of the refusal (`resource`, `requested`, `available`, `field`, …). */
   readonly details: ErrorDetails;
   /** True when the client refused the command without sending it. */
   readonly local: boolean;

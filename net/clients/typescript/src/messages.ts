@@ -14,13 +14,17 @@ import { DecodeError, Reader, Writer } from './wire.js';
 
 /** What a client says first. */
 export interface Hello {
+  /** The node's `--token` (empty when it has none). */
   token: string;
+  /** Free text for the node's logs. */
   clientName: string;
 }
 
 /** An ERROR frame's payload. */
 export interface ErrorFrame {
+  /** Why the node closes the connection. */
   code: ErrorCode;
+  /** The node's words (at most 1 KiB). */
   message: string;
 }
 
@@ -28,7 +32,9 @@ export interface ErrorFrame {
 export interface Subscribe {
   /** Follow the changes after this cursor; empty: from the feed's current end. */
   cursor: string;
+  /** Only this partition's changes (`null`: all). */
   partition: string | null;
+  /** Changes the node may send before more credit comes. */
   credit: number;
 }
 
@@ -36,6 +42,7 @@ export interface Subscribe {
 export interface ChangesFrame {
   /** Where the subscription goes on from. */
   cursor: string;
+  /** The changes, each with the cursor just after it. */
   changes: Change[];
 }
 
@@ -43,6 +50,7 @@ const NAME_SIZE_MAX_BYTES = 64;
 const HOLD_ITEMS_MAX = 64;
 const REF_SIZE_MAX_BYTES = 256;
 
+/** Appends a HELLO payload. */
 export function encodeHello(writer: Writer, hello: Hello): void {
   const token = Buffer.from(hello.token, 'utf8');
   if (token.length > TOKEN_SIZE_MAX_BYTES) throw invalid('token', `${token.length} bytes, longer than 65535`);
@@ -51,6 +59,7 @@ export function encodeHello(writer: Writer, hello: Hello): void {
   writer.str8(hello.clientName, 'client_name');
 }
 
+/** Decodes a HELLO payload. */
 export function decodeHello(payload: Buffer): Hello {
   const reader = new Reader(payload);
   const token = reader.str16('token');
@@ -59,6 +68,7 @@ export function decodeHello(payload: Buffer): Hello {
   return { token, clientName };
 }
 
+/** Appends a HELLO_OK payload. */
 export function encodeHelloOk(writer: Writer, hello: HelloOk): void {
   writer.u8(hello.role === 'primary' ? 0 : 1);
   writer.u64(hello.epoch, 'epoch');
@@ -68,6 +78,7 @@ export function encodeHelloOk(writer: Writer, hello: HelloOk): void {
   writer.u32(hello.inFlightMax);
 }
 
+/** Decodes a HELLO_OK payload; refuses limits that allow no request. */
 export function decodeHelloOk(payload: Buffer, start = 0, end = payload.length): HelloOk {
   const reader = new Reader(payload, start, end);
   const roleByte = reader.u8('role');
@@ -88,11 +99,13 @@ export function decodeHelloOk(payload: Buffer, start = 0, end = payload.length):
   return { role, epoch, shards, frameSizeMaxBytes, commandsPerFrameMax, inFlightMax };
 }
 
+/** Appends an ERROR payload. */
 export function encodeErrorFrame(writer: Writer, error: ErrorFrame): void {
   writer.u8(errorNumberOf(error.code));
   writer.str16(error.message, 'message');
 }
 
+/** Decodes an ERROR payload (a known code and its message). */
 export function decodeErrorFrame(payload: Buffer, start = 0, end = payload.length): ErrorFrame {
   const reader = new Reader(payload, start, end);
   const number = reader.u8('code');
@@ -103,6 +116,7 @@ export function decodeErrorFrame(payload: Buffer, start = 0, end = payload.lengt
   return { code, message };
 }
 
+/** Appends a SUBSCRIBE payload. */
 export function encodeSubscribe(writer: Writer, subscribe: Subscribe): void {
   writer.str16(subscribe.cursor, 'cursor');
   if (subscribe.partition === null) {
@@ -114,6 +128,7 @@ export function encodeSubscribe(writer: Writer, subscribe: Subscribe): void {
   writer.u32(subscribe.credit);
 }
 
+/** Decodes a SUBSCRIBE payload. */
 export function decodeSubscribe(payload: Buffer): Subscribe {
   const reader = new Reader(payload);
   const cursor = reader.str16('cursor');
@@ -123,10 +138,12 @@ export function decodeSubscribe(payload: Buffer): Subscribe {
   return { cursor, partition, credit };
 }
 
+/** Appends a CREDIT payload: `more` changes the node may send. */
 export function encodeCredit(writer: Writer, more: number): void {
   writer.u32(more);
 }
 
+/** Decodes a CREDIT payload. */
 export function decodeCredit(payload: Buffer): number {
   const reader = new Reader(payload);
   const more = reader.u32('credit');
