@@ -327,7 +327,7 @@ function sortedJson(value: unknown): string {
 }
 
 /** The report for a person. */
-function table(args: Args, object: Record<string, any>, framesPerCommand: number): string {
+function table(args: Args, object: Record<string, any>, framesPerCommand: number, cpuUsPerCommand: number): string {
   const lines = [
     `bookd (TypeScript client) ${args.workload}: closed loop, ${args.clients} clients over ${args.connections} connections, ` +
       `${args.durationMs / 1000} s after ${args.warmupMs / 1000} s warm-up`,
@@ -353,7 +353,7 @@ function table(args: Args, object: Record<string, any>, framesPerCommand: number
     lines.push(`  window ${w.t_s.toFixed(1).padStart(6)} s  ${(w.commands / (args.intervalMs / 1000)).toFixed(0).padStart(10)}/s  p99 ${w.p99_us} µs  max ${w.max_us} µs`);
   }
   lines.push(`  unanswered     ${String(object.unanswered).padStart(12)}`);
-  lines.push(`  client: ${framesPerCommand.toFixed(1)} commands per frame`);
+  lines.push(`  client: ${framesPerCommand.toFixed(1)} commands per frame, ${cpuUsPerCommand.toFixed(2)} µs of this process's CPU per command`);
   return lines.join('\n') + '\n';
 }
 
@@ -374,6 +374,11 @@ async function main(): Promise<void> {
     const shared = names(args.workload);
     const idPrefix = `t${Date.now()}`;
     const recorder = new Recorder(args, performance.now());
+    // This process's CPU over the measured window (user + system), per command.
+    let cpuAtStart: NodeJS.CpuUsage | null = null;
+    let cpuInWindow: NodeJS.CpuUsage | null = null;
+    const cpuStart = setTimeout(() => (cpuAtStart = process.cpuUsage()), args.warmupMs);
+    const cpuEnd = setTimeout(() => cpuAtStart && (cpuInWindow = process.cpuUsage(cpuAtStart)), args.warmupMs + args.durationMs);
     const runs: Promise<Counters>[] = [];
     for (let index = 0; index < args.clients; index++) {
       const loop = new ClientLoop(args.workload, args.seed, index, idPrefix, shared);
@@ -381,12 +386,17 @@ async function main(): Promise<void> {
     }
     const totals = counters();
     for (const run of await Promise.all(runs)) addCounters(totals, run);
+    clearTimeout(cpuStart);
+    clearTimeout(cpuEnd);
+    const cpu = cpuInWindow as NodeJS.CpuUsage | null;
     const object = report(args, recorder, totals);
     const stats = client.stats;
     if (args.json) {
       process.stdout.write(sortedJson(object) + '\n');
     } else {
-      process.stdout.write(table(args, object, stats.commandsSent / Math.max(stats.framesSent, 1)));
+      const cpuUs = cpu ? cpu.user + cpu.system : 0;
+      const commands = object['commands'] as number;
+      process.stdout.write(table(args, object, stats.commandsSent / Math.max(stats.framesSent, 1), cpuUs / Math.max(commands, 1)));
       if (recorder.firstFailure) console.error(`  the first failure: ${recorder.firstFailure}`);
     }
   } finally {
