@@ -380,6 +380,41 @@ describe('a real node', () => {
     assert.equal((await client.getResource(p, 'r')).confirmed, 4000);
   });
 
+  it('resends calls in flight when the node is killed, and every acknowledged hold survives the restart', async () => {
+    const p = 'resend';
+    await client.putResource(p, 'r', 1_000_000);
+    let stop = false;
+    const acknowledged: string[] = [];
+    const failures: string[] = [];
+    let next = 0;
+    // Closed loops that keep holds in flight through the SIGKILL and the restart.
+    const loops = Array.from({ length: 64 }, async (_, loop) => {
+      const handle = client.pinned(loop);
+      while (!stop) {
+        const id = `k-${next++}`;
+        try {
+          const hold = await handle.hold(p, id, [{ resource: 'r', quantity: 1 }]);
+          assert.equal(hold.status, 'held');
+          acknowledged.push(id);
+        } catch (error) {
+          failures.push(`${id}: ${(error as Error).name}: ${(error as Error).message}`);
+        }
+      }
+    });
+    await until('holds before the kill', () => acknowledged.length >= 500);
+    await node.kill9();
+    const beforeRestart = acknowledged.length;
+    await node.restart();
+    await until('holds after the restart', () => acknowledged.length >= beforeRestart + 500);
+    stop = true;
+    await Promise.all(loops);
+    assert.deepEqual(failures, [], 'every call lost with the connection was resent and answered');
+    const resource = await client.getResource(p, 'r');
+    assert.equal(resource.held, acknowledged.length, 'every acknowledged hold is there, once');
+    const sample = acknowledged.filter((_, index) => index % 50 === 0);
+    for (const id of sample) assert.equal((await client.getHold(p, id)).status, 'held', id);
+  });
+
   it('follows the change feed and resumes after the node restarts (SIGKILL and SIGTERM), without a gap or a repeat', async () => {
     const p = 'feed';
     const listed = await node.request('GET', `/v1/partitions/${p}/resources`, undefined, TOKEN);
