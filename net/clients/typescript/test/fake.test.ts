@@ -601,6 +601,23 @@ describe('a subscription against a fake node', () => {
     assert.equal(error.httpStatus, 410);
   });
 
+  it('ends with a protocol error when a CHANGES frame never completes, or is larger than the client takes', async () => {
+    const server = await fake({
+      onFrame(connection, frame) {
+        if (frame.kind === Kind.Subscribe) connection.send(changesFrame('c1', [putChange('c1', 'a')], frame.requestId).subarray(0, 30));
+      },
+    });
+    const client = await connect(server, { frameTimeoutMs: 200 });
+    await rejectsWithin(client.subscribe().next(), ProtocolError, /a frame did not complete within 200 ms/);
+    const big = await fake({
+      onFrame(connection, frame) {
+        if (frame.kind === Kind.Subscribe) connection.send(changesFrame('c1', [putChange('c1', 'a'.repeat(60))], frame.requestId));
+      },
+    });
+    const small = await connect(big, { frameSizeMaxBytes: 100 });
+    await rejectsWithin(small.subscribe().next(), ProtocolError, /frame length \d+ exceeds the limit of 100 bytes/);
+  });
+
   it('ends with a protocol error on garbage, and reconnects after silence', async () => {
     const server = await fake({
       onFrame(connection, frame) {
