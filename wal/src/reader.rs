@@ -78,8 +78,9 @@ impl<S: Storage> Wal<S> {
             };
             offset += size;
             at += 1;
-            if (at - segment.first_lsn) % LSN_INDEX_STRIDE == 0
-                && (at - segment.first_lsn) / LSN_INDEX_STRIDE == segment.lsn_index.len() as u64
+            let passed = at - segment.first_lsn;
+            if passed.is_multiple_of(LSN_INDEX_STRIDE)
+                && passed / LSN_INDEX_STRIDE == segment.lsn_index.len() as u64
             {
                 segment.lsn_index.push(offset);
             }

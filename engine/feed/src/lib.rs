@@ -13,8 +13,8 @@
 //! merge by time is only a convenience.
 
 mod cursor;
+mod shared;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use bookd_runtime::{
 };
 
 pub use cursor::{Cursor, CursorError, Position, CURSOR_LENGTH_MAX};
+use shared::{Block, CatchUp, ShardRead, Tail, BLOCKS_BYTES_MAX, BLOCK_RECORDS, TAIL_BYTES_MAX};
 
 /// Most changes one page holds, and its default.
 pub const FEED_LIMIT_MAX: usize = 1000;
@@ -34,9 +35,11 @@ pub const FEED_LIMIT_DEFAULT: usize = 100;
 pub const FEED_WAIT_MS_MAX: u64 = 30_000;
 /// Log bytes asked of a shard at a time.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
-/// Log bytes one read scans in a shard at most before it answers with what it has (a partition
-/// with few changes in a busy log must not make one request read the whole log).
+/// Log bytes one refresh of a shard's tail reads at most before its reader answers with what it
+/// has (a partition with few changes in a busy log must not make one request read the whole
+/// log), and records one read behind the tail scans at most, for the same reason.
 const SCAN_BYTES_MAX: usize = 8 * 1024 * 1024;
+const SCAN_RECORDS_MAX: u64 = 16 * BLOCK_RECORDS;
 
 /// What a read asks for.
 #[derive(Debug, Clone)]
@@ -221,86 +224,20 @@ pub struct Feed {
     metrics: FeedMetrics,
     /// Per shard, the newest records decoded, shared by the readers near the end.
     tails: Vec<tokio::sync::Mutex<Tail>>,
-    /// Per shard, one read of the log for a reader behind the tail at a time: such reads are
-    /// each reader's own, and the shard's thread copies the log for them, so however many
-    /// readers fall behind, they take turns and the shard's writes keep their pace.
-    behind: Vec<tokio::sync::Semaphore>,
-}
-
-/// Bytes of changes a shard's shared tail holds at most ([`SharedChange::footprint`]): about
-/// 150 000 flash-sale changes, a few seconds of a busy shard, so that readers a little behind
-/// the end still share one decoding instead of each reading the log.
-const TAIL_BYTES_MAX: usize = 48 << 20;
-
-/// The newest records of a shard's log with their changes decoded: consecutive LSNs up to
-/// `next_lsn`, oldest first (a record without changes holds an empty list). Every reader of the
-/// shard near the end reads here, so each record is read from the shard and decoded once.
-#[derive(Debug, Default)]
-struct Tail {
-    records: VecDeque<(u64, Box<[Arc<SharedChange>]>)>,
-    /// The LSN after the last record held (where the next refresh reads).
-    next_lsn: u64,
-    /// The footprint of the changes held, for the bound.
-    bytes: usize,
-}
-
-impl Tail {
-    fn first_lsn(&self) -> u64 {
-        self.records.front().map_or(self.next_lsn, |(lsn, _)| *lsn)
-    }
-
-    fn push(&mut self, lsn: u64, changes: Box<[Arc<SharedChange>]>) {
-        self.bytes += footprint(&changes);
-        self.records.push_back((lsn, changes));
-        self.next_lsn = lsn + 1;
-    }
-
-    fn trim(&mut self, bytes_max: usize) {
-        while self.bytes > bytes_max {
-            let Some((_, dropped)) = self.records.pop_front() else { break };
-            self.bytes -= footprint(&dropped);
-        }
-    }
-
-    /// Up to `request.limit` changes from `from` (which is at or after the first record held).
-    fn read(&self, from: Position, request: &FeedRequest) -> ShardRead {
-        let mut read = ShardRead { changes: VecDeque::new(), end: from };
-        let start =
-            usize::try_from(from.lsn.saturating_sub(self.first_lsn())).unwrap_or(usize::MAX);
-        for (lsn, changes) in self.records.range(start.min(self.records.len())..) {
-            let skip = if *lsn == from.lsn { from.skip as usize } else { 0 };
-            for (index, change) in changes.iter().enumerate().skip(skip) {
-                if read.changes.len() == request.limit {
-                    read.end = Position { lsn: *lsn, skip: index as u32 };
-                    return read;
-                }
-                if request.partition.as_ref().is_none_or(|p| *p == change.partition) {
-                    let after = Position { lsn: *lsn, skip: index as u32 + 1 };
-                    read.changes.push_back((after, change.clone()));
-                }
-            }
-            read.end = Position::at(lsn + 1);
-        }
-        read
-    }
-}
-
-fn footprint(changes: &[Arc<SharedChange>]) -> usize {
-    changes.iter().map(|change| change.footprint()).sum::<usize>() + 32
-}
-
-/// The changes read from one shard: each with its position after it, and where the scan ended.
-struct ShardRead {
-    changes: VecDeque<(Position, Arc<SharedChange>)>,
-    end: Position,
+    /// Per shard, older records decoded in blocks, shared by the readers behind the tail. A
+    /// block is loaded under the lock, so such readers of a shard load one block at a time: the
+    /// copies the shard's thread makes for them stay a small share of its time however many
+    /// fall behind.
+    catch_up: Vec<tokio::sync::Mutex<CatchUp>>,
 }
 
 impl Feed {
     pub fn new(runtime: Arc<Runtime>) -> Feed {
         let tails =
             (0..runtime.shards()).map(|_| tokio::sync::Mutex::new(Tail::default())).collect();
-        let behind = (0..runtime.shards()).map(|_| tokio::sync::Semaphore::new(1)).collect();
-        Feed { runtime, metrics: FeedMetrics::default(), tails, behind }
+        let catch_up =
+            (0..runtime.shards()).map(|_| tokio::sync::Mutex::new(CatchUp::default())).collect();
+        Feed { runtime, metrics: FeedMetrics::default(), tails, catch_up }
     }
 
     pub fn metrics(&self) -> &FeedMetrics {
@@ -410,13 +347,11 @@ impl Feed {
         // The tail serves the readers nearest the end: one ahead of it (nobody read for a while)
         // moves it there rather than wait for it to catch up; readers behind read the log.
         if tail.records.is_empty() || from.lsn > tail.next_lsn {
-            *tail = Tail { next_lsn: from.lsn, ..Tail::default() };
+            *tail = Tail::at(from.lsn);
         }
         if from.lsn < tail.first_lsn() {
             drop(tail);
-            // Closed never: the feed owns the semaphore for its whole life.
-            let _turn = self.behind[shard].acquire().await;
-            return self.read_shard_direct(shard, from, request).await;
+            return self.read_behind(shard, from, request).await;
         }
         self.refresh(shard, &mut tail).await?;
         Ok(tail.read(from, request))
@@ -442,86 +377,78 @@ impl Feed {
                 }
             };
             scanned += bytes.len();
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let lsn = tail.next_lsn;
-                let record =
-                    bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
-                        shard,
-                        lsn,
-                        reason: RecordProblem::Framing(error.describe()),
-                    })?;
-                rest = &rest[record.raw.len()..];
-                if record.header.lsn != lsn {
-                    let reason = RecordProblem::OutOfOrder { expected: lsn };
-                    return Err(FeedError::Record { shard, lsn: record.header.lsn, reason });
-                }
-                let changes = record_changes(record.header.kind, record.payload)
-                    .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
-                tail.push(lsn, changes);
-            }
+            let next = tail.next_lsn;
+            decode_records(shard, next, u64::MAX, &bytes, |lsn, changes| tail.push(lsn, changes))?;
         }
         tail.trim(TAIL_BYTES_MAX);
         Ok(())
     }
 
-    /// Up to `request.limit` changes of `shard` from `from`, read from the log, scanning at
-    /// most [`SCAN_BYTES_MAX`] of it.
-    async fn read_shard_direct(
+    /// Up to `request.limit` changes of `shard` from `from`, which is behind the shard's tail:
+    /// from the blocks of the catch-up cache, scanning at most [`SCAN_RECORDS_MAX`] records.
+    async fn read_behind(
         &self,
         shard: usize,
         from: Position,
         request: &FeedRequest,
     ) -> Result<ShardRead, FeedError> {
-        let mut read = ShardRead { changes: VecDeque::new(), end: from };
-        let mut scanned = 0usize;
-        while read.changes.len() < request.limit && scanned < SCAN_BYTES_MAX {
+        let mut read = ShardRead::from(from);
+        let mut scanned = 0u64;
+        while read.changes.len() < request.limit && scanned < SCAN_RECORDS_MAX {
+            let block = self.block(shard, read.end.lsn).await?;
+            let Some(start) = block.index_of(read.end.lsn) else { break };
+            for (at, changes) in block.records.iter().enumerate().skip(start) {
+                scanned += 1;
+                if !read.take(block.first_lsn + at as u64, changes, request) {
+                    return Ok(read);
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// The block of the catch-up cache holding record `lsn` of `shard`: cached, or read from the
+    /// log, decoded, and cached once it is whole. A block holds the records of LSNs
+    /// `[k × BLOCK_RECORDS, (k + 1) × BLOCK_RECORDS)` the log still has and are durable; one
+    /// holding none means `lsn` is not durable yet.
+    async fn block(&self, shard: usize, lsn: u64) -> Result<Arc<Block>, FeedError> {
+        let mut cache = self.catch_up[shard].lock().await;
+        if let Some(block) = cache.find(lsn) {
+            return Ok(block);
+        }
+        let durable = self.runtime.metrics()[shard].durable_lsn.load(Ordering::Acquire);
+        let natural_first = (lsn - lsn % BLOCK_RECORDS).max(1);
+        let natural_last = lsn - lsn % BLOCK_RECORDS + (BLOCK_RECORDS - 1);
+        let last = natural_last.min(durable);
+        let mut block = Block::starting(natural_first);
+        while block.next_lsn() <= last {
+            let from = block.next_lsn();
             let raw = self
                 .runtime
-                .read_raw(shard, read.end.lsn, READ_CHUNK_BYTES)
+                .read_raw(shard, from, READ_CHUNK_BYTES)
                 .await
                 .map_err(|source| FeedError::Shard { shard, source })?;
             let bytes = match raw {
-                RawRead::Records(bytes) => bytes,
+                RawRead::Records(bytes) if !bytes.is_empty() => bytes,
+                RawRead::Records(_) => break,
+                // Retention removed the block's start: it begins where the log does now.
+                RawRead::Unavailable { first_lsn }
+                    if block.records.is_empty() && first_lsn <= lsn =>
+                {
+                    block = Block::starting(first_lsn);
+                    continue;
+                }
                 RawRead::Unavailable { first_lsn } => {
                     return Err(FeedError::Expired { oldest: self.oldest(shard, first_lsn) })
                 }
             };
-            if bytes.is_empty() {
-                break;
-            }
-            scanned += bytes.len();
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let record =
-                    bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
-                        shard,
-                        lsn: read.end.lsn,
-                        reason: RecordProblem::Framing(error.describe()),
-                    })?;
-                rest = &rest[record.raw.len()..];
-                let lsn = record.header.lsn;
-                if lsn != read.end.lsn {
-                    let reason = RecordProblem::OutOfOrder { expected: read.end.lsn };
-                    return Err(FeedError::Record { shard, lsn, reason });
-                }
-                let changes = record_changes(record.header.kind, record.payload)
-                    .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
-                let skip = read.end.skip as usize;
-                for (index, change) in changes.iter().enumerate().skip(skip) {
-                    if read.changes.len() == request.limit {
-                        read.end = Position { lsn, skip: index as u32 };
-                        return Ok(read);
-                    }
-                    if request.partition.as_ref().is_none_or(|p| *p == change.partition) {
-                        let after = Position { lsn, skip: index as u32 + 1 };
-                        read.changes.push_back((after, change.clone()));
-                    }
-                }
-                read.end = Position::at(lsn + 1);
-            }
+            decode_records(shard, from, last, &bytes, |lsn, changes| block.push(lsn, changes))?;
         }
-        Ok(read)
+        let block = Arc::new(block);
+        if block.next_lsn() > natural_last {
+            cache.insert(block.clone(), BLOCKS_BYTES_MAX);
+        }
+        Ok(block)
     }
 
     fn note_lag(&self, cursor: &Cursor, at_ms: u64) {
@@ -560,6 +487,35 @@ fn record_changes(kind: u8, payload: &[u8]) -> Result<Box<[Arc<SharedChange>]>, 
         .into_iter()
         .map(|(change, encoded)| Arc::new(SharedChange::new(change, encoded)))
         .collect())
+}
+
+/// Decodes the framed records in `bytes`, which start at record `lsn` of `shard`, handing each
+/// one up to `last` to `each` with its changes; checks that they come in LSN order.
+fn decode_records(
+    shard: usize,
+    mut lsn: u64,
+    last: u64,
+    bytes: &[u8],
+    mut each: impl FnMut(u64, Box<[Arc<SharedChange>]>),
+) -> Result<(), FeedError> {
+    let mut rest = bytes;
+    while !rest.is_empty() && lsn <= last {
+        let record = bookd_wal::record::decode(rest).map_err(|error| FeedError::Record {
+            shard,
+            lsn,
+            reason: RecordProblem::Framing(error.describe()),
+        })?;
+        rest = &rest[record.raw.len()..];
+        if record.header.lsn != lsn {
+            let reason = RecordProblem::OutOfOrder { expected: lsn };
+            return Err(FeedError::Record { shard, lsn: record.header.lsn, reason });
+        }
+        let changes = record_changes(record.header.kind, record.payload)
+            .map_err(|reason| FeedError::Record { shard, lsn, reason })?;
+        each(lsn, changes);
+        lsn += 1;
+    }
+    Ok(())
 }
 
 /// Merges the shards' changes by time (then shard), at most `limit`, each with the cursor after

@@ -295,3 +295,57 @@ async fn readers_behind_the_shared_tail_read_the_log_and_see_the_same() {
     assert_eq!(ops(&from_end), ["put_resource"]);
     assert_eq!(from_end[0]["resources"], from_behind[0]["resources"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_far_behind_share_blocks_and_see_every_change_once() {
+    let server = server().await;
+    let mut client = server.client();
+    let listed = ok(client.get(&format!("{P}/resources")).await).await;
+    let start = listed["cursor"].as_str().unwrap().to_string();
+    // 3 000 changes: several blocks of the catch-up cache.
+    for round in 0..6 {
+        let commands: Vec<Value> = (0..500)
+            .map(|i| {
+                let n = round * 500 + i;
+                // Each round sets every resource to a new capacity: every command is a change.
+                let (id, capacity) = (format!("r{}", n % 1000), 1 + n / 1000);
+                json!({"op": "put_resource", "partition": "feed", "id": id, "capacity": capacity})
+            })
+            .collect();
+        ok(client.post_json("/v1/batch", &json!({"commands": commands})).await).await;
+    }
+    // A reader at the end puts the shared tail there, and reads one more change through it;
+    // the others are behind the tail.
+    let end = ok(client.get("/v1/changes").await).await;
+    ok(client.put_json("/v1/partitions/feed/resources/last", &json!({"capacity": 1})).await).await;
+    let (last, _) = follow(&mut client, end["cursor"].as_str().unwrap(), "", 10).await;
+    assert_eq!(last.len(), 1);
+    let (big_pages, _) = follow(&mut client, &start, "", 1000).await;
+    let (small_pages, _) = follow(&mut client, &start, "", 37).await;
+    let (one_partition, _) = follow(&mut client, &start, "&partition=feed", 1000).await;
+    assert_eq!(big_pages.len(), 3001);
+    let capacities = |changes: &[Value]| -> Vec<(String, u64)> {
+        changes
+            .iter()
+            .map(|c| {
+                let resource = &c["resources"][0];
+                (
+                    resource["id"].as_str().unwrap().to_string(),
+                    resource["capacity"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut expected: Vec<(String, u64)> =
+        (0..3000).map(|n| (format!("r{}", n % 1000), 1 + n / 1000)).collect();
+    expected.push(("last".into(), 1));
+    assert_eq!(capacities(&big_pages), expected);
+    assert_eq!(capacities(&small_pages), expected);
+    assert_eq!(capacities(&one_partition), expected);
+    // From any change's cursor, the rest and nothing else.
+    for at in [0usize, 999, 1000, 1023, 2047, 2998] {
+        let from = big_pages[at]["cursor"].as_str().unwrap();
+        let (rest, _) = follow(&mut client, from, "", 1000).await;
+        assert_eq!(capacities(&rest), expected[at + 1..], "after change {at}");
+    }
+}
