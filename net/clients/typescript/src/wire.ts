@@ -15,11 +15,6 @@ import { SAFE_INTEGER_MAX } from './limits.js';
 const TWO_32 = 0x1_0000_0000;
 const U64_MAX = (1n << 64n) - 1n;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-/** Strings up to this long are looked up in {@link interned} before being decoded. */
-const INTERN_LENGTH_MAX = 32;
-const INTERN_SLOTS = 256;
-/** Recently decoded short ASCII strings, by a hash of their length and end bytes. */
-const interned: (string | undefined)[] = new Array(INTERN_SLOTS);
 
 /** Bytes that are not what the protocol says: which field, and why. */
 export class DecodeError extends Error {
@@ -289,18 +284,6 @@ export class Reader {
     const start = this.pos;
     const end = start + length;
     this.pos = end;
-    if (length === 0) return '';
-    // Short ASCII names (partitions, resources) repeat from result to result: reuse the string
-    // last decoded from the same bytes instead of making a new one.
-    const slot = length <= INTERN_LENGTH_MAX ? (length * 31 + buf[start]! * 7 + buf[end - 1]!) & (INTERN_SLOTS - 1) : -1;
-    if (slot >= 0) {
-      const cached = interned[slot];
-      if (cached !== undefined && cached.length === length) {
-        let index = 0;
-        while (index < length && cached.charCodeAt(index) === buf[start + index]) index++;
-        if (index === length) return cached;
-      }
-    }
     for (let index = start; index < end; index++) {
       if (buf[index]! >= 0x80) {
         try {
@@ -310,9 +293,7 @@ export class Reader {
         }
       }
     }
-    const text = buf.toString('latin1', start, end);
-    if (slot >= 0) interned[slot] = text;
-    return text;
+    return buf.toString('latin1', start, end);
   }
 
   private bigAt(pos: number): bigint {
