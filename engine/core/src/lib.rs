@@ -67,4 +67,6 @@ pub use op::{Op, OpResult};
 pub use query::ListQuery;
 pub use snapshot_file::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION};
 pub use state::{Engine, EngineLimits, EngineStats, InvariantViolation};
-pub use view::{HoldStatus, HoldView, ItemView, ResourcePage, ResourceView};
+pub use view::{
+    HoldRef, HoldStatus, HoldView, ItemView, OutcomeRef, ResourcePage, ResourceRef, ResourceView,
+};

@@ -22,7 +22,7 @@ use crate::limits::{
     CLOCK_MS_MAX, ENGINE_HOLDS_MAX_DEFAULT, ENGINE_PARTITIONS_MAX_DEFAULT,
     ENGINE_RESOURCES_MAX_DEFAULT, HOLD_RETENTION_MS_DEFAULT,
 };
-use crate::view::{HoldStatus, HoldView, ItemView, ResourceView};
+use crate::view::{HoldRef, HoldStatus, HoldView, ItemView, ResourceView};
 
 /// A broken invariant found by [`Engine::check_invariants`]: which record, and what disagrees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -859,6 +859,20 @@ impl Engine {
             capacity: resource.capacity,
             held: resource.held,
             confirmed: resource.confirmed,
+        }
+    }
+
+    pub(crate) fn hold_ref(&self, slot: u32) -> HoldRef<'_> {
+        let hold = &self.holds[slot as usize];
+        let part = &self.partitions[hold.partition as usize];
+        HoldRef {
+            partition: &part.name,
+            id: hold.id(),
+            status: hold.status,
+            expires_at_ms: hold.expires_at_ms,
+            reference: hold.reference().map(|reference| &**reference),
+            items: &hold.items,
+            resources: &part.resources,
         }
     }
 

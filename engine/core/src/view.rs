@@ -90,3 +90,44 @@ pub struct ResourcePage {
     pub resources: Vec<ResourceView>,
     pub next: Option<Arc<str>>,
 }
+
+/// A resource read in place, as a reply shows it: borrowed from the state, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceRef<'a> {
+    pub partition: &'a str,
+    pub id: &'a str,
+    pub capacity: u64,
+    pub held: u64,
+    pub confirmed: u64,
+}
+
+/// A hold read in place, as a reply shows it: borrowed from the state, no allocation and no
+/// reference count touched, so the single writer can encode a reply without building a view
+/// for another thread to free.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldRef<'a> {
+    pub partition: &'a str,
+    pub id: &'a str,
+    pub status: HoldStatus,
+    pub expires_at_ms: u64,
+    pub reference: Option<&'a str>,
+    pub(crate) items: &'a [crate::state::HoldItem],
+    pub(crate) resources: &'a crate::chunked::ChunkedVec<crate::state::Resource>,
+}
+
+impl<'a> HoldRef<'a> {
+    /// The hold's items in order: resource id and quantity.
+    pub fn items(&self) -> impl ExactSizeIterator<Item = (&'a str, u32)> + 'a {
+        let resources = self.resources;
+        self.items.iter().map(move |item| (&*resources[item.resource as usize].id, item.quantity))
+    }
+}
+
+/// What a successful command returns, read in place right after it was applied (the borrowed
+/// form of [`crate::Outcome`]; [`crate::Engine::outcome_ref`] builds it from a receipt).
+#[derive(Debug, Clone, Copy)]
+pub enum OutcomeRef<'a> {
+    Resource { resource: ResourceRef<'a>, created: bool },
+    Hold { hold: HoldRef<'a>, existing: bool },
+    PartitionDeleted { partition: &'a str, resources: u32, holds: u32 },
+}

@@ -7,6 +7,7 @@
 //! the same in every process and across restarts; the shard count is fixed for a data directory.
 //!
 //! # Layout
+//! - `answer`: how a shard answers: engine results, or replies encoded on the shard thread.
 //! - `shard`: the shard thread: drains its queue, applies through the engine, appends to its
 //!   log, and answers once the group commit that holds a command is durable.
 //! - `log`: the [`ShardLog`] seam (the WAL in production, [`MemoryLog`] in tests) and snapshot
@@ -17,6 +18,7 @@
 //!   snapshots from it, so no command waits for one.
 //! - `standby`: a standby's shard: applies the primary's records and installs streamed snapshots.
 //! - `metrics`: per-shard counters and latency histograms, read without locks.
+mod answer;
 mod durable;
 mod log;
 mod metrics;
@@ -26,6 +28,7 @@ mod snapshotter;
 mod standby;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub use answer::{Encoded, Encoder};
 pub use snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT;
 pub use standby::{InstallError, InstallRefusal, ReplicateError, SnapshotInstall, StagedSnapshot};
 
@@ -58,6 +61,7 @@ pub use payload::{
 };
 pub use shard::ShardConfig;
 
+use answer::Answers;
 use bookd_engine::{Engine, EngineStats};
 use shard::{Message, Shard, Shared};
 
@@ -414,12 +418,86 @@ impl Runtime {
         ops: Vec<Op>,
     ) -> Result<oneshot::Receiver<Vec<OpResult>>, Overloaded> {
         let (reply, results) = oneshot::channel();
-        match self.inboxes[shard].try_send(Message::Ops { ops, reply }) {
-            Ok(()) => Ok(results),
+        let answers = Answers::results(ops.len(), reply);
+        self.send_ops(shard, ops, answers).map(|()| results)
+    }
+
+    /// Sends `ops` (all for `shard`), to be answered in `encoder`'s format on the shard
+    /// thread, and returns where the encoded answers will arrive.
+    pub fn submit_encoded(
+        &self,
+        shard: usize,
+        ops: Vec<Op>,
+        encoder: &'static dyn Encoder,
+    ) -> Result<oneshot::Receiver<Encoded>, Overloaded> {
+        let (reply, encoded) = oneshot::channel();
+        let answers = Answers::encoded(ops.len(), encoder, reply);
+        self.send_ops(shard, ops, answers).map(|()| encoded)
+    }
+
+    fn send_ops(&self, shard: usize, ops: Vec<Op>, answers: Answers) -> Result<(), Overloaded> {
+        match self.inboxes[shard].try_send(Message::Ops { ops, answers }) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Overloaded),
             // A stopped shard: the receiver resolves to an error, which reads as Unavailable.
-            Err(TrySendError::Disconnected(_)) => Ok(results),
+            Err(TrySendError::Disconnected(_)) => Ok(()),
         }
+    }
+
+    /// [`Runtime::execute`] with the answers encoded by `encoder` on the shard threads, in
+    /// order. Ops of several shards are sent to each at once; their answers are put back in
+    /// order here, a copy of bytes.
+    pub async fn execute_encoded(&self, ops: Vec<Op>, encoder: &'static dyn Encoder) -> Encoded {
+        let shards = self.shards();
+        let total = ops.len();
+        let first = ops.first().map(|op| shard_of(op.partition(), shards));
+        if let Some(shard) =
+            first.filter(|&s| ops.iter().all(|op| shard_of(op.partition(), shards) == s))
+        {
+            return match self.submit_encoded(shard, ops, encoder) {
+                Ok(receiver) => receiver
+                    .await
+                    .unwrap_or_else(|_| Encoded::repeat(encoder, &OpResult::Unavailable, total)),
+                Err(Overloaded) => Encoded::repeat(encoder, &OpResult::Overloaded, total),
+            };
+        }
+        let mut owners = Vec::with_capacity(total);
+        let mut groups: Vec<Vec<Op>> = vec![Vec::new(); shards];
+        for op in ops {
+            let shard = shard_of(op.partition(), shards);
+            owners.push(shard);
+            groups[shard].push(op);
+        }
+        let mut pending = Vec::new();
+        for (shard, group) in groups.into_iter().enumerate() {
+            if !group.is_empty() {
+                let count = group.len();
+                pending.push((shard, count, self.submit_encoded(shard, group, encoder)));
+            }
+        }
+        let mut parts: Vec<Option<Encoded>> = (0..shards).map(|_| None).collect();
+        for (shard, count, submitted) in pending {
+            let part = match submitted {
+                Ok(receiver) => receiver
+                    .await
+                    .unwrap_or_else(|_| Encoded::repeat(encoder, &OpResult::Unavailable, count)),
+                Err(Overloaded) => Encoded::repeat(encoder, &OpResult::Overloaded, count),
+            };
+            debug_assert_eq!(part.len(), count, "a shard answers every op it was sent");
+            parts[shard] = Some(part);
+        }
+        let mut next = vec![0usize; shards];
+        let mut encoded = Encoded::default();
+        for shard in owners {
+            match &parts[shard] {
+                Some(part) if next[shard] < part.len() => {
+                    encoded.push_answer(part, next[shard]);
+                    next[shard] += 1;
+                }
+                _ => encoded.push_result(encoder, &OpResult::Unavailable),
+            }
+        }
+        encoded
     }
 
     /// Runs independent ops on their shards and returns one result per op, in order.

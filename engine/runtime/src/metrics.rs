@@ -166,11 +166,7 @@ impl Default for ShardMetrics {
 }
 
 impl ShardMetrics {
-    pub(crate) fn count_command(
-        &self,
-        command: &Command,
-        result: &Result<bookd_engine::Outcome, Refusal>,
-    ) {
+    pub(crate) fn count_command<T>(&self, command: &Command, result: &Result<T, Refusal>) {
         let op = op_index(command);
         match result {
             Ok(_) => self.commands_ok[op].fetch_add(1, Ordering::Relaxed),

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
+use super::answer::{Answers, Applied};
 use super::durable::apply_record;
 use super::log::{
     LogCause, LogError, RawRead, ShardLog, SnapshotSource, SnapshotWritten, RECORD_KIND_COMMAND,
@@ -70,7 +71,7 @@ const _: () = assert!(TICK_ROOM_BYTES < GROWTH_RESERVE_BYTES);
 pub(crate) enum Message {
     Ops {
         ops: Vec<Op>,
-        reply: oneshot::Sender<Vec<OpResult>>,
+        answers: Answers,
     },
     Checkpoint {
         reply: Reply<u64>,
@@ -194,7 +195,7 @@ pub(crate) struct Shard {
     pub(crate) payload: Vec<u8>,
 }
 
-type Replies = Vec<(oneshot::Sender<Vec<OpResult>>, Vec<OpResult>)>;
+type Replies = Vec<Answers>;
 
 /// Replies held back until the batch is durable.
 #[derive(Default)]
@@ -437,15 +438,15 @@ impl Shard {
 
     fn handle(&mut self, message: Message, now_ms: u64, batch: &mut Batch) -> Result<(), LogError> {
         match message {
-            Message::Ops { ops, reply } => {
-                let mut results = Vec::with_capacity(ops.len());
+            Message::Ops { ops, mut answers } => {
                 for (at, op) in ops.iter().enumerate() {
                     if let Some(Op::Command(ahead)) = ops.get(at + PREFETCH_AHEAD) {
                         self.engine.prefetch_hold(ahead);
                     }
-                    results.push(self.apply(op, now_ms, batch)?);
+                    let applied = self.apply(op, now_ms, batch)?;
+                    answers.push(&self.engine, applied);
                 }
-                batch.replies.push((reply, results));
+                batch.replies.push(answers);
             }
             Message::Stop => batch.stop = true,
             Message::Wake => {}
@@ -454,9 +455,17 @@ impl Shard {
         Ok(())
     }
 
-    fn apply(&mut self, op: &Op, now_ms: u64, batch: &mut Batch) -> Result<OpResult, LogError> {
+    /// Runs one op. The one place a standby refuses writes: its shards are not writable.
+    fn apply<'o>(
+        &mut self,
+        op: &'o Op,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Result<Applied<'o>, LogError> {
         let result = match op {
-            Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => OpResult::ReadOnly,
+            Op::Command(_) if !self.shared.writable.load(Ordering::Acquire) => {
+                Applied::Other(OpResult::ReadOnly)
+            }
             // Expiries still due: the tick that logs them did not fit, and a command would
             // expire them in its own record, however many they are.
             Op::Command(command)
@@ -468,10 +477,10 @@ impl Shard {
             {
                 let result = Err(Refusal::StorageFull { reason: StorageFullReason::Disk });
                 self.metrics.count_command(command, &result);
-                OpResult::Command(result)
+                Applied::Command(command, result)
             }
             Op::Command(command) => {
-                let result = self.engine.apply(now_ms, command);
+                let result = self.engine.apply_receipt(now_ms, command);
                 self.metrics.count_command(command, &result);
                 if result.is_ok() {
                     let payload = &mut self.payload;
@@ -483,17 +492,19 @@ impl Shard {
                     self.metrics.log_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     batch.appended = true;
                 }
-                OpResult::Command(result)
+                Applied::Command(command, result)
             }
             Op::GetResource { partition, id } => {
-                OpResult::Resource(self.engine.resource(partition, id))
+                Applied::Other(OpResult::Resource(self.engine.resource(partition, id)))
             }
-            Op::GetHold { partition, id } => OpResult::Hold(self.engine.hold(partition, id)),
+            Op::GetHold { partition, id } => {
+                Applied::Other(OpResult::Hold(self.engine.hold(partition, id)))
+            }
             Op::ListResources { partition, query } => {
-                OpResult::Page(self.engine.list_resources(partition, query))
+                Applied::Other(OpResult::Page(self.engine.list_resources(partition, query)))
             }
         };
-        if !matches!(result, OpResult::Command(_) | OpResult::ReadOnly) {
+        if !matches!(op, Op::Command(_)) {
             self.metrics.queries.fetch_add(1, Ordering::Relaxed);
         }
         Ok(result)
@@ -641,13 +652,7 @@ impl Shard {
             } else if front.deadline <= now || all {
                 if let Some(batch) = waiting.pop_front() {
                     self.metrics.replication_timeouts.fetch_add(1, Ordering::Relaxed);
-                    finish(
-                        batch
-                            .replies
-                            .into_iter()
-                            .map(|(reply, results)| (reply, timed_out(results)))
-                            .collect(),
-                    );
+                    finish(batch.replies.into_iter().map(Answers::timed_out).collect());
                 }
             } else {
                 break;
@@ -1009,8 +1014,9 @@ impl Shard {
         tracing::error!(shard = self.index, %error, "write-ahead log failed; stopping the node");
         (self.shared.fatal)(format!("shard {}: {error}", self.index));
         let unavailable = |replies: Replies| {
-            for (reply, results) in replies {
-                let _ = reply.send(vec![OpResult::Unavailable; results.len()]);
+            for answers in replies {
+                let ops = answers.len();
+                answers.unavailable(ops);
             }
         };
         unavailable(batch.replies);
@@ -1025,9 +1031,7 @@ impl Shard {
         }
         for message in self.inbox.iter() {
             match message {
-                Message::Ops { ops, reply } => {
-                    let _ = reply.send(vec![OpResult::Unavailable; ops.len()]);
-                }
+                Message::Ops { ops, answers } => answers.unavailable(ops.len()),
                 Message::Checkpoint { reply } => drop(reply.send(failed())),
                 Message::Replicate { reply, .. } => {
                     drop(reply.send(Err(ReplicateError::Failed(failed_reason()))))
@@ -1070,22 +1074,9 @@ fn failed_reason() -> ControlError {
 }
 
 fn finish(replies: Replies) {
-    for (reply, results) in replies {
-        // A caller that gave up waiting has dropped its receiver; nothing to do.
-        let _ = reply.send(results);
+    for answers in replies {
+        answers.send();
     }
-}
-
-/// A batch whose standbys did not answer in time: its successful commands are reported as
-/// `ReplicationTimeout`; refusals and reads keep their results.
-fn timed_out(results: Vec<OpResult>) -> Vec<OpResult> {
-    results
-        .into_iter()
-        .map(|result| match result {
-            OpResult::Command(Ok(_)) => OpResult::ReplicationTimeout,
-            other => other,
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -330,3 +330,77 @@ mod tests {
         assert_eq!(log.durable_lsn(), 0, "nothing became durable");
     }
 }
+
+/// An [`Encoder`](crate::Encoder) for tests: each answer as a line of text, written so that
+/// [`text_of`] gives the same line for the [`OpResult`](bookd_engine::OpResult) of the same op.
+#[derive(Debug)]
+pub struct TextAnswers;
+
+/// The one [`TextAnswers`] the runtime is handed (encoders are `'static`).
+pub static TEXT_ANSWERS: TextAnswers = TextAnswers;
+
+impl crate::Encoder for TextAnswers {
+    fn outcome(&self, outcome: &bookd_engine::OutcomeRef<'_>, buf: &mut Vec<u8>) {
+        use bookd_engine::OutcomeRef;
+        let line = match outcome {
+            OutcomeRef::Resource { resource: r, created } => format!(
+                "resource {}/{} {}/{}/{} created={created}",
+                r.partition, r.id, r.capacity, r.held, r.confirmed
+            ),
+            OutcomeRef::Hold { hold, existing } => {
+                let items: Vec<String> = hold
+                    .items()
+                    .map(|(resource, quantity)| format!("{resource}x{quantity}"))
+                    .collect();
+                format!(
+                    "hold {}/{} {:?} until {} [{}] ref={:?} existing={existing}",
+                    hold.partition,
+                    hold.id,
+                    hold.status,
+                    hold.expires_at_ms,
+                    items.join(","),
+                    hold.reference
+                )
+            }
+            OutcomeRef::PartitionDeleted { partition, resources, holds } => {
+                format!("deleted {partition} {resources} {holds}")
+            }
+        };
+        buf.extend_from_slice(line.as_bytes());
+    }
+
+    fn result(&self, result: &bookd_engine::OpResult, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(text_of(result).as_bytes());
+    }
+}
+
+/// The line [`TextAnswers`] writes for the op whose result is `result`.
+pub fn text_of(result: &bookd_engine::OpResult) -> String {
+    use bookd_engine::{OpResult, Outcome};
+    match result {
+        OpResult::Command(Ok(Outcome::Resource { resource: r, created })) => format!(
+            "resource {}/{} {}/{}/{} created={created}",
+            r.partition, r.id, r.capacity, r.held, r.confirmed
+        ),
+        OpResult::Command(Ok(Outcome::Hold { hold, existing })) => {
+            let items: Vec<String> = hold
+                .items
+                .iter()
+                .map(|item| format!("{}x{}", item.resource, item.quantity))
+                .collect();
+            format!(
+                "hold {}/{} {:?} until {} [{}] ref={:?} existing={existing}",
+                hold.partition,
+                hold.id,
+                hold.status,
+                hold.expires_at_ms,
+                items.join(","),
+                hold.reference.as_deref()
+            )
+        }
+        OpResult::Command(Ok(Outcome::PartitionDeleted { partition, resources, holds })) => {
+            format!("deleted {partition} {resources} {holds}")
+        }
+        other => format!("{other:?}"),
+    }
+}

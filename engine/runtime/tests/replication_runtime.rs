@@ -54,10 +54,14 @@ fn put(resource: &str, capacity: u64) -> Op {
 }
 
 fn hold(id: &str) -> Op {
+    hold_of(id, 1)
+}
+
+fn hold_of(id: &str, quantity: u64) -> Op {
     Op::Command(Command::Hold(Hold {
         partition: "p".into(),
         hold: id.into(),
-        items: vec![Item { resource: "r".into(), quantity: 1 }],
+        items: vec![Item { resource: "r".into(), quantity }],
         ttl_ms: None,
         reference: None,
     }))
@@ -183,6 +187,16 @@ fn standbys_that_do_not_answer_time_out_without_undoing_the_command() {
         OpResult::Resource(Ok(resource)) => assert_eq!(resource.held, 1, "reads keep their result"),
         other => panic!("{other:?}"),
     }
+    // Encoded by the shard, the same: the command that took effect is rewritten, the refusal
+    // and the read keep theirs.
+    use bookd_runtime::testing::{text_of, TEXT_ANSWERS};
+    let ops = vec![hold("b"), hold_of("c", 1_000), get()];
+    let encoded = block_on(primary.execute_encoded(ops, &TEXT_ANSWERS));
+    let answers: Vec<&str> =
+        (0..encoded.len()).map(|i| std::str::from_utf8(encoded.answer(i)).unwrap()).collect();
+    assert_eq!(answers[0], text_of(&OpResult::ReplicationTimeout));
+    assert!(answers[1].contains("InsufficientCapacity"), "{}", answers[1]);
+    assert!(answers[2].contains("held: 2"), "{}", answers[2]);
     primary.shutdown();
 }
 

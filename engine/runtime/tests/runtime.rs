@@ -256,3 +256,46 @@ fn a_failed_background_sync_is_fatal_and_acknowledges_nothing() {
     assert_eq!(runtime.execute_blocking(vec![get("p", "r")]), vec![OpResult::Unavailable]);
     runtime.shutdown();
 }
+
+#[test]
+fn encoded_answers_are_the_results_in_order_across_shards() {
+    use bookd_runtime::testing::{text_of, TEXT_ANSWERS};
+    let (runtime, _logs) = start(4, RuntimeConfig::default());
+    let partitions: Vec<String> = (0..12).map(|n| format!("p{n}")).collect();
+    let mut setup = Vec::new();
+    for partition in &partitions {
+        setup.push(put(partition, "r", 3));
+    }
+    assert!(runtime.execute_blocking(setup).iter().all(|r| matches!(r, OpResult::Command(Ok(_)))));
+    // The same ops twice: once answered as results, once encoded by the shards. Each pass
+    // takes and repeats holds, so the second pass repeats the first pass's holds.
+    let ops = |pass: usize| -> Vec<Op> {
+        let mut ops = Vec::new();
+        for (n, partition) in partitions.iter().enumerate() {
+            ops.push(hold(partition, &format!("h{n}"), "r", 1, None));
+            ops.push(hold(partition, &format!("big{pass}"), "r", 3, None));
+            ops.push(get(partition, "r"));
+            ops.push(get(partition, "missing"));
+        }
+        ops
+    };
+    let results = runtime.execute_blocking(ops(0));
+    let encoded = block_on(runtime.execute_encoded(ops(1), &TEXT_ANSWERS));
+    assert_eq!(encoded.len(), results.len());
+    let shards: std::collections::BTreeSet<usize> =
+        partitions.iter().map(|p| shard_of(p, 4)).collect();
+    assert!(shards.len() > 1, "the ops span several shards");
+    for (index, result) in results.iter().enumerate() {
+        let answer = std::str::from_utf8(encoded.answer(index)).unwrap();
+        let expected = match index % 4 {
+            // The repeated hold is found, as it was.
+            0 => text_of(result).replace("existing=false", "existing=true"),
+            // The first pass took a unit: three more do not fit, in either pass.
+            _ => text_of(result),
+        };
+        assert_eq!(answer, expected, "answer {index}");
+    }
+    let total: usize = (0..encoded.len()).map(|i| encoded.answer(i).len()).sum();
+    assert_eq!(total, encoded.bytes().len(), "the answers tile the bytes");
+    runtime.shutdown();
+}

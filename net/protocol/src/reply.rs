@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use bookd_engine::OpResult;
 use bookd_engine::{
-    HoldStatus, HoldView, ItemView, Outcome, Refusal, ResourcePage, ResourceView, StorageFullReason,
+    HoldStatus, HoldView, ItemView, Outcome, OutcomeRef, Refusal, ResourcePage, ResourceRef,
+    ResourceView, StorageFullReason,
 };
 
 use super::codes::ErrorCode;
@@ -257,6 +258,27 @@ pub fn encode_op_result(result: &OpResult, buf: &mut Vec<u8>) {
     }
 }
 
+/// Appends the result of a command that took effect, read in place from the engine right
+/// after it was applied: the same bytes as [`encode_op_result`] of its outcome, without
+/// building the outcome's views.
+pub fn encode_outcome_ref(outcome: &OutcomeRef<'_>, buf: &mut Vec<u8>) {
+    match outcome {
+        OutcomeRef::Resource { resource, created } => put_resource_ref(buf, resource, *created),
+        OutcomeRef::Hold { hold, existing } => {
+            let fields = (hold.partition, hold.id, hold.status, hold.expires_at_ms);
+            put_hold_fields(buf, *existing, fields, hold.items(), hold.reference);
+        }
+        OutcomeRef::PartitionDeleted { partition, resources, holds } => {
+            put_partition_deleted(buf, partition, *resources, *holds);
+        }
+    }
+}
+
+/// Appends the refusal of a command or query.
+pub fn encode_refusal(refusal: &Refusal, buf: &mut Vec<u8>) {
+    put_refused(buf, &Refused::from_refusal(refusal));
+}
+
 /// Appends a decoded result again (the inverse of [`decode_reply`]).
 pub fn encode_reply(reply: &Reply, buf: &mut Vec<u8>) {
     match reply {
@@ -271,37 +293,64 @@ pub fn encode_reply(reply: &Reply, buf: &mut Vec<u8>) {
 }
 
 fn put_resource(buf: &mut Vec<u8>, resource: &ResourceView, created: bool) {
+    put_resource_ref(buf, &resource_ref(resource), created);
+}
+
+fn put_resource_ref(buf: &mut Vec<u8>, resource: &ResourceRef<'_>, created: bool) {
     put_u8(buf, 0);
     put_u8(buf, TAG_RESOURCE);
     put_flag(buf, created);
-    put_str8_lossy(buf, &resource.partition);
+    put_str8_lossy(buf, resource.partition);
     put_resource_counts(buf, resource);
 }
 
-fn put_resource_counts(buf: &mut Vec<u8>, resource: &ResourceView) {
-    put_str8_lossy(buf, &resource.id);
+fn resource_ref(resource: &ResourceView) -> ResourceRef<'_> {
+    ResourceRef {
+        partition: &resource.partition,
+        id: &resource.id,
+        capacity: resource.capacity,
+        held: resource.held,
+        confirmed: resource.confirmed,
+    }
+}
+
+fn put_resource_counts(buf: &mut Vec<u8>, resource: &ResourceRef<'_>) {
+    put_str8_lossy(buf, resource.id);
     put_u64(buf, resource.capacity);
     put_u64(buf, resource.held);
     put_u64(buf, resource.confirmed);
 }
 
 fn put_hold(buf: &mut Vec<u8>, hold: &HoldView, existing: bool) {
+    let items = hold.items.iter().map(|item| (&*item.resource, item.quantity));
+    let fields = (&*hold.partition, &*hold.id, hold.status, hold.expires_at_ms);
+    put_hold_fields(buf, existing, fields, items, hold.reference.as_deref());
+}
+
+/// A hold's result from its fields: (partition, id, status, expiry), then items and reference.
+fn put_hold_fields<'a>(
+    buf: &mut Vec<u8>,
+    existing: bool,
+    (partition, id, status, expires_at_ms): (&str, &str, HoldStatus, u64),
+    items: impl ExactSizeIterator<Item = (&'a str, u32)>,
+    reference: Option<&str>,
+) {
     put_u8(buf, 0);
     put_u8(buf, TAG_HOLD);
     put_flag(buf, existing);
-    put_str8_lossy(buf, &hold.partition);
-    put_str8_lossy(buf, &hold.id);
-    put_u8(buf, hold.status as u8);
-    put_u64(buf, hold.expires_at_ms);
+    put_str8_lossy(buf, partition);
+    put_str8_lossy(buf, id);
+    put_u8(buf, status as u8);
+    put_u64(buf, expires_at_ms);
     // The engine holds at most 64 items; a view never has more than 255.
-    let count = hold.items.len().min(u8::MAX as usize);
+    let count = items.len().min(u8::MAX as usize);
     put_u8(buf, count as u8);
-    for item in &hold.items[..count] {
-        put_str8_lossy(buf, &item.resource);
-        put_u32(buf, item.quantity);
+    for (resource, quantity) in items.take(count) {
+        put_str8_lossy(buf, resource);
+        put_u32(buf, quantity);
     }
-    put_flag(buf, hold.reference.is_some());
-    if let Some(reference) = &hold.reference {
+    put_flag(buf, reference.is_some());
+    if let Some(reference) = reference {
         put_str16_lossy(buf, reference, u16::MAX as usize);
     }
 }
@@ -314,7 +363,7 @@ fn put_page(buf: &mut Vec<u8>, page: &ResourcePage) {
     let count = page.resources.len().min(u16::MAX as usize);
     put_u16(buf, count as u16);
     for resource in &page.resources[..count] {
-        put_resource_counts(buf, resource);
+        put_resource_counts(buf, &resource_ref(resource));
     }
     put_flag(buf, page.next.is_some());
     if let Some(next) = &page.next {

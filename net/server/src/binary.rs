@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::{Op, OpResult};
+use bookd_engine::{Op, OpResult, OutcomeRef};
 use bookd_feed::{Cursor, Feed, FeedError, FeedPage, FeedRequest, FEED_LIMIT_MAX};
-use bookd_runtime::Runtime;
+use bookd_runtime::{Encoded, Encoder, Runtime};
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +27,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::http::{constant_time_eq, NodeInfo, Role};
+use crate::http::{constant_time_eq, NodeInfo};
 use bookd_protocol::codes::ErrorCode;
 use bookd_protocol::command::{decode_request, CommandRef};
 use bookd_protocol::frame::{self, FrameError, Kind};
@@ -35,11 +35,11 @@ use bookd_protocol::handshake::{ErrorFrame, Hello, HelloOk};
 use bookd_protocol::limits::{
     COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
     FRAME_SIZE_MAX_BYTES_DEFAULT, HELLO_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
-    IN_FLIGHT_REQUESTS_MAX_DEFAULT, LINGER, LINGER_SIZE_MAX_BYTES, READ_CHUNK_SIZE_BYTES,
-    READ_TIMEOUT_DEFAULT, TIMEOUT_CHECK_INTERVAL, WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT,
-    WRITE_STALL_TIMEOUT_DEFAULT,
+    IN_FLIGHT_REQUESTS_MAX_DEFAULT, LENGTH_PREFIX_SIZE_BYTES, LINGER, LINGER_SIZE_MAX_BYTES,
+    READ_CHUNK_SIZE_BYTES, READ_TIMEOUT_DEFAULT, TIMEOUT_CHECK_INTERVAL,
+    WRITE_BUFFER_SIZE_MAX_BYTES_DEFAULT, WRITE_STALL_TIMEOUT_DEFAULT,
 };
-use bookd_protocol::reply::{encode_op_result, put_refused, Refused};
+use bookd_protocol::reply::{encode_op_result, encode_outcome_ref, put_refused, Refused};
 use bookd_protocol::subscribe::{decode_credit, ChangesWriter, Subscribe};
 use bookd_protocol::wire::{put_u16, EncodeError};
 
@@ -295,12 +295,13 @@ enum Event {
     Tick,
 }
 
-/// One request's results, and which commands were refused before reaching the engine.
+/// A frame that ends the connection: the ERROR frame and the request id it answers.
+type Failed = (ErrorFrame, u64);
+
+/// One request's answers, encoded by the shards.
 struct Done {
     request_id: u64,
-    results: Vec<OpResult>,
-    /// `true` at the positions of writes refused on a standby (empty when none was).
-    refused: Vec<bool>,
+    answers: Encoded,
 }
 
 struct Connection<'a> {
@@ -488,26 +489,9 @@ impl<'a> Connection<'a> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut yielded = false;
         loop {
-            // Start every complete frame already buffered, as far as the bounds allow.
-            let mut may_read = self.closing.is_none();
-            while may_read {
-                if !self.may_start_request(in_flight.len()) {
-                    may_read = false;
-                    break;
-                }
-                match self.next_request() {
-                    // A SUBSCRIBE or CREDIT frame: nothing to execute (a REQUEST has 1+ commands).
-                    Ok(Some((_, ops, refused))) if ops.is_empty() && refused.is_empty() => {}
-                    Ok(Some((request_id, ops, refused))) => {
-                        in_flight.push(execute(runtime, request_id, ops, refused));
-                    }
-                    Ok(None) => break,
-                    Err((error, request_id)) => {
-                        self.closing = Some(Closing::error(error, request_id));
-                        may_read = false;
-                    }
-                }
-            }
+            let may_read = self.start_requests(&mut in_flight, |request_id, ops| {
+                execute(runtime, request_id, ops)
+            });
             if in_flight.is_empty() {
                 self.write_pending_error();
             }
@@ -532,35 +516,69 @@ impl<'a> Connection<'a> {
                 }
                 _ = ticker.tick() => Event::Tick,
             };
-            match event {
-                Event::Done(done) => {
-                    self.respond(done);
-                    // A shard answers a whole batch at once, one reply after the other: let the
-                    // rest of it arrive, so their responses leave in this same write.
-                    if !yielded && !in_flight.is_empty() {
-                        yielded = true;
-                        tokio::task::yield_now().await;
-                    }
+            let busy = !in_flight.is_empty();
+            if let Event::Done(done) = event {
+                self.respond(done);
+                // A shard answers a whole batch at once, one reply after the other: let the
+                // rest of it arrive, so their responses leave in this same write.
+                if !yielded && busy {
+                    yielded = true;
+                    tokio::task::yield_now().await;
                 }
-                Event::Changes(page) => {
-                    self.feed_read = None;
-                    self.send_changes(page);
-                }
-                Event::Written(written) => {
-                    yielded = false;
-                    self.wrote(written?)?;
-                }
-                Event::Read(read) => self.read_some(read?),
-                Event::Stop => self.closing = Some(Closing::Stopping),
-                Event::Tick => {
-                    if let Some(timeout) = self.timed_out(!in_flight.is_empty() || self.paused) {
-                        BinaryMetrics::add(&self.app.metrics.timeouts_total, 1);
-                        tracing::debug!(timeout = timeout.as_str(), "binary connection timed out");
-                        self.closing = Some(timeout.closing());
-                    }
+            } else {
+                yielded &= !matches!(event, Event::Written(_));
+                self.handle(event, busy)?;
+            }
+        }
+    }
+
+    /// Starts every complete REQUEST frame already buffered, as far as the bounds allow, with
+    /// `start`; handles SUBSCRIBE and CREDIT frames on the way. Whether to read more.
+    fn start_requests<F>(
+        &mut self,
+        in_flight: &mut FuturesUnordered<F>,
+        start: impl Fn(u64, Vec<Op>) -> F,
+    ) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        loop {
+            if !self.may_start_request(in_flight.len()) {
+                return false;
+            }
+            match self.next_request() {
+                // A SUBSCRIBE or CREDIT frame: nothing to execute (a REQUEST has 1+ commands).
+                Ok(Some((_, ops))) if ops.is_empty() => {}
+                Ok(Some((request_id, ops))) => in_flight.push(start(request_id, ops)),
+                Ok(None) => return true,
+                Err((error, request_id)) => {
+                    self.closing = Some(Closing::error(error, request_id));
+                    return false;
                 }
             }
         }
+    }
+
+    /// Handles what woke the loop, but a finished request. `busy`: requests are in flight.
+    fn handle(&mut self, event: Event, busy: bool) -> io::Result<()> {
+        match event {
+            Event::Done(done) => self.respond(done),
+            Event::Changes(page) => {
+                self.feed_read = None;
+                self.send_changes(page);
+            }
+            Event::Written(written) => self.wrote(written?)?,
+            Event::Read(read) => self.read_some(read?),
+            Event::Stop => self.closing = Some(Closing::Stopping),
+            Event::Tick => {
+                if let Some(timeout) = self.timed_out(busy || self.paused) {
+                    BinaryMetrics::add(&self.app.metrics.timeouts_total, 1);
+                    tracing::debug!(timeout = timeout.as_str(), "binary connection timed out");
+                    self.closing = Some(timeout.closing());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether another request may start: fewer than `in_flight_max` in flight and room in the
@@ -623,9 +641,9 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// The next complete REQUEST frame in the read buffer, decoded into engine ops.
-    #[allow(clippy::type_complexity)]
-    fn next_request(&mut self) -> Result<Option<(u64, Vec<Op>, Vec<bool>)>, (ErrorFrame, u64)> {
+    /// The next complete REQUEST frame in the read buffer, decoded into engine ops (none for a
+    /// SUBSCRIBE or CREDIT frame, which is handled here).
+    fn next_request(&mut self) -> Result<Option<(u64, Vec<Op>)>, Failed> {
         let config = &self.app.config;
         let parsed = frame::parse(&self.rbuf, config.frame_size_max_bytes);
         let (frame, used) = match parsed {
@@ -656,39 +674,28 @@ impl<'a> Connection<'a> {
             self.partial_since = if self.rbuf.is_empty() { None } else { Some(Instant::now()) };
             self.control(request_id, control).map_err(|error| (error, request_id))?;
             // Nothing to execute: the caller asks again for the next frame.
-            return Ok(Some((request_id, Vec::new(), Vec::new())));
+            return Ok(Some((request_id, Vec::new())));
         }
         if frame.kind != Kind::Request {
             return Err((bad_request(format!("unexpected {:?} frame", frame.kind)), request_id));
         }
-        let standby = self.app.node.role() == Role::Standby;
-        // The count is checked by the decoder; it only sizes the vector here (≤ 1 000).
+        // The count is checked by the decoder; it only sizes the vector here (≤ 1 000). A
+        // standby's writes go to its shards like any, which refuse them.
         let announced = frame.payload.first_chunk::<2>().map_or(0, |c| u16::from_le_bytes(*c));
         let mut ops = Vec::with_capacity(usize::from(announced).min(COMMANDS_PER_FRAME_MAX));
-        let mut refused = Vec::new();
-        let mut count = 0;
-        let decoded = decode_request(frame.payload, |command: CommandRef<'_>| {
-            count += 1;
-            if standby && command.opcode().is_write() {
-                refused.resize(count, false);
-                refused[count - 1] = true;
-            } else {
-                ops.push(command.to_op());
-            }
-        });
+        let decoded =
+            decode_request(frame.payload, |command: CommandRef<'_>| ops.push(command.to_op()));
         if let Err(error) = decoded {
             return Err((bad_request(format!("REQUEST: {error}")), request_id));
         }
-        if !refused.is_empty() {
-            refused.resize(count, false);
-        }
+        let count = ops.len();
         self.rbuf.advance(used);
         self.requested = true;
         self.partial_since = if self.rbuf.is_empty() { None } else { Some(Instant::now()) };
         let metrics = &self.app.metrics;
         BinaryMetrics::add(&metrics.requests_total, 1);
         BinaryMetrics::add(&metrics.commands_total, count as u64);
-        Ok(Some((request_id, ops, refused)))
+        Ok(Some((request_id, ops)))
     }
 
     /// Opens the subscription or adds credit to it.
@@ -780,27 +787,28 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Encodes the RESPONSE frame of a finished request into the write buffer.
+    /// Writes the RESPONSE frame of a finished request: the shards' encoded answers, copied.
+    /// An answer that would take the frame past the largest frame is replaced by
+    /// `payload_too_large`.
     fn respond(&mut self, done: Done) {
         let start = frame::begin(&mut self.wbuf, Kind::Response, done.request_id);
-        let count = if done.refused.is_empty() { done.results.len() } else { done.refused.len() };
-        put_u16(&mut self.wbuf, count as u16);
-        let mut results = done.results.iter();
-        let read_only = Refused::plain(ErrorCode::StandbyReadOnly);
-        let too_large = Refused::plain(ErrorCode::PayloadTooLarge);
-        for index in 0..count {
-            if done.refused.get(index).copied().unwrap_or(false) {
-                put_refused(&mut self.wbuf, &read_only);
-                continue;
-            }
-            let before = self.wbuf.len();
-            match results.next() {
-                Some(result) => encode_op_result(result, &mut self.wbuf),
-                None => put_refused(&mut self.wbuf, &Refused::plain(ErrorCode::Unavailable)),
-            }
-            if self.wbuf.len() - start > FRAME_SIZE_CAP_BYTES - 4 - 16 {
-                self.wbuf.truncate(before);
-                put_refused(&mut self.wbuf, &too_large);
+        let answers = &done.answers;
+        // A request has at most `COMMANDS_PER_FRAME_MAX` commands, one answer each.
+        put_u16(&mut self.wbuf, u16::try_from(answers.len()).unwrap_or(u16::MAX));
+        let fits = |buf: &Vec<u8>, more: usize| {
+            buf.len() + more - start <= LENGTH_PREFIX_SIZE_BYTES + FRAME_SIZE_CAP_BYTES
+        };
+        if fits(&self.wbuf, answers.bytes().len()) {
+            self.wbuf.extend_from_slice(answers.bytes());
+        } else {
+            let too_large = Refused::plain(ErrorCode::PayloadTooLarge);
+            for index in 0..answers.len() {
+                let answer = answers.answer(index);
+                if fits(&self.wbuf, answer.len()) {
+                    self.wbuf.extend_from_slice(answer);
+                } else {
+                    put_refused(&mut self.wbuf, &too_large);
+                }
             }
         }
         frame::finish(&mut self.wbuf, start);
@@ -911,10 +919,26 @@ async fn poll_feed(read: &mut Option<FeedRead<'_>>) -> Result<FeedPage, FeedErro
     }
 }
 
-/// Runs one request's ops as one `Runtime::execute`.
-async fn execute(runtime: &Runtime, request_id: u64, ops: Vec<Op>, refused: Vec<bool>) -> Done {
-    let results = if ops.is_empty() { Vec::new() } else { runtime.execute(ops).await };
-    Done { request_id, results, refused }
+/// Runs one request's ops as one `Runtime::execute_encoded`: one message per shard, answered
+/// in the wire format on the shard threads.
+async fn execute(runtime: &Runtime, request_id: u64, ops: Vec<Op>) -> Done {
+    Done { request_id, answers: runtime.execute_encoded(ops, &WIRE_ANSWERS).await }
+}
+
+/// Answers in the binary protocol's format, written by the shards from their receipts.
+#[derive(Debug)]
+struct WireAnswers;
+
+static WIRE_ANSWERS: WireAnswers = WireAnswers;
+
+impl Encoder for WireAnswers {
+    fn outcome(&self, outcome: &OutcomeRef<'_>, buf: &mut Vec<u8>) {
+        encode_outcome_ref(outcome, buf);
+    }
+
+    fn result(&self, result: &OpResult, buf: &mut Vec<u8>) {
+        encode_op_result(result, buf);
+    }
 }
 
 fn bad_request(message: String) -> ErrorFrame {

@@ -952,10 +952,11 @@ async fn health_status_metrics_checkpoint_and_promote_on_a_primary() {
     assert_eq!(holds_live, 1);
 }
 
-/// A standby whose promotion the test controls.
+/// A standby whose promotion the test controls; promotion makes its shards writable.
 #[derive(Debug, Default)]
 struct FakeStandby {
     promoted: AtomicBool,
+    runtime: std::sync::OnceLock<Arc<bookd_runtime::Runtime>>,
 }
 
 impl NodeInfo for FakeStandby {
@@ -974,6 +975,9 @@ impl NodeInfo for FakeStandby {
     fn promote(&self) -> PromoteFuture<'_> {
         Box::pin(async move {
             self.promoted.store(true, Ordering::SeqCst);
+            if let Some(runtime) = self.runtime.get() {
+                runtime.set_writable(true);
+            }
             Ok(2)
         })
     }
@@ -983,6 +987,7 @@ impl NodeInfo for FakeStandby {
 async fn a_standby_serves_reads_refuses_writes_and_promotes() {
     let node = Arc::new(FakeStandby::default());
     let server = TestServer::start(Options { node: node.clone(), ..Options::default() }).await;
+    node.runtime.set(server.runtime.clone()).unwrap();
     let mut client = server.client();
     assert_eq!(client.get("/health").await.json()["role"], "standby");
     assert_error(&put(&mut client, "a", 1).await, 503, "standby_read_only");

@@ -24,7 +24,7 @@ use crate::change::ChangeOp;
 use crate::error::Refusal;
 use crate::lifecycle::{effect, Effect, HoldVerb};
 use crate::state::Engine;
-use crate::view::{HoldStatus, HoldView, ResourceView};
+use crate::view::{HoldRef, HoldStatus, HoldView, OutcomeRef, ResourceRef, ResourceView};
 
 /// A state-changing command, as written to the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,15 +143,20 @@ impl Engine {
     /// expired. An invalid command changes nothing at all.
     pub fn apply(&mut self, now_ms: u64, command: &Command) -> Result<Outcome, Refusal> {
         let receipt = self.apply_receipt(now_ms, command)?;
-        Ok(match receipt {
-            // The partition is gone: its name comes from the command.
+        Ok(self.outcome_for(command, &receipt))
+    }
+
+    /// The reply of `command` from its `receipt`, with views of the state: [`Engine::outcome`],
+    /// and for `delete_partition` the partition's name, which only the command still has.
+    pub fn outcome_for(&self, command: &Command, receipt: &Receipt) -> Outcome {
+        match *receipt {
             Receipt::PartitionDeleted { resources, holds } => Outcome::PartitionDeleted {
                 partition: command.partition().into(),
                 resources,
                 holds,
             },
             receipt => self.outcome(&receipt),
-        })
+        }
     }
 
     /// [`Engine::apply`] without building the reply: the same decision and the same state change,
@@ -284,6 +289,32 @@ impl Engine {
             }
             Receipt::PartitionDeleted { resources, holds } => {
                 Outcome::PartitionDeleted { partition: "".into(), resources, holds }
+            }
+        }
+    }
+
+    /// The reply of `command`, read in place from its `receipt`: what [`Engine::outcome`]
+    /// builds, borrowed instead of copied. Read it before the next command changes the state.
+    pub fn outcome_ref<'a>(&'a self, command: &'a Command, receipt: &Receipt) -> OutcomeRef<'a> {
+        match *receipt {
+            Receipt::Resource { partition, resource, capacity, held, confirmed, created } => {
+                let part = &self.partitions[partition as usize];
+                let resource = ResourceRef {
+                    partition: &part.name,
+                    id: &part.resources[resource as usize].id,
+                    capacity,
+                    held,
+                    confirmed,
+                };
+                OutcomeRef::Resource { resource, created }
+            }
+            Receipt::Hold { slot, status, expires_at_ms, existing } => {
+                let hold = HoldRef { status, expires_at_ms, ..self.hold_ref(slot) };
+                OutcomeRef::Hold { hold, existing }
+            }
+            // The partition is gone: its name comes from the command.
+            Receipt::PartitionDeleted { resources, holds } => {
+                OutcomeRef::PartitionDeleted { partition: command.partition(), resources, holds }
             }
         }
     }

@@ -122,7 +122,9 @@ fn admit<'p>(
             return Err(Box::new(error_response(&error)));
         }
     };
-    if route.is_write() && app.node.role() == Role::Standby {
+    // The shards refuse writes on a standby; a whole request is refused here, its body unread,
+    // on the same flag they read.
+    if route.is_write() && !app.runtime.is_writable() {
         return Err(Box::new(error_response(&ApiError::standby_read_only())));
     }
     Ok((route, params))
@@ -139,36 +141,15 @@ async fn dispatch(
 ) -> HttpResponse {
     let partition = || decode_segment(params[0]).into_owned();
     let second = || decode_segment(params[1]).into_owned();
-    let hold_ref = || (partition(), second());
     match route {
-        Route::PutResource => {
-            command_or_error(app, json::put_resource(partition(), second(), body), started).await
-        }
-        Route::CreateHold => command_or_error(app, json::hold(partition(), body), started).await,
-        Route::ConfirmHold => {
-            let (partition, hold) = hold_ref();
-            let command =
-                json::no_body(body).map(|()| Command::Confirm(Confirm { partition, hold }));
-            command_or_error(app, command, started).await
-        }
-        Route::ReleaseHold => {
-            let (partition, hold) = hold_ref();
-            let command =
-                json::no_body(body).map(|()| Command::Release(Release { partition, hold }));
-            command_or_error(app, command, started).await
-        }
-        Route::CancelHold => {
-            let (partition, hold) = hold_ref();
-            let command = json::no_body(body).map(|()| Command::Cancel(Cancel { partition, hold }));
-            command_or_error(app, command, started).await
-        }
-        Route::ExtendHold => {
-            command_or_error(app, json::extend(partition(), second(), body), started).await
-        }
-        Route::DeletePartition => {
-            let command = json::no_body(body)
-                .map(|()| Command::DeletePartition(DeletePartition { partition: partition() }));
-            command_or_error(app, command, started).await
+        Route::PutResource
+        | Route::CreateHold
+        | Route::ConfirmHold
+        | Route::ReleaseHold
+        | Route::CancelHold
+        | Route::ExtendHold
+        | Route::DeletePartition => {
+            command_or_error(app, parse_command(route, params, body), started).await
         }
         Route::GetResource => {
             let op = Op::GetResource { partition: partition(), id: second() };
@@ -196,6 +177,34 @@ async fn dispatch(
             Ok(()) => checkpoint(app).await,
             Err(error) => error_response(&error),
         },
+    }
+}
+
+/// The command a command route's request asks for, from its path parameters and body.
+fn parse_command(
+    route: Route,
+    params: [&str; router::PARAMS_MAX],
+    body: &[u8],
+) -> Result<Command, ApiError> {
+    let partition = decode_segment(params[0]).into_owned();
+    let second = || decode_segment(params[1]).into_owned();
+    match route {
+        Route::PutResource => json::put_resource(partition, second(), body),
+        Route::CreateHold => json::hold(partition, body),
+        Route::ConfirmHold => {
+            json::no_body(body).map(|()| Command::Confirm(Confirm { partition, hold: second() }))
+        }
+        Route::ReleaseHold => {
+            json::no_body(body).map(|()| Command::Release(Release { partition, hold: second() }))
+        }
+        Route::CancelHold => {
+            json::no_body(body).map(|()| Command::Cancel(Cancel { partition, hold: second() }))
+        }
+        Route::ExtendHold => json::extend(partition, second(), body),
+        Route::DeletePartition => {
+            json::no_body(body).map(|()| Command::DeletePartition(DeletePartition { partition }))
+        }
+        other => Err(ApiError::not_found(format!("{other:?} is not a command"))),
     }
 }
 

@@ -79,7 +79,8 @@ pub type PromoteFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, PromoteErro
 /// What the HTTP layer needs to know about the node around it. Replication implements it; a
 /// node without replication uses [`PrimaryNode`].
 pub trait NodeInfo: Send + Sync + std::fmt::Debug {
-    /// The node's current role. Writes are refused (`503 standby_read_only`) on a standby.
+    /// The node's current role. On a standby the shards are not writable and refuse writes
+    /// (`503 standby_read_only`); the node sets them up so.
     fn role(&self) -> Role;
 
     /// The node's epoch; by default the runtime's (which promotion raises).

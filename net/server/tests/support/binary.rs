@@ -9,7 +9,8 @@ use bookd_engine::EngineLimits;
 use bookd_protocol::frame::{self, Kind};
 use bookd_protocol::limits::FRAME_SIZE_CAP_BYTES;
 use bookd_protocol::{ErrorFrame, Hello, HelloOk};
-use bookd_server::http::{NodeInfo, PrimaryNode};
+use bookd_runtime::Runtime;
+use bookd_server::http::{NodeInfo, PrimaryNode, Role};
 use bookd_server::{serve_binary, BinaryApp, BinaryConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,7 +52,11 @@ impl Server<BinaryApp> {
             stall: Stall::Commit,
         };
         let Options { token, node, config, .. } = options;
-        let app = move |runtime| Arc::new(BinaryApp::new(runtime, token, node).with_config(config));
+        let app = move |runtime: Arc<Runtime>| {
+            // A standby's shards refuse writes, as the node sets them up.
+            runtime.set_writable(node.role() == Role::Primary);
+            Arc::new(BinaryApp::new(runtime, token, node).with_config(config))
+        };
         Server::launch(shards, app, |listener, app, stopped| {
             serve_binary(listener, app, async {
                 let _ = stopped.await;

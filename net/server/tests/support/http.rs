@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bookd_engine::EngineLimits;
-use bookd_server::http::{serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode, StorageInfo};
+use bookd_runtime::Runtime;
+use bookd_server::http::{
+    serve_http, HttpApp, HttpConfig, NodeInfo, PrimaryNode, Role, StorageInfo,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,7 +52,9 @@ impl Server<HttpApp> {
             stall: Stall::Clock,
         };
         let Options { token, node, config, storage, .. } = options;
-        let app = move |runtime| {
+        let app = move |runtime: Arc<Runtime>| {
+            // A standby's shards refuse writes, as the node sets them up.
+            runtime.set_writable(node.role() == Role::Primary);
             Arc::new(HttpApp::new(runtime, token, node).with_config(config).with_storage(storage))
         };
         Server::launch(shards, app, |listener, app, stopped| {
