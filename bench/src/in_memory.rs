@@ -131,6 +131,27 @@ impl EngineRun {
         refused
     }
 
+    /// [`EngineRun::replay`], handing each command that took effect and its receipt to
+    /// `reply` right after it was applied, as a shard answers it.
+    #[inline(never)]
+    pub fn replay_replying(
+        &mut self,
+        recording: &[(u64, Command)],
+        mut reply: impl FnMut(&Engine, &Command, &bookd_engine::Receipt),
+    ) -> u64 {
+        let mut refused = 0;
+        for (at, (now_ms, command)) in recording.iter().enumerate() {
+            if let Some((_, ahead)) = recording.get(at + bookd_engine::PREFETCH_AHEAD) {
+                self.engine.prefetch_hold(ahead);
+            }
+            match self.engine.apply_receipt(*now_ms, command) {
+                Ok(receipt) => reply(&self.engine, command, &receipt),
+                Err(_) => refused += 1,
+            }
+        }
+        refused
+    }
+
     pub fn workload(&self) -> Workload {
         self.workload
     }

@@ -343,25 +343,15 @@ impl crate::Encoder for TextAnswers {
     fn outcome(&self, outcome: &bookd_engine::OutcomeRef<'_>, buf: &mut Vec<u8>) {
         use bookd_engine::OutcomeRef;
         let line = match outcome {
-            OutcomeRef::Resource { resource: r, created } => format!(
-                "resource {}/{} {}/{}/{} created={created}",
-                r.partition, r.id, r.capacity, r.held, r.confirmed
-            ),
-            OutcomeRef::Hold { hold, existing } => {
-                let items: Vec<String> = hold
-                    .items()
-                    .map(|(resource, quantity)| format!("{resource}x{quantity}"))
-                    .collect();
-                format!(
-                    "hold {}/{} {:?} until {} [{}] ref={:?} existing={existing}",
-                    hold.partition,
-                    hold.id,
-                    hold.status,
-                    hold.expires_at_ms,
-                    items.join(","),
-                    hold.reference
-                )
+            OutcomeRef::Resource { resource: r, created } => {
+                resource_line((r.partition, r.id), (r.capacity, r.held, r.confirmed), *created)
             }
+            OutcomeRef::Hold { hold, existing } => hold_line(
+                (hold.partition, hold.id, hold.status, hold.expires_at_ms),
+                hold.items(),
+                hold.reference,
+                *existing,
+            ),
             OutcomeRef::PartitionDeleted { partition, resources, holds } => {
                 format!("deleted {partition} {resources} {holds}")
             }
@@ -374,30 +364,41 @@ impl crate::Encoder for TextAnswers {
     }
 }
 
+fn resource_line(
+    (partition, id): (&str, &str),
+    (capacity, held, confirmed): (u64, u64, u64),
+    created: bool,
+) -> String {
+    format!("resource {partition}/{id} {capacity}/{held}/{confirmed} created={created}")
+}
+
+fn hold_line<'a>(
+    (partition, id, status, expires_at_ms): (&str, &str, bookd_engine::HoldStatus, u64),
+    items: impl Iterator<Item = (&'a str, u32)>,
+    reference: Option<&str>,
+    existing: bool,
+) -> String {
+    let items: Vec<String> =
+        items.map(|(resource, quantity)| format!("{resource}x{quantity}")).collect();
+    format!(
+        "hold {partition}/{id} {status:?} until {expires_at_ms} [{}] ref={reference:?} existing={existing}",
+        items.join(",")
+    )
+}
+
 /// The line [`TextAnswers`] writes for the op whose result is `result`.
 pub fn text_of(result: &bookd_engine::OpResult) -> String {
     use bookd_engine::{OpResult, Outcome};
     match result {
-        OpResult::Command(Ok(Outcome::Resource { resource: r, created })) => format!(
-            "resource {}/{} {}/{}/{} created={created}",
-            r.partition, r.id, r.capacity, r.held, r.confirmed
-        ),
-        OpResult::Command(Ok(Outcome::Hold { hold, existing })) => {
-            let items: Vec<String> = hold
-                .items
-                .iter()
-                .map(|item| format!("{}x{}", item.resource, item.quantity))
-                .collect();
-            format!(
-                "hold {}/{} {:?} until {} [{}] ref={:?} existing={existing}",
-                hold.partition,
-                hold.id,
-                hold.status,
-                hold.expires_at_ms,
-                items.join(","),
-                hold.reference.as_deref()
-            )
+        OpResult::Command(Ok(Outcome::Resource { resource: r, created })) => {
+            resource_line((&r.partition, &r.id), (r.capacity, r.held, r.confirmed), *created)
         }
+        OpResult::Command(Ok(Outcome::Hold { hold, existing })) => hold_line(
+            (&hold.partition, &hold.id, hold.status, hold.expires_at_ms),
+            hold.items.iter().map(|item| (&*item.resource, item.quantity)),
+            hold.reference.as_deref(),
+            *existing,
+        ),
         OpResult::Command(Ok(Outcome::PartitionDeleted { partition, resources, holds })) => {
             format!("deleted {partition} {resources} {holds}")
         }

@@ -141,16 +141,10 @@ async fn dispatch(
 ) -> HttpResponse {
     let partition = || decode_segment(params[0]).into_owned();
     let second = || decode_segment(params[1]).into_owned();
+    if let Some(command) = parse_command(route, params, body) {
+        return command_or_error(app, command, started).await;
+    }
     match route {
-        Route::PutResource
-        | Route::CreateHold
-        | Route::ConfirmHold
-        | Route::ReleaseHold
-        | Route::CancelHold
-        | Route::ExtendHold
-        | Route::DeletePartition => {
-            command_or_error(app, parse_command(route, params, body), started).await
-        }
         Route::GetResource => {
             let op = Op::GetResource { partition: partition(), id: second() };
             query_response(app, op, OP_GET_RESOURCE, started).await
@@ -177,18 +171,24 @@ async fn dispatch(
             Ok(()) => checkpoint(app).await,
             Err(error) => error_response(&error),
         },
+        // The command routes (`Route::is_command`), parsed and run above.
+        _ => error_response(&ApiError::not_found(format!("{route:?}"))),
     }
 }
 
-/// The command a command route's request asks for, from its path parameters and body.
+/// The command a command route's request asks for, from its path parameters and body; `None`
+/// for the other routes.
 fn parse_command(
     route: Route,
     params: [&str; router::PARAMS_MAX],
     body: &[u8],
-) -> Result<Command, ApiError> {
+) -> Option<Result<Command, ApiError>> {
+    if !route.is_command() {
+        return None;
+    }
     let partition = decode_segment(params[0]).into_owned();
     let second = || decode_segment(params[1]).into_owned();
-    match route {
+    Some(match route {
         Route::PutResource => json::put_resource(partition, second(), body),
         Route::CreateHold => json::hold(partition, body),
         Route::ConfirmHold => {
@@ -205,7 +205,7 @@ fn parse_command(
             json::no_body(body).map(|()| Command::DeletePartition(DeletePartition { partition }))
         }
         other => Err(ApiError::not_found(format!("{other:?} is not a command"))),
-    }
+    })
 }
 
 /// A parsed command's response, or the parse error's.

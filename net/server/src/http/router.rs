@@ -36,8 +36,8 @@ pub enum Route {
 }
 
 impl Route {
-    /// Whether the route changes state, and so is refused on a standby.
-    pub fn is_write(self) -> bool {
+    /// Whether the route is one command (its path and body say which).
+    pub fn is_command(self) -> bool {
         matches!(
             self,
             Route::PutResource
@@ -47,8 +47,12 @@ impl Route {
                 | Route::CancelHold
                 | Route::ExtendHold
                 | Route::DeletePartition
-                | Route::Batch
         )
+    }
+
+    /// Whether the route changes state, and so is refused on a standby.
+    pub fn is_write(self) -> bool {
+        self.is_command() || self == Route::Batch
     }
 
     /// Whether the route reads a request body (the others ignore one).
