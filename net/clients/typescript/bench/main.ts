@@ -226,7 +226,9 @@ interface Target {
   capacityOf(partition: string, id: string): Promise<number | null>;
   /** Runs up to 1 000 setup commands; each must succeed. */
   runAll(commands: Command[]): Promise<void>;
-  /** How the calls were gathered, for the table. */
+  /** Starts counting frames (or requests) afresh: the setup's are not the workload's. */
+  markStart(): void;
+  /** How the calls were gathered since {@link Target.markStart}, for the table. */
   gathering(): string;
   close(): Promise<void>;
 }
@@ -238,6 +240,7 @@ async function binaryTarget(args: Args): Promise<Target> {
     callTimeoutMs: args.timeoutMs + 1000,
     ...(args.token ? { token: args.token } : {}),
   });
+  let start = { ...client.stats };
   return {
     handle: (index) => client.pinned(index % args.connections),
     async capacityOf(partition, id) {
@@ -253,7 +256,13 @@ async function binaryTarget(args: Args): Promise<Target> {
         if (!entry.ok) throw new Error(`setup: ${entry.error.message}`);
       }
     },
-    gathering: () => `${(client.stats.commandsSent / Math.max(client.stats.framesSent, 1)).toFixed(1)} commands per frame`,
+    markStart() {
+      start = { ...client.stats };
+    },
+    gathering() {
+      const commands = client.stats.commandsSent - start.commandsSent;
+      return `${(commands / Math.max(client.stats.framesSent - start.framesSent, 1)).toFixed(1)} commands per frame`;
+    },
     close: () => client.close(),
   };
 }
@@ -261,6 +270,7 @@ async function binaryTarget(args: Args): Promise<Target> {
 function httpTarget(args: Args): Target {
   const batcher = new HttpBatcher(args.addr, { connections: args.connections, timeoutMs: args.timeoutMs + 1000, token: args.token });
   const headers: Record<string, string> = args.token ? { authorization: `Bearer ${args.token}` } : {};
+  let start = { ...batcher.stats };
   return {
     handle: (index) => batcher.pinned(index),
     async capacityOf(partition, id) {
@@ -280,7 +290,13 @@ function httpTarget(args: Args): Target {
         throw new Error(`setup: ${error instanceof Error ? error.message : String(error)}`);
       }
     },
-    gathering: () => `${(batcher.stats.commands / Math.max(batcher.stats.requests, 1)).toFixed(1)} commands per POST /v1/batch`,
+    markStart() {
+      start = { ...batcher.stats };
+    },
+    gathering() {
+      const commands = batcher.stats.commands - start.commands;
+      return `${(commands / Math.max(batcher.stats.requests - start.requests, 1)).toFixed(1)} commands per POST /v1/batch`;
+    },
     close: async () => batcher.close(),
   };
 }
@@ -469,6 +485,7 @@ async function main(): Promise<void> {
     if (!args.json) {
       console.error(`bookd: set up ${written} resources in ${((performance.now() - started) / 1000).toFixed(1)} s${written === 0 ? ' (already there)' : ''}`);
     }
+    target.markStart();
     const shared = names(args.workload);
     const idPrefix = `t${Date.now()}`;
     const recorder = new Recorder(args, performance.now());
