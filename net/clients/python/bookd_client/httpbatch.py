@@ -267,17 +267,24 @@ class HttpConnection:
         body = _OPEN + b",".join(command for command, _ in calls) + _CLOSE
         self.stats.requests += 1
         self.stats.commands += len(calls)
+        # A timer rather than asyncio.wait_for (a task per request): past the timeout it aborts
+        # the connection, which ends the read.
+        expired = []
+        timer = asyncio.get_running_loop().call_later(
+            self.timeout, lambda: (expired.append(True), writer.transport.abort()))
         try:
             writer.write(self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            status, payload, close = await asyncio.wait_for(read_response(reader), self.timeout)
-        except asyncio.TimeoutError:
-            raise CallTimeoutError(f"no answer to a batch of {len(calls)} commands within "
-                                   f"{self.timeout} s") from None
+            status, payload, close = await read_response(reader)
         except (OSError, asyncio.IncompleteReadError) as error:
+            if expired:
+                raise CallTimeoutError(f"no answer to a batch of {len(calls)} commands within "
+                                       f"{self.timeout} s") from None
             raise node_error(ErrorCode.UNAVAILABLE, message=f"lost the connection to "
                              f"{self.host}:{self.port}: {error}") from None
         except asyncio.LimitOverrunError:
             raise ProtocolError(f"a response head over {BODY_SIZE_MAX_BYTES} bytes") from None
+        finally:
+            timer.cancel()
         if close:
             self._disconnect()
         try:
