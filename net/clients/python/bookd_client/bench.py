@@ -206,7 +206,13 @@ def _str8(text: str) -> bytes:
 
 class BinaryCodec:
     """Commands as the binary protocol encodes them (docs/protocol.md, "Commands"), from parts
-    built once: the loops only join bytes."""
+    built once: a command is ``heads[op][partition] + name(hold id)``, a hold's followed by
+    :meth:`hold_tail` of its items (``verb_tail`` for the others), so a loop only joins bytes.
+    """
+
+    #: The hold id goes with its length before it.
+    length_prefixed = True
+    verb_tail = b""
 
     def __init__(self, workload: str) -> None:
         partitions = partition_names(workload)
@@ -223,9 +229,12 @@ class BinaryCodec:
             item = self.items[key] = self.resources[resource] + quantity.to_bytes(8, "little")
         return item
 
+    def hold_tail(self, items: Sequence[bytes]) -> bytes:
+        return bytes([len(items)]) + b"".join(items) + self.ttl_tail
+
     def hold(self, partition: int, hold_id: bytes, items: Sequence[bytes]) -> bytes:
         return (self.heads[HOLD][partition] + bytes([len(hold_id)]) + hold_id
-                + bytes([len(items)]) + b"".join(items) + self.ttl_tail)
+                + self.hold_tail(items))
 
     def verb(self, op: int, partition: int, hold_id: bytes) -> bytes:
         return self.heads[op][partition] + bytes([len(hold_id)]) + hold_id
@@ -233,14 +242,18 @@ class BinaryCodec:
 
 class JsonCodec:
     """Commands as elements of ``POST /v1/batch``'s ``commands`` (docs/API.md, "Batches"), from
-    parts built once. Names are of the API's characters, which JSON strings carry as they are."""
+    parts built once, as :class:`BinaryCodec` builds them. Names are of the API's characters,
+    which JSON strings carry as they are."""
+
+    length_prefixed = False
+    verb_tail = b'"}'
 
     def __init__(self, workload: str) -> None:
         partitions = [json.dumps(name).encode() for name in partition_names(workload)]
         self.resources = [json.dumps(name).encode() for name in resource_names(workload)]
         self.heads = [[b'{"op":"' + op.encode() + b'","partition":' + name + b',"id":"'
                        for name in partitions] for op in OPS]
-        self.hold_tail = b'],"ttl_ms":%d}' % HOLD_TTL_MS
+        self.ttl_tail = b'],"ttl_ms":%d}' % HOLD_TTL_MS
         self.items: Dict[int, bytes] = {}
 
     def item(self, resource: int, quantity: int) -> bytes:
@@ -251,12 +264,14 @@ class JsonCodec:
                                       + b',"quantity":%d}' % quantity)
         return item
 
+    def hold_tail(self, items: Sequence[bytes]) -> bytes:
+        return b'","items":[' + b",".join(items) + self.ttl_tail
+
     def hold(self, partition: int, hold_id: bytes, items: Sequence[bytes]) -> bytes:
-        return (self.heads[HOLD][partition] + hold_id + b'","items":[' + b",".join(items)
-                + self.hold_tail)
+        return self.heads[HOLD][partition] + hold_id + self.hold_tail(items)
 
     def verb(self, op: int, partition: int, hold_id: bytes) -> bytes:
-        return self.heads[op][partition] + hold_id + b'"}'
+        return self.heads[op][partition] + hold_id + self.verb_tail
 
 
 Send = Callable[[bytes], Awaitable[int]]
@@ -264,12 +279,18 @@ Send = Callable[[bytes], Awaitable[int]]
 
 async def closed_client(index: int, workload: str, send: Send, codec, stats: Stats, seed: int,
                         id_prefix: str) -> None:
-    """One closed-loop client of ``workload`` until the end of the run."""
+    """One closed-loop client of ``workload`` until the end of the run. The commands are
+    joined from the codec's parts in the loop itself (a Python call per command shows)."""
     rng = SplitMix64.stream(seed, index)
+    below = rng.below
     prefix = f"{id_prefix}.c{index}-".encode()
     hotel = workload == "hotel"
-    flash_items = [[codec.item(0, quantity)] for quantity in range(FLASH_SALE_QUANTITY_MAX + 1)]
-    hold, verb, item = codec.hold, codec.verb, codec.item
+    prefixed = codec.length_prefixed
+    hold_heads, confirm_heads, cancel_heads = (codec.heads[HOLD], codec.heads[CONFIRM],
+                                               codec.heads[CANCEL])
+    verb_tail, hold_tail, item = codec.verb_tail, codec.hold_tail, codec.item
+    flash_tails = [b""] + [hold_tail([item(0, quantity)])
+                           for quantity in range(1, FLASH_SALE_QUANTITY_MAX + 1)]
     clock = time.perf_counter
     clock_ns = time.perf_counter_ns
     end = stats.end
@@ -278,28 +299,29 @@ async def closed_client(index: int, workload: str, send: Send, codec, stats: Sta
     while clock() < end:
         sequence += 1
         hold_id = prefix + str(sequence).encode()
+        name = bytes((len(hold_id),)) + hold_id if prefixed else hold_id
         if hotel:
-            partition = rng.below(HOTEL_PARTITIONS)
-            room_type = rng.below(HOTEL_ROOM_TYPES)
-            first = rng.below(HOTEL_NIGHTS - HOTEL_STAY_MAX + 1)
-            nights = 1 + rng.below(HOTEL_STAY_MAX)
+            partition = below(HOTEL_PARTITIONS)
+            room_type = below(HOTEL_ROOM_TYPES)
+            first = below(HOTEL_NIGHTS - HOTEL_STAY_MAX + 1)
+            nights = 1 + below(HOTEL_STAY_MAX)
             base = room_type * HOTEL_NIGHTS + first
-            items = [item(base + night, 1) for night in range(nights)]
+            tail = hold_tail([item(base + night, 1) for night in range(nights)])
         else:
             partition = 0
-            items = flash_items[1 + rng.below(FLASH_SALE_QUANTITY_MAX)]
+            tail = flash_tails[1 + below(FLASH_SALE_QUANTITY_MAX)]
         started = clock_ns()
-        status = await _send(send, hold(partition, hold_id, items), stats)
+        status = await _send(send, hold_heads[partition] + name + tail, stats)
         record(HOLD, status, started, clock())
         if status != 0:
             continue
         started = clock_ns()
-        status = await _send(send, verb(CONFIRM, partition, hold_id), stats)
+        status = await _send(send, confirm_heads[partition] + name + verb_tail, stats)
         record(CONFIRM, status, started, clock())
         if status != 0 or not hotel:
             continue
         started = clock_ns()
-        status = await _send(send, verb(CANCEL, partition, hold_id), stats)
+        status = await _send(send, cancel_heads[partition] + name + verb_tail, stats)
         record(CANCEL, status, started, clock())
 
 

@@ -288,3 +288,62 @@ def test_the_codecs_write_what_the_binary_protocol_and_the_batch_api_take(worklo
         "ttl_ms": bench.HOLD_TTL_MS}
     assert json.loads(api.verb(bench.CANCEL, last, b"h-1")) == {
         "op": "cancel", "partition": partitions[last], "id": "h-1"}
+
+
+@pytest.mark.parametrize("transport", bench.TRANSPORTS)
+@pytest.mark.parametrize("workload", bench.WORKLOADS)
+def test_the_loop_sends_the_workload_of_docs_workloads_over_either_codec(workload, transport):
+    codec = (bench.BinaryCodec if transport == "binary" else bench.JsonCodec)(workload)
+
+    def decode(payload):
+        if transport == "binary":
+            (command,) = p.decode_request(b"\x01\x00" + payload)
+            items = [(i.resource, i.quantity) for i in getattr(command, "items", [])]
+            return type(command).__name__.lower(), command.partition, command.id, items
+        command = json.loads(payload)
+        if command["op"] == "hold":
+            assert command["ttl_ms"] == bench.HOLD_TTL_MS
+        items = [(i["resource"], i["quantity"]) for i in command.get("items", [])]
+        return command["op"], command["partition"], command["id"], items
+
+    sent = []
+    stats = bench.Stats(0.0, 1e12, 1e12)
+
+    class Enough(Exception):
+        pass
+
+    async def send(payload):
+        if len(sent) == 60:
+            raise Enough
+        sent.append(decode(payload))
+        # Holds number 1, 6, 11, ... are refused: the loop goes on with a new hold.
+        holds = sum(1 for op, *_ in sent if op == "hold")
+        return ErrorCode.INSUFFICIENT_CAPACITY if sent[-1][0] == "hold" and holds % 5 == 1 else 0
+
+    with pytest.raises(Enough):
+        asyncio.run(bench.closed_client(3, workload, send, codec, stats, 42, "run"))
+    steps = ["hold", "confirm", "cancel"] if workload == "hotel" else ["hold", "confirm"]
+    at = 0
+    holds = 0
+    while at < len(sent):
+        op, partition, ident, items = sent[at]
+        assert op == "hold" and ident == f"run.c3-{holds + 1}", sent[at]
+        holds += 1
+        if workload == "flash-sale":
+            assert partition == "concert-1" and len(items) == 1
+            assert items[0][0] == "ga" and 1 <= items[0][1] <= 4
+        else:
+            assert partition.startswith("hotel-") and 0 <= int(partition[6:]) < 1000
+            nights = [(r.split("@")[0], int(r.split("@")[1])) for r, _ in items]
+            assert 1 <= len(nights) <= 7 and all(q == 1 for _, q in items)
+            assert len({room for room, _ in nights}) == 1 and nights[0][1] <= 358
+            assert [n for _, n in nights] == list(range(nights[0][1], nights[0][1] + len(nights)))
+        if holds % 5 == 1:  # refused: no follow-up
+            at += 1
+            continue
+        follow = sent[at + 1:at + len(steps)]
+        assert [(o, pa, i) for o, pa, i, _ in follow] == \
+            [(step, partition, ident) for step in steps[1:]][:len(follow)]
+        at += len(steps)
+    assert holds >= 20
+    assert stats.refused[bench.HOLD] == (holds + 4) // 5
