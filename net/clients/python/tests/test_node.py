@@ -323,21 +323,25 @@ async def test_calls_and_the_feed_resume_after_the_node_is_killed(tmp_path):
         node.stop()
 
 
-def test_the_bench_prints_the_bookd_bench_json_object(node):
+def run_bench(*args):
     import subprocess
     import sys
 
     from conftest import PACKAGE_DIR
-    run = subprocess.run(
-        [sys.executable, "-m", "bookd_client.bench", "--addr", node.binary, "--workload",
-         "flash-sale", "--clients", "8", "--connections", "2", "--duration", "1s",
-         "--warmup", "200ms", "--interval", "500ms", "--json"],
-        cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "bookd_client.bench", *args], cwd=PACKAGE_DIR,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_bench_prints_the_bookd_bench_json_object(node):
+    run = run_bench("--addr", node.binary, "--workload", "flash-sale", "--clients", "8",
+                    "--connections", "2", "--duration", "1s", "--warmup", "200ms",
+                    "--interval", "500ms", "--json")
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
-    assert set(report) == {"workload", "clients", "connections", "duration_s", "commands",
-                           "commands_per_s", "latency_us", "by_op", "success", "windows",
-                           "unanswered"}
+    assert set(report) == {"transport", "workload", "clients", "connections", "duration_s",
+                           "commands", "commands_per_s", "latency_us", "by_op", "success",
+                           "windows", "unanswered"}
+    assert report["transport"] == "binary"
     assert (report["workload"], report["clients"], report["connections"]) == ("flash-sale", 8, 2)
     assert report["commands"] > 0 and report["unanswered"] == 0
     assert set(report["by_op"]) == {"hold", "confirm"}
@@ -349,3 +353,33 @@ def test_the_bench_prints_the_bookd_bench_json_object(node):
     assert sum(w["commands"] for w in report["windows"]) == report["commands"]
     latency = report["latency_us"]
     assert 0 < latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
+
+
+def test_the_bench_runs_the_same_loops_over_http_json_batches(tmp_path):
+    node = Node(tmp_path / "bench-http", "--token", "bench-token").start()
+    try:
+        run = run_bench("--transport", "http", "--http-addr", node.http, "--token", "bench-token",
+                        "--workload", "flash-sale", "--clients", "16", "--connections", "2",
+                        "--duration", "1s", "--warmup", "200ms", "--json")
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert report["transport"] == "http"
+        assert (report["workload"], report["clients"], report["connections"]) == \
+            ("flash-sale", 16, 2)
+        assert set(report["by_op"]) == {"hold", "confirm"}
+        assert report["commands"] > 0 and report["by_op"]["hold"]["ok"] > 0
+        assert report["by_op"]["hold"]["count"] + report["by_op"]["confirm"]["count"] == \
+            report["commands"]
+        assert report["success"]["bookings"] == report["by_op"]["confirm"]["ok"] > 0
+        assert (report["success"]["errors"], report["success"]["follow_ups_refused"],
+                report["unanswered"]) == (0, 0, 0)
+        request = urllib.request.Request(f"http://{node.http}/v1/partitions/{P}/resources/ga",
+                                         headers={"Authorization": "Bearer bench-token"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.load(response)["confirmed"] >= report["success"]["bookings"]
+        # Without the token the node refuses every batch, and the bench says so.
+        refused = run_bench("--transport", "http", "--http-addr", node.http, "--clients", "2",
+                            "--connections", "1", "--duration", "200ms", "--warmup", "0s")
+        assert refused.returncode == 1 and "401 unauthorized" in refused.stderr, refused
+    finally:
+        node.stop()

@@ -1,12 +1,16 @@
 /**
  * `npm run bench -- --addr ADDR --workload flash-sale [--clients N] [--connections M]
- * [--duration D] [--warmup W] [--interval I] [--timeout T] [--seed S] [--token T] [--json]`:
- * the closed-loop load generator of `bookd bench`, driven through this package's client.
+ * [--duration D] [--warmup W] [--interval I] [--timeout T] [--seed S] [--token T]
+ * [--transport binary|http] [--http-addr HOST:PORT] [--json]`: the closed-loop load generator
+ * of `bookd bench`, driven through this package's client.
  *
  * Each of N clients is a closed loop (one command, await its result, the next) with a handle
  * pinned to connection `i mod M`, so the clients of a connection wake together and their next
- * commands leave together in one frame (the client's automatic batching). `--json` prints the
- * same object as `bookd bench --json` (keys in the same, sorted, order).
+ * commands leave together in one frame (the client's automatic batching). With `--transport
+ * http` the same loops run over the node's HTTP/JSON API instead: their calls are coalesced the
+ * same way into `POST /v1/batch` requests over M keep-alive connections (bench/http.ts).
+ * `--json` prints the same object as `bookd bench --json` (keys in the same, sorted, order),
+ * plus `"transport"`.
  */
 
 import { performance } from 'node:perf_hooks';
@@ -15,6 +19,7 @@ import { Client, RefusedError, TimeoutError } from '../src/index.js';
 import type { Command } from '../src/index.js';
 import { UsageError, parseDuration } from './duration.js';
 import { Histogram } from './histogram.js';
+import { HttpBatcher } from './http.js';
 import {
   ClientLoop,
   type Counters,
@@ -29,7 +34,11 @@ import {
   successes,
 } from './workloads.js';
 
+type Transport = 'binary' | 'http';
+
 interface Args {
+  transport: Transport;
+  /** The binary address (binary) or the HTTP address (http). */
   addr: string;
   workload: Workload;
   clients: number;
@@ -46,7 +55,10 @@ interface Args {
 const USAGE = `usage: npm run bench -- --addr HOST:PORT --workload flash-sale|seat-map|hotel|sell-out
   [--clients N (1024)] [--connections M (64)] [--duration D (20s)] [--warmup W (5s)]
   [--interval I (10s)] [--timeout T (30s)] [--seed S (42)] [--token T] [--json]
-durations: 20s, 500ms, 2m or seconds; --addr and --token also from BOOKD_ADDR and BOOKD_TOKEN`;
+  [--transport binary|http (binary)] [--http-addr HOST:PORT (with --transport http)]
+durations: 20s, 500ms, 2m or seconds; --addr and --token also from BOOKD_ADDR and BOOKD_TOKEN
+--transport http: the same client loops over the node's HTTP API at --http-addr (BOOKD_HTTP),
+  their calls coalesced into POST /v1/batch requests over M keep-alive connections`;
 
 function parseArgs(argv: string[]): Args {
   const values = new Map<string, string>();
@@ -62,14 +74,37 @@ function parseArgs(argv: string[]): Args {
       process.exit(0);
     }
     const [name, inline] = arg.split('=', 2) as [string, string | undefined];
-    const known = ['--addr', '--workload', '--clients', '--connections', '--duration', '--warmup', '--interval', '--timeout', '--seed', '--token'];
+    const known = [
+      '--addr',
+      '--http-addr',
+      '--transport',
+      '--workload',
+      '--clients',
+      '--connections',
+      '--duration',
+      '--warmup',
+      '--interval',
+      '--timeout',
+      '--seed',
+      '--token',
+    ];
     if (!known.includes(name)) throw new UsageError(`unknown flag ${arg}`);
     const value = inline ?? argv[++index];
     if (value === undefined) throw new UsageError(`${name} needs a value`);
     values.set(name, value);
   }
-  const addr = values.get('--addr') ?? process.env['BOOKD_ADDR'];
-  if (!addr) throw new UsageError('--addr is required (the node binary protocol address, e.g. 127.0.0.1:7070)');
+  const transport = values.get('--transport') ?? 'binary';
+  if (transport !== 'binary' && transport !== 'http') throw new UsageError(`unknown transport ${JSON.stringify(transport)}: binary or http`);
+  let addr: string | undefined;
+  if (transport === 'binary') {
+    if (values.has('--http-addr')) throw new UsageError('--http-addr goes with --transport http');
+    addr = values.get('--addr') ?? process.env['BOOKD_ADDR'];
+    if (!addr) throw new UsageError('--addr is required (the node binary protocol address, e.g. 127.0.0.1:7070)');
+  } else {
+    if (values.has('--addr')) throw new UsageError('--transport http takes the node HTTP address as --http-addr, not --addr');
+    addr = values.get('--http-addr') ?? process.env['BOOKD_HTTP'];
+    if (!addr) throw new UsageError('--http-addr is required with --transport http (the node HTTP address, e.g. 127.0.0.1:8080)');
+  }
   const workload = values.get('--workload');
   if (!workload) throw new UsageError('--workload is required');
   if (!WORKLOADS.includes(workload as Workload)) {
@@ -83,6 +118,7 @@ function parseArgs(argv: string[]): Args {
     return value;
   };
   const args: Args = {
+    transport,
     addr,
     workload: workload as Workload,
     clients: integer('--clients', 1024, 65_536),
@@ -177,34 +213,115 @@ class Recorder {
   }
 }
 
+/** A closed-loop client's handle: one command, its result (a refusal rejects with {@link RefusedError}). */
+interface Handle {
+  execute(command: Command): Promise<unknown>;
+}
+
+/** What the bench runs over: the binary client, or the same calls batched over HTTP. */
+interface Target {
+  /** The handle of client `index`: pinned to connection `index mod M`. */
+  handle(index: number): Handle;
+  /** The capacity of a resource, or null when there is no such resource. */
+  capacityOf(partition: string, id: string): Promise<number | null>;
+  /** Runs up to 1 000 setup commands; each must succeed. */
+  runAll(commands: Command[]): Promise<void>;
+  /** Starts counting frames (or requests) afresh: the setup's are not the workload's. */
+  markStart(): void;
+  /** How the calls were gathered since {@link Target.markStart}, for the table. */
+  gathering(): string;
+  close(): Promise<void>;
+}
+
+async function binaryTarget(args: Args): Promise<Target> {
+  const client = await Client.connect(args.addr, {
+    connections: args.connections,
+    clientName: 'bookd-bench-ts',
+    callTimeoutMs: args.timeoutMs + 1000,
+    ...(args.token ? { token: args.token } : {}),
+  });
+  let start = { ...client.stats };
+  return {
+    handle: (index) => client.pinned(index % args.connections),
+    async capacityOf(partition, id) {
+      try {
+        return (await client.getResource(partition, id)).capacity;
+      } catch (error) {
+        if (error instanceof RefusedError && error.code === 'resource_not_found') return null;
+        throw error;
+      }
+    },
+    async runAll(commands) {
+      for (const entry of await client.batch(commands)) {
+        if (!entry.ok) throw new Error(`setup: ${entry.error.message}`);
+      }
+    },
+    markStart() {
+      start = { ...client.stats };
+    },
+    gathering() {
+      const commands = client.stats.commandsSent - start.commandsSent;
+      return `${(commands / Math.max(client.stats.framesSent - start.framesSent, 1)).toFixed(1)} commands per frame`;
+    },
+    close: () => client.close(),
+  };
+}
+
+function httpTarget(args: Args): Target {
+  const batcher = new HttpBatcher(args.addr, { connections: args.connections, timeoutMs: args.timeoutMs + 1000, token: args.token });
+  const headers: Record<string, string> = args.token ? { authorization: `Bearer ${args.token}` } : {};
+  let start = { ...batcher.stats };
+  return {
+    handle: (index) => batcher.pinned(index),
+    async capacityOf(partition, id) {
+      const path = `/v1/partitions/${encodeURIComponent(partition)}/resources/${encodeURIComponent(id)}`;
+      const response = await fetch(`http://${args.addr}${path}`, { headers });
+      const text = await response.text();
+      if (response.status === 404) return null;
+      if (response.status !== 200) throw new Error(`GET ${path} answered ${response.status}: ${text.slice(0, 200)}`);
+      const capacity = (JSON.parse(text) as { capacity?: unknown }).capacity;
+      if (typeof capacity !== 'number') throw new Error(`GET ${path} answered no capacity: ${text.slice(0, 200)}`);
+      return capacity;
+    },
+    async runAll(commands) {
+      try {
+        await Promise.all(commands.map((command) => batcher.execute(command)));
+      } catch (error) {
+        throw new Error(`setup: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    },
+    markStart() {
+      start = { ...batcher.stats };
+    },
+    gathering() {
+      const commands = batcher.stats.commands - start.commands;
+      return `${(commands / Math.max(batcher.stats.requests - start.requests, 1)).toFixed(1)} commands per POST /v1/batch`;
+    },
+    close: async () => batcher.close(),
+  };
+}
+
 /** Creates the workload's resources in batches of 1 000, 16 in flight, unless they are there. */
-async function setup(client: Client, workload: Workload): Promise<number> {
+async function setup(target: Target, workload: Workload): Promise<number> {
   const total = resourceCount(workload);
   const last = setupCommand(workload, total - 1);
-  try {
-    const found = await client.getResource(last.partition, last.id);
-    if (found.capacity === last.capacity) return 0;
-  } catch (error) {
-    if (!(error instanceof RefusedError) || error.code !== 'resource_not_found') throw error;
-  }
+  if ((await target.capacityOf(last.partition, last.id)) === last.capacity) return 0;
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < total - 1) {
       const batch: Command[] = [];
       while (batch.length < 1000 && next < total - 1) batch.push(setupCommand(workload, next++));
-      for (const entry of await client.batch(batch)) {
-        if (!entry.ok) throw new Error(`setup: ${entry.error.message}`);
-      }
+      await target.runAll(batch);
     }
   };
   await Promise.all(Array.from({ length: 16 }, worker));
   // The last resource last: seeing it means everything is there.
-  await client.execute(last);
+  await target.runAll([last]);
   return total;
 }
 
 /** One closed-loop client until the end of the run; its counters of the measured window. */
-async function closedClient(handle: Client, loop: ClientLoop, recorder: Recorder): Promise<Counters> {
+async function closedClient(handle: Handle, loop: ClientLoop, recorder: Recorder): Promise<Counters> {
   let measuring = false;
   for (;;) {
     const started = performance.now();
@@ -299,6 +416,7 @@ function report(args: Args, recorder: Recorder, totals: Counters): Record<string
   success['follow_ups_refused'] = totals.followUpsRefused;
   success['errors'] = failed;
   return {
+    transport: args.transport,
     workload: args.workload,
     clients: args.clients,
     connections: args.connections,
@@ -327,9 +445,10 @@ function sortedJson(value: unknown): string {
 }
 
 /** The report for a person. */
-function table(args: Args, object: Record<string, any>, framesPerCommand: number, cpuUsPerCommand: number): string {
+function table(args: Args, object: Record<string, any>, gathering: string, cpuUsPerCommand: number): string {
+  const over = args.transport === 'http' ? ' HTTP/JSON' : '';
   const lines = [
-    `bookd (TypeScript client) ${args.workload}: closed loop, ${args.clients} clients over ${args.connections} connections, ` +
+    `bookd (TypeScript client) ${args.workload}: closed loop, ${args.clients} clients over ${args.connections}${over} connections, ` +
       `${args.durationMs / 1000} s after ${args.warmupMs / 1000} s warm-up`,
     `  commands       ${String(object.commands).padStart(12)}  ${object.commands_per_s.toFixed(0).padStart(12)}/s`,
   ];
@@ -353,24 +472,20 @@ function table(args: Args, object: Record<string, any>, framesPerCommand: number
     lines.push(`  window ${w.t_s.toFixed(1).padStart(6)} s  ${(w.commands / (args.intervalMs / 1000)).toFixed(0).padStart(10)}/s  p99 ${w.p99_us} µs  max ${w.max_us} µs`);
   }
   lines.push(`  unanswered     ${String(object.unanswered).padStart(12)}`);
-  lines.push(`  client: ${framesPerCommand.toFixed(1)} commands per frame, ${cpuUsPerCommand.toFixed(2)} µs of this process's CPU per command`);
+  lines.push(`  client: ${gathering}, ${cpuUsPerCommand.toFixed(2)} µs of this process's CPU per command`);
   return lines.join('\n') + '\n';
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  const client = await Client.connect(args.addr, {
-    connections: args.connections,
-    clientName: 'bookd-bench-ts',
-    callTimeoutMs: args.timeoutMs + 1000,
-    ...(args.token ? { token: args.token } : {}),
-  });
+  const target = args.transport === 'http' ? httpTarget(args) : await binaryTarget(args);
   try {
     const started = performance.now();
-    const written = await setup(client, args.workload);
+    const written = await setup(target, args.workload);
     if (!args.json) {
       console.error(`bookd: set up ${written} resources in ${((performance.now() - started) / 1000).toFixed(1)} s${written === 0 ? ' (already there)' : ''}`);
     }
+    target.markStart();
     const shared = names(args.workload);
     const idPrefix = `t${Date.now()}`;
     const recorder = new Recorder(args, performance.now());
@@ -382,7 +497,7 @@ async function main(): Promise<void> {
     const runs: Promise<Counters>[] = [];
     for (let index = 0; index < args.clients; index++) {
       const loop = new ClientLoop(args.workload, args.seed, index, idPrefix, shared);
-      runs.push(closedClient(client.pinned(index % args.connections), loop, recorder));
+      runs.push(closedClient(target.handle(index), loop, recorder));
     }
     const totals = counters();
     for (const run of await Promise.all(runs)) addCounters(totals, run);
@@ -390,17 +505,16 @@ async function main(): Promise<void> {
     clearTimeout(cpuEnd);
     const cpu = cpuInWindow as NodeJS.CpuUsage | null;
     const object = report(args, recorder, totals);
-    const stats = client.stats;
     if (args.json) {
       process.stdout.write(sortedJson(object) + '\n');
     } else {
       const cpuUs = cpu ? cpu.user + cpu.system : 0;
       const commands = object['commands'] as number;
-      process.stdout.write(table(args, object, stats.commandsSent / Math.max(stats.framesSent, 1), cpuUs / Math.max(commands, 1)));
+      process.stdout.write(table(args, object, target.gathering(), cpuUs / Math.max(commands, 1)));
       if (recorder.firstFailure) console.error(`  the first failure: ${recorder.firstFailure}`);
     }
   } finally {
-    await client.close();
+    await target.close();
   }
 }
 

@@ -561,11 +561,13 @@ describe('npm run bench', () => {
         'duration_s',
         'latency_us',
         'success',
+        'transport',
         'unanswered',
         'windows',
         'workload',
       ]);
       assert.equal(report.workload, 'flash-sale');
+      assert.equal(report.transport, 'binary');
       assert.deepEqual([report.clients, report.connections, report.duration_s], [32, 4, 1]);
       assert.ok(report.commands > 0 && report.commands_per_s > 0, stdout);
       assert.deepEqual(Object.keys(report.latency_us).sort(), ['max', 'p50', 'p99', 'p999']);
@@ -578,6 +580,42 @@ describe('npm run bench', () => {
       assert.deepEqual(Object.keys(report.windows[0]).sort(), ['commands', 'max_us', 'p99_us', 't_s']);
       const resource = await node.request('GET', '/v1/partitions/concert-1/resources/ga');
       assert.ok(resource.json.confirmed >= report.success.bookings, JSON.stringify(resource.json));
+    } finally {
+      await node.kill9();
+      removeTemp(dir);
+    }
+  });
+
+  it('runs the same loops over HTTP/JSON batches with --transport http', async () => {
+    const dir = tempDir();
+    const node = await Bookd.serve(`${dir}/bench-http`, ['--shards', '1', '--token', 'bench-token']);
+    try {
+      const main = fileURLToPath(new URL('../bench/main.js', import.meta.url));
+      const args = [main, '--transport', 'http', '--http-addr', node.http, '--token', 'bench-token', '--workload', 'flash-sale'];
+      args.push('--clients', '32', '--connections', '4', '--duration', '1s', '--warmup', '0.2s', '--json');
+      const { stdout } = await promisify(execFile)(process.execPath, args, { timeout: 60_000 });
+      const report = JSON.parse(stdout);
+      assert.equal(report.transport, 'http');
+      assert.equal(report.workload, 'flash-sale');
+      assert.deepEqual([report.clients, report.connections, report.duration_s], [32, 4, 1]);
+      assert.ok(report.commands > 0 && report.commands_per_s > 0, stdout);
+      assert.deepEqual(Object.keys(report.by_op).sort(), ['confirm', 'hold']);
+      assert.equal(report.by_op.hold.count + report.by_op.confirm.count, report.commands);
+      assert.ok(report.by_op.hold.ok > 0 && report.success.bookings > 0, stdout);
+      assert.equal(report.success.bookings, report.by_op.confirm.ok);
+      assert.deepEqual([report.success.errors, report.success.follow_ups_refused, report.unanswered], [0, 0, 0]);
+      const resource = await node.request('GET', '/v1/partitions/concert-1/resources/ga', undefined, 'bench-token');
+      assert.ok(resource.json.confirmed >= report.success.bookings, JSON.stringify(resource.json));
+      // Without the token every command fails, and says so.
+      const refused = await promisify(execFile)(
+        process.execPath,
+        [main, '--transport', 'http', '--http-addr', node.http, '--workload', 'flash-sale', '--clients', '2', '--connections', '1', '--duration', '0.2s', '--warmup', '0s', '--json'],
+        { timeout: 60_000 },
+      ).then(
+        () => null,
+        (error: { code?: number; stderr?: string }) => error,
+      );
+      assert.ok(refused && refused.code === 1 && /401/.test(refused.stderr ?? ''), JSON.stringify(refused));
     } finally {
       await node.kill9();
       removeTemp(dir);
