@@ -242,6 +242,27 @@ impl Node {
         Replication(Arc::new(node))
     }
 
+    /// The HTTP and binary apps over this node's runtime, sharing one change feed.
+    fn apps(&self, replication: &Replication) -> (Arc<HttpApp>, Arc<crate::BinaryApp>) {
+        let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(replication.clone());
+        let storage = StorageInfo {
+            memory_max_bytes: self.config.memory_max_bytes,
+            data_dir: Some(self.config.data_dir.clone()),
+        };
+        let feed = Arc::new(bookd_feed::Feed::new(self.runtime.clone()));
+        let app = Arc::new(
+            HttpApp::new(self.runtime.clone(), self.config.token.clone(), node_info.clone())
+                .with_storage(storage)
+                .with_feed(feed.clone()),
+        );
+        let binary_app = Arc::new(
+            crate::BinaryApp::new(self.runtime.clone(), self.config.token.clone(), node_info)
+                .with_replication(Arc::new(replication.clone()))
+                .with_feed(feed),
+        );
+        (app, binary_app)
+    }
+
     /// Listens and serves until `shutdown` resolves, then stops cleanly. `ready` is called with
     /// the bound addresses once the node accepts requests.
     pub async fn serve(
@@ -264,22 +285,7 @@ impl Node {
             binary: binary.local_addr().map_err(listen(&self.config.listen_addr))?,
         };
         let replication = self.replicated_node();
-        let node_info: Arc<dyn crate::http::NodeInfo> = Arc::new(replication.clone());
-        let storage = StorageInfo {
-            memory_max_bytes: self.config.memory_max_bytes,
-            data_dir: Some(self.config.data_dir.clone()),
-        };
-        let feed = Arc::new(bookd_feed::Feed::new(self.runtime.clone()));
-        let app = Arc::new(
-            HttpApp::new(self.runtime.clone(), self.config.token.clone(), node_info.clone())
-                .with_storage(storage)
-                .with_feed(feed.clone()),
-        );
-        let binary_app = Arc::new(
-            crate::BinaryApp::new(self.runtime.clone(), self.config.token.clone(), node_info)
-                .with_replication(Arc::new(replication.clone()))
-                .with_feed(feed),
-        );
+        let (app, binary_app) = self.apps(&replication);
         if let Some(primary) = &self.config.primary {
             let connector =
                 TcpConnector { addr: primary.clone(), token: self.config.token.clone() };
