@@ -33,7 +33,7 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    fn with_capacity(answers: usize) -> Encoded {
+    pub(crate) fn with_capacity(answers: usize) -> Encoded {
         Encoded { bytes: Vec::with_capacity(answers * 64), ends: Vec::with_capacity(answers) }
     }
 

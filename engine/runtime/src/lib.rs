@@ -487,7 +487,7 @@ impl Runtime {
             parts[shard] = Some(part);
         }
         let mut next = vec![0usize; shards];
-        let mut encoded = Encoded::default();
+        let mut encoded = Encoded::with_capacity(total);
         for shard in owners {
             match &parts[shard] {
                 Some(part) if next[shard] < part.len() => {
