@@ -29,10 +29,10 @@ import {
   TimeoutError,
   UnavailableError,
 } from './errors.js';
-import { Kind, beginFrame, finishFrame, kindName, requestIdAt, writeRequestId } from './frame.js';
+import { Kind, kindName, requestIdAt, writeRequestId } from './frame.js';
 import { FrameReader } from './frame-reader.js';
 import { COMMANDS_PER_FRAME_MAX, FRAME_PREAMBLE_SIZE_BYTES, FRAME_HEADER_SIZE_BYTES } from './limits.js';
-import { decodeErrorFrame, decodeHelloOk, encodeHello } from './messages.js';
+import { decodeErrorFrame, decodeHelloOk, helloFrame } from './messages.js';
 import { backoffMs, type ResolvedOptions } from './options.js';
 import { decodeResult, skipResult } from './results.js';
 import type { Command, HelloOk, Result } from './types.js';
@@ -384,11 +384,7 @@ export class Connection {
       this.connectFailed(new TimeoutError(`no handshake from ${this.host}:${this.port} within ${this.options.connectTimeoutMs} ms`));
     }, this.options.connectTimeoutMs);
     socket.on('connect', () => {
-      const writer = new Writer(64);
-      const start = beginFrame(writer, Kind.Hello, 0);
-      encodeHello(writer, { token: this.options.token, clientName: this.options.clientName });
-      finishFrame(writer, start);
-      socket.write(writer.take());
+      socket.write(helloFrame({ token: this.options.token, clientName: this.options.clientName }));
     });
     socket.on('data', (chunk: Buffer) => {
       if (socket === this.socket) this.onData(chunk);

@@ -8,6 +8,7 @@
 
 import { type ErrorCode, errorCodeOf, errorNumberOf } from './codes.js';
 import { invalid } from './errors.js';
+import { Kind, beginFrame, finishFrame } from './frame.js';
 import { TOKEN_SIZE_MAX_BYTES } from './limits.js';
 import { CHANGE_OPS, type Change, HOLD_STATUSES, type HelloOk, type Resource } from './types.js';
 import { DecodeError, Reader, Writer } from './wire.js';
@@ -69,6 +70,15 @@ export function decodeHello(payload: Buffer): Hello {
 }
 
 /** Appends a HELLO_OK payload. */
+/** A whole HELLO frame (request id 0), ready to write. */
+export function helloFrame(hello: Hello): Buffer {
+  const writer = new Writer(64);
+  const start = beginFrame(writer, Kind.Hello, 0);
+  encodeHello(writer, hello);
+  finishFrame(writer, start);
+  return writer.take();
+}
+
 export function encodeHelloOk(writer: Writer, hello: HelloOk): void {
   writer.u8(hello.role === 'primary' ? 0 : 1);
   writer.u64(hello.epoch, 'epoch');
@@ -179,7 +189,8 @@ function name(reader: Reader, field: string): string {
   return reader.text(length, field);
 }
 
-function counts(reader: Reader, partition: string, id: string): Resource {
+/** A resource's counts after its id, checked (`held + confirmed <= capacity`). */
+export function decodeCounts(reader: Reader, partition: string, id: string): Resource {
   const capacity = reader.u64('capacity');
   const held = reader.u64('held');
   const confirmed = reader.u64('confirmed');
@@ -198,7 +209,7 @@ function decodeChange(reader: Reader, cursor: string): Change {
   const partition = name(reader, 'partition');
   if (op === 'put_resource') {
     const id = name(reader, 'resource');
-    return { cursor, partition, atMs, op, resources: [counts(reader, partition, id)] };
+    return { cursor, partition, atMs, op, resources: [decodeCounts(reader, partition, id)] };
   }
   if (op === 'delete_partition') {
     const resources = reader.u32('resources');
@@ -224,7 +235,7 @@ function decodeChange(reader: Reader, cursor: string): Change {
     const resource = name(reader, 'items.resource');
     const quantity = reader.u32('items.quantity');
     items.push({ resource, quantity });
-    resources.push(counts(reader, partition, resource));
+    resources.push(decodeCounts(reader, partition, resource));
   }
   return { cursor, partition, atMs, op, hold: { partition, id, status, items, expiresAtMs, ref }, resources };
 }

@@ -17,6 +17,7 @@ import {
   type Resource,
   type Result,
 } from './types.js';
+import { decodeCounts } from './messages.js';
 import { DecodeError, Reader, Writer } from './wire.js';
 
 const TAG_RESOURCE = 1;
@@ -34,7 +35,7 @@ export function decodeResult(reader: Reader): Result {
     case TAG_RESOURCE: {
       const created = reader.flag('created');
       const partition = reader.str8('partition');
-      const r = decodeCounts(reader, partition);
+      const r = decodeCounts(reader, partition, reader.str8('id'));
       return {
         kind: 'resource',
         created,
@@ -52,7 +53,7 @@ export function decodeResult(reader: Reader): Result {
       const partition = reader.str8('partition');
       const count = reader.u16('resources');
       const resources: Resource[] = [];
-      for (let index = 0; index < count; index++) resources.push(decodeCounts(reader, partition));
+      for (let index = 0; index < count; index++) resources.push(decodeCounts(reader, partition, reader.str8('id')));
       const next = reader.optStr8('next');
       return { kind: 'page', partition, resources, next };
     }
@@ -67,16 +68,6 @@ export function decodeResult(reader: Reader): Result {
   }
 }
 
-function decodeCounts(reader: Reader, partition: string): Resource {
-  const id = reader.str8('id');
-  const capacity = reader.u64('capacity');
-  const held = reader.u64('held');
-  const confirmed = reader.u64('confirmed');
-  if (held + confirmed > capacity) {
-    throw new DecodeError(`resource ${id}: held ${held} + confirmed ${confirmed} exceeds capacity ${capacity}`);
-  }
-  return { partition, id, capacity, held, confirmed, available: capacity - held - confirmed };
-}
 
 function decodeHold(reader: Reader): HoldResult {
   const existing = reader.flag('existing');

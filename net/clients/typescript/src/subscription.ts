@@ -19,7 +19,7 @@ import { type BookdError, ProtocolError, ServerError, UnavailableError } from '.
 import { Kind, beginFrame, finishFrame, kindName, requestIdAt } from './frame.js';
 import { FrameReader } from './frame-reader.js';
 import { CREDIT_HELD_MAX, FRAME_PREAMBLE_SIZE_BYTES } from './limits.js';
-import { decodeChanges, decodeErrorFrame, decodeHelloOk, encodeCredit, encodeHello, encodeSubscribe } from './messages.js';
+import { decodeChanges, decodeErrorFrame, decodeHelloOk, encodeCredit, encodeSubscribe, helloFrame } from './messages.js';
 import type { ResolvedOptions } from './options.js';
 import type { Change, HelloOk } from './types.js';
 import { DecodeError, Writer } from './wire.js';
@@ -191,11 +191,7 @@ export class Subscription implements AsyncIterableIterator<Change> {
     this.lastFrameAt = performance.now();
     this.timer = setInterval(() => this.tick(), 250);
     socket.on('connect', () => {
-      const writer = new Writer(64);
-      const start = beginFrame(writer, Kind.Hello, 0);
-      encodeHello(writer, { token: this.options.token, clientName: this.options.clientName });
-      finishFrame(writer, start);
-      socket.write(writer.take());
+      socket.write(helloFrame({ token: this.options.token, clientName: this.options.clientName }));
     });
     socket.on('data', (chunk: Buffer) => {
       if (socket !== this.socket) return;

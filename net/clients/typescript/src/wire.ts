@@ -259,16 +259,9 @@ export class Reader {
 
   /** Steps over `length` bytes of UTF-8, checking them without building a string. */
   skipText(length: number, field: string): void {
-    this.need(length, field);
-    const buf = this.buf;
-    const start = this.pos;
-    const end = start + length;
-    this.pos = end;
-    for (let index = start; index < end; index++) {
-      if (buf[index]! >= 0x80) {
-        if (!isUtf8(buf.subarray(start, end))) throw new DecodeError(`${field}: not valid UTF-8`);
-        return;
-      }
+    const start = this.advance(length, field);
+    if (!isAscii(this.buf, start, this.pos) && !isUtf8(this.buf.subarray(start, this.pos))) {
+      throw new DecodeError(`${field}: not valid UTF-8`);
     }
   }
 
@@ -279,24 +272,33 @@ export class Reader {
 
   /** `length` bytes of UTF-8. */
   text(length: number, field: string): string {
-    this.need(length, field);
+    const start = this.advance(length, field);
     const buf = this.buf;
-    const start = this.pos;
-    const end = start + length;
-    this.pos = end;
-    for (let index = start; index < end; index++) {
-      if (buf[index]! >= 0x80) {
-        try {
-          return utf8.decode(buf.subarray(start, end));
-        } catch {
-          throw new DecodeError(`${field}: not valid UTF-8`);
-        }
-      }
+    if (isAscii(buf, start, this.pos)) return buf.toString('latin1', start, this.pos);
+    try {
+      return utf8.decode(buf.subarray(start, this.pos));
+    } catch {
+      throw new DecodeError(`${field}: not valid UTF-8`);
     }
-    return buf.toString('latin1', start, end);
+  }
+
+  /** Moves past `length` bytes that must be there; where they start. */
+  private advance(length: number, field: string): number {
+    this.need(length, field);
+    const start = this.pos;
+    this.pos = start + length;
+    return start;
   }
 
   private bigAt(pos: number): bigint {
     return this.buf.readBigUInt64LE(pos);
   }
+}
+
+/** Whether `buf[start..end)` is all ASCII (then it is valid UTF-8 and its latin1 reading). */
+function isAscii(buf: Buffer, start: number, end: number): boolean {
+  for (let index = start; index < end; index++) {
+    if (buf[index]! >= 0x80) return false;
+  }
+  return true;
 }
