@@ -62,7 +62,7 @@ pub use command::{
 };
 pub use error::{Refusal, StorageFullReason};
 pub use image::{EngineImage, HoldImage, ItemImage, PartitionImage, ResourceImage};
-pub use name::{check_name, is_name_byte, name_problem};
+pub use name::{check_name, is_name_byte, name_problem, shard_of};
 pub use op::{Op, OpResult};
 pub use query::ListQuery;
 pub use snapshot_file::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION};

@@ -57,6 +57,18 @@ pub fn check_prefix(field: &str, prefix: &str) -> Result<(), Refusal> {
     check_name(field, prefix)
 }
 
+/// The shard that owns `partition` among `shards` shards: FNV-1a (64 bits) of the name's
+/// bytes, modulo. Stable across processes and versions: the shard count of a data directory is
+/// fixed, and clients that route by shard compute the same.
+pub fn shard_of(partition: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in partition.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

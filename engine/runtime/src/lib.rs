@@ -21,6 +21,7 @@
 mod answer;
 mod durable;
 mod log;
+mod mailbox;
 mod metrics;
 mod payload;
 mod shard;
@@ -29,6 +30,7 @@ mod standby;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub use answer::{Encoded, Encoder};
+pub use bookd_engine::shard_of;
 pub use snapshotter::SNAPSHOT_LOG_BYTES_MIN_DEFAULT;
 pub use standby::{InstallError, InstallRefusal, ReplicateError, SnapshotInstall, StagedSnapshot};
 
@@ -37,7 +39,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use tokio::sync::oneshot;
 
 use bookd_engine::{Op, OpResult};
@@ -63,6 +65,7 @@ pub use shard::ShardConfig;
 
 use answer::Answers;
 use bookd_engine::{Engine, EngineStats};
+use mailbox::Mailbox;
 use shard::{Message, Shard, Shared};
 
 /// The wall clock in Unix milliseconds, injectable for tests.
@@ -79,16 +82,6 @@ pub fn system_clock() -> Clock {
     Arc::new(|| {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
     })
-}
-
-/// The shard that owns `partition` among `shards` shards: FNV-1a of the name, modulo.
-pub fn shard_of(partition: &str, shards: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in partition.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % shards.max(1) as u64) as usize
 }
 
 /// What one shard reports about itself.
@@ -187,7 +180,9 @@ pub enum ControlError {
 
 /// The running shards.
 pub struct Runtime {
-    inboxes: Vec<Sender<Message>>,
+    inboxes: Vec<Mailbox>,
+    /// Each shard's current-thread runtime, where the connections bound to it run.
+    handles: Vec<tokio::runtime::Handle>,
     threads: Vec<JoinHandle<()>>,
     metrics: Vec<Arc<ShardMetrics>>,
     /// Per shard: the highest position enough synchronous standbys have on disk.
@@ -219,6 +214,7 @@ impl Runtime {
         };
         let mut runtime = Runtime {
             inboxes: Vec::new(),
+            handles: Vec::new(),
             threads: Vec::new(),
             metrics: Vec::new(),
             replicated_lsns: Vec::new(),
@@ -228,7 +224,7 @@ impl Runtime {
         };
         let shard_config = config.shard;
         for (index, (engine, log)) in shards.into_iter().enumerate() {
-            let (sender, inbox) = crossbeam_channel::bounded(config.queue_messages_max);
+            let (sender, inbox) = mailbox::mailbox(config.queue_messages_max);
             let metrics = Arc::new(ShardMetrics::default());
             metrics.last_lsn.store(log.last_lsn(), Ordering::Relaxed);
             metrics.durable_lsn.store(log.durable_lsn(), Ordering::Relaxed);
@@ -251,9 +247,16 @@ impl Runtime {
                 last_stamp_ms,
                 payload: Vec::with_capacity(256),
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("bookd-shard-{index}"))
-                .spawn(move || shard.run())?;
+            // The shard's loop and the connections bound to it share one thread: its runtime.
+            let io = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.handles.push(io.handle().clone());
+            let thread = std::thread::Builder::new().name(format!("bookd-shard-{index}")).spawn(
+                move || {
+                    io.block_on(shard.run());
+                    // Connections still open when the shard stops are dropped with it.
+                    io.shutdown_background();
+                },
+            )?;
             runtime.inboxes.push(sender);
             runtime.threads.push(thread);
             runtime.metrics.push(metrics);
@@ -272,7 +275,17 @@ impl Runtime {
 
     /// Messages waiting in each shard's queue.
     pub fn queue_depths(&self) -> Vec<usize> {
-        self.inboxes.iter().map(Sender::len).collect()
+        self.inboxes.iter().map(Mailbox::len).collect()
+    }
+
+    /// Runs `task` on `shard`'s thread, beside the shard's loop: a connection bound to the
+    /// shard reads, decodes, applies and answers there, without a hop to another thread for
+    /// the commands of this shard. The task must never block (the shard waits for it).
+    pub fn spawn_on_shard<F>(&self, shard: usize, task: F) -> Option<tokio::task::JoinHandle<()>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.handles.get(shard).map(|handle| handle.spawn(task))
     }
 
     pub fn epoch(&self) -> u64 {

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tokio::sync::oneshot;
+use crossbeam_channel::{Receiver, TryRecvError};
+use tokio::sync::{oneshot, Notify};
 
 use super::answer::{Answers, Applied};
 use super::durable::apply_record;
@@ -33,6 +33,7 @@ use super::log::{
     LogCause, LogError, RawRead, ShardLog, SnapshotSource, SnapshotWritten, RECORD_KIND_COMMAND,
     RECORD_KIND_EPOCH, RECORD_KIND_SETTINGS, RECORD_KIND_TICK,
 };
+use super::mailbox::Inbox;
 use super::metrics::ShardMetrics;
 use super::payload::{
     encode_command_changes, encode_epoch, encode_settings, encode_tick_changes, Settings,
@@ -174,7 +175,7 @@ pub(crate) struct Shard {
     pub(crate) index: usize,
     pub(crate) engine: Engine,
     pub(crate) log: Box<dyn ShardLog>,
-    pub(crate) inbox: Receiver<Message>,
+    pub(crate) inbox: Inbox,
     pub(crate) config: ShardConfig,
     pub(crate) shared: Shared,
     pub(crate) metrics: Arc<ShardMetrics>,
@@ -224,7 +225,8 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    fn start(shard: usize) -> Option<Syncer> {
+    /// Starts the thread; it rings `bell` after each answer.
+    fn start(shard: usize, bell: Arc<Notify>) -> Option<Syncer> {
         let (requests, jobs) = crossbeam_channel::bounded::<(u64, bookd_wal::SyncHandle)>(1);
         let (results, done) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
@@ -234,6 +236,7 @@ impl Syncer {
                     if results.send((lsn, handle.sync())).is_err() {
                         break;
                     }
+                    bell.notify_one();
                 }
             })
             .ok()?;
@@ -297,23 +300,26 @@ struct Waiting {
 
 impl Shard {
     /// The shard's loop: wait for work (or a sync, a snapshot, a tick), run one batch, repeat,
-    /// until stopped. A log failure ends the loop in [`Shard::fail`].
-    pub(crate) fn run(mut self) {
+    /// until stopped. A log failure ends the loop in [`Shard::fail`]. An async task on the
+    /// shard's own current-thread runtime, beside the connections bound to this shard: it
+    /// yields after each batch so they read, and answer what the batch released.
+    pub(crate) async fn run(mut self) {
         self.start_threads();
         loop {
-            let first = match self.next_event() {
+            let first = match self.next_event().await {
                 Event::Message(message) => Some(message),
                 Event::Idle => None,
                 Event::Closed => break,
-                Event::Failed(error) => return self.fail(error, Batch::default()),
+                Event::Failed(error) => return self.fail(error, Batch::default()).await,
             };
             let mut batch = Batch::default();
             if let Err(error) = self.run_batch(first, &mut batch) {
-                return self.fail(error, batch);
+                return self.fail(error, batch).await;
             }
             if batch.stop {
                 break;
             }
+            tokio::task::yield_now().await;
         }
         tracing::debug!(shard = self.index, "shard stopped");
     }
@@ -321,8 +327,8 @@ impl Shard {
     /// Starts the syncer and the snapshot thread (without them the shard syncs and snapshots in
     /// line, slower but correct).
     fn start_threads(&mut self) {
-        self.syncer = Syncer::start(self.index);
-        match SnapshotThread::start(self.index) {
+        self.syncer = Syncer::start(self.index, self.inbox.bell.clone());
+        match SnapshotThread::start(self.index, self.inbox.bell.clone()) {
             Ok(thread) => self.snapshots.thread = Some(thread),
             Err(error) => {
                 tracing::warn!(shard = self.index, %error, "no snapshot thread: snapshots written in line");
@@ -332,39 +338,67 @@ impl Shard {
 
     /// Waits for the next thing to do: a message, a finished sync or snapshot (handled here),
     /// or the end of the wait (a tick, or the deadline of a batch waiting for its standbys).
-    fn next_event(&mut self) -> Event {
-        let wait = match self.held.waiting.front() {
-            Some(front) => self
-                .config
-                .tick_interval
-                .min(front.deadline.saturating_duration_since(Instant::now())),
-            None => self.config.tick_interval,
-        };
-        let in_flight = self.syncer.as_ref().filter(|sync| sync.in_flight.is_some());
-        let sync_done = in_flight.map(|sync| sync.done.clone());
-        if sync_done.is_none() && !matches!(self.snapshots.phase, Phase::Writing { .. }) {
-            return match self.inbox.recv_timeout(wait) {
-                Ok(message) => Event::Message(message),
-                Err(RecvTimeoutError::Timeout) => Event::Idle,
-                Err(RecvTimeoutError::Disconnected) => Event::Closed,
+    /// Every source rings the inbox's doorbell, so one wait covers them all.
+    async fn next_event(&mut self) -> Event {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(message) => return Event::Message(message),
+                Err(TryRecvError::Disconnected) => return Event::Closed,
+                Err(TryRecvError::Empty) => {}
+            }
+            if let Some(done) = self.sync_done() {
+                return match self.synced(done) {
+                    Ok(()) => Event::Idle,
+                    Err(error) => Event::Failed(error),
+                };
+            }
+            if let Some(done) = self.snapshot_done() {
+                return match self.snapshot_finished(done) {
+                    Ok(()) => Event::Idle,
+                    Err(error) => Event::Failed(error),
+                };
+            }
+            let wait = match self.held.waiting.front() {
+                Some(front) => self
+                    .config
+                    .tick_interval
+                    .min(front.deadline.saturating_duration_since(Instant::now())),
+                None => self.config.tick_interval,
             };
+            if wait.is_zero() {
+                return Event::Idle;
+            }
+            // A ring since the checks left a permit: the wait ends at once and they run again.
+            if tokio::time::timeout(wait, self.inbox.bell.notified()).await.is_err() {
+                return Event::Idle;
+            }
         }
-        let sync_done = sync_done.unwrap_or_else(crossbeam_channel::never);
-        let snapshot_done = self.snapshots.done_channel();
-        crossbeam_channel::select! {
-            recv(self.inbox) -> message => match message {
-                Ok(message) => Event::Message(message),
-                Err(_) => Event::Closed,
-            },
-            recv(sync_done) -> done => match self.synced(done) {
-                Ok(()) => Event::Idle,
-                Err(error) => Event::Failed(error),
-            },
-            recv(snapshot_done) -> done => match self.snapshot_finished(done) {
-                Ok(()) => Event::Idle,
-                Err(error) => Event::Failed(error),
-            },
-            default(wait) => Event::Idle,
+    }
+
+    /// The syncer's answer, if the sync in flight finished (or the syncer is gone).
+    fn sync_done(
+        &self,
+    ) -> Option<Result<(u64, std::io::Result<()>), crossbeam_channel::RecvError>> {
+        let sync = self.syncer.as_ref().filter(|sync| sync.in_flight.is_some())?;
+        match sync.done.try_recv() {
+            Ok(done) => Some(Ok(done)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(crossbeam_channel::RecvError)),
+        }
+    }
+
+    /// The snapshot thread's answer, if the snapshot being written finished (or the thread is
+    /// gone).
+    fn snapshot_done(
+        &self,
+    ) -> Option<Result<super::snapshotter::Done, crossbeam_channel::RecvError>> {
+        if !matches!(self.snapshots.phase, Phase::Writing { .. }) {
+            return None;
+        }
+        match self.snapshots.done_channel().try_recv() {
+            Ok(done) => Some(Ok(done)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(crossbeam_channel::RecvError)),
         }
     }
 
@@ -1010,7 +1044,7 @@ impl Shard {
     /// first, then nobody waiting gets a success. The shard does not exit: it keeps answering
     /// every message `Unavailable` until the runtime stops it, so no caller waits for ever on a
     /// message stranded in the queue.
-    fn fail(mut self, error: LogError, batch: Batch) {
+    async fn fail(mut self, error: LogError, batch: Batch) {
         tracing::error!(shard = self.index, %error, "write-ahead log failed; stopping the node");
         (self.shared.fatal)(format!("shard {}: {error}", self.index));
         let unavailable = |replies: Replies| {
@@ -1029,7 +1063,7 @@ impl Shard {
         for (_, reply) in std::mem::take(&mut self.snapshots.checkpoints) {
             let _ = reply.send(failed());
         }
-        for message in self.inbox.iter() {
+        while let Some(message) = self.inbox.recv().await {
             match message {
                 Message::Ops { ops, answers } => answers.unavailable(ops.len()),
                 Message::Checkpoint { reply } => drop(reply.send(failed())),

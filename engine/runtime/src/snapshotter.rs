@@ -58,7 +58,11 @@ pub(crate) struct SnapshotThread {
 }
 
 impl SnapshotThread {
-    pub(crate) fn start(shard: usize) -> std::io::Result<SnapshotThread> {
+    /// Starts the thread; it rings `bell` after each answer.
+    pub(crate) fn start(
+        shard: usize,
+        bell: std::sync::Arc<tokio::sync::Notify>,
+    ) -> std::io::Result<SnapshotThread> {
         // One job at a time: the shard never has a second in flight.
         let (jobs, inbox) = crossbeam_channel::bounded::<Job>(1);
         let (results, done) = crossbeam_channel::bounded(1);
@@ -69,6 +73,7 @@ impl SnapshotThread {
                 if results.send((job.generation, result)).is_err() {
                     break;
                 }
+                bell.notify_one();
             }
         })?;
         Ok(SnapshotThread { jobs, done })

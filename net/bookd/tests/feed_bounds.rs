@@ -39,7 +39,7 @@ fn stalled_binary_subscriber(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut payload = Vec::new();
-    Hello { token: b"", client_name: "stalled" }.encode(&mut payload).unwrap();
+    Hello { token: b"", client_name: "stalled", shard: None }.encode(&mut payload).unwrap();
     let mut out = Vec::new();
     frame::encode(&mut out, Kind::Hello, 1, &payload);
     stream.write_all(&out).unwrap();

@@ -27,10 +27,20 @@ use bookd_protocol::limits::{
 use bookd_protocol::reply::{decode_response, decode_statuses, Status};
 use bookd_protocol::{ErrorCode, ErrorFrame, Hello, HelloOk, Reply};
 
-/// Connects to `addr` and completes the handshake.
+/// Connects to `addr` and completes the handshake (a plain connection).
 pub async fn connect_one(
     addr: &str,
     config: &ClientConfig,
+) -> Result<(TcpStream, HelloOk), ClientError> {
+    connect_bound(addr, config, None).await
+}
+
+/// Connects to `addr` and completes the handshake, asking for `shard` (docs/protocol.md,
+/// "Shard-bound connections") when given.
+pub(crate) async fn connect_bound(
+    addr: &str,
+    config: &ClientConfig,
+    shard: Option<u16>,
 ) -> Result<(TcpStream, HelloOk), ClientError> {
     let io_error = |error: io::Error| ClientError::Io(Arc::new(error));
     let handshake = async {
@@ -39,7 +49,7 @@ pub async fn connect_one(
         let mut buf = Vec::new();
         let start = frame::begin(&mut buf, Kind::Hello, 0);
         let token = config.token.as_deref().unwrap_or("").as_bytes();
-        Hello { token, client_name: &config.client_name }
+        Hello { token, client_name: &config.client_name, shard }
             .encode(&mut buf)
             .map_err(|error| ClientError::Protocol(error.to_string()))?;
         frame::finish(&mut buf, start);
@@ -85,10 +95,11 @@ enum Ended {
     Lost,
 }
 
-/// The connection's task: serve, and after a loss reconnect with backoff, until the client
-/// is dropped.
+/// The connection's task: serve, and after a loss reconnect with backoff (bound to the same
+/// `shard`), until the client is dropped.
 pub(crate) async fn run(
     addr: String,
+    shard: Option<u16>,
     config: Arc<ClientConfig>,
     mut queue: mpsc::UnboundedReceiver<Call>,
     stream: TcpStream,
@@ -102,7 +113,7 @@ pub(crate) async fn run(
     loop {
         let (stream, hello) = match connected.take() {
             Some(connected) => connected,
-            None => match connect_one(&addr, &config).await {
+            None => match connect_bound(&addr, &config, shard).await {
                 Ok(connected) => {
                     failures = 0;
                     connected

@@ -31,6 +31,7 @@ use bookd_engine::{Command, HoldView, ListQuery, ResourcePage, ResourceView};
 use tokio::sync::{mpsc, oneshot};
 
 use bookd_protocol::command::{encode_command, put_hold_ref, Opcode};
+use bookd_protocol::handshake::shard_of;
 use bookd_protocol::reply::Status;
 use bookd_protocol::wire::{put_flag, put_str16, put_str8, put_u64, put_u8, EncodeError};
 use bookd_protocol::{
@@ -73,6 +74,11 @@ pub struct ClientConfig {
     /// in its next frame: a small bound trades at most one round trip of added latency for much
     /// larger frames (the node's cost is mostly per frame, not per command).
     pub frames_in_flight_max: usize,
+    /// Bind the connections to the node's shards (at least one per shard; `connections` is
+    /// raised to the shard count if below) and send each call on a connection of the shard
+    /// that owns its partition, where the node serves it without a hand-over between threads.
+    /// `false`: plain connections, round robin.
+    pub shard_aware: bool,
 }
 
 impl Default for ClientConfig {
@@ -87,6 +93,7 @@ impl Default for ClientConfig {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             frames_in_flight_max: FRAMES_IN_FLIGHT_MAX_DEFAULT,
+            shard_aware: true,
         }
     }
 }
@@ -197,6 +204,9 @@ pub struct ClientStats {
 struct Inner {
     stats: Arc<ClientStats>,
     queues: Vec<mpsc::UnboundedSender<Call>>,
+    /// Shard-aware: per shard, the connections bound to it (indices into `queues`); empty for
+    /// plain connections.
+    by_shard: Vec<Vec<usize>>,
     next: AtomicUsize,
     config: ClientConfig,
     hello: HelloOk,
@@ -223,41 +233,68 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects `config.connections` connections to `addr` (`host:port`) and completes each
     /// handshake. Fails if the first connection cannot be made or is refused (wrong token).
+    /// Shard-aware ([`ClientConfig::shard_aware`]): the first connection is bound to shard 0
+    /// and tells the shard count; connection `i` is bound to shard `i % shards`.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, ClientError> {
-        let count = config.connections.max(1);
+        let ask = config.shard_aware.then_some(0);
+        let (stream, hello) = connection::connect_bound(addr, &config, ask).await?;
+        let bound = hello.binding.is_some() && hello.shards > 0;
+        let shards = if bound { usize::from(hello.shards) } else { 1 };
+        let count = config.connections.max(1).max(shards);
         let config = ClientConfig { connections: count, ..config };
         let shared = Arc::new(config.clone());
-        let mut queues = Vec::with_capacity(count);
-        let mut hello = None;
         let stats = Arc::new(ClientStats::default());
-        for _ in 0..count {
-            let (stream, server) = connect_one(addr, &config).await?;
-            hello.get_or_insert(server);
+        let mut queues = Vec::with_capacity(count);
+        let mut by_shard = vec![Vec::new(); if bound { shards } else { 0 }];
+        let mut first = Some((stream, hello));
+        for index in 0..count {
+            // Below `hello.shards`, a u16.
+            let shard = bound.then_some((index % shards) as u16);
+            let (stream, server) = match first.take() {
+                Some(first) => first,
+                None => connection::connect_bound(addr, &config, shard).await?,
+            };
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::spawn(connection::run(
                 addr.to_string(),
+                shard,
                 shared.clone(),
                 receiver,
                 stream,
                 server,
                 stats.clone(),
             ));
+            if let Some(shard) = shard {
+                by_shard[usize::from(shard)].push(index);
+            }
             queues.push(sender);
         }
-        let hello = hello.ok_or(ClientError::Closed)?;
         Ok(Client {
-            inner: Arc::new(Inner { stats, queues, next: AtomicUsize::new(0), config, hello }),
+            inner: Arc::new(Inner {
+                stats,
+                queues,
+                by_shard,
+                next: AtomicUsize::new(0),
+                config,
+                hello,
+            }),
             pin: None,
         })
     }
 
-    /// A handle on the same pool whose calls all go to connection `index % connections` (resends
-    /// after a lost connection too). Give each closed-loop caller its own pinned handle: the
-    /// callers of one connection then wake together when a RESPONSE frame arrives and their next
-    /// calls leave together in one frame, where round robin would scatter them into frames of
-    /// one command each.
+    /// A handle on the same pool whose calls all go to one connection (resends after a lost
+    /// connection too): connection `index % connections`, or shard-aware, connection
+    /// `index % n` of the `n` bound to the shard of each call's partition. Give each
+    /// closed-loop caller its own pinned handle: the callers of one connection then wake
+    /// together when a RESPONSE frame arrives and their next calls leave together in one
+    /// frame, where round robin would scatter them into frames of one command each.
     pub fn pinned(&self, index: usize) -> Client {
-        Client { inner: self.inner.clone(), pin: Some(index % self.inner.queues.len()) }
+        Client { inner: self.inner.clone(), pin: Some(index) }
+    }
+
+    /// Whether the connections are bound to the node's shards.
+    pub fn is_shard_aware(&self) -> bool {
+        !self.inner.by_shard.is_empty()
     }
 
     /// What the node said in its handshake (role, epoch, limits).
@@ -503,15 +540,25 @@ impl Client {
         }
     }
 
-    /// The connection the next call goes to: the pinned one, else round robin (`Relaxed`: the
-    /// counter only spreads load).
-    fn queue(&self) -> &mpsc::UnboundedSender<Call> {
+    /// The connection a call of `bytes` (its encoded commands) goes to: shard-aware, one bound
+    /// to the shard of its first command's partition; among the candidates the pinned one,
+    /// else round robin (`Relaxed`: the counter only spreads load).
+    fn queue(&self, bytes: &[u8]) -> &mpsc::UnboundedSender<Call> {
         let queues = &self.inner.queues;
-        let index = match self.pin {
-            Some(index) => index,
-            None => self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.len(),
+        let shard = first_partition(bytes).and_then(|partition| {
+            let shards = u16::try_from(self.inner.by_shard.len()).ok().filter(|&n| n > 0)?;
+            let rule = self.inner.hello.binding?.rule;
+            Some(usize::from(shard_of(rule, partition, shards)))
+        });
+        let candidates = shard.and_then(|shard| self.inner.by_shard.get(shard));
+        let pick = |len: usize| match self.pin {
+            Some(index) => index % len,
+            None => self.inner.next.fetch_add(1, Ordering::Relaxed) % len,
         };
-        &queues[index]
+        match candidates.filter(|candidates| !candidates.is_empty()) {
+            Some(candidates) => &queues[candidates[pick(candidates.len())]],
+            None => &queues[pick(queues.len())],
+        }
     }
 
     /// Sends one encoded command, with the timeout and the retries; a refusal is an `Err`.
@@ -542,24 +589,25 @@ impl Client {
             // The connection enforces the deadline (one coarse check per connection, no timer
             // per call: a per-call timer was a measurable share of a closed-loop client's CPU).
             let closed = |_| ClientError::Closed;
+            let queue = self.queue(&bytes);
             let answer = match kind {
                 AnswerKind::One => {
                     let (sender, receiver) = oneshot::channel();
                     let call = Call { bytes, count, reply: Some(ReplyTo::One(sender)), deadline };
-                    self.queue().send(call).map_err(|_| ClientError::Closed)?;
+                    queue.send(call).map_err(|_| ClientError::Closed)?;
                     receiver.await.map_err(closed)?.map(Answer::One)
                 }
                 AnswerKind::Many => {
                     let (sender, receiver) = oneshot::channel();
                     let call = Call { bytes, count, reply: Some(ReplyTo::Many(sender)), deadline };
-                    self.queue().send(call).map_err(|_| ClientError::Closed)?;
+                    queue.send(call).map_err(|_| ClientError::Closed)?;
                     receiver.await.map_err(closed)?.map(Answer::Many)
                 }
                 AnswerKind::Statuses => {
                     let (sender, receiver) = oneshot::channel();
                     let reply = Some(ReplyTo::Statuses(sender));
                     let call = Call { bytes, count, reply, deadline };
-                    self.queue().send(call).map_err(|_| ClientError::Closed)?;
+                    queue.send(call).map_err(|_| ClientError::Closed)?;
                     receiver.await.map_err(closed)?.map(Answer::Statuses)
                 }
             };
@@ -599,6 +647,13 @@ enum AnswerKind {
     One,
     Many,
     Statuses,
+}
+
+/// The partition of the first of encoded commands: every command starts with `u8 opcode`,
+/// `str8 partition`.
+fn first_partition(bytes: &[u8]) -> Option<&str> {
+    let len = usize::from(*bytes.get(1)?);
+    std::str::from_utf8(bytes.get(2..2 + len)?).ok()
 }
 
 /// The pause before resend or reconnect number `attempt` (1-based).

@@ -26,12 +26,18 @@ impl Role {
 }
 
 /// HELLO: `u16 token_len`, token bytes (empty: no token), `u8 name_len`, client name (free
-/// text for logs, may be empty). The protocol version is the frame header's.
+/// text for logs, may be empty), and optionally `u16 shard`: bind the connection to that shard
+/// ([`ANY_SHARD`]: one the server picks). The protocol version is the frame header's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello<'a> {
     pub token: &'a [u8],
     pub client_name: &'a str,
+    /// The shard to bind to; `None`: a plain connection, served off the shards.
+    pub shard: Option<u16>,
 }
+
+/// HELLO's `shard` asking the server to pick the shard (the least bound one).
+pub const ANY_SHARD: u16 = u16::MAX;
 
 impl<'a> Hello<'a> {
     pub fn decode(payload: &'a [u8]) -> Result<Hello<'a>, DecodeError> {
@@ -39,8 +45,9 @@ impl<'a> Hello<'a> {
         let token_len = usize::from(reader.u16("token")?);
         let token = reader.bytes(token_len, "token")?;
         let client_name = reader.str8("client name")?;
+        let shard = if reader.remaining() == 0 { None } else { Some(reader.u16("shard")?) };
         reader.finish()?;
-        Ok(Hello { token, client_name })
+        Ok(Hello { token, client_name, shard })
     }
 
     pub fn encode(&self, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -48,11 +55,40 @@ impl<'a> Hello<'a> {
             .map_err(|_| EncodeError { field: "token".into(), len: self.token.len() })?;
         put_u16(buf, len);
         buf.extend_from_slice(self.token);
-        put_str8(buf, self.client_name, "client name")
+        put_str8(buf, self.client_name, "client name")?;
+        if let Some(shard) = self.shard {
+            put_u16(buf, shard);
+        }
+        Ok(())
     }
 }
 
-/// HELLO_OK: the node's role and epoch, and the limits the client must respect.
+/// How partitions map to shards, as HELLO_OK names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardRule {
+    /// FNV-1a (64 bits) of the partition name's bytes, modulo the shard count.
+    Fnv1a64Mod = 1,
+}
+
+/// The shard `partition` belongs to under `rule` among `shards` shards.
+pub fn shard_of(rule: ShardRule, partition: &str, shards: u16) -> u16 {
+    match rule {
+        // Below `shards`, a u16.
+        ShardRule::Fnv1a64Mod => bookd_engine::shard_of(partition, usize::from(shards)) as u16,
+    }
+}
+
+/// What HELLO_OK adds for a connection that asked to be bound to a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// The shard this connection is served on: its commands for this shard never leave the
+    /// shard's thread; the others are forwarded to their shards.
+    pub shard: u16,
+    pub rule: ShardRule,
+}
+
+/// HELLO_OK: the node's role and epoch, and the limits the client must respect; for a HELLO
+/// that asked for a shard, the shard the connection is bound to and the partition rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloOk {
     pub role: Role,
@@ -64,6 +100,8 @@ pub struct HelloOk {
     pub commands_per_frame_max: u16,
     /// Most REQUEST frames in flight on one connection; the server stops reading beyond.
     pub in_flight_max: u32,
+    /// Present exactly when the HELLO carried `shard`.
+    pub binding: Option<Binding>,
 }
 
 impl HelloOk {
@@ -74,14 +112,23 @@ impl HelloOk {
             1 => Role::Standby,
             other => return Err(DecodeError::UnknownValue("role", u64::from(other))),
         };
-        let hello = HelloOk {
+        let mut hello = HelloOk {
             role,
             epoch: reader.u64("epoch")?,
             shards: reader.u16("shards")?,
             frame_size_max_bytes: reader.u32("frame_size_max")?,
             commands_per_frame_max: reader.u16("commands_per_frame_max")?,
             in_flight_max: reader.u32("in_flight_max")?,
+            binding: None,
         };
+        if reader.remaining() > 0 {
+            let shard = reader.u16("shard")?;
+            let rule = match reader.u8("shard_rule")? {
+                1 => ShardRule::Fnv1a64Mod,
+                other => return Err(DecodeError::UnknownValue("shard_rule", u64::from(other))),
+            };
+            hello.binding = Some(Binding { shard, rule });
+        }
         reader.finish()?;
         Ok(hello)
     }
@@ -99,6 +146,10 @@ impl HelloOk {
         put_u32(buf, self.frame_size_max_bytes);
         put_u16(buf, self.commands_per_frame_max);
         put_u32(buf, self.in_flight_max);
+        if let Some(binding) = self.binding {
+            put_u16(buf, binding.shard);
+            put_u8(buf, binding.rule as u8);
+        }
     }
 }
 

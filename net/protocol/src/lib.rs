@@ -33,6 +33,6 @@ pub mod wire;
 pub use codes::ErrorCode;
 pub use command::{encode_op, CommandRef, Opcode};
 pub use frame::{Frame, FrameError, Kind};
-pub use handshake::{ErrorFrame, Hello, HelloOk, Role};
+pub use handshake::{Binding, ErrorFrame, Hello, HelloOk, Role, ShardRule, ANY_SHARD};
 pub use reply::{Detail, PartitionDeleted, Refused, Reply};
 pub use wire::{DecodeError, EncodeError};

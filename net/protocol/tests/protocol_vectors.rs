@@ -22,8 +22,8 @@ use bookd_protocol::subscribe::{
 };
 use bookd_protocol::wire::put_u16;
 use bookd_protocol::{
-    encode_op, Detail, ErrorCode, ErrorFrame, Hello, HelloOk, PartitionDeleted, Refused, Reply,
-    Role,
+    encode_op, Binding, Detail, ErrorCode, ErrorFrame, Hello, HelloOk, PartitionDeleted, Refused,
+    Reply, Role, ShardRule,
 };
 use serde_json::Value;
 
@@ -265,7 +265,19 @@ fn hello_ok_of(value: &Value) -> HelloOk {
         frame_size_max_bytes: small(value, "frame_size_max"),
         commands_per_frame_max: u16::try_from(number(value, "commands_per_frame_max")).unwrap(),
         in_flight_max: small(value, "in_flight_max"),
+        binding: value.get("bound_shard").map(|shard| Binding {
+            shard: u16::try_from(shard.as_u64().unwrap()).unwrap(),
+            rule: match text(value, "shard_rule").as_str() {
+                "fnv1a64_mod" => ShardRule::Fnv1a64Mod,
+                other => panic!("unknown shard rule {other}"),
+            },
+        }),
     }
+}
+
+/// HELLO's optional `shard`.
+fn hello_shard(value: &Value) -> Option<u16> {
+    value.get("shard").map(|shard| u16::try_from(shard.as_u64().unwrap()).unwrap())
 }
 
 fn kind_of(name: &str) -> Kind {
@@ -291,7 +303,10 @@ fn encode_value(kind: Kind, value: &Value) -> Vec<u8> {
         Kind::Hello => {
             let token = text(value, "token");
             let name = text(value, "client_name");
-            Hello { token: token.as_bytes(), client_name: &name }.encode(&mut payload).unwrap();
+            let shard = hello_shard(value);
+            Hello { token: token.as_bytes(), client_name: &name, shard }
+                .encode(&mut payload)
+                .unwrap();
         }
         Kind::HelloOk => hello_ok_of(value).encode(&mut payload),
         Kind::Request => {
@@ -346,6 +361,7 @@ fn check_decoded(name: &str, kind: Kind, payload: &[u8], value: &Value) {
             let hello = Hello::decode(payload).unwrap();
             assert_eq!(hello.token, text(value, "token").as_bytes(), "{name}: token");
             assert_eq!(hello.client_name, text(value, "client_name"), "{name}: client_name");
+            assert_eq!(hello.shard, hello_shard(value), "{name}: shard");
         }
         Kind::HelloOk => {
             assert_eq!(HelloOk::decode(payload).unwrap(), hello_ok_of(value), "{name}")

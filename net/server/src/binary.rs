@@ -31,7 +31,7 @@ use crate::http::{constant_time_eq, NodeInfo};
 use bookd_protocol::codes::ErrorCode;
 use bookd_protocol::command::{decode_request, CommandRef};
 use bookd_protocol::frame::{self, FrameError, Kind};
-use bookd_protocol::handshake::{ErrorFrame, Hello, HelloOk};
+use bookd_protocol::handshake::{Binding, ErrorFrame, Hello, HelloOk, ShardRule, ANY_SHARD};
 use bookd_protocol::limits::{
     COMMANDS_PER_FRAME_MAX, CONNECTIONS_MAX_DEFAULT, FRAME_SIZE_CAP_BYTES,
     FRAME_SIZE_MAX_BYTES_DEFAULT, HELLO_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
@@ -129,11 +129,14 @@ pub struct BinaryApp {
     config: BinaryConfig,
     metrics: BinaryMetrics,
     replication: Option<Arc<dyn ReplicationHook>>,
+    /// Connections bound to each shard now (the server binds `ANY_SHARD` to the fewest).
+    bound: Vec<AtomicU64>,
 }
 
 impl BinaryApp {
     /// An app over `runtime`; with `token`, a HELLO must carry it. An empty token counts as none.
     pub fn new(runtime: Arc<Runtime>, token: Option<String>, node: Arc<dyn NodeInfo>) -> Self {
+        let runtime_shards = runtime.shards();
         BinaryApp {
             feed: Arc::new(Feed::new(runtime.clone())),
             runtime,
@@ -142,6 +145,7 @@ impl BinaryApp {
             config: BinaryConfig::default(),
             metrics: BinaryMetrics::default(),
             replication: None,
+            bound: (0..runtime_shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -195,8 +199,10 @@ pub async fn serve_binary(
     .await
 }
 
-/// Serves one connection. The permit is returned last, after this connection's clone of `app`
-/// is dropped, so once all permits are back the caller holds the only references to the app.
+/// Serves one connection: the handshake here, then the requests, here for a plain connection
+/// or on its shard's thread for a bound one. The permit is returned last, after this
+/// connection's clone of `app` is dropped, so once all permits are back the caller holds the
+/// only references to the app.
 async fn serve_connection(
     mut stream: TcpStream,
     app: Arc<BinaryApp>,
@@ -208,9 +214,21 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let replication_stop = stop.clone();
     let (read, write) = stream.split();
-    let mut connection = Connection::new(&app, read, write, stop);
-    if let Err(error) = connection.run().await {
-        tracing::debug!(%error, "binary connection ended with an error");
+    let mut connection = Connection::new(&app, read, write, stop.clone());
+    let shaken = connection.handshake().await;
+    if let (Ok(true), Some(shard)) = (&shaken, connection.bound) {
+        let carried = connection.carry();
+        drop(connection);
+        return move_to_shard(stream, carried, shard, app, permit, stop);
+    }
+    let served = match shaken {
+        Ok(true) => connection.serve().await,
+        Ok(false) => Ok(()),
+        Err(error) => Err(error),
+    };
+    match served {
+        Ok(()) => drop(connection.close().await),
+        Err(error) => tracing::debug!(%error, "binary connection ended with an error"),
     }
     let handoff = matches!(connection.closing, Some(Closing::Handoff));
     let buffered = if handoff { connection.rbuf.to_vec() } else { Vec::new() };
@@ -219,6 +237,68 @@ async fn serve_connection(
         let peer = stream.peer_addr().map_or_else(|_| "unknown".into(), |peer| peer.to_string());
         hook.serve(stream, buffered, peer, replication_stop).await;
     }
+    app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    drop(app);
+    drop(permit);
+}
+
+/// What a bound connection takes to its shard's thread: the bytes read and not consumed, and
+/// the bytes not yet written (the HELLO_OK).
+struct Carried {
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    written: usize,
+}
+
+/// Hands a bound connection, after its handshake, to its shard's thread: the socket leaves this
+/// thread's reactor and joins the shard runtime's, and the connection goes on there.
+fn move_to_shard(
+    stream: TcpStream,
+    carried: Carried,
+    shard: usize,
+    app: Arc<BinaryApp>,
+    permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+) {
+    let runtime = app.runtime.clone();
+    let moved = stream.into_std().map(|stream| {
+        runtime
+            .spawn_on_shard(shard, serve_bound(stream, carried, shard, app.clone(), permit, stop))
+    });
+    match moved {
+        Ok(Some(_)) => {}
+        // The shard's runtime is gone (stopping) or the socket could not leave: the
+        // connection is dropped, as at shutdown.
+        Ok(None) | Err(_) => {
+            app.bound[shard].fetch_sub(1, Ordering::Relaxed);
+            app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A bound connection on its shard's thread: its commands for this shard are applied on this
+/// thread, the others forwarded to their shards, and every reply written from here.
+async fn serve_bound(
+    stream: std::net::TcpStream,
+    carried: Carried,
+    shard: usize,
+    app: Arc<BinaryApp>,
+    permit: OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
+) {
+    if let Ok(mut stream) = TcpStream::from_std(stream) {
+        let (read, write) = stream.split();
+        let mut connection = Connection::new(&app, read, write, stop);
+        connection.bound = Some(shard);
+        connection.resume(carried);
+        match connection.serve().await {
+            Ok(()) => drop(connection.close().await),
+            Err(error) => {
+                tracing::debug!(%error, shard, "bound binary connection ended with an error")
+            }
+        }
+    }
+    app.bound[shard].fetch_sub(1, Ordering::Relaxed);
     app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     drop(app);
     drop(permit);
@@ -326,6 +406,8 @@ struct Connection<'a> {
     subscription: Option<Subscription>,
     /// The subscription's read in progress.
     feed_read: Option<FeedRead<'a>>,
+    /// The shard this connection is bound to (HELLO's `shard`), served on its thread.
+    bound: Option<usize>,
 }
 
 /// A feed read in progress, borrowing the app's feed.
@@ -377,14 +459,27 @@ impl<'a> Connection<'a> {
             requested: false,
             subscription: None,
             feed_read: None,
+            bound: None,
         }
     }
 
-    async fn run(&mut self) -> io::Result<()> {
-        if self.handshake().await? {
-            self.serve().await?;
+    /// The buffers a bound connection takes to its shard.
+    fn carry(&mut self) -> Carried {
+        Carried {
+            rbuf: std::mem::take(&mut self.rbuf),
+            wbuf: std::mem::take(&mut self.wbuf),
+            written: self.written,
         }
-        self.close().await
+    }
+
+    /// Goes on from `carried`, on the shard's thread.
+    fn resume(&mut self, carried: Carried) {
+        self.rbuf = carried.rbuf;
+        self.wbuf = carried.wbuf;
+        self.written = carried.written;
+        if !self.rbuf.is_empty() {
+            self.partial_since = Some(Instant::now());
+        }
     }
 
     /// Reads HELLO and answers HELLO_OK; `false` if the connection is to close (the ERROR
@@ -401,13 +496,13 @@ impl<'a> Connection<'a> {
                     let request_id = frame.request_id;
                     let verdict = match frame.kind {
                         Kind::Hello => match Hello::decode(frame.payload) {
-                            Ok(hello) => self.check_token(hello.token),
+                            Ok(hello) => self.check_token(hello.token).map(|()| hello.shard),
                             Err(error) => Err(bad_request(format!("HELLO: {error}"))),
                         },
                         other => Err(bad_request(format!("expected HELLO, got {other:?}"))),
                     };
                     self.rbuf.advance(used);
-                    return match verdict {
+                    return match verdict.and_then(|shard| self.bind(shard)) {
                         Ok(()) => {
                             self.hello_ok(request_id);
                             Ok(true)
@@ -451,8 +546,32 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// The shard HELLO asks for, if any: that one, or for `ANY_SHARD` the one with the fewest
+    /// bound connections. Counted as bound from here.
+    fn bind(&mut self, shard: Option<u16>) -> Result<(), ErrorFrame> {
+        let Some(asked) = shard else { return Ok(()) };
+        let bound = &self.app.bound;
+        let shard = if asked == ANY_SHARD {
+            (0..bound.len()).min_by_key(|&shard| bound[shard].load(Ordering::Relaxed)).unwrap_or(0)
+        } else {
+            usize::from(asked)
+        };
+        let Some(count) = bound.get(shard) else {
+            let shards = bound.len();
+            return Err(bad_request(format!("HELLO: no shard {asked}: the node has {shards}")));
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        self.bound = Some(shard);
+        Ok(())
+    }
+
     fn hello_ok(&mut self, request_id: u64) {
         let config = &self.app.config;
+        let binding = self.bound.map(|shard| Binding {
+            // Below the shard count, a u16 (HELLO asked for it by a u16).
+            shard: u16::try_from(shard).unwrap_or(u16::MAX),
+            rule: ShardRule::Fnv1a64Mod,
+        });
         let hello = HelloOk {
             role: self.app.node.role(),
             epoch: self.app.node.epoch(&self.app.runtime),
@@ -460,6 +579,7 @@ impl<'a> Connection<'a> {
             frame_size_max_bytes: config.frame_size_max_bytes as u32,
             commands_per_frame_max: COMMANDS_PER_FRAME_MAX as u16,
             in_flight_max: u32::try_from(config.in_flight_max).unwrap_or(u32::MAX),
+            binding,
         };
         let start = frame::begin(&mut self.wbuf, Kind::HelloOk, request_id);
         hello.encode(&mut self.wbuf);
@@ -662,7 +782,8 @@ impl<'a> Connection<'a> {
             Err(error) => return Err((frame_error(error), 0)),
         };
         let request_id = frame.request_id;
-        if frame.kind == Kind::Replicate && !self.requested && self.app.replication.is_some() {
+        let replication = self.app.replication.is_some() && self.bound.is_none();
+        if frame.kind == Kind::Replicate && !self.requested && replication {
             // The frame stays in the buffer for replication; the token was checked by HELLO.
             self.closing = Some(Closing::Handoff);
             return Ok(None);

@@ -247,9 +247,14 @@ async fn delete_partition_refuses_live_holds_then_removes_everything() {
 async fn a_full_shard_queue_is_overloaded_and_a_failed_log_unavailable() {
     let server =
         TestServer::start(Options { shards: 1, queue_messages_max: 1, ..Options::default() }).await;
-    // Three frames in flight at once on one connection.
-    let config =
-        ClientConfig { connections: 1, frames_in_flight_max: 8, ..ClientConfig::default() };
+    // Three frames in flight at once on one plain connection: its commands cross the shard's
+    // queue (a shard-bound connection's are applied on the shard's own thread, no queue).
+    let config = ClientConfig {
+        connections: 1,
+        frames_in_flight_max: 8,
+        shard_aware: false,
+        ..ClientConfig::default()
+    };
     let client = Client::connect(&server.addr(), config).await.unwrap();
     client.put_resource("p", "r", 100).await.unwrap();
     server.gate.close();
@@ -692,7 +697,9 @@ async fn the_connection_limit_holds_a_new_connection_until_one_closes() {
     // The kernel completes the second TCP handshake, but the node does not serve it yet.
     let mut second = Raw::connect(server.addr).await;
     let mut hello = Vec::new();
-    bookd_protocol::Hello { token: b"", client_name: "second" }.encode(&mut hello).unwrap();
+    bookd_protocol::Hello { token: b"", client_name: "second", shard: None }
+        .encode(&mut hello)
+        .unwrap();
     second.send(Kind::Hello, 2, &hello).await;
     // A round trip on the first connection after the second's HELLO was sent: the node is
     // serving, and still has not taken the second.

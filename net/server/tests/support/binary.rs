@@ -90,7 +90,9 @@ impl Raw {
     pub async fn hello(addr: SocketAddr, token: &str) -> (Raw, HelloOk) {
         let mut raw = Raw::connect(addr).await;
         let mut payload = Vec::new();
-        Hello { token: token.as_bytes(), client_name: "raw" }.encode(&mut payload).unwrap();
+        Hello { token: token.as_bytes(), client_name: "raw", shard: None }
+            .encode(&mut payload)
+            .unwrap();
         raw.send(Kind::Hello, 1, &payload).await;
         let (kind, id, payload) = raw.recv().await.expect("HELLO answered");
         assert_eq!((kind, id), (Kind::HelloOk, 1), "{:?}", ErrorFrame::decode(&payload));
