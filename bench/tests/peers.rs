@@ -78,14 +78,14 @@ async fn check_semantics<D: Driver>(driver: &D) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_peer_keeps_the_contract() {
-    let server = RedisServer::start(true).await.unwrap_or_else(|why| panic!("{why}"));
+    let server = RedisServer::start(true, None).await.unwrap_or_else(|why| panic!("{why}"));
     let driver = RedisDriver::connect(&server.addr, 2).await.unwrap();
     check_semantics(&driver.for_client(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_peer_keeps_the_contract() {
-    let server = PostgresServer::start(true).await.unwrap_or_else(|why| panic!("{why}"));
+    let server = PostgresServer::start(true, None).await.unwrap_or_else(|why| panic!("{why}"));
     let driver = PostgresDriver::connect(&server.config, 2).await.unwrap();
     check_semantics(&driver).await;
 }
