@@ -590,14 +590,15 @@ mod tests {
         assert_eq!(RELAXED_SYNC_INTERVAL_MS, 1_000);
     }
 
-    #[derive(Debug, clap::Parser)]
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
         bench: BenchArgs,
     }
 
     fn args(flags: &[&str]) -> BenchArgs {
-        use clap::Parser;
         let line = ["bench", "--workload", "flash-sale"].iter().chain(flags);
         Cli::try_parse_from(line).unwrap().bench
     }

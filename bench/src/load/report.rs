@@ -587,6 +587,53 @@ mod tests {
     }
 
     #[test]
+    fn node_cpu_per_command_only_with_pin() {
+        let plain = report(Workload::FlashSale);
+        assert_eq!(plain.node_cpu_us_per_command(), None);
+        assert!(plain.to_json().get("node_cpu_us_per_command").is_none());
+        assert!(!plain.table().contains("node CPU"));
+        // 1 000 commands in 2 s on 0.005 s of node CPU: 5 µs a command, 0.25 % of a core.
+        let pinned = Report { node_cpu_s: Some(0.005), ..plain.clone() };
+        assert_eq!(pinned.node_cpu_us_per_command(), Some(5.0));
+        assert_eq!(pinned.to_json()["node_cpu_us_per_command"], 5.0);
+        let table = pinned.table();
+        assert!(table.contains("node CPU/cmd        5.00 µs"), "{table}");
+        assert!(table.contains("0.01 s of node CPU in the window, 0 % of a core"), "{table}");
+        // Pinned, no command: the key is there, as null.
+        let idle = Report { commands: 0, ..pinned.clone() };
+        assert!(idle.to_json()["node_cpu_us_per_command"].is_null());
+        assert!(idle.table().contains("node CPU/cmd              -"), "{}", idle.table());
+    }
+
+    #[test]
+    fn the_comparison_has_node_cpu_per_command_with_pin() {
+        let bookd = Report { node_cpu_s: Some(0.002), ..report(Workload::SeatMap) };
+        let redis = Report {
+            system: "redis".into(),
+            commands_per_s: 50.0,
+            node_cpu_s: Some(0.008),
+            ..bookd.clone()
+        };
+        let postgres = Report { system: "postgres".into(), node_cpu_s: None, ..bookd.clone() };
+        let table = comparison_table(&[bookd.clone(), redis.clone(), postgres], &[]);
+        assert!(table.contains("node and load generator on a CPU each"), "{table}");
+        assert!(table.contains("node CPU/cmd"), "{table}");
+        assert!(table.contains("system ÷ bookd (CPU/cmd)"), "{table}");
+        let line = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+        assert!(line("bookd").contains("2.00 µs"), "{table}");
+        // 4× bookd's CPU per command.
+        assert!(line("redis").contains("8.00 µs") && line("redis").ends_with("10.0×, 1.00×; 4.0×"));
+        assert!(line("postgres").contains(" - "), "{table}");
+        // Without --pin the table is as it always was.
+        let plain = comparison_table(
+            &[Report { node_cpu_s: None, ..bookd }, Report { node_cpu_s: None, ..redis }],
+            &[],
+        );
+        assert!(!plain.contains("CPU"), "{plain}");
+        assert!(plain.lines().nth(1).unwrap().ends_with("bookd ÷ system (throughput, p99)"));
+    }
+
+    #[test]
     fn tables_name_the_systems_and_the_ratio() {
         let bookd = report(Workload::SeatMap);
         let redis = Report { system: "redis".into(), commands_per_s: 50.0, ..bookd.clone() };

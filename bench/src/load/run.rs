@@ -854,6 +854,26 @@ mod tests {
         assert_eq!(report.errors(), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_node_cpu_is_measured_over_the_window_with_a_node_pid() {
+        let driver = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
+        setup(&driver, Workload::FlashSale).await.unwrap();
+        let plain = run_closed_loop(&driver, &config(Workload::FlashSale)).await.unwrap();
+        assert_eq!(plain.node_cpu_s, None);
+        // The engine runs in this process: it is the node here.
+        let config =
+            RunConfig { node_pid: Some(std::process::id()), ..config(Workload::FlashSale) };
+        let closed = run_closed_loop(&driver, &config).await.unwrap();
+        assert!(closed.node_cpu_s.is_some_and(|cpu_s| cpu_s >= 0.0), "{:?}", closed.node_cpu_s);
+        assert!(closed.to_json()["node_cpu_us_per_command"].is_number());
+        let open = run_open_loop(&driver, &config, 1_000.0).await.unwrap();
+        assert!(open.node_cpu_s.is_some());
+        // A node that is not there stops the run with why.
+        let gone = RunConfig { node_pid: Some(u32::MAX), ..config };
+        let error = run_closed_loop(&driver, &gone).await.unwrap_err();
+        assert!(matches!(error, BenchError::Cpu(CpuError::NoProcess(_))), "{error}");
+    }
+
     #[tokio::test]
     async fn open_loop_offers_about_the_rate() {
         let driver = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
