@@ -302,8 +302,8 @@ impl NodeProcess {
                 node.binary = binary;
                 Ok(node)
             }
+            // Its stdout closed: it is exiting, its last words logged (reaped when dropped).
             Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = node.child.wait();
                 Err(BookdError::ExitedEarly { log: node.log_tail() }.into())
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -482,9 +482,9 @@ fn bench(args: &BenchArgs) -> Result<String, BenchError> {
                 let pid = node.pid();
                 if !args.json {
                     eprintln!(
-                        "bookd: node process {pid} on CPU {} on {} ({}, temporary data directory, 1 shard)",
-                        cores.node,
+                        "bookd: node process {pid} on {}, CPU {} ({}, temporary data directory, 1 shard)",
                         node.binary,
+                        cores.node,
                         if args.relaxed { "relaxed" } else { "durable" }
                     );
                 }
