@@ -28,9 +28,11 @@
 //! - `client`: [`ClientLoop`], one closed-loop client, and its [`Counters`].
 //! - `in_memory`: [`EngineRun`], many clients round robin against one in-memory engine.
 //! - [`bookd`]: bookd seen by the load generator: the binary-protocol client as a
-//!   [`load::Driver`], and the embedded node `bookd bench` runs against without `--addr`.
+//!   [`load::Driver`], and the node `bookd bench` runs against without `--addr` (embedded, or
+//!   with `--pin` a `bookd serve` process on a CPU of its own).
 //! - [`load`]: the network load generator of `bookd bench` (closed and open loop over a
-//!   [`load::Driver`], HDR histograms, report and JSON, Redis and PostgreSQL peers, chart).
+//!   [`load::Driver`], HDR histograms, report and JSON, Redis and PostgreSQL peers, chart,
+//!   `--pin`'s CPU placement and node CPU time).
 //!
 //! # Invariants
 //! Every command a client yields is valid and names only resources its workload's setup creates;

@@ -66,6 +66,17 @@ pub struct BenchArgs {
     /// The node's token, if it has one.
     #[arg(long, env = "BOOKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Run the node under test (and each --compare peer) on one CPU and the load generator on
+    /// another (the first two this process may use), and report the node's CPU time per
+    /// command. Without --addr the node is a `bookd serve --shards 1` process of its own;
+    /// with --addr, name its process with --node-pid. Refused with fewer than 2 CPUs.
+    #[arg(long)]
+    pub pin: bool,
+    /// With --pin and --addr: the node's process id (its CPU time, and its children's, is
+    /// read from /proc). Only the load generator is pinned; place the node yourself (e.g.
+    /// `taskset -c 0 bookd serve …`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub node_pid: Option<u32>,
 }
 
 /// Why a flag's value was refused.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use tokio::task::JoinError;
 
+use super::cpu::CpuError;
 use super::postgres::PostgresError;
 use super::redis::RedisError;
 use super::windows::WindowsError;
@@ -52,4 +53,23 @@ pub enum BenchError {
     Postgres(#[from] PostgresError),
     #[error(transparent)]
     Bookd(#[from] BookdError),
+    /// `--pin`: the CPUs, or the node's CPU time.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// `--pin` against `--addr` without the node's process to measure.
+    #[error(
+        "--pin with --addr needs --node-pid PID: the node's process, whose CPU time is measured"
+    )]
+    PinWithoutNodePid,
+    #[error("--node-pid is only for --pin")]
+    NodePidWithoutPin,
+    #[error(
+        "--node-pid is only for a node at --addr (without --addr, --pin starts the node itself)"
+    )]
+    NodePidWithoutAddr,
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The program to run the node process with (`current_exe`).
+    #[error("the bookd binary to run the node with: {0}")]
+    CurrentExe(#[source] std::io::Error),
 }

@@ -10,6 +10,8 @@
 //! # Layout
 //! - `args`: [`BenchArgs`] (the flags of `bookd bench`) and [`parse_duration`].
 //! - `error`: [`BenchError`], what stopped a bench.
+//! - `cpu`: `--pin`: the node and the load generator on a CPU each ([`Cores`]), and the CPU
+//!   time of a process tree from `/proc` ([`tree_cpu`]), sampled over the measured window.
 //! - `run`: [`setup`], [`run_closed_loop`], [`run_open_loop`] over any [`Driver`].
 //! - `report`: [`Report`], its table and JSON, the comparison table.
 //! - `redis`: a RESP client with the four operations as Lua scripts, and a local `redis-server`.
@@ -20,6 +22,7 @@
 //! - `windows`: the per-`--interval` figures ([`WindowSummary`]) and their bounded recorder.
 
 mod args;
+mod cpu;
 mod error;
 mod peers;
 mod plot;
@@ -34,6 +37,10 @@ use std::future::Future;
 use bookd_engine::Command;
 
 pub use args::{parse_duration, ArgError, BenchArgs};
+pub use cpu::{
+    allowed_cpus, cores, parse_stat, pin_command, pin_this_process, tree_cpu, tree_ticks, Cores,
+    CpuError, ProcStat,
+};
 pub use error::BenchError;
 pub use peers::{compare, Peer};
 pub use plot::{draw_windows, sweep_and_plot, SweepPoint};
@@ -103,19 +110,32 @@ pub trait Driver: Clone + Send + Sync + 'static {
     }
 }
 
+/// `--pin` as laid out: the CPUs, and the process of the node under test whose CPU time is
+/// measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    pub cores: Cores,
+    pub node_pid: u32,
+}
+
 /// `bookd bench` once bookd is reachable through `bookd`: sets the workload up, runs it (closed
 /// loop, or open loop with `--rate`), then the `--windows-plot` chart, the `--plot` sweep and the
-/// `--compare` peers. Notes and each window's line go to stderr (none with `--json`); returns
-/// what to print on stdout: the report table (and the comparison table), or the contract's JSON
-/// object alone.
-pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, BenchError> {
+/// `--compare` peers. With `pinned`, each system's node CPU per command is measured too (the
+/// peers are started on the node's CPU). Notes and each window's line go to stderr (none with
+/// `--json`); returns what to print on stdout: the report table (and the comparison table), or
+/// the contract's JSON object alone.
+pub async fn bench<D: Driver>(
+    args: &BenchArgs,
+    bookd: &D,
+    pinned: Option<Pinned>,
+) -> Result<String, BenchError> {
     let quiet = args.json;
     let log = move |line: &str| {
         if !quiet {
             eprintln!("{line}");
         }
     };
-    let config = run_config(args);
+    let config = run_config(args, pinned);
     // Refused before any setup: a duration the interval does not divide, too many windows.
     config.window_plan()?;
     if args.timeout.is_zero() {
@@ -145,7 +165,8 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Ben
         log(&format!("plot: {}", path.display()));
     }
     if !peers.is_empty() {
-        compare_peers(peers, &config, args, &report, &mut out, &log).await;
+        let node_cpu = pinned.map(|pinned| pinned.cores.node);
+        compare_peers(peers, &config, args, node_cpu, &report, &mut out, &log).await;
     }
     if args.json {
         out = report.to_json().to_string();
@@ -155,7 +176,7 @@ pub async fn bench<D: Driver>(args: &BenchArgs, bookd: &D) -> Result<String, Ben
 }
 
 /// How `args` run bookd (the peers run the same, under their own names).
-fn run_config(args: &BenchArgs) -> RunConfig {
+fn run_config(args: &BenchArgs, pinned: Option<Pinned>) -> RunConfig {
     let mode = if args.relaxed { "relaxed" } else { "durable" };
     RunConfig {
         duration: args.duration,
@@ -166,6 +187,7 @@ fn run_config(args: &BenchArgs) -> RunConfig {
         interval: args.interval,
         timeout: args.timeout,
         print_windows: !args.json,
+        node_pid: pinned.map(|pinned| pinned.node_pid),
         ..RunConfig::new("bookd", args.workload, args.clients as usize, args.connections as usize)
     }
 }
@@ -178,13 +200,15 @@ fn peers_named(names: &[String]) -> Result<Vec<Peer>, BenchError> {
         .collect()
 }
 
-/// Runs the workload against each of `peers` as it ran against bookd (`report`); appends each
-/// peer's table to `out` (none with `--json`), then the comparison table (to stderr with
-/// `--json`). A peer that cannot run is listed in the comparison, with why.
+/// Runs the workload against each of `peers` as it ran against bookd (`report`), each on
+/// `node_cpu` with `--pin`; appends each peer's table to `out` (none with `--json`), then the
+/// comparison table (to stderr with `--json`). A peer that cannot run is listed in the
+/// comparison, with why.
 async fn compare_peers(
     peers: Vec<Peer>,
     config: &RunConfig,
     args: &BenchArgs,
+    node_cpu: Option<usize>,
     report: &Report,
     out: &mut String,
     log: &(dyn Fn(&str) + Sync),
@@ -192,7 +216,7 @@ async fn compare_peers(
     let mut reports = vec![report.clone()];
     let mut missing = Vec::new();
     for peer in peers {
-        match compare(peer, config, args.relaxed, args.rate, log).await {
+        match compare(peer, config, args.relaxed, args.rate, node_cpu, log).await {
             Ok(mut peer_report) => {
                 peer_report.rate = args.rate;
                 if !args.json {

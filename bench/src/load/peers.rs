@@ -36,19 +36,26 @@ impl Peer {
 }
 
 /// Runs `config`'s workload against `peer` (closed loop, or open loop at `rate`); `Err` says why
-/// it could not run.
+/// it could not run. With `node_cpu` (`--pin`), the peer's server runs on that CPU and its CPU
+/// time over the window (its processes', as bookd's) goes into the report.
 pub async fn compare(
     peer: Peer,
     config: &RunConfig,
     relaxed: bool,
     rate: Option<f64>,
+    node_cpu: Option<usize>,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report, BenchError> {
-    let config = RunConfig { system: peer.name().into(), ..config.clone() };
+    let mut config = RunConfig { system: peer.name().into(), node_pid: None, ..config.clone() };
+    let on_cpu = |pid: u32| match node_cpu {
+        Some(cpu) => format!(", pid {pid} on CPU {cpu}"),
+        None => String::new(),
+    };
     match peer {
         Peer::Redis => {
-            let server = RedisServer::start(relaxed).await?;
-            log(&format!("redis: started on {}", server.addr));
+            let server = RedisServer::start(relaxed, node_cpu).await?;
+            config.node_pid = node_cpu.map(|_| server.pid());
+            log(&format!("redis: started on {}{}", server.addr, on_cpu(server.pid())));
             let driver = RedisDriver::connect(&server.addr, config.connections).await?;
             let report = measure(&driver, &config, rate, log).await;
             drop(driver);
@@ -56,8 +63,9 @@ pub async fn compare(
             report
         }
         Peer::Postgres => {
-            let server = PostgresServer::start(relaxed).await?;
-            log(&format!("postgres: started ({})", server.config));
+            let server = PostgresServer::start(relaxed, node_cpu).await?;
+            config.node_pid = node_cpu.map(|_| server.pid());
+            log(&format!("postgres: started ({}{})", server.config, on_cpu(server.pid())));
             let driver = PostgresDriver::connect(&server.config, config.connections).await?;
             let report = measure(&driver, &config, rate, log).await;
             drop(driver);

@@ -16,6 +16,7 @@ use bookd_engine::Command;
 use tokio::sync::Semaphore;
 use tokio_postgres::{NoTls, Statement};
 
+use super::cpu::pin_command;
 use super::redis::{find_in_path, free_port};
 use super::{Answer, BenchError, Driver};
 
@@ -309,9 +310,10 @@ pub struct PostgresServer {
 
 impl PostgresServer {
     /// Runs `initdb` and starts `postgres` on a free loopback port with `synchronous_commit`
-    /// on (durable) or off (relaxed). As root, the server runs as `nobody` (via `runuser`).
-    /// `Err` says why not (for example, not installed).
-    pub async fn start(relaxed: bool) -> Result<PostgresServer, BenchError> {
+    /// on (durable) or off (relaxed), on CPU `cpu` only if given (`--pin`; every process of
+    /// the server inherits it). As root, the server runs as `nobody` (via `runuser`). `Err`
+    /// says why not (for example, not installed).
+    pub async fn start(relaxed: bool, cpu: Option<usize>) -> Result<PostgresServer, BenchError> {
         let bin = postgres_bin().ok_or(PostgresError::NotInstalled)?;
         let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
         let data = dir.path().join("data");
@@ -337,6 +339,9 @@ impl PostgresServer {
         ] {
             postgres.arg("-c").arg(setting);
         }
+        if let Some(cpu) = cpu {
+            pin_command(&mut postgres, cpu);
+        }
         let child = postgres
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -360,6 +365,12 @@ impl PostgresServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process id the server was started as: the postmaster, or `runuser` as root, whose
+    /// child the postmaster is. Either way every process of the server descends from it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cpu::pin_command;
 use super::{Answer, BenchError, Driver};
 
 /// Requests queued on one connection before callers wait.
@@ -475,13 +476,17 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts `redis-server` on a free loopback port with an append-only file fsynced on every
-    /// write (`always`, durable) or once a second (`everysec`, relaxed). `Err` says why not
-    /// (for example, not installed).
-    pub async fn start(relaxed: bool) -> Result<RedisServer, BenchError> {
+    /// write (`always`, durable) or once a second (`everysec`, relaxed), on CPU `cpu` only if
+    /// given (`--pin`). `Err` says why not (for example, not installed).
+    pub async fn start(relaxed: bool, cpu: Option<usize>) -> Result<RedisServer, BenchError> {
         let binary = find_in_path("redis-server").ok_or(RedisError::NotInstalled)?;
         let dir = tempfile::tempdir().map_err(BenchError::TempDir)?;
         let port = free_port()?;
-        let child = Process::new(binary)
+        let mut redis = Process::new(binary);
+        if let Some(cpu) = cpu {
+            pin_command(&mut redis, cpu);
+        }
+        let child = redis
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync"])
             .arg(if relaxed { "everysec" } else { "always" })
@@ -504,6 +509,11 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(server)
+    }
+
+    /// The process id of `redis-server`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -2,7 +2,8 @@
 //! (`{"workload","clients","connections","duration_s","commands","commands_per_s",
 //! "latency_us":{"p50","p99","p999","max"},"by_op":{OP:{"count","ok","refused","p50_us",
 //! "p99_us"}},"success":{…},"windows":[{"t_s","commands","p99_us","max_us"},…],
-//! "unanswered"}`), and the comparison table of several systems.
+//! "unanswered"}`, and with `--pin` `"node_cpu_us_per_command"`), and the comparison table of
+//! several systems.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct Report {
     pub unanswered: u64,
     /// The sell-out's own figures (that workload only).
     pub sell_out: Option<SellOutFigures>,
+    /// `--pin`: the CPU seconds the system under test (its processes) spent in the window.
+    pub node_cpu_s: Option<f64>,
 }
 
 /// What a sell-out run sold, and how fast it refused once sold out.
@@ -117,7 +120,15 @@ impl Report {
             windows: Vec::new(),
             unanswered: 0,
             sell_out: None,
+            node_cpu_s: None,
         }
+    }
+
+    /// `--pin`: the node's CPU microseconds per command completed in the window; `None`
+    /// without `--pin` or without a command.
+    pub fn node_cpu_us_per_command(&self) -> Option<f64> {
+        let cpu_s = self.node_cpu_s?;
+        (self.commands > 0).then(|| cpu_s * 1e6 / self.commands as f64)
     }
 
     /// Commands that got no answer.
@@ -145,7 +156,7 @@ impl Report {
                 }),
             );
         }
-        json!({
+        let mut object = json!({
             "workload": self.workload.name(),
             "clients": self.clients,
             "connections": self.connections,
@@ -167,7 +178,12 @@ impl Report {
                 "max_us": window.max_us,
             })).collect::<Vec<Value>>(),
             "unanswered": self.unanswered,
-        })
+        });
+        if let (Some(_), Value::Object(fields)) = (self.node_cpu_s, &mut object) {
+            let per_command = self.node_cpu_us_per_command().map(round3);
+            fields.insert("node_cpu_us_per_command".into(), per_command.into());
+        }
+        object
     }
 
     /// The workload's own figures: counts and rates of its success, refusals of follow-ups
@@ -243,6 +259,17 @@ impl Report {
             "  commands       {:>12}  {:>12.0}/s",
             self.commands, self.commands_per_s
         );
+        if let Some(cpu_s) = self.node_cpu_s {
+            let per_command = match self.node_cpu_us_per_command() {
+                Some(us) => format!("{us:.2} µs"),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  node CPU/cmd   {per_command:>12}  ({cpu_s:.2} s of node CPU in the window, {:.0} % of a core)",
+                cpu_s * 100.0 / self.duration_s.max(1e-9)
+            );
+        }
     }
 
     /// The workload's own figures: its successes, holds refused, the sell-out.
@@ -337,18 +364,26 @@ pub fn comparison_table(reports: &[Report], missing: &[(String, String)]) -> Str
     let Some(first) = reports.first() else {
         return out;
     };
+    // `--pin`: a column of node CPU per command, and its ratio.
+    let pinned = reports.iter().any(|report| report.node_cpu_s.is_some());
     let _ = writeln!(
         out,
-        "{}: {} clients, {:.1} s after {:.1} s warm-up, {}",
+        "{}: {} clients, {:.1} s after {:.1} s warm-up, {}{}",
         first.workload.name(),
         first.clients,
         first.duration_s,
         first.warmup_s,
-        first.mode
+        first.mode,
+        if pinned { ", node and load generator on a CPU each" } else { "" }
     );
+    let (cpu_heading, cpu_ratio_heading) = if pinned {
+        (format!(" {:>14}", "node CPU/cmd"), format!("; system ÷ {} (CPU/cmd)", first.system))
+    } else {
+        (String::new(), String::new())
+    };
     let _ = writeln!(
         out,
-        "{:<10} {:>12} {:>14} {:>9} {:>9} {:>9}   {} ÷ system (throughput, p99)",
+        "{:<10} {:>12} {:>14} {:>9} {:>9} {:>9}{cpu_heading}   {} ÷ system (throughput, p99){cpu_ratio_heading}",
         "system",
         "commands/s",
         format!("{}/s", first.workload.success_name()),
@@ -358,7 +393,8 @@ pub fn comparison_table(reports: &[Report], missing: &[(String, String)]) -> Str
         first.system
     );
     for report in reports {
-        let ratio = if report.system == first.system {
+        let cpu = report.node_cpu_us_per_command();
+        let mut ratio = if report.system == first.system {
             String::new()
         } else {
             format!(
@@ -367,9 +403,19 @@ pub fn comparison_table(reports: &[Report], missing: &[(String, String)]) -> Str
                 first.p99_us as f64 / report.p99_us.max(1) as f64
             )
         };
+        let mut cpu_column = String::new();
+        if pinned {
+            let us = cpu.map_or_else(|| "-".to_string(), |us| format!("{us:.2} µs"));
+            cpu_column = format!(" {us:>14}");
+            if let (Some(us), Some(first_us)) = (cpu, first.node_cpu_us_per_command()) {
+                if report.system != first.system && first_us > 0.0 {
+                    let _ = write!(ratio, "; {:.1}×", us / first_us);
+                }
+            }
+        }
         let _ = writeln!(
             out,
-            "{:<10} {:>12.0} {:>14.0} {:>9} {:>9} {:>9}   {}",
+            "{:<10} {:>12.0} {:>14.0} {:>9} {:>9} {:>9}{cpu_column}   {}",
             report.system,
             report.commands_per_s,
             report.successes_per_s(),
@@ -538,6 +584,53 @@ mod tests {
                 && success["refusals_per_s_after_sell_out"].is_null()
         );
         assert_eq!(success["units_sold"], 10);
+    }
+
+    #[test]
+    fn node_cpu_per_command_only_with_pin() {
+        let plain = report(Workload::FlashSale);
+        assert_eq!(plain.node_cpu_us_per_command(), None);
+        assert!(plain.to_json().get("node_cpu_us_per_command").is_none());
+        assert!(!plain.table().contains("node CPU"));
+        // 1 000 commands in 2 s on 0.005 s of node CPU: 5 µs a command, 0.25 % of a core.
+        let pinned = Report { node_cpu_s: Some(0.005), ..plain.clone() };
+        assert_eq!(pinned.node_cpu_us_per_command(), Some(5.0));
+        assert_eq!(pinned.to_json()["node_cpu_us_per_command"], 5.0);
+        let table = pinned.table();
+        assert!(table.contains("node CPU/cmd        5.00 µs"), "{table}");
+        assert!(table.contains("0.01 s of node CPU in the window, 0 % of a core"), "{table}");
+        // Pinned, no command: the key is there, as null.
+        let idle = Report { commands: 0, ..pinned.clone() };
+        assert!(idle.to_json()["node_cpu_us_per_command"].is_null());
+        assert!(idle.table().contains("node CPU/cmd              -"), "{}", idle.table());
+    }
+
+    #[test]
+    fn the_comparison_has_node_cpu_per_command_with_pin() {
+        let bookd = Report { node_cpu_s: Some(0.002), ..report(Workload::SeatMap) };
+        let redis = Report {
+            system: "redis".into(),
+            commands_per_s: 50.0,
+            node_cpu_s: Some(0.008),
+            ..bookd.clone()
+        };
+        let postgres = Report { system: "postgres".into(), node_cpu_s: None, ..bookd.clone() };
+        let table = comparison_table(&[bookd.clone(), redis.clone(), postgres], &[]);
+        assert!(table.contains("node and load generator on a CPU each"), "{table}");
+        assert!(table.contains("node CPU/cmd"), "{table}");
+        assert!(table.contains("system ÷ bookd (CPU/cmd)"), "{table}");
+        let line = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+        assert!(line("bookd").contains("2.00 µs"), "{table}");
+        // 4× bookd's CPU per command.
+        assert!(line("redis").contains("8.00 µs") && line("redis").ends_with("10.0×, 1.00×; 4.0×"));
+        assert!(line("postgres").contains(" - "), "{table}");
+        // Without --pin the table is as it always was.
+        let plain = comparison_table(
+            &[Report { node_cpu_s: None, ..bookd }, Report { node_cpu_s: None, ..redis }],
+            &[],
+        );
+        assert!(!plain.contains("CPU"), "{plain}");
+        assert!(plain.lines().nth(1).unwrap().ends_with("bookd ÷ system (throughput, p99)"));
     }
 
     #[test]

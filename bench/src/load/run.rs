@@ -15,6 +15,7 @@ use bookd_engine::Command;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
+use super::cpu::{sample_window, CpuError};
 use super::report::{OpReport, Report, SellOutFigures};
 use super::windows::{window_line, ShardWindow, WindowPlan, WindowSummary, Windows, WindowsError};
 use super::{Answer, BenchError, Driver};
@@ -62,6 +63,9 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Print each window's line on stderr as it ends.
     pub print_windows: bool,
+    /// `--pin`: the process of the system under test, whose CPU time (with its descendants')
+    /// over the measured window goes into the report.
+    pub node_pid: Option<u32>,
 }
 
 impl RunConfig {
@@ -84,6 +88,7 @@ impl RunConfig {
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             print_windows: false,
+            node_pid: None,
         }
     }
 
@@ -440,6 +445,7 @@ pub async fn run_closed_loop<D: Driver>(
 ) -> Result<Report, BenchError> {
     let window = Window::new(config);
     let recorder = Arc::new(Recorder::new(config, window)?);
+    let node_cpu = NodeCpu::start(config, window);
     let progress = Progress::start(config, recorder.clone(), window);
     let closer = WindowCloser::start(config, recorder.clone(), &progress);
     let mut clients = JoinSet::new();
@@ -466,7 +472,9 @@ pub async fn run_closed_loop<D: Driver>(
     }
     closer.finish(config, &recorder, &progress).await;
     progress.finish();
-    recorder.report(config, window.end - window.measure_from, counters, 0)
+    let mut report = recorder.report(config, window.end - window.measure_from, counters, 0)?;
+    report.node_cpu_s = node_cpu.finish().await?;
+    Ok(report)
 }
 
 /// One closed-loop client; returns its counters of the measured window.
@@ -610,6 +618,7 @@ pub async fn run_open_loop<D: Driver>(
     let window = Window::new(config);
     let start = window.start;
     let recorder = Arc::new(Recorder::new(config, window)?);
+    let node_cpu = NodeCpu::start(config, window);
     let schedule = Arc::new(Schedule {
         start,
         period_s: 1.0 / rate,
@@ -633,7 +642,10 @@ pub async fn run_open_loop<D: Driver>(
     progress.finish();
     let due = ((window.end - start).as_secs_f64() * rate).ceil() as u64;
     let taken = schedule.next.load(Ordering::Relaxed).min(due);
-    recorder.report(config, window.end - window.measure_from, counters, due - taken)
+    let window_length = window.end - window.measure_from;
+    let mut report = recorder.report(config, window_length, counters, due - taken)?;
+    report.node_cpu_s = node_cpu.finish().await?;
+    Ok(report)
 }
 
 /// The open loop's schedule: command `k` is due at `start + k × period_s`.
@@ -675,6 +687,28 @@ async fn open_client<D: Driver>(
         }
     }
     run.counters()
+}
+
+/// `--pin`: the CPU time of the system under test over the measured window, sampled at its
+/// start and its end.
+struct NodeCpu {
+    sampler: Option<tokio::task::JoinHandle<Result<Duration, CpuError>>>,
+}
+
+impl NodeCpu {
+    fn start(config: &RunConfig, window: Window) -> NodeCpu {
+        let sampler =
+            config.node_pid.map(|pid| sample_window(pid, window.measure_from, window.end));
+        NodeCpu { sampler }
+    }
+
+    /// The CPU seconds the system spent in the window (`None` when not measured); the sampler
+    /// has finished by the time the clients have.
+    async fn finish(self) -> Result<Option<f64>, BenchError> {
+        let Some(sampler) = self.sampler else { return Ok(None) };
+        let spent = sampler.await.map_err(CpuError::Sampler)??;
+        Ok(Some(spent.as_secs_f64()))
+    }
 }
 
 /// Closes each window (and prints its line, if asked) shortly after it ends; the last window
@@ -818,6 +852,26 @@ mod tests {
         assert_eq!(by_op, report.commands);
         assert_eq!(report.counters.commands, report.commands);
         assert_eq!(report.errors(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_node_cpu_is_measured_over_the_window_with_a_node_pid() {
+        let driver = EngineDriver(Arc::new(Mutex::new(bookd_engine::Engine::default())));
+        setup(&driver, Workload::FlashSale).await.unwrap();
+        let plain = run_closed_loop(&driver, &config(Workload::FlashSale)).await.unwrap();
+        assert_eq!(plain.node_cpu_s, None);
+        // The engine runs in this process: it is the node here.
+        let config =
+            RunConfig { node_pid: Some(std::process::id()), ..config(Workload::FlashSale) };
+        let closed = run_closed_loop(&driver, &config).await.unwrap();
+        assert!(closed.node_cpu_s.is_some_and(|cpu_s| cpu_s >= 0.0), "{:?}", closed.node_cpu_s);
+        assert!(closed.to_json()["node_cpu_us_per_command"].is_number());
+        let open = run_open_loop(&driver, &config, 1_000.0).await.unwrap();
+        assert!(open.node_cpu_s.is_some());
+        // A node that is not there stops the run with why.
+        let gone = RunConfig { node_pid: Some(u32::MAX), ..config };
+        let error = run_closed_loop(&driver, &gone).await.unwrap_err();
+        assert!(matches!(error, BenchError::Cpu(CpuError::NoProcess(_))), "{error}");
     }
 
     #[tokio::test]

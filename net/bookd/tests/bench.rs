@@ -2,9 +2,13 @@
 //! embedded durable node through the binary-protocol driver, then every resource it touched is
 //! read back: no oversell (capacity ≥ held + confirmed), every attempt answered (successes +
 //! refusals = attempts), and held and confirmed units match what the clients were told.
-//! And `bookd bench --workload sell-out --json` end to end: the binary against its embedded node.
+//! And `bookd bench --workload sell-out --json` end to end: the binary against its embedded node;
+//! `bookd bench --pin`: against its own node process, and against `--addr` with `--node-pid`,
+//! each reporting the node's CPU per command, and refused on one CPU.
 //! Bounded: loopback only, one-second windows, no timed assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -302,4 +306,90 @@ fn sell_out_json_end_to_end() {
         assert!(success["sold_out_at_s"].is_null(), "{success}");
     }
     assert_eq!(value["by_op"]["confirm"]["refused"], 0);
+}
+
+/// Runs `bookd bench` with `args` (no `BOOKD_ADDR` / `BOOKD_TOKEN` from the environment), on
+/// CPU `cpu` only if given; returns (success, stdout, stderr).
+fn bench(args: &[&str], cpu: Option<usize>) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bookd"));
+    command.arg("bench").args(args).env_remove("BOOKD_ADDR").env_remove("BOOKD_TOKEN");
+    if let Some(cpu) = cpu {
+        bookd_bench::load::pin_command(&mut command, cpu);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), stdout, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+const PINNED_FLASH_SALE: [&str; 14] = [
+    "--workload",
+    "flash-sale",
+    "--pin",
+    "--duration",
+    "1s",
+    "--warmup",
+    "0s",
+    "--interval",
+    "1s",
+    "--clients",
+    "8",
+    "--connections",
+    "2",
+    "--json",
+];
+
+/// The JSON object of a pinned run: its commands, and the node's CPU µs per command, positive.
+fn pinned_figures(stdout: &str) -> (u64, f64) {
+    let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let commands = value["commands"].as_u64().unwrap();
+    let per_command = value["node_cpu_us_per_command"].as_f64();
+    let per_command = per_command.unwrap_or_else(|| panic!("no node CPU per command: {value}"));
+    assert!(commands > 0 && per_command > 0.0, "{value}");
+    assert_eq!(value["unanswered"].as_u64(), Some(0));
+    (commands, per_command)
+}
+
+/// `bookd bench --pin` without `--addr`: a node process of its own on one CPU, the load
+/// generator on the other, and the node's CPU per command in the JSON object; the node is
+/// stopped and reaped at the end.
+#[test]
+fn pin_reports_node_cpu_per_command() {
+    let (ok, stdout, stderr) = bench(&PINNED_FLASH_SALE, None);
+    assert!(ok, "{stdout}\n{stderr}");
+    pinned_figures(&stdout);
+    // Without --pin, no such key.
+    let unpinned: Vec<&str> = PINNED_FLASH_SALE.iter().copied().filter(|a| *a != "--pin").collect();
+    let (ok, stdout, stderr) = bench(&unpinned, None);
+    assert!(ok, "{stdout}\n{stderr}");
+    let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(value.get("node_cpu_us_per_command").is_none(), "{value}");
+}
+
+/// `--pin --addr ADDR --node-pid PID`: only the load generator is pinned; the CPU time is the
+/// named node's.
+#[test]
+fn pin_at_an_address_measures_the_named_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = support::Bookd::serve(dir.path(), &["--shards", "1"]);
+    let pid = node.child.id().to_string();
+    let mut args = PINNED_FLASH_SALE.to_vec();
+    args.extend(["--addr", node.binary.as_str(), "--node-pid", pid.as_str()]);
+    let (ok, stdout, stderr) = bench(&args, None);
+    assert!(ok, "{stdout}\n{stderr}");
+    pinned_figures(&stdout);
+    assert!(node.terminate().success());
+}
+
+/// On one CPU, `--pin` is refused with why, before anything starts; so is `--pin --addr`
+/// without the node's process.
+#[test]
+fn pin_is_refused_with_why() {
+    let one_cpu = bookd_bench::load::allowed_cpus().unwrap()[0];
+    let (ok, stdout, stderr) = bench(&PINNED_FLASH_SALE, Some(one_cpu));
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("--pin needs 2 CPUs") && !stderr.contains("panicked"), "{stderr}");
+    let mut at_addr = PINNED_FLASH_SALE.to_vec();
+    at_addr.extend(["--addr", "127.0.0.1:9"]);
+    let (ok, _, stderr) = bench(&at_addr, None);
+    assert!(!ok && stderr.contains("--node-pid PID"), "{stderr}");
 }
