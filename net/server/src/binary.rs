@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bookd_engine::{Op, OpResult, OutcomeRef};
+use bookd_engine::{shard_of, Op, OpResult, OutcomeRef};
 use bookd_feed::{Cursor, Feed, FeedError, FeedPage, FeedRequest, FEED_LIMIT_MAX};
 use bookd_runtime::{Encoded, Encoder, Runtime};
 use bytes::{Buf, BytesMut};
@@ -129,8 +129,20 @@ pub struct BinaryApp {
     config: BinaryConfig,
     metrics: BinaryMetrics,
     replication: Option<Arc<dyn ReplicationHook>>,
-    /// Connections bound to each shard now (the server binds `ANY_SHARD` to the fewest).
-    bound: Vec<AtomicU64>,
+    /// Per shard: its bound connections and where their commands went.
+    bound: Vec<BoundShard>,
+}
+
+/// The connections bound to one shard. `Relaxed` counters, as [`BinaryMetrics`].
+#[derive(Debug, Default)]
+pub struct BoundShard {
+    /// Bound to it now (the server binds `ANY_SHARD` to the shard with the fewest).
+    pub connections: AtomicU64,
+    /// Commands (and reads) on its connections that it owns: applied on its thread.
+    pub local_commands_total: AtomicU64,
+    /// Commands on its connections that another shard owns: forwarded to that shard's queue
+    /// (a client that does not route by shard).
+    pub forwarded_commands_total: AtomicU64,
 }
 
 impl BinaryApp {
@@ -145,7 +157,7 @@ impl BinaryApp {
             config: BinaryConfig::default(),
             metrics: BinaryMetrics::default(),
             replication: None,
-            bound: (0..runtime_shards).map(|_| AtomicU64::new(0)).collect(),
+            bound: (0..runtime_shards).map(|_| BoundShard::default()).collect(),
         }
     }
 
@@ -178,6 +190,11 @@ impl BinaryApp {
 
     pub fn metrics(&self) -> &BinaryMetrics {
         &self.metrics
+    }
+
+    /// The connections bound to `shard`, if the node has it.
+    pub fn bound(&self, shard: usize) -> Option<&BoundShard> {
+        self.bound.get(shard)
     }
 }
 
@@ -270,7 +287,7 @@ fn move_to_shard(
         // The shard's runtime is gone (stopping) or the socket could not leave: the
         // connection is dropped, as at shutdown.
         Ok(None) | Err(_) => {
-            app.bound[shard].fetch_sub(1, Ordering::Relaxed);
+            app.bound[shard].connections.fetch_sub(1, Ordering::Relaxed);
             app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -298,7 +315,7 @@ async fn serve_bound(
             }
         }
     }
-    app.bound[shard].fetch_sub(1, Ordering::Relaxed);
+    app.bound[shard].connections.fetch_sub(1, Ordering::Relaxed);
     app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     drop(app);
     drop(permit);
@@ -552,15 +569,17 @@ impl<'a> Connection<'a> {
         let Some(asked) = shard else { return Ok(()) };
         let bound = &self.app.bound;
         let shard = if asked == ANY_SHARD {
-            (0..bound.len()).min_by_key(|&shard| bound[shard].load(Ordering::Relaxed)).unwrap_or(0)
+            (0..bound.len())
+                .min_by_key(|&shard| bound[shard].connections.load(Ordering::Relaxed))
+                .unwrap_or(0)
         } else {
             usize::from(asked)
         };
-        let Some(count) = bound.get(shard) else {
+        let Some(shard_bound) = bound.get(shard) else {
             let shards = bound.len();
             return Err(bad_request(format!("HELLO: no shard {asked}: the node has {shards}")));
         };
-        count.fetch_add(1, Ordering::Relaxed);
+        shard_bound.connections.fetch_add(1, Ordering::Relaxed);
         self.bound = Some(shard);
         Ok(())
     }
@@ -608,8 +627,10 @@ impl<'a> Connection<'a> {
         let mut ticker = tokio::time::interval(TIMEOUT_CHECK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut yielded = false;
+        let bound = self.bound.and_then(|shard| Some((shard, self.app.bound.get(shard)?)));
         loop {
             let may_read = self.start_requests(&mut in_flight, |request_id, ops| {
+                count_routes(bound, &ops, runtime.shards());
                 execute(runtime, request_id, ops)
             });
             if in_flight.is_empty() {
@@ -1042,6 +1063,14 @@ async fn poll_feed(read: &mut Option<FeedRead<'_>>) -> Result<FeedPage, FeedErro
 
 /// Runs one request's ops as one `Runtime::execute_encoded`: one message per shard, answered
 /// in the wire format on the shard threads.
+/// Counts a bound connection's ops as its shard's own or forwarded.
+fn count_routes(bound: Option<(usize, &BoundShard)>, ops: &[Op], shards: usize) {
+    let Some((shard, counters)) = bound else { return };
+    let local = ops.iter().filter(|op| shard_of(op.partition(), shards) == shard).count() as u64;
+    BinaryMetrics::add(&counters.local_commands_total, local);
+    BinaryMetrics::add(&counters.forwarded_commands_total, ops.len() as u64 - local);
+}
+
 async fn execute(runtime: &Runtime, request_id: u64, ops: Vec<Op>) -> Done {
     Done { request_id, answers: runtime.execute_encoded(ops, &WIRE_ANSWERS).await }
 }

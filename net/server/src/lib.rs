@@ -24,4 +24,4 @@ pub mod node;
 pub mod replication;
 pub mod system;
 
-pub use binary::{serve_binary, BinaryApp, BinaryConfig, BinaryMetrics};
+pub use binary::{serve_binary, BinaryApp, BinaryConfig, BinaryMetrics, BoundShard};

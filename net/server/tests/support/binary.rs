@@ -88,11 +88,14 @@ impl Raw {
 
     /// Connects and completes the handshake.
     pub async fn hello(addr: SocketAddr, token: &str) -> (Raw, HelloOk) {
+        Raw::hello_bound(addr, token, None).await
+    }
+
+    /// Connects and completes a handshake that asks for `shard` (`None`: a plain connection).
+    pub async fn hello_bound(addr: SocketAddr, token: &str, shard: Option<u16>) -> (Raw, HelloOk) {
         let mut raw = Raw::connect(addr).await;
         let mut payload = Vec::new();
-        Hello { token: token.as_bytes(), client_name: "raw", shard: None }
-            .encode(&mut payload)
-            .unwrap();
+        Hello { token: token.as_bytes(), client_name: "raw", shard }.encode(&mut payload).unwrap();
         raw.send(Kind::Hello, 1, &payload).await;
         let (kind, id, payload) = raw.recv().await.expect("HELLO answered");
         assert_eq!((kind, id), (Kind::HelloOk, 1), "{:?}", ErrorFrame::decode(&payload));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bookd_engine::{Engine, EngineLimits};
 use bookd_runtime::testing::{Gate, TestLog};
-use bookd_runtime::{MemoryLog, Runtime, RuntimeConfig, ShardLog};
+use bookd_runtime::{Runtime, RuntimeConfig, ShardLog};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -54,6 +54,8 @@ pub struct Server<App> {
     pub gate: Arc<Gate>,
     pub runtime: Arc<Runtime>,
     pub app: Arc<App>,
+    /// Each shard's log, shared with the shard: its records are what the shard wrote.
+    pub logs: Vec<TestLog>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -90,22 +92,23 @@ impl<App> Server<App> {
             queue_messages_max: shards.queue_messages_max,
             ..RuntimeConfig::default()
         };
-        let logs = (0..shards.count)
-            .map(|_| {
-                let log: Box<dyn ShardLog> = match stall {
-                    Stall::Clock => Box::new(MemoryLog::default()),
-                    Stall::Commit => Box::new(TestLog::default().with_gate(gate.clone())),
-                };
-                (Engine::new(shards.limits), log)
+        let logs: Vec<TestLog> = (0..shards.count)
+            .map(|_| match stall {
+                Stall::Clock => TestLog::default(),
+                Stall::Commit => TestLog::default().with_gate(gate.clone()),
             })
             .collect();
-        let runtime = Arc::new(Runtime::start(config, logs).unwrap());
+        let shard_logs = logs
+            .iter()
+            .map(|log| (Engine::new(shards.limits), Box::new(log.clone()) as Box<dyn ShardLog>))
+            .collect();
+        let runtime = Arc::new(Runtime::start(config, shard_logs).unwrap());
         let app = app(runtime.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, app.clone(), stopped));
-        Server { addr, clock, gate, runtime, app, stop: Some(stop), task: Some(task) }
+        Server { addr, clock, gate, runtime, app, logs, stop: Some(stop), task: Some(task) }
     }
 
     pub fn advance_clock(&self, ms: u64) {
