@@ -311,8 +311,13 @@ impl Node {
         // A standby stops following before its shards stop.
         replication.0.stop_following().await;
         drop(replication);
-        // Every connection is closed; only this handle remains.
+        // Every connection is closed; tasks they started (an event stream's reader) end at the
+        // stop signal, and once they have, only this handle remains.
         let runtime = self.runtime;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TASKS_WAIT;
+        while Arc::strong_count(&runtime) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(runtime) {
             Ok(runtime) => runtime.shutdown(),
             Err(_) => {
@@ -324,6 +329,9 @@ impl Node {
         served.map_err(|source| NodeError::Listen { addr: bound.http.to_string(), source })
     }
 }
+
+/// How long a stopping node waits for the tasks its connections started to end.
+const SHUTDOWN_TASKS_WAIT: Duration = Duration::from_secs(5);
 
 /// One shard per core for a new data directory.
 fn default_shards() -> usize {

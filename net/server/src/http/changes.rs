@@ -298,8 +298,13 @@ pub async fn start_events(
             } else {
                 sse_events(&page, &mut out);
             }
-            if sender.send(Bytes::from(out)).await.is_err() {
-                return; // the client went away
+            // A client that reads nothing fills the queue; the node's stop ends the wait.
+            let sent = tokio::select! {
+                sent = sender.send(Bytes::from(out)) => sent.is_ok(),
+                _ = stop.wait_for(|stopping| *stopping) => false,
+            };
+            if !sent {
+                return; // the client went away, or the node stops
             }
             request.cursor = Some(page.cursor.clone());
             let read = tokio::select! {
