@@ -69,6 +69,8 @@ _COUNTS = struct.Struct("<QQQ")
 _HOLD_HEAD = struct.Struct("<BQ")
 _ITEM_COUNTS = struct.Struct("<IQQQ")
 _HELLO_OK = struct.Struct("<BQHIHI")
+#: What HELLO_OK adds for a bound connection: the shard and the partition-to-shard rule.
+_BINDING = struct.Struct("<HB")
 _U64_MAX = (1 << 64) - 1
 
 OPCODES = {
@@ -271,14 +273,25 @@ def encode_request(request_id: int, commands: Sequence[Command]) -> bytes:
     return encode_frame(Kind.REQUEST, request_id, encode_commands(commands))
 
 
-def encode_hello(token: Union[str, bytes, None], client_name: str) -> bytes:
-    """A HELLO payload."""
+#: HELLO's ``shard`` that lets the node pick the shard with the fewest bound connections.
+ANY_SHARD = 0xFFFF
+#: HELLO_OK's shard rules by their byte.
+SHARD_RULES = {1: "fnv1a64_mod"}
+
+
+def encode_hello(token: Union[str, bytes, None], client_name: str,
+                 shard: Optional[int] = None) -> bytes:
+    """A HELLO payload; with ``shard``, the connection asks to be bound to that shard."""
     data = token.encode() if isinstance(token, str) else (token or b"")
     if len(data) > 0xFFFF:
         raise invalid("token", "too long")
     out = bytearray(_U16.pack(len(data)))
     out += data
     _str8(out, client_name, "client_name")
+    if shard is not None:
+        if not 0 <= shard <= 0xFFFF:
+            raise invalid("shard", "must be 0 to 65535")
+        out += _U16.pack(shard)
     return bytes(out)
 
 
@@ -394,31 +407,44 @@ class Reader:
 
 # ---- the handshake and ERROR ----
 
-def decode_hello(payload: bytes) -> Tuple[bytes, str]:
-    """A HELLO payload: ``(token, client_name)``."""
+def decode_hello(payload: bytes) -> Tuple[bytes, str, Optional[int]]:
+    """A HELLO payload: ``(token, client_name, shard)`` (``shard`` ``None``: a plain one)."""
     reader = Reader(payload, "HELLO")
     token = reader.take(reader.u16("token"), "token")
     name = reader.str8("client_name")
+    shard = None if reader.off == reader.n else reader.u16("shard")
     reader.finish()
-    return token, name
+    return token, name, shard
 
 
 def encode_hello_ok(hello: HelloOk) -> bytes:
     """A HELLO_OK payload."""
     role = 0 if Role(hello.role) is Role.PRIMARY else 1
-    return _HELLO_OK.pack(role, hello.epoch, hello.shards, hello.frame_size_max,
-                          hello.commands_per_frame_max, hello.in_flight_max)
+    out = _HELLO_OK.pack(role, hello.epoch, hello.shards, hello.frame_size_max,
+                         hello.commands_per_frame_max, hello.in_flight_max)
+    if hello.bound_shard is None:
+        return out
+    rule = next(byte for byte, name in SHARD_RULES.items() if name == hello.shard_rule)
+    return out + _U16.pack(hello.bound_shard) + bytes([rule])
 
 
 def decode_hello_ok(payload: bytes) -> HelloOk:
     """A HELLO_OK payload."""
-    if len(payload) != _HELLO_OK.size:
-        raise ProtocolError(f"HELLO_OK: {len(payload)} bytes, not {_HELLO_OK.size}")
-    role, epoch, shards, frame_max, commands_max, in_flight = _HELLO_OK.unpack(payload)
+    bound = _HELLO_OK.size + _BINDING.size
+    if len(payload) not in (_HELLO_OK.size, bound):
+        raise ProtocolError(
+            f"HELLO_OK: {len(payload)} bytes, not {_HELLO_OK.size} (or {bound} when bound)")
+    role, epoch, shards, frame_max, commands_max, in_flight = _HELLO_OK.unpack_from(payload)
     if role > 1:
         raise ProtocolError(f"HELLO_OK: unknown role {role}")
+    bound_shard = shard_rule = None
+    if len(payload) == bound:
+        bound_shard, rule = _BINDING.unpack_from(payload, _HELLO_OK.size)
+        shard_rule = SHARD_RULES.get(rule)
+        if shard_rule is None:
+            raise ProtocolError(f"HELLO_OK: unknown shard rule {rule}")
     return HelloOk(Role.PRIMARY if role == 0 else Role.STANDBY, epoch, shards, frame_max,
-                   commands_max, in_flight)
+                   commands_max, in_flight, bound_shard, shard_rule)
 
 
 def encode_error(code: int, message: str) -> bytes:

@@ -116,6 +116,11 @@ class HelloOk:
     frame_size_max: int
     commands_per_frame_max: int
     in_flight_max: int
+    #: The shard this connection is bound to, when its HELLO asked for one (``None``: plain).
+    bound_shard: Optional[int] = None
+    #: How partitions map to shards, told with ``bound_shard``: ``"fnv1a64_mod"`` (FNV-1a 64 of
+    #: the partition name's bytes, modulo the shard count).
+    shard_rule: Optional[str] = None
 
 
 @dataclass(slots=True)

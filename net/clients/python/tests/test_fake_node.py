@@ -42,7 +42,7 @@ async def test_a_well_behaved_fake_answers_each_call():
         async with await b.connect(node.addr, **FAST) as client:
             assert (await client.get_resource("concert-1", "x")).id == "x"
             assert client.hello == HELLO_OK
-            assert node.peers[0].hello == (b"", "bookd-client-python")
+            assert node.peers[0].hello == (b"", "bookd-client-python", None)
 
 
 @bounded
