@@ -423,19 +423,21 @@ fn pin_layout(args: &BenchArgs, allowed: &[usize]) -> Result<Option<Cores>, Benc
 /// which commands went unanswered, the client's only frees calls it would otherwise keep.
 const CALL_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
-/// Connects a pool of `connections` to `addr` for the bench; a call without an answer
-/// `timeout` after it was made is given up.
+/// Connects a pool of `connections` to `addr` for the bench (bound to the node's shards when
+/// `shard_aware`); a call without an answer `timeout` after it was made is given up.
 pub async fn connect(
     addr: &str,
     connections: usize,
     token: Option<String>,
     timeout: Duration,
+    shard_aware: bool,
 ) -> Result<BookdDriver, BookdError> {
     let config = ClientConfig {
         connections,
         token,
         client_name: "bookd-bench".into(),
         call_timeout: Some(timeout.saturating_add(CALL_TIMEOUT_SLACK)),
+        shard_aware,
         ..ClientConfig::default()
     };
     let client = Client::connect(addr, config)
@@ -533,7 +535,8 @@ async fn run_against(
         }
     };
     let connections = args.connections as usize;
-    let driver = connect(&addr, connections, args.token.clone(), args.timeout).await?;
+    let shard_aware = !args.plain_connections;
+    let driver = connect(&addr, connections, args.token.clone(), args.timeout, shard_aware).await?;
     let out = load::bench(args, &driver, pinned).await;
     if !args.json {
         let stats = driver.client().stats();

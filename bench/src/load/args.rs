@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// Relaxed durability (acknowledge before fsync) for the embedded node and the peers.
     #[arg(long)]
     pub relaxed: bool,
+    /// Connect as a client that does not route by shard: plain connections, so every command
+    /// crosses from a server thread to its shard's thread and back (the default binds a
+    /// connection to each shard and sends each command to its own).
+    #[arg(long)]
+    pub plain_connections: bool,
     /// Draw latency percentiles against throughput from an open-loop sweep into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,

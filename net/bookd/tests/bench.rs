@@ -168,7 +168,7 @@ impl Driver for Tracking {
 async fn run_and_check(workload: Workload, batched: bool) {
     let node = EmbeddedNode::start(false).await.unwrap();
     let addr = node.bound.binary.to_string();
-    let inner = connect(&addr, 4, None, Duration::from_secs(30)).await.unwrap();
+    let inner = connect(&addr, 4, None, Duration::from_secs(30), true).await.unwrap();
     let driver = Tracking {
         inner: inner.clone(),
         workload,
