@@ -33,6 +33,7 @@ export { OPCODES, encodeCommand, decodeCommand, decodeRequest, isWrite } from '.
 export type { Op } from './commands.js';
 export { decodeResult, decodeResponse, encodeResult, skipResult } from './results.js';
 export {
+  ANY_SHARD,
   decodeChanges,
   decodeCredit,
   decodeErrorFrame,

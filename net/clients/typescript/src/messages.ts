@@ -10,7 +10,7 @@ import { type ErrorCode, errorCodeOf, errorNumberOf } from './codes.js';
 import { invalid } from './errors.js';
 import { Kind, beginFrame, finishFrame } from './frame.js';
 import { TOKEN_SIZE_MAX_BYTES } from './limits.js';
-import { CHANGE_OPS, type Change, HOLD_STATUSES, type HelloOk, type Resource } from './types.js';
+import { CHANGE_OPS, type Change, HOLD_STATUSES, type HelloOk, type Resource, SHARD_RULES } from './types.js';
 import { DecodeError, Reader, Writer } from './wire.js';
 
 /** What a client says first. */
@@ -19,7 +19,15 @@ export interface Hello {
   token: string;
   /** Free text for the node's logs. */
   clientName: string;
+  /**
+   * Bind the connection to this shard ({@link ANY_SHARD}: the one the node picks); absent: a
+   * plain connection, encoded exactly as without the field.
+   */
+  shard?: number;
 }
+
+/** HELLO's `shard` asking the node to pick the shard (the one with the fewest bound connections). */
+export const ANY_SHARD = 0xffff;
 
 /** An ERROR frame's payload. */
 export interface ErrorFrame {
@@ -51,25 +59,31 @@ const NAME_SIZE_MAX_BYTES = 64;
 const HOLD_ITEMS_MAX = 64;
 const REF_SIZE_MAX_BYTES = 256;
 
-/** Appends a HELLO payload. */
+/** Appends a HELLO payload (`shard` after the client name only when the HELLO has one). */
 export function encodeHello(writer: Writer, hello: Hello): void {
   const token = Buffer.from(hello.token, 'utf8');
   if (token.length > TOKEN_SIZE_MAX_BYTES) throw invalid('token', `${token.length} bytes, longer than 65535`);
+  const shard = hello.shard;
+  if (shard !== undefined && !(Number.isInteger(shard) && shard >= 0 && shard <= ANY_SHARD)) {
+    throw invalid('shard', 'not an integer in 0 ..= 65535');
+  }
   writer.u16(token.length);
   writer.bytes(token);
   writer.str8(hello.clientName, 'client_name');
+  if (shard !== undefined) writer.u16(shard);
 }
 
-/** Decodes a HELLO payload. */
+/** Decodes a HELLO payload: it ends after the client name, or after a 2-byte `shard`. */
 export function decodeHello(payload: Buffer): Hello {
   const reader = new Reader(payload);
   const token = reader.str16('token');
   const clientName = reader.str8('client_name');
+  if (reader.remaining === 0) return { token, clientName };
+  const shard = reader.u16('shard');
   reader.finish();
-  return { token, clientName };
+  return { token, clientName, shard };
 }
 
-/** Appends a HELLO_OK payload. */
 /** A whole HELLO frame (request id 0), ready to write. */
 export function helloFrame(hello: Hello): Buffer {
   const writer = new Writer(64);
@@ -79,6 +93,7 @@ export function helloFrame(hello: Hello): Buffer {
   return writer.take();
 }
 
+/** Appends a HELLO_OK payload (`bound_shard` and `shard_rule` only when it has a binding). */
 export function encodeHelloOk(writer: Writer, hello: HelloOk): void {
   writer.u8(hello.role === 'primary' ? 0 : 1);
   writer.u64(hello.epoch, 'epoch');
@@ -86,9 +101,18 @@ export function encodeHelloOk(writer: Writer, hello: HelloOk): void {
   writer.u32(hello.frameSizeMaxBytes);
   writer.u16(hello.commandsPerFrameMax);
   writer.u32(hello.inFlightMax);
+  if (hello.binding !== undefined) {
+    const rule = SHARD_RULES.indexOf(hello.binding.rule);
+    if (rule < 0) throw invalid('shard_rule', `unknown rule ${String(hello.binding.rule)}`);
+    writer.u16(hello.binding.shard);
+    writer.u8(rule + 1);
+  }
 }
 
-/** Decodes a HELLO_OK payload; refuses limits that allow no request. */
+/**
+ * Decodes a HELLO_OK payload: it ends after `in_flight_max`, or after `bound_shard` and a known
+ * `shard_rule` (3 bytes); refuses limits that allow no request.
+ */
 export function decodeHelloOk(payload: Buffer, start = 0, end = payload.length): HelloOk {
   const reader = new Reader(payload, start, end);
   const roleByte = reader.u8('role');
@@ -98,6 +122,14 @@ export function decodeHelloOk(payload: Buffer, start = 0, end = payload.length):
   const frameSizeMaxBytes = reader.u32('frame_size_max');
   const commandsPerFrameMax = reader.u16('commands_per_frame_max');
   const inFlightMax = reader.u32('in_flight_max');
+  let binding: HelloOk['binding'];
+  if (reader.remaining > 0) {
+    const shard = reader.u16('bound_shard');
+    const ruleByte = reader.u8('shard_rule');
+    const rule = SHARD_RULES[ruleByte - 1];
+    if (rule === undefined) throw new DecodeError(`shard_rule: unknown value ${ruleByte}`);
+    binding = { shard, rule };
+  }
   reader.finish();
   if (frameSizeMaxBytes < 12 + 2 + 1 || commandsPerFrameMax === 0 || inFlightMax === 0) {
     throw new DecodeError(
@@ -106,7 +138,9 @@ export function decodeHelloOk(payload: Buffer, start = 0, end = payload.length):
     );
   }
   const role = roleByte === 0 ? 'primary' : 'standby';
-  return { role, epoch, shards, frameSizeMaxBytes, commandsPerFrameMax, inFlightMax };
+  const hello: HelloOk = { role, epoch, shards, frameSizeMaxBytes, commandsPerFrameMax, inFlightMax };
+  if (binding !== undefined) hello.binding = binding;
+  return hello;
 }
 
 /** Appends an ERROR payload. */

@@ -242,6 +242,23 @@ export interface Change {
   };
 }
 
+/** How a node maps partitions to shards, as HELLO_OK names it. */
+export type ShardRule = 'fnv1a64_mod';
+
+/**
+ * Shard rules by wire number − 1. `fnv1a64_mod`: FNV-1a (64-bit) of the partition name's bytes,
+ * modulo the shard count.
+ */
+export const SHARD_RULES: readonly ShardRule[] = ['fnv1a64_mod'];
+
+/** What HELLO_OK adds for a connection whose HELLO asked to be bound to a shard. */
+export interface ShardBinding {
+  /** The shard the connection is served on. */
+  shard: number;
+  /** How the node maps partitions to its shards. */
+  rule: ShardRule;
+}
+
 /** The node's side of the handshake. */
 export interface HelloOk {
   /** A standby answers writes with `standby_read_only`. */
@@ -256,4 +273,6 @@ export interface HelloOk {
   commandsPerFrameMax: number;
   /** REQUEST frames the node works on at once per connection. */
   inFlightMax: number;
+  /** Present exactly when the HELLO carried `shard`. */
+  binding?: ShardBinding;
 }

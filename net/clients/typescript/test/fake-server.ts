@@ -34,6 +34,8 @@ export interface Received {
 export class FakeConnection {
   readonly socket: net.Socket;
   readonly frames: Received[] = [];
+  /** The connection's first frame (its HELLO), once it came. */
+  hello: Received | null = null;
   helloDone = false;
 
   constructor(socket: net.Socket) {
@@ -134,6 +136,7 @@ export class FakeServer {
           };
           if (!connection.helloDone) {
             connection.helloDone = true;
+            connection.hello = frame;
             const answer = options.onHello ? options.onHello(connection) : helloOk();
             if (answer) connection.send(answer);
             return;

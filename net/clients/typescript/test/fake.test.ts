@@ -15,6 +15,7 @@ import {
   type ClientOptions,
   type Command,
   decodeCredit,
+  decodeHello,
   decodeRequest,
   decodeSubscribe,
   encodeChanges,
@@ -305,6 +306,25 @@ describe('a fake node that sends malformed input', () => {
 });
 
 describe('the client against a fake node', () => {
+  it('opens plain connections: its HELLO, on every connection and subscription, carries no shard', async () => {
+    const server = await fake({
+      onFrame(connection, frame) {
+        if (frame.kind === Kind.Subscribe) connection.send(changesFrame('c1', [putChange('c1', 'r1')], frame.requestId));
+      },
+    });
+    const client = await connect(server, { connections: 2, token: 's3cret', clientName: 'gw-1' });
+    const subscription = client.subscribe();
+    assert.equal((await subscription.next()).value?.cursor, 'c1');
+    await subscription.return();
+    assert.equal(server.connections.length, 3);
+    for (const connection of server.connections) {
+      assert.equal(connection.hello?.kind, Kind.Hello);
+      // token `s3cret`, client name `gw-1`, and nothing after: the HELLO of the `hello` vector.
+      assert.equal(connection.hello.payload.toString('hex'), '06007333637265740467772d31');
+      assert.deepEqual(decodeHello(connection.hello.payload), { token: 's3cret', clientName: 'gw-1' });
+    }
+  });
+
   it('gathers calls made together into one REQUEST frame', async () => {
     const server = await fake(answering((command) => holdResult(command)));
     const client = await connect(server);

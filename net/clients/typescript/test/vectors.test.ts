@@ -10,9 +10,11 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
 import {
+  ANY_SHARD,
   type Change,
   type Command,
   ERROR_CODES,
+  type HelloOk,
   FrameError,
   HTTP_STATUS,
   Kind,
@@ -43,6 +45,7 @@ import {
   Reader,
   DecodeError,
   PROTOCOL_VERSION,
+  RefusedError,
 } from '../src/index.js';
 import { fromHex, readRepoFile } from './repo.js';
 
@@ -155,7 +158,9 @@ function decode(vector: Vector, payload: Buffer): Json {
   switch (vector.kind) {
     case 'HELLO': {
       const hello = decodeHello(payload);
-      return { token: hello.token, client_name: hello.clientName };
+      const value: Json = { token: hello.token, client_name: hello.clientName };
+      if (hello.shard !== undefined) value.shard = hello.shard;
+      return value;
     }
     case 'HELLO_OK':
       return decodeHelloOk(payload);
@@ -182,8 +187,8 @@ function expected(vector: Vector): Json {
   switch (vector.kind) {
     case 'HELLO':
       return v;
-    case 'HELLO_OK':
-      return {
+    case 'HELLO_OK': {
+      const hello: HelloOk = {
         role: v.role,
         epoch: v.epoch,
         shards: v.shards,
@@ -191,6 +196,9 @@ function expected(vector: Vector): Json {
         commandsPerFrameMax: v.commands_per_frame_max,
         inFlightMax: v.in_flight_max,
       };
+      if (v.bound_shard !== undefined) hello.binding = { shard: v.bound_shard, rule: v.shard_rule };
+      return hello;
+    }
     case 'REQUEST':
       return v.commands.map(command);
     case 'RESPONSE':
@@ -214,7 +222,7 @@ function encode(vector: Vector, value: Json): Buffer {
   const start = beginFrame(writer, KINDS[vector.kind]!, vector.frame.request_id);
   switch (vector.kind) {
     case 'HELLO':
-      encodeHello(writer, { token: value.token, clientName: value.client_name });
+      encodeHello(writer, { token: value.token, clientName: value.client_name, shard: value.shard });
       break;
     case 'HELLO_OK':
       encodeHelloOk(writer, value);
@@ -297,6 +305,59 @@ describe('protocol vectors (docs/protocol-vectors.json)', () => {
       }
     });
   }
+
+  for (const vector of file.vectors) {
+    it(`${vector.name}: every cut of its payload is refused, but the one without the optional fields`, () => {
+      const payload = fromHex(vector.hex).subarray(16);
+      // HELLO's `shard` (2 bytes) and HELLO_OK's `bound_shard` and `shard_rule` (3 bytes) may be
+      // left off whole, and then the payload is the plain one; no other cut is a payload.
+      let optional = 0;
+      if (vector.kind === 'HELLO' && vector.value.shard !== undefined) optional = 2;
+      if (vector.kind === 'HELLO_OK' && vector.value.bound_shard !== undefined) optional = 3;
+      for (let length = 0; length < payload.length; length++) {
+        const cut = payload.subarray(0, length);
+        if (optional > 0 && length === payload.length - optional) {
+          const plain = expected(vector);
+          if (vector.kind === 'HELLO') delete plain.shard;
+          else delete plain.binding;
+          assert.deepStrictEqual(decode(vector, cut), plain, `the first ${length} bytes`);
+          continue;
+        }
+        assert.throws(() => decode(vector, cut), DecodeError, `the first ${length} of ${payload.length} bytes`);
+      }
+    });
+  }
+
+  it('HELLO and HELLO_OK refuse a byte after their optional fields, and an unknown shard_rule', () => {
+    for (const name of ['hello', 'hello-bound', 'hello-ok', 'hello-ok-bound']) {
+      const vector = file.vectors.find((v) => v.name === name)!;
+      const payload = fromHex(vector.hex).subarray(16);
+      for (const extra of name === 'hello-ok' ? [[0], [1, 0]] : [[0]]) {
+        const longer = Buffer.concat([payload, Buffer.from(extra)]);
+        assert.throws(() => decode(vector, longer), DecodeError, `${name} and ${extra.length} more bytes`);
+      }
+    }
+    const bound = fromHex(file.vectors.find((v) => v.name === 'hello-ok-bound')!.hex).subarray(16);
+    for (const rule of [0, 2, 0xff]) {
+      const unknown = Buffer.from(bound);
+      unknown[unknown.length - 1] = rule;
+      assert.throws(() => decodeHelloOk(unknown), (error: unknown) => {
+        return error instanceof DecodeError && /shard_rule: unknown value/.test(error.message);
+      }, `shard_rule ${rule}`);
+    }
+  });
+
+  it('a HELLO without a shard is encoded as before the field existed, and an out-of-range one is refused', () => {
+    const plain = new Writer(64);
+    encodeHello(plain, { token: 's3cret', clientName: 'gw-1' });
+    assert.equal(plain.take().toString('hex'), file.vectors.find((v) => v.name === 'hello')!.hex.slice(32));
+    for (const shard of [-1, 0x10000, 1.5, Number.NaN]) {
+      assert.throws(() => encodeHello(new Writer(64), { token: '', clientName: '', shard }), RefusedError, `shard ${shard}`);
+    }
+    const any = new Writer(64);
+    encodeHello(any, { token: '', clientName: '', shard: ANY_SHARD });
+    assert.equal(any.take().toString('hex'), '000000ffff');
+  });
 
   for (const malformed of file.malformed) {
     it(`${malformed.name}: is refused by the ${malformed.error} decoder`, () => {
