@@ -344,7 +344,10 @@ impl Runtime {
     ) -> Result<u64, ReplicateError> {
         let (reply, receiver) = oneshot::channel();
         let stopped = || ReplicateError::Failed(ControlError::Stopped);
-        self.inboxes[shard].send(Message::Replicate { records, reply }).map_err(|_| stopped())?;
+        self.inboxes[shard]
+            .send(Message::Replicate { records, reply })
+            .await
+            .map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?
     }
 
@@ -379,7 +382,7 @@ impl Runtime {
         let (reply, receiver) = oneshot::channel();
         let stopped = || InstallError::Failed(ControlError::Stopped);
         let message = Message::BeginInstall { lsn, total_bytes, reply };
-        self.inboxes[shard].send(message).map_err(|_| stopped())?;
+        self.inboxes[shard].send(message).await.map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?
     }
 
@@ -394,7 +397,7 @@ impl Runtime {
             .get(shard)
             .ok_or(InstallError::Refused(InstallRefusal::Absent { shard }))?;
         let staged = Box::new(staged);
-        inbox.send(Message::InstallSnapshot { staged, reply }).map_err(|_| stopped())?;
+        inbox.send(Message::InstallSnapshot { staged, reply }).await.map_err(|_| stopped())?;
         receiver.await.map_err(|_| stopped())?
     }
 
@@ -420,7 +423,7 @@ impl Runtime {
         message: impl FnOnce(shard::Reply<T>) -> Message,
     ) -> Result<T, ControlError> {
         let (reply, receiver) = oneshot::channel();
-        self.inboxes[shard].send(message(reply)).map_err(|_| ControlError::Stopped)?;
+        self.inboxes[shard].send(message(reply)).await.map_err(|_| ControlError::Stopped)?;
         receiver.await.map_err(|_| ControlError::Stopped)?
     }
 
@@ -572,7 +575,7 @@ impl Runtime {
         let mut receivers = Vec::new();
         for inbox in &self.inboxes {
             let (reply, receiver) = oneshot::channel();
-            if inbox.send(Message::Status { reply }).is_ok() {
+            if inbox.send(Message::Status { reply }).await.is_ok() {
                 receivers.push(receiver);
             }
         }
@@ -590,7 +593,7 @@ impl Runtime {
     pub fn shutdown(self) {
         for inbox in &self.inboxes {
             // Blocks while the queue is full: a clean stop waits for queued work.
-            let _ = inbox.send(Message::Stop);
+            let _ = inbox.send_blocking(Message::Stop);
         }
         drop(self.inboxes);
         for thread in self.threads {

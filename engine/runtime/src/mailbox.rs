@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 
 use super::shard::Message;
 
+/// How often a control message waiting for room in a full queue tries again.
+const QUEUE_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The sending side, one per shard, shared by every producer.
 #[derive(Clone)]
 pub(crate) struct Mailbox {
@@ -43,9 +46,23 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Queues `message`, waiting while the queue is full without blocking the thread: a
+    /// control message may come from a task on a shard's own thread (a bound connection's feed
+    /// read), whose shard must go on draining its queue meanwhile.
+    pub(crate) async fn send(&self, mut message: Message) -> Result<(), SendError<Message>> {
+        loop {
+            match self.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => message = back,
+                Err(TrySendError::Disconnected(back)) => return Err(SendError(back)),
+            }
+            tokio::time::sleep(QUEUE_FULL_RETRY).await;
+        }
+    }
+
     /// Queues `message`, blocking this thread while the queue is full. Never from a shard's
-    /// own thread (it would wait for itself): control paths only, on other threads.
-    pub(crate) fn send(&self, message: Message) -> Result<(), SendError<Message>> {
+    /// own thread, nor from an async task: the stop at shutdown only.
+    pub(crate) fn send_blocking(&self, message: Message) -> Result<(), SendError<Message>> {
         self.sender.send(message)?;
         self.bell.notify_one();
         Ok(())

@@ -341,11 +341,8 @@ impl Shard {
     /// Every source rings the inbox's doorbell, so one wait covers them all.
     async fn next_event(&mut self) -> Event {
         loop {
-            match self.inbox.try_recv() {
-                Ok(message) => return Event::Message(message),
-                Err(TryRecvError::Disconnected) => return Event::Closed,
-                Err(TryRecvError::Empty) => {}
-            }
+            // A finished sync first: it releases replies and starts the next sync, which a
+            // queue that never empties (an open-loop load) must not hold back.
             if let Some(done) = self.sync_done() {
                 return match self.synced(done) {
                     Ok(()) => Event::Idle,
@@ -357,6 +354,11 @@ impl Shard {
                     Ok(()) => Event::Idle,
                     Err(error) => Event::Failed(error),
                 };
+            }
+            match self.inbox.try_recv() {
+                Ok(message) => return Event::Message(message),
+                Err(TryRecvError::Disconnected) => return Event::Closed,
+                Err(TryRecvError::Empty) => {}
             }
             let wait = match self.held.waiting.front() {
                 Some(front) => self

@@ -237,7 +237,15 @@ impl Client {
     /// and tells the shard count; connection `i` is bound to shard `i % shards`.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let ask = config.shard_aware.then_some(0);
-        let (stream, hello) = connection::connect_bound(addr, &config, ask).await?;
+        let (stream, hello) = match connection::connect_bound(addr, &config, ask).await {
+            // A node from before shard-bound connections refuses HELLO's shard: go plain.
+            Err(ClientError::Server(error))
+                if ask.is_some() && error.code == ErrorCode::BadRequest =>
+            {
+                connection::connect_bound(addr, &config, None).await?
+            }
+            connected => connected?,
+        };
         let bound = hello.binding.is_some() && hello.shards > 0;
         let shards = if bound { usize::from(hello.shards) } else { 1 };
         let count = config.connections.max(1).max(shards);

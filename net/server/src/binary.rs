@@ -267,8 +267,26 @@ struct Carried {
     written: usize,
 }
 
+/// What a bound connection holds until it ends, however it ends (served to the end, or its task
+/// dropped unpolled by a runtime that stopped): it counts as open and bound while this lives,
+/// and returns its permit last, after its clone of the app (fields drop in order).
+struct BoundConnection {
+    app: Arc<BinaryApp>,
+    shard: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for BoundConnection {
+    fn drop(&mut self) {
+        self.app.bound[self.shard].connections.fetch_sub(1, Ordering::Relaxed);
+        self.app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Hands a bound connection, after its handshake, to its shard's thread: the socket leaves this
-/// thread's reactor and joins the shard runtime's, and the connection goes on there.
+/// thread's reactor and joins the shard runtime's, and the connection goes on there. If the
+/// shard's runtime is gone (stopping) or the socket cannot leave, the connection is dropped, as
+/// at shutdown.
 fn move_to_shard(
     stream: TcpStream,
     carried: Carried,
@@ -278,18 +296,10 @@ fn move_to_shard(
     stop: watch::Receiver<bool>,
 ) {
     let runtime = app.runtime.clone();
-    let moved = stream.into_std().map(|stream| {
-        runtime
-            .spawn_on_shard(shard, serve_bound(stream, carried, shard, app.clone(), permit, stop))
-    });
-    match moved {
-        Ok(Some(_)) => {}
-        // The shard's runtime is gone (stopping) or the socket could not leave: the
-        // connection is dropped, as at shutdown.
-        Ok(None) | Err(_) => {
-            app.bound[shard].connections.fetch_sub(1, Ordering::Relaxed);
-            app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-        }
+    let held = BoundConnection { app, shard, _permit: permit };
+    if let Ok(stream) = stream.into_std() {
+        // `None`: the runtime is gone and the task, `held` with it, is dropped here.
+        let _ = runtime.spawn_on_shard(shard, serve_bound(stream, carried, held, stop));
     }
 }
 
@@ -298,27 +308,20 @@ fn move_to_shard(
 async fn serve_bound(
     stream: std::net::TcpStream,
     carried: Carried,
-    shard: usize,
-    app: Arc<BinaryApp>,
-    permit: OwnedSemaphorePermit,
+    held: BoundConnection,
     stop: watch::Receiver<bool>,
 ) {
-    if let Ok(mut stream) = TcpStream::from_std(stream) {
-        let (read, write) = stream.split();
-        let mut connection = Connection::new(&app, read, write, stop);
-        connection.bound = Some(shard);
-        connection.resume(carried);
-        match connection.serve().await {
-            Ok(()) => drop(connection.close().await),
-            Err(error) => {
-                tracing::debug!(%error, shard, "bound binary connection ended with an error")
-            }
+    let Ok(mut stream) = TcpStream::from_std(stream) else { return };
+    let (read, write) = stream.split();
+    let mut connection = Connection::new(&held.app, read, write, stop);
+    connection.bound = Some(held.shard);
+    connection.resume(carried);
+    match connection.serve().await {
+        Ok(()) => drop(connection.close().await),
+        Err(error) => {
+            tracing::debug!(%error, shard = held.shard, "bound binary connection ended with an error")
         }
     }
-    app.bound[shard].connections.fetch_sub(1, Ordering::Relaxed);
-    app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    drop(app);
-    drop(permit);
 }
 
 /// Why a connection stops reading requests for good.
@@ -1061,8 +1064,6 @@ async fn poll_feed(read: &mut Option<FeedRead<'_>>) -> Result<FeedPage, FeedErro
     }
 }
 
-/// Runs one request's ops as one `Runtime::execute_encoded`: one message per shard, answered
-/// in the wire format on the shard threads.
 /// Counts a bound connection's ops as its shard's own or forwarded.
 fn count_routes(bound: Option<(usize, &BoundShard)>, ops: &[Op], shards: usize) {
     let Some((shard, counters)) = bound else { return };
@@ -1071,6 +1072,8 @@ fn count_routes(bound: Option<(usize, &BoundShard)>, ops: &[Op], shards: usize) 
     BinaryMetrics::add(&counters.forwarded_commands_total, ops.len() as u64 - local);
 }
 
+/// Runs one request's ops as one `Runtime::execute_encoded`: one message per shard, answered
+/// in the wire format on the shard threads.
 async fn execute(runtime: &Runtime, request_id: u64, ops: Vec<Op>) -> Done {
     Done { request_id, answers: runtime.execute_encoded(ops, &WIRE_ANSWERS).await }
 }
