@@ -96,10 +96,12 @@ enum Ended {
 }
 
 /// The connection's task: serve, and after a loss reconnect with backoff (bound to the same
-/// `shard`), until the client is dropped.
+/// `shard`), until the client is dropped. A node that refuses the shard on a reconnect (one
+/// with fewer shards, after a failover) gets this connection plain from then on: its calls are
+/// still answered, forwarded by the node.
 pub(crate) async fn run(
     addr: String,
-    shard: Option<u16>,
+    mut shard: Option<u16>,
     config: Arc<ClientConfig>,
     mut queue: mpsc::UnboundedReceiver<Call>,
     stream: TcpStream,
@@ -117,6 +119,13 @@ pub(crate) async fn run(
                 Ok(connected) => {
                     failures = 0;
                     connected
+                }
+                Err(ClientError::Server(refused))
+                    if shard.is_some() && refused.code == ErrorCode::BadRequest =>
+                {
+                    tracing::debug!(message = %refused.message, "the node refused the shard; reconnecting plain");
+                    shard = None;
+                    continue;
                 }
                 Err(error) => {
                     failures += 1;

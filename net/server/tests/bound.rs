@@ -309,3 +309,66 @@ async fn a_connection_that_stops_reading_never_holds_up_another_shards_replies()
     assert!(!flood.is_finished(), "the flood's connection was still stuck throughout");
     flood.abort();
 }
+
+/// A TCP proxy on 127.0.0.1 whose target can change; `cut` drops every connection it carries.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
+    carried: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to, tasks) = (target.clone(), carried.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = *to.lock().unwrap();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task);
+            }
+        });
+        Proxy { addr, target, carried }
+    }
+
+    /// Sends new connections to `target` and drops the ones carried so far.
+    fn switch(&self, target: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = target;
+        for task in self.carried.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reconnect_to_a_node_without_the_shard_goes_on_plain() {
+    let four = TestServer::start(Options { shards: SHARDS, ..Options::default() }).await;
+    let one = TestServer::start(Options { shards: 1, ..Options::default() }).await;
+    let proxy = Proxy::start(four.addr).await;
+    let config = ClientConfig { connections: 1, ..ClientConfig::default() };
+    let client = Client::connect(&proxy.addr.to_string(), config).await.unwrap();
+    assert!(client.is_shard_aware());
+    // The same address now reaches a node with one shard (a failover to a smaller one): the
+    // connections bound to shards 1 to 3 are refused their shard when they reconnect.
+    proxy.switch(one.addr);
+    for p in 0..32 {
+        let partition = format!("p-{p}");
+        let put = tokio::time::timeout(WAIT, client.put_resource(&partition, "r", 1)).await;
+        let put = put.expect("answered in time");
+        assert!(
+            put.is_ok(),
+            "{partition} on shard {}: {put:?}",
+            shard_of(ShardRule::Fnv1a64Mod, &partition, SHARDS as u16)
+        );
+    }
+    let bound = one.app.bound(0).unwrap();
+    assert!(BinaryMetrics::get(&bound.connections) >= 1);
+    assert_eq!(BinaryMetrics::get(&one.app.metrics().connections_open), SHARDS as u64);
+}
